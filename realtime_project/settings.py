@@ -1,0 +1,195 @@
+"""Django settings, read from the environment.
+
+Unset variables give the embedded default: one process, SQLite, no Redis, no Firestore. The
+project's own knobs live in one namespaced dict, ``REALTIME`` (read through
+``realtime_project.conf.realtime_settings``). ``docs/configuration.md`` lists every variable.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from realtime_project.env import (
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_list,
+    env_optional_str,
+    env_str,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+_EMBEDDED_SECRET_KEY = "embedded-default-secret-key-change-me-in-production-0123456789"
+SECRET_KEY = env_str("SECRET_KEY", _EMBEDDED_SECRET_KEY)
+DEBUG = env_bool("DEBUG", False)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "channels",
+    "connections",
+    "presence",
+    "chat",
+    "health",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "realtime_project.urls"
+# REST paths are served with and without a trailing slash; never redirect between them.
+APPEND_SLASH = False
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = None
+ASGI_APPLICATION = "realtime_project.asgi.application"
+
+
+def _database(url: str) -> dict[str, Any]:
+    try:
+        config: dict[str, Any] = dict(dj_database_url.parse(url))
+    except Exception as exc:  # dj_database_url raises bare ValueError/KeyError variants
+        raise ImproperlyConfigured(f"DATABASE_URL is not a usable database URL: {exc}") from None
+    if config.get("ENGINE") == "django.db.backends.sqlite3":
+        # Several threads (sync views, consumers' database_sync_to_async) share the file.
+        config.setdefault("OPTIONS", {})["timeout"] = 20
+    return config
+
+
+DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
+DATABASES = {"default": _database(DATABASE_URL)}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+# WhiteNoise indexes STATIC_ROOT at start and warns when it is missing (before collectstatic).
+STATIC_ROOT.mkdir(exist_ok=True)
+# Serve static files straight from the apps when collectstatic has not been run (the embedded
+# default); the Docker image runs collectstatic and serves the compressed, hashed copies.
+WHITENOISE_USE_FINDERS = env_bool("WHITENOISE_USE_FINDERS", True)
+
+REST_FRAMEWORK: dict[str, Any] = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        # Token first: its WWW-Authenticate header turns "not authenticated" into 401.
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Realtime backbone API",
+    "DESCRIPTION": "REST alternatives to the WebSocket frames, conversations, presence, "
+    "connections and health. The WebSocket protocol is described in docs/protocol.md.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+_REDIS_URL = env_optional_str("REDIS_URL")
+
+# The project's own settings. Everything has a default; everything can be overridden by the
+# environment variable of the same name.
+REALTIME: dict[str, Any] = {
+    "INSTANCE_ID": env_str("INSTANCE_ID", f"{socket.gethostname()}-{os.getpid()}"),
+    # Unset: single-instance mode (local-only layer, in-memory registry and timers).
+    # Several comma-separated URLs spread groups over the nodes by a consistent hash.
+    "REDIS_URL": _REDIS_URL,
+    # Redis Sentinel: "host:port,host:port" plus the monitored master's name.
+    "REDIS_SENTINELS": env_list("REDIS_SENTINELS", []),
+    "REDIS_SENTINEL_MASTER": env_str("REDIS_SENTINEL_MASTER", "mymaster"),
+    # Timeouts for Redis commands; blocking reads always use a shorter one (see docs).
+    "REDIS_SOCKET_TIMEOUT_SECONDS": env_float("REDIS_SOCKET_TIMEOUT_SECONDS", 5.0, minimum=0.1),
+    "REDIS_CONNECT_TIMEOUT_SECONDS": env_float("REDIS_CONNECT_TIMEOUT_SECONDS", 2.0, minimum=0.1),
+    # Unset: presence is kept by the embedded in-process store.
+    "FIRESTORE_PROJECT_ID": env_optional_str("FIRESTORE_PROJECT_ID"),
+    "PRESENCE_COLLECTION": env_str("PRESENCE_COLLECTION", "users"),
+    "PRESENCE_GRACE_SECONDS": env_float("PRESENCE_GRACE_SECONDS", 30, minimum=0),
+    # Who hears about a user's presence: a dotted path to a callable (user_id) -> user ids.
+    "PRESENCE_AUDIENCE": env_str("PRESENCE_AUDIENCE", "chat.selectors.presence_audience"),
+    "CONNECTION_TTL_SECONDS": env_float("CONNECTION_TTL_SECONDS", 60, minimum=1),
+    "HEARTBEAT_INTERVAL_SECONDS": env_float("HEARTBEAT_INTERVAL_SECONDS", 20, minimum=0.1),
+    "MESSAGE_MAX_LENGTH": env_int("MESSAGE_MAX_LENGTH", 4000, minimum=1),
+    "WS_MAX_FRAME_BYTES": env_int("WS_MAX_FRAME_BYTES", 64 * 1024, minimum=256),
+    "MAX_SOCKETS_PER_USER": env_int("MAX_SOCKETS_PER_USER", 20, minimum=1),
+    "TYPING_TIMEOUT_SECONDS": env_float("TYPING_TIMEOUT_SECONDS", 6, minimum=0.1),
+    # Per-socket token bucket for client frames; a socket that keeps flooding is closed 4429.
+    "RATE_LIMIT_FRAMES_PER_SECOND": env_float("RATE_LIMIT_FRAMES_PER_SECOND", 20, minimum=0.1),
+    "RATE_LIMIT_BURST": env_int("RATE_LIMIT_BURST", 40, minimum=1),
+    "RATE_LIMIT_MAX_STRIKES": env_int("RATE_LIMIT_MAX_STRIKES", 20, minimum=1),
+    # Per-socket queue in the channel layer.
+    "CHANNEL_CAPACITY": env_int("CHANNEL_CAPACITY", 1000, minimum=1),
+    "DRAIN_DELAY_SECONDS": env_float("DRAIN_DELAY_SECONDS", 5, minimum=0),
+    "DRAIN_BATCH_SIZE": env_int("DRAIN_BATCH_SIZE", 200, minimum=1),
+    "METRICS_ACCESS": env_choice("METRICS_ACCESS", "open", {"open", "staff"}),
+    "HEALTH_TIMEOUT_SECONDS": env_float("HEALTH_TIMEOUT_SECONDS", 1.0, minimum=0.05),
+    "HEALTH_CACHE_SECONDS": env_float("HEALTH_CACHE_SECONDS", 0.5, minimum=0),
+}
+
+CHANNEL_LAYERS = {
+    "default": {"BACKEND": "channels.layers.InMemoryChannelLayer"},
+}
+
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
+LOGGING: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"django.channels.server": {"level": "WARNING"}},
+}

@@ -1,0 +1,273 @@
+"""Real local processes: redis-server, the Firestore emulator, Daphne instances, HAProxy.
+
+One implementation serves the ``scripts/cluster`` command, the test fixtures and the
+benchmarks, so what the tests start is what a developer starts. Everything binds to
+127.0.0.1 on a free port, is stopped by ``stop()`` (or ``kill()`` to simulate a crash), and
+readiness is polled with a deadline, never slept for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LOOPBACK = "127.0.0.1"
+
+
+class ServiceUnavailable(RuntimeError):
+    """A binary the service needs is not installed."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(
+    predicate: Callable[[], Any], *, timeout: float = 10.0, interval: float = 0.02, what: str = ""
+) -> Any:
+    """Poll ``predicate`` until it returns a truthy value or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    last_error: BaseException | None = None
+    while True:
+        try:
+            result = predicate()
+        except Exception as exc:  # the thing polled for may raise until it is ready
+            result, last_error = None, exc
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            detail = f" (last error: {last_error!r})" if last_error else ""
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}{detail}")
+        time.sleep(interval)
+
+
+def port_open(port: int, host: str = LOOPBACK) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def http_get(url: str, timeout: float = 1.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return int(response.status), response.read()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read()
+
+
+class Process:
+    """A child process with its output in a log file, in its own process group."""
+
+    name = "process"
+
+    def __init__(self, log_dir: Path | None = None) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix=f"{self.name}-"))
+        self.log_path = self.log_dir / f"{self.name}.log"
+        self._log: IO[bytes] | None = None
+
+    def _spawn(self, argv: list[str], env: Mapping[str, str] | None = None) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in _reap)
+        self.proc = subprocess.Popen(
+            argv,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=dict(env) if env is not None else None,
+            cwd=REPO_ROOT,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, signum: int) -> None:
+        if self.alive():
+            assert self.proc is not None
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signum)
+
+    def kill(self) -> None:
+        """Crash it: SIGKILL to the whole process group, no chance to clean up."""
+        self.signal(signal.SIGKILL)
+        self._reap(5)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask it to stop (SIGTERM), then kill it if it does not within ``timeout``."""
+        self.signal(signal.SIGTERM)
+        if not self._reap(timeout):
+            self.kill()
+
+    def _reap(self, timeout: float) -> bool:
+        if self.proc is None:
+            return True
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return True
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def _check_started(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"{self.name} exited early:\n{self.log_tail()}")
+
+
+class RedisServer(Process):
+    """A throwaway redis-server without persistence, on a fixed port so it can be restarted."""
+
+    name = "redis"
+
+    def __init__(self, port: int | None = None, log_dir: Path | None = None) -> None:
+        super().__init__(log_dir)
+        self.port = port or free_port()
+
+    @property
+    def url(self) -> str:
+        return f"redis://{LOOPBACK}:{self.port}/0"
+
+    @staticmethod
+    def binary() -> str:
+        path = shutil.which("redis-server")
+        if path is None:
+            raise ServiceUnavailable("redis-server is not installed (apt-get install redis-server)")
+        return path
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        self._spawn(
+            [
+                self.binary(),
+                "--port", str(self.port),
+                "--bind", LOOPBACK,
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", str(self.log_dir),
+            ]
+        )  # fmt: skip
+        wait_until(self._ready, timeout=timeout, what=f"redis-server on port {self.port}")
+        return self
+
+    def _ready(self) -> bool:
+        self._check_started()
+        return self.ping()
+
+    def ping(self) -> bool:
+        try:
+            with socket.create_connection((LOOPBACK, self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def restart(self) -> RedisServer:
+        """Start again on the same port, empty (as a Redis restart without persistence)."""
+        self.stop()
+        return self.start()
+
+
+def firestore_emulator_launcher() -> str:
+    """The emulator's launcher from the Google Cloud CLI installation."""
+    candidates: list[Path] = []
+    gcloud = shutil.which("gcloud")
+    if gcloud:
+        sdk_root = Path(os.path.realpath(gcloud)).parent.parent
+        candidates.append(sdk_root / "platform/cloud-firestore-emulator/cloud_firestore_emulator")
+    for root in (
+        "/usr/lib/google-cloud-sdk",
+        "/usr/share/google-cloud-sdk",
+        "/opt/google-cloud-sdk",
+    ):
+        candidates.append(Path(root) / "platform/cloud-firestore-emulator/cloud_firestore_emulator")
+    for candidate in candidates:
+        if candidate.exists():
+            return str(candidate)
+    raise ServiceUnavailable("the Firestore emulator of the Google Cloud CLI is not installed")
+
+
+class FirestoreEmulator(Process):
+    """The real Cloud Firestore emulator, reached through ``FIRESTORE_EMULATOR_HOST``."""
+
+    name = "firestore"
+
+    def __init__(
+        self,
+        port: int | None = None,
+        project_id: str = "demo-realtime",
+        log_dir: Path | None = None,
+    ) -> None:
+        super().__init__(log_dir)
+        self.port = port or free_port()
+        self.project_id = project_id
+
+    @property
+    def host(self) -> str:
+        return f"{LOOPBACK}:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> FirestoreEmulator:
+        if shutil.which("java") is None:
+            raise ServiceUnavailable("java is needed by the Firestore emulator")
+        self._spawn(
+            [
+                firestore_emulator_launcher(),
+                "start",
+                f"--host={LOOPBACK}",
+                f"--port={self.port}",
+                f"--project_id={self.project_id}",
+            ]
+        )
+        wait_until(self._ready, timeout=timeout, what=f"Firestore emulator on {self.host}")
+        return self
+
+    def _ready(self) -> bool:
+        self._check_started()
+        try:
+            status, body = http_get(f"http://{self.host}/", timeout=0.5)
+        except OSError:
+            return False
+        return status == 200 and body.strip() == b"Ok"
+
+    def clear(self) -> None:
+        """Delete every document of the project (the emulator's own reset endpoint)."""
+        request = urllib.request.Request(
+            f"http://{self.host}/emulator/v1/projects/{self.project_id}/databases/(default)/documents",
+            method="DELETE",
+        )
+        with urllib.request.urlopen(request, timeout=5):
+            pass
+
+    def restart(self) -> FirestoreEmulator:
+        self.stop()
+        return self.start()
+
+
+def python_bin() -> str:
+    return sys.executable

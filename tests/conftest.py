@@ -1,0 +1,90 @@
+"""Fixtures that start real services: redis-server and the Firestore emulator.
+
+On CI (``CI=true``) a service that cannot be started fails the test; on a laptop without it
+the test is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from scripts.procs import FirestoreEmulator, RedisServer, ServiceUnavailable
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+        pytest.fail(f"required service unavailable on CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server for the session. Tests that kill Redis use ``redis_factory``."""
+    server = RedisServer(log_dir=tmp_path_factory.mktemp("redis"))
+    try:
+        server.start()
+    except ServiceUnavailable as exc:
+        _unavailable(str(exc))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> Iterator[str]:
+    """The session server's URL, emptied after the test (it is private to this run)."""
+    yield redis_server.url
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=redis_server.port)
+    try:
+        client.flushall()
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def redis_factory(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
+    """Start private redis-servers that a test may kill and restart; all stopped afterwards."""
+    started: list[RedisServer] = []
+
+    def make(port: int | None = None) -> RedisServer:
+        server = RedisServer(port=port, log_dir=tmp_path / f"redis-{len(started)}")
+        try:
+            server.start()
+        except ServiceUnavailable as exc:
+            _unavailable(str(exc))
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def firestore_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FirestoreEmulator]:
+    emulator = FirestoreEmulator(log_dir=tmp_path_factory.mktemp("firestore"))
+    try:
+        emulator.start()
+    except ServiceUnavailable as exc:
+        _unavailable(str(exc))
+    previous = os.environ.get("FIRESTORE_EMULATOR_HOST")
+    os.environ["FIRESTORE_EMULATOR_HOST"] = emulator.host
+    yield emulator
+    if previous is None:
+        os.environ.pop("FIRESTORE_EMULATOR_HOST", None)
+    else:
+        os.environ["FIRESTORE_EMULATOR_HOST"] = previous
+    emulator.stop()
+
+
+@pytest.fixture
+def firestore(firestore_emulator: FirestoreEmulator) -> Iterator[FirestoreEmulator]:
+    """The session emulator, emptied after the test."""
+    yield firestore_emulator
+    if firestore_emulator.alive():
+        firestore_emulator.clear()
