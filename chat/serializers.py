@@ -1,8 +1,29 @@
-"""Input and output serializers, shared by REST views and WebSocket frames."""
+"""Input and output serializers, shared by REST views and WebSocket frames.
+
+A WebSocket frame is validated by the same Input serializer as its REST twin, so both paths
+accept and refuse exactly the same data.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from rest_framework import serializers
+
+from realtime_project.conf import realtime_settings
+
+STATUS_CHOICES = ("online", "away", "busy", "offline")
+MAX_MESSAGE_IDS = 500
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """Only JSON ``true``/``false``: ``"yes"`` or ``1`` is a client bug worth a 400."""
+
+    def to_internal_value(self, data: Any) -> bool:
+        if isinstance(data, bool):
+            return data
+        self.fail("invalid", input=data)
+        raise AssertionError  # fail() raises
 
 
 class TokenInputSerializer(serializers.Serializer):
@@ -12,3 +33,96 @@ class TokenInputSerializer(serializers.Serializer):
 
 class TokenOutputSerializer(serializers.Serializer):
     token = serializers.CharField()
+
+
+class StatusInputSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=STATUS_CHOICES)
+
+
+class StatusOutputSerializer(serializers.Serializer):
+    user_id = serializers.CharField()
+    status = serializers.ChoiceField(choices=STATUS_CHOICES)
+    updated_at = serializers.DateTimeField(allow_null=True)
+
+
+class UserStatusSerializer(serializers.Serializer):
+    user_id = serializers.CharField()
+    status = serializers.ChoiceField(choices=STATUS_CHOICES)
+    last_seen = serializers.DateTimeField(allow_null=True)
+
+
+class TypingInputSerializer(serializers.Serializer):
+    is_typing = StrictBooleanField()
+
+
+class TypingFrameSerializer(TypingInputSerializer):
+    conversation_id = serializers.UUIDField()
+
+
+class TypingOutputSerializer(serializers.Serializer):
+    conversation_id = serializers.CharField()
+    is_typing = serializers.BooleanField()
+
+
+class ReadInputSerializer(serializers.Serializer):
+    conversation_id = serializers.UUIDField()
+    message_ids = serializers.ListField(
+        child=serializers.UUIDField(), min_length=1, max_length=MAX_MESSAGE_IDS
+    )
+
+
+class ReadOutputSerializer(serializers.Serializer):
+    conversation_id = serializers.CharField()
+    message_ids = serializers.ListField(child=serializers.CharField())
+    read_at = serializers.DateTimeField()
+
+
+class MessageInputSerializer(serializers.Serializer):
+    body = serializers.CharField(trim_whitespace=False)
+
+    def validate_body(self, value: str) -> str:
+        limit = int(realtime_settings.MESSAGE_MAX_LENGTH)
+        if not value.strip():
+            raise serializers.ValidationError("This field may not be blank.")
+        if len(value) > limit:
+            raise serializers.ValidationError(
+                f"Ensure this field has no more than {limit} characters."
+            )
+        return value
+
+
+class MessageFrameSerializer(MessageInputSerializer):
+    conversation_id = serializers.UUIDField()
+
+
+class MessageOutputSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    conversation_id = serializers.CharField()
+    sender_id = serializers.CharField()
+    body = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class ConversationInputSerializer(serializers.Serializer):
+    title = serializers.CharField(max_length=200, allow_blank=True, default="")
+    participant_ids = serializers.ListField(
+        child=serializers.CharField(max_length=32), max_length=1000, default=list
+    )
+
+
+class ConversationOutputSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    title = serializers.CharField()
+    participant_ids = serializers.ListField(child=serializers.CharField())
+    created_at = serializers.DateTimeField()
+
+
+def message_to_dict(message: Any) -> dict[str, Any]:
+    """A message as the wire shows it (REST 201 body, ``message`` event, ``ack``)."""
+    return {
+        "id": str(message.id),
+        "conversation_id": str(message.conversation_id),
+        "sender_id": str(message.sender_id),
+        "body": message.body,
+        "created_at": message.created_at.isoformat(),
+    }

@@ -1,0 +1,37 @@
+"""Chat's side of presence: turn a stored presence change into ``presence`` events.
+
+Presence knows nothing of conversations; it sends ``presence_changed`` and chat decides who
+hears it (the user's own sockets and every conversation they are in).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from channels.db import database_sync_to_async
+
+from chat import events, selectors
+
+
+async def presence_changed_receiver(
+    sender: Any,
+    *,
+    user_id: str,
+    status: str,
+    last_seen: datetime | None = None,
+    **kwargs: Any,
+) -> None:
+    conversation_ids = await database_sync_to_async(selectors.conversation_ids_for_user)(
+        user_id=user_id
+    )
+    await events.event_emit(
+        event_type="presence",
+        payload={
+            "user_id": str(user_id),
+            "status": status,
+            "last_seen": last_seen.isoformat() if last_seen else None,
+        },
+        groups=[events.user_group(user_id)]
+        + [events.conversation_group(cid) for cid in conversation_ids],
+    )
