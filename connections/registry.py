@@ -1,0 +1,283 @@
+"""The connection registry: which sockets are live, on which instance. See docs/registry.md.
+
+``get_registry()`` returns the process's registry: backed by Redis when ``REALTIME["REDIS_URL"]``
+is set (``connections.registry_redis``), otherwise by this process's own memory. Both keep the
+local truth (the sockets this process holds) in memory; the Redis one mirrors it into Redis so
+that every instance can answer for every user, and replays it whenever Redis lost it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from realtime_project.conf import realtime_settings
+
+
+def utc_from_timestamp(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+@dataclass(frozen=True)
+class ConnectionInfo:
+    connection_id: str
+    user_id: str
+    instance_id: str
+    connected_at: datetime
+    last_seen: datetime
+    expires_at: datetime
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The shape of one entry of ``GET /api/connections/info``."""
+        return {
+            "connection_id": self.connection_id,
+            "instance_id": self.instance_id,
+            "connected_at": self.connected_at.isoformat(),
+            "last_seen": self.last_seen.isoformat(),
+            "expires_at": self.expires_at.isoformat(),
+            "metadata": dict(self.metadata),
+        }
+
+
+class ConnectionRegistry(ABC):
+    """The interface both backends share, plus the local bookkeeping they both need."""
+
+    def __init__(self, *, instance_id: str, ttl_seconds: float | None = None) -> None:
+        self.instance_id = instance_id
+        self._ttl_override = ttl_seconds
+        # The local truth: sockets held by this process, whatever Redis says.
+        self._local: dict[str, ConnectionInfo] = {}
+        self._by_user: dict[str, set[str]] = {}
+        self._last_heartbeat = time.time()
+
+    @property
+    def ttl_seconds(self) -> float:
+        if self._ttl_override is not None:
+            return self._ttl_override
+        return float(realtime_settings.CONNECTION_TTL_SECONDS)
+
+    # -- local bookkeeping -------------------------------------------------------------------
+
+    def _local_add(
+        self, *, connection_id: str, user_id: str, metadata: dict[str, str]
+    ) -> ConnectionInfo:
+        now = time.time()
+        info = ConnectionInfo(
+            connection_id=connection_id,
+            user_id=user_id,
+            instance_id=self.instance_id,
+            connected_at=utc_from_timestamp(now),
+            last_seen=utc_from_timestamp(now),
+            expires_at=utc_from_timestamp(now + self.ttl_seconds),
+            metadata={str(k): str(v) for k, v in metadata.items()},
+        )
+        self._local[connection_id] = info
+        self._by_user.setdefault(user_id, set()).add(connection_id)
+        return info
+
+    def _local_remove(self, *, connection_id: str, user_id: str) -> ConnectionInfo | None:
+        info = self._local.pop(connection_id, None)
+        owner = info.user_id if info is not None else user_id
+        cids = self._by_user.get(owner)
+        if cids is not None:
+            cids.discard(connection_id)
+            if not cids:
+                del self._by_user[owner]
+        return info
+
+    def _local_touch(self, connection_id: str) -> bool:
+        info = self._local.get(connection_id)
+        if info is None:
+            return False
+        self._local[connection_id] = replace(info, last_seen=utc_from_timestamp(time.time()))
+        return True
+
+    def _local_user_count(self, user_id: str) -> int:
+        return len(self._by_user.get(user_id, ()))
+
+    def _local_for_user(self, user_id: str) -> list[ConnectionInfo]:
+        return [self._with_lease(self._local[c]) for c in sorted(self._by_user.get(user_id, ()))]
+
+    def _with_lease(self, info: ConnectionInfo) -> ConnectionInfo:
+        return replace(info, expires_at=utc_from_timestamp(self._last_heartbeat + self.ttl_seconds))
+
+    def local_connection_count(self) -> int:
+        return len(self._local)
+
+    def local_user_ids(self) -> set[str]:
+        return set(self._by_user)
+
+    def local_connections(self) -> list[ConnectionInfo]:
+        return [self._with_lease(info) for info in self._local.values()]
+
+    # -- the interface -----------------------------------------------------------------------
+
+    @abstractmethod
+    async def register(
+        self, *, connection_id: str, user_id: str, metadata: dict[str, str]
+    ) -> ConnectionInfo:
+        """Record a new live socket of this instance. Never raises for a backend failure."""
+
+    @abstractmethod
+    async def unregister(self, *, connection_id: str, user_id: str) -> int:
+        """Forget a socket; return the user's remaining live connections on all instances."""
+
+    async def touch(self, *, connection_id: str) -> None:
+        """Note activity on a socket; Redis learns it at the next heartbeat, in bulk."""
+        self._local_touch(connection_id)
+
+    @abstractmethod
+    async def user_connections(self, user_id: str) -> list[ConnectionInfo]: ...
+
+    @abstractmethod
+    async def user_connection_count(self, user_id: str) -> int: ...
+
+    async def users_connection_counts(self, user_ids: list[str]) -> dict[str, int]:
+        """Live connection counts for many users at once (reconciliation)."""
+        return {uid: await self.user_connection_count(uid) for uid in user_ids}
+
+    @abstractmethod
+    async def instance_connections(self, instance_id: str) -> list[ConnectionInfo]: ...
+
+    @abstractmethod
+    async def stats(self) -> dict[str, Any]: ...
+
+    @abstractmethod
+    async def heartbeat(self) -> None:
+        """Renew this instance's lease and flush last-seen times; replay after a data loss."""
+
+    @abstractmethod
+    async def reap_dead_instances(self) -> list[str]:
+        """Remove the connections of instances whose lease lapsed; return the users affected."""
+
+    @abstractmethod
+    async def remove_instance(self) -> None:
+        """Drain: remove all of this instance's entries at once."""
+
+    @abstractmethod
+    async def check(self, timeout: float) -> bool:  # noqa: ASYNC109 (the health interface)
+        """Whether the backing store answers within ``timeout`` seconds."""
+
+    @abstractmethod
+    async def publish_counters(self, counters: dict[str, float]) -> None:
+        """Store this instance's counters where every instance can read them."""
+
+    @abstractmethod
+    async def all_instance_counters(self) -> dict[str, dict[str, float]]: ...
+
+    async def close(self) -> None:  # noqa: B027 (optional hook; memory has nothing to close)
+        """Release clients (tests; shutdown)."""
+
+    @property
+    def degraded(self) -> bool:
+        """True while the backing store is unreachable and local truth is waiting to replay."""
+        return False
+
+
+class MemoryConnectionRegistry(ConnectionRegistry):
+    """The embedded default: one process is the whole server, so local truth is all truth."""
+
+    def __init__(self, *, instance_id: str, ttl_seconds: float | None = None) -> None:
+        super().__init__(instance_id=instance_id, ttl_seconds=ttl_seconds)
+        self._counters: dict[str, float] = {}
+
+    async def register(
+        self, *, connection_id: str, user_id: str, metadata: dict[str, str]
+    ) -> ConnectionInfo:
+        return self._local_add(connection_id=connection_id, user_id=user_id, metadata=metadata)
+
+    async def unregister(self, *, connection_id: str, user_id: str) -> int:
+        info = self._local_remove(connection_id=connection_id, user_id=user_id)
+        return self._local_user_count(info.user_id if info else user_id)
+
+    async def user_connections(self, user_id: str) -> list[ConnectionInfo]:
+        return self._local_for_user(user_id)
+
+    async def user_connection_count(self, user_id: str) -> int:
+        return self._local_user_count(user_id)
+
+    async def instance_connections(self, instance_id: str) -> list[ConnectionInfo]:
+        if instance_id != self.instance_id:
+            return []
+        return sorted(self.local_connections(), key=lambda c: c.connection_id)
+
+    async def stats(self) -> dict[str, Any]:
+        return {
+            "total_connections": len(self._local),
+            "unique_users": len(self._by_user),
+            "instances": [
+                {
+                    "instance_id": self.instance_id,
+                    "connections": len(self._local),
+                    "last_heartbeat": utc_from_timestamp(self._last_heartbeat).isoformat(),
+                    "status": "alive",
+                }
+            ],
+        }
+
+    async def heartbeat(self) -> None:
+        self._last_heartbeat = time.time()
+
+    async def reap_dead_instances(self) -> list[str]:
+        return []
+
+    async def remove_instance(self) -> None:
+        self._local.clear()
+        self._by_user.clear()
+
+    async def check(self, timeout: float) -> bool:  # noqa: ASYNC109 (the health interface)
+        return True
+
+    async def publish_counters(self, counters: dict[str, float]) -> None:
+        self._counters = dict(counters)
+
+    async def all_instance_counters(self) -> dict[str, dict[str, float]]:
+        return {self.instance_id: dict(self._counters)}
+
+
+_lock = threading.Lock()
+_registry: ConnectionRegistry | None = None
+_registry_key: tuple[str | None, str] | None = None
+
+
+def get_registry() -> ConnectionRegistry:
+    """The process's registry; rebuilt when the Redis URL or instance id setting changes.
+
+    The Redis backend keeps one client per event loop, so the same registry serves Daphne's
+    loop, ``async_to_sync`` loops and the tests' per-test loops.
+    """
+    global _registry, _registry_key
+    url = redis_url_setting()
+    key = (url, str(realtime_settings.INSTANCE_ID))
+    with _lock:
+        if _registry is None or _registry_key != key:
+            if url:
+                from connections.registry_redis import RedisConnectionRegistry
+
+                _registry = RedisConnectionRegistry(redis_url=url, instance_id=key[1])
+            else:
+                _registry = MemoryConnectionRegistry(instance_id=key[1])
+            _registry_key = key
+        return _registry
+
+
+def reset_registry() -> None:
+    """Forget the process registry (tests). Its Redis clients are dropped with it."""
+    global _registry, _registry_key
+    with _lock:
+        _registry = None
+        _registry_key = None
+
+
+def redis_url_setting() -> str | None:
+    """The registry's Redis: the first of ``REDIS_URL`` when several nodes are listed."""
+    raw = realtime_settings.REDIS_URL
+    if not raw:
+        return None
+    first = str(raw).split(",")[0].strip()
+    return first or None
