@@ -1,0 +1,49 @@
+"""``manage.py seed_demo --json`` creates the demo data once and prints only JSON."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from django.contrib.auth import authenticate
+from django.contrib.auth.models import User
+from django.core.management import call_command
+from rest_framework.authtoken.models import Token
+
+from chat.models import Conversation
+
+pytestmark = pytest.mark.django_db
+
+
+def _seed() -> dict:
+    out = io.StringIO()
+    call_command("seed_demo", "--json", stdout=out)
+    return json.loads(out.getvalue())
+
+
+def test_prints_users_and_conversations() -> None:
+    data = _seed()
+    assert set(data) == {"users", "conversations"}
+    assert set(data["users"]) == {"alice", "bob", "carol", "admin"}
+    for name, info in data["users"].items():
+        user = User.objects.get(username=name)
+        assert info == {"id": str(user.pk), "token": Token.objects.get(user=user).key}
+        assert authenticate(username=name, password="demo-password") == user
+    assert User.objects.get(username="admin").is_staff
+    assert not User.objects.get(username="alice").is_staff
+    ids = {name: info["id"] for name, info in data["users"].items()}
+    assert data["conversations"]["alice-bob"]["participant_ids"] == sorted(
+        [ids["alice"], ids["bob"]]
+    )
+    assert data["conversations"]["alice-bob-carol"]["participant_ids"] == sorted(
+        [ids["alice"], ids["bob"], ids["carol"]]
+    )
+
+
+def test_is_idempotent() -> None:
+    first = _seed()
+    second = _seed()
+    assert first == second
+    assert Conversation.objects.count() == 2
+    assert User.objects.count() == 4
