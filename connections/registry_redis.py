@@ -199,6 +199,10 @@ class RedisConnectionRegistry(ConnectionRegistry):
         remote = sum(1 for iid in entries.values() if iid != self.instance_id and iid in alive)
         return local + remote
 
+    async def touch(self, *, connection_id: str) -> None:
+        if self._local_touch(connection_id):
+            self._dirty.add(connection_id)
+
     async def heartbeat(self) -> None:
         now_ms = _now_ms()
         self._last_heartbeat = now_ms / 1000

@@ -12,7 +12,7 @@ from typing import Any
 async def async_wait_until(
     predicate: Callable[[], Any | Awaitable[Any]],
     *,
-    timeout: float = 10.0,
+    timeout: float = 10.0,  # noqa: ASYNC109 (same signature as scripts.procs.wait_until)
     interval: float = 0.02,
     what: str = "",
 ) -> Any:
