@@ -1,0 +1,499 @@
+/**
+ * The demo chat page (docs/client.md): sign in, conversations with presence, messages,
+ * typing indicators, read receipts and the connection state, all through RealtimeClient.
+ */
+import { RealtimeClient, STATES } from "../realtime/client.js";
+
+const TOKEN_KEY = "realtime-demo.token";
+const NAME_KEY = "realtime-demo.username";
+const TYPING_THROTTLE_MS = 2000; // at most one "typing" frame per this interval
+const TYPING_IDLE_MS = 3000; // silence after which we say "stopped typing"
+const TYPING_SHOWN_MS = 6000; // a peer's indicator fades if their "stopped" never arrives
+const READ_BATCH_MS = 300;
+const HEALTH_POLL_MS = 15000;
+
+const $ = (id) => document.getElementById(id);
+
+const ui = {
+  badge: $("connection-badge"),
+  instance: $("instance-id"),
+  account: $("account"),
+  meName: $("me-name"),
+  myStatus: $("my-status"),
+  signOut: $("sign-out"),
+  signIn: $("sign-in"),
+  signInForm: $("sign-in-form"),
+  signInError: $("sign-in-error"),
+  chat: $("chat"),
+  list: $("conversation-list"),
+  listEmpty: $("conversations-empty"),
+  title: $("conversation-title"),
+  participants: $("participants"),
+  messages: $("messages"),
+  typing: $("typing"),
+  composer: $("composer"),
+  input: $("composer-input"),
+  send: $("send"),
+  composerError: $("composer-error"),
+  back: $("back"),
+};
+
+const app = {
+  client: null,
+  me: { id: null, name: null },
+  names: new Map(), // user id -> display name
+  presence: new Map(), // user id -> status
+  conversations: new Map(), // id -> {id, title, participant_ids, unread}
+  current: null, // conversation id on screen
+  typingPeers: new Map(), // `${conv}:${user}` -> timer
+  readQueue: new Set(),
+  readTimer: null,
+  observer: null,
+  typingSentAt: 0,
+  typingIdleTimer: null,
+  healthTimer: null,
+  health: "unknown",
+};
+
+/* ---------- sign in / out ---------- */
+
+async function signIn(event) {
+  event.preventDefault();
+  ui.signInError.hidden = true;
+  const username = ui.signInForm.username.value.trim();
+  const password = ui.signInForm.password.value;
+  let response;
+  try {
+    response = await fetch("/api/auth/token", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Accept: "application/json" },
+      body: JSON.stringify({ username, password }),
+    });
+  } catch (_err) {
+    return showSignInError("The server cannot be reached.");
+  }
+  if (!response.ok) return showSignInError("Wrong username or password.");
+  const { token } = await response.json();
+  sessionStorage.setItem(TOKEN_KEY, token);
+  sessionStorage.setItem(NAME_KEY, username);
+  start(token, username);
+}
+
+function showSignInError(text) {
+  ui.signInError.textContent = text;
+  ui.signInError.hidden = false;
+}
+
+function signOut() {
+  app.client?.close();
+  app.client = null;
+  clearInterval(app.healthTimer);
+  sessionStorage.removeItem(TOKEN_KEY);
+  sessionStorage.removeItem(NAME_KEY);
+  location.reload();
+}
+
+/* ---------- the client ---------- */
+
+function start(token, username) {
+  app.me.name = username;
+  ui.meName.textContent = username;
+  ui.signIn.hidden = true;
+  ui.account.hidden = false;
+  ui.chat.hidden = false;
+  const client = new RealtimeClient({ token });
+  app.client = client;
+  window.realtimeClient = client; // handy from the devtools console
+  client.on("state", renderBadge);
+  client.on("connected", onConnected);
+  client.on("message", (ev) => onMessage(ev.message));
+  client.on("typing", onTyping);
+  client.on("read", onRead);
+  client.on("presence", (ev) => setPresence(ev.user_id, ev.status));
+  client.on("error", (err) => {
+    if (err.code === "unauthorized") {
+      sessionStorage.removeItem(TOKEN_KEY);
+      location.reload();
+    }
+  });
+  renderBadge({ state: client.state });
+  app.healthTimer = setInterval(pollHealth, HEALTH_POLL_MS);
+}
+
+async function onConnected(frame) {
+  app.me.id = String(frame.user_id);
+  app.names.set(app.me.id, app.me.name);
+  ui.instance.textContent = frame.instance_id;
+  document.body.dataset.instance = frame.instance_id;
+  pollHealth();
+  // Events sent while the socket was down are not replayed: refresh what is on screen.
+  await loadConversations();
+  if (app.current) await loadMessages(app.current);
+}
+
+async function pollHealth() {
+  try {
+    const response = await fetch("/api/health", { headers: { Accept: "application/json" } });
+    const body = await response.json();
+    app.health = body.status || "unknown";
+  } catch (_err) {
+    app.health = "unknown";
+  }
+  renderBadge({ state: app.client?.state });
+}
+
+function renderBadge({ state }) {
+  let label;
+  let shown = state;
+  if (state === STATES.OPEN) {
+    if (app.health === "degraded") {
+      shown = "degraded";
+      label = "Degraded: this server has lost part of its backbone";
+    } else {
+      label = "Live";
+    }
+  } else if (state === STATES.RECONNECTING) {
+    label = "Reconnecting… (sending through the API)";
+    ui.instance.textContent = "–";
+  } else if (state === STATES.CONNECTING) {
+    label = "Connecting…";
+  } else {
+    label = app.client ? "Offline" : "Signed out";
+  }
+  ui.badge.dataset.state = shown;
+  ui.badge.textContent = label;
+}
+
+/* ---------- conversations and presence ---------- */
+
+async function loadConversations() {
+  let page;
+  try {
+    page = await app.client.request("GET", "/api/conversations");
+  } catch (_err) {
+    return;
+  }
+  const items = Array.isArray(page) ? page : page?.results || [];
+  for (const item of items) {
+    const known = app.conversations.get(String(item.id));
+    const ids = (item.participant_ids || item.participants?.map((p) => p.id ?? p.user_id) || []).map(String);
+    for (const p of item.participants || []) {
+      if (p && typeof p === "object") app.names.set(String(p.id ?? p.user_id), p.username ?? p.name);
+    }
+    app.conversations.set(String(item.id), {
+      id: String(item.id),
+      title: item.title || "Untitled",
+      participant_ids: ids,
+      unread: known?.unread || 0,
+    });
+  }
+  ui.listEmpty.hidden = items.length > 0;
+  await loadPresence();
+  renderConversations();
+  if (!app.current && items.length && window.matchMedia("(min-width: 48rem)").matches) {
+    await openConversation(String(items[0].id));
+  }
+}
+
+async function loadPresence() {
+  const ids = new Set();
+  for (const conv of app.conversations.values()) conv.participant_ids.forEach((id) => ids.add(id));
+  if (!ids.size) return;
+  try {
+    const body = await app.client.request("GET", `/api/users/status?ids=${[...ids].join(",")}`);
+    for (const user of body.users || []) app.presence.set(String(user.user_id), user.status);
+  } catch (_err) {
+    // Presence is decoration: the chat works without it.
+  }
+}
+
+function setPresence(userId, status) {
+  app.presence.set(String(userId), status);
+  renderConversations();
+  renderParticipants();
+}
+
+function nameOf(userId) {
+  const id = String(userId);
+  if (id === app.me.id) return app.me.name;
+  return app.names.get(id) || `user ${id}`;
+}
+
+function presenceDot(userId) {
+  const status = app.presence.get(String(userId)) || "offline";
+  const dot = document.createElement("span");
+  dot.className = "dot";
+  dot.dataset.status = status;
+  dot.dataset.user = String(userId);
+  dot.setAttribute("role", "img");
+  dot.setAttribute("aria-label", `${nameOf(userId)}: ${status}`);
+  dot.title = `${nameOf(userId)}: ${status}`;
+  return dot;
+}
+
+function renderConversations() {
+  ui.list.replaceChildren();
+  for (const conv of app.conversations.values()) {
+    const li = document.createElement("li");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "conversation-item";
+    button.dataset.id = conv.id;
+    if (conv.id === app.current) button.setAttribute("aria-current", "true");
+    const title = document.createElement("span");
+    title.className = "conversation-name";
+    title.textContent = conv.title;
+    const dots = document.createElement("span");
+    dots.className = "dots";
+    for (const id of conv.participant_ids) if (id !== app.me.id) dots.append(presenceDot(id));
+    button.append(title, dots);
+    if (conv.unread) {
+      const unread = document.createElement("span");
+      unread.className = "unread";
+      unread.textContent = String(conv.unread);
+      unread.setAttribute("aria-label", `${conv.unread} unread`);
+      button.append(unread);
+    }
+    button.addEventListener("click", () => openConversation(conv.id));
+    li.append(button);
+    ui.list.append(li);
+  }
+}
+
+function renderParticipants() {
+  ui.participants.replaceChildren();
+  const conv = app.conversations.get(app.current);
+  if (!conv) return;
+  for (const id of conv.participant_ids) {
+    const li = document.createElement("li");
+    li.append(presenceDot(id), document.createTextNode(id === app.me.id ? `${nameOf(id)} (you)` : nameOf(id)));
+    ui.participants.append(li);
+  }
+}
+
+/* ---------- messages ---------- */
+
+async function openConversation(id) {
+  app.current = id;
+  const conv = app.conversations.get(id);
+  if (conv) conv.unread = 0;
+  document.body.dataset.view = "conversation";
+  ui.title.textContent = conv?.title || "Conversation";
+  ui.input.disabled = ui.send.disabled = false;
+  renderConversations();
+  renderParticipants();
+  renderTyping();
+  await loadMessages(id);
+  ui.input.focus({ preventScroll: true });
+}
+
+async function loadMessages(id) {
+  let page;
+  try {
+    page = await app.client.request("GET", `/api/conversations/${id}/messages`);
+  } catch (_err) {
+    return;
+  }
+  if (app.current !== id) return;
+  const items = Array.isArray(page) ? page : page?.results || [];
+  resetObserver();
+  ui.messages.replaceChildren();
+  // The API pages newest first; a chat reads oldest first.
+  for (const message of [...items].reverse()) appendMessage(message);
+  scrollToEnd();
+}
+
+function resetObserver() {
+  app.observer?.disconnect();
+  app.observer = new IntersectionObserver(onVisible, { root: ui.messages, threshold: 0.6 });
+}
+
+function appendMessage(message) {
+  if (ui.messages.querySelector(`[data-id="${CSS.escape(String(message.id))}"]`)) return;
+  const mine = String(message.sender_id) === app.me.id;
+  const li = document.createElement("li");
+  li.className = mine ? "message mine" : "message";
+  li.dataset.id = String(message.id);
+  li.dataset.sender = String(message.sender_id);
+  const meta = document.createElement("p");
+  meta.className = "meta";
+  const who = document.createElement("span");
+  who.className = "sender";
+  who.textContent = mine ? "You" : nameOf(message.sender_id);
+  const when = document.createElement("time");
+  when.dateTime = message.created_at;
+  when.textContent = new Date(message.created_at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  meta.append(who, " · ", when);
+  const body = document.createElement("p");
+  body.className = "body";
+  body.textContent = message.body;
+  li.append(meta, body);
+  if (mine) {
+    const receipt = document.createElement("p");
+    receipt.className = "receipt";
+    receipt.textContent = "Sent";
+    li.append(receipt);
+  } else {
+    app.observer?.observe(li);
+  }
+  ui.messages.append(li);
+}
+
+function scrollToEnd() {
+  ui.messages.scrollTop = ui.messages.scrollHeight;
+}
+
+function onMessage(message) {
+  const convId = String(message.conversation_id);
+  if (convId === app.current) {
+    const atEnd = ui.messages.scrollHeight - ui.messages.scrollTop - ui.messages.clientHeight < 80;
+    appendMessage(message);
+    if (atEnd) scrollToEnd();
+    clearTyping(convId, String(message.sender_id));
+  } else {
+    const conv = app.conversations.get(convId);
+    if (conv) conv.unread += 1;
+    renderConversations();
+  }
+}
+
+/* ---------- read receipts ---------- */
+
+function onVisible(entries) {
+  for (const entry of entries) {
+    if (!entry.isIntersecting || document.visibilityState !== "visible") continue;
+    app.readQueue.add(entry.target.dataset.id);
+    app.observer.unobserve(entry.target);
+  }
+  if (app.readQueue.size && !app.readTimer) {
+    app.readTimer = setTimeout(flushReads, READ_BATCH_MS);
+  }
+}
+
+async function flushReads() {
+  app.readTimer = null;
+  const ids = [...app.readQueue];
+  app.readQueue.clear();
+  if (!ids.length || !app.current) return;
+  try {
+    await app.client.markRead(app.current, ids);
+  } catch (_err) {
+    // A lost receipt is harmless: the next visible message will carry the read state on.
+  }
+}
+
+function onRead(ev) {
+  if (String(ev.user_id) === app.me.id || String(ev.conversation_id) !== app.current) return;
+  for (const id of ev.message_ids || []) {
+    const li = ui.messages.querySelector(`[data-id="${CSS.escape(String(id))}"]`);
+    const receipt = li?.querySelector(".receipt");
+    if (!receipt) continue;
+    const readers = new Set((li.dataset.readBy || "").split(",").filter(Boolean));
+    readers.add(nameOf(ev.user_id));
+    li.dataset.readBy = [...readers].join(",");
+    receipt.textContent = `Read by ${[...readers].join(", ")}`;
+    receipt.classList.add("read");
+  }
+}
+
+/* ---------- typing ---------- */
+
+function onComposerInput() {
+  if (!app.current) return;
+  const now = Date.now();
+  if (ui.input.value && now - app.typingSentAt > TYPING_THROTTLE_MS) {
+    app.typingSentAt = now;
+    app.client.typing(app.current, true).catch(() => {});
+  }
+  clearTimeout(app.typingIdleTimer);
+  app.typingIdleTimer = setTimeout(stopTyping, TYPING_IDLE_MS);
+}
+
+function stopTyping() {
+  clearTimeout(app.typingIdleTimer);
+  if (!app.typingSentAt || !app.current) return;
+  app.typingSentAt = 0;
+  app.client.typing(app.current, false).catch(() => {});
+}
+
+function onTyping(ev) {
+  const key = `${ev.conversation_id}:${ev.user_id}`;
+  clearTimeout(app.typingPeers.get(key));
+  if (ev.is_typing) {
+    app.typingPeers.set(key, setTimeout(() => clearTyping(String(ev.conversation_id), String(ev.user_id)), TYPING_SHOWN_MS));
+  } else {
+    app.typingPeers.delete(key);
+  }
+  renderTyping();
+}
+
+function clearTyping(convId, userId) {
+  const key = `${convId}:${userId}`;
+  clearTimeout(app.typingPeers.get(key));
+  if (app.typingPeers.delete(key)) renderTyping();
+}
+
+function renderTyping() {
+  const names = [];
+  for (const key of app.typingPeers.keys()) {
+    const [convId, userId] = key.split(":");
+    if (convId === app.current && userId !== app.me.id) names.push(nameOf(userId));
+  }
+  ui.typing.textContent = names.length
+    ? `${names.join(" and ")} ${names.length > 1 ? "are" : "is"} typing…`
+    : "";
+}
+
+/* ---------- composer ---------- */
+
+async function onSubmit(event) {
+  event.preventDefault();
+  const body = ui.input.value;
+  if (!body.trim() || !app.current) return;
+  ui.composerError.hidden = true;
+  ui.send.disabled = true;
+  try {
+    const message = await app.client.sendMessage(app.current, body);
+    ui.input.value = "";
+    app.typingSentAt = 0; // the message itself ends the typing indicator for the others
+    clearTimeout(app.typingIdleTimer);
+    if (String(message.conversation_id) === app.current) {
+      appendMessage(message);
+      scrollToEnd();
+    }
+  } catch (err) {
+    ui.composerError.textContent = `Not sent: ${err.message || err.code}. Try again.`;
+    ui.composerError.hidden = false;
+  } finally {
+    ui.send.disabled = false;
+    ui.input.focus();
+  }
+}
+
+function onComposerKey(event) {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    ui.composer.requestSubmit();
+  }
+}
+
+/* ---------- wiring ---------- */
+
+ui.signInForm.addEventListener("submit", signIn);
+ui.signOut.addEventListener("click", signOut);
+ui.composer.addEventListener("submit", onSubmit);
+ui.input.addEventListener("input", onComposerInput);
+ui.input.addEventListener("keydown", onComposerKey);
+ui.input.addEventListener("blur", stopTyping);
+ui.back.addEventListener("click", () => {
+  document.body.dataset.view = "list";
+  ui.list.querySelector("[aria-current]")?.focus();
+});
+ui.myStatus.addEventListener("change", () => app.client?.setStatus(ui.myStatus.value).catch(() => {}));
+
+const savedToken = sessionStorage.getItem(TOKEN_KEY);
+if (savedToken) {
+  start(savedToken, sessionStorage.getItem(NAME_KEY) || "me");
+} else {
+  ui.signInForm.username.focus();
+}
