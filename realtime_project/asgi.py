@@ -18,6 +18,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from chat.routing import websocket_urlpatterns  # noqa: E402
 from connections.auth import websocket_stack  # noqa: E402
+from health.drain import drain_install_on_reactor  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
@@ -25,3 +26,6 @@ application = ProtocolTypeRouter(
         "websocket": websocket_stack(URLRouter(websocket_urlpatterns)),
     }
 )
+
+# Under Daphne: SIGTERM drains this instance (health 503, sockets closed 1012) before exiting.
+drain_install_on_reactor()

@@ -183,13 +183,24 @@ CHANNEL_LAYERS = {
 }
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
+# "kv": key=value lines with the instance id (health/logging.py); "json": one object a line.
+LOG_FORMAT = env_choice("LOG_FORMAT", "kv", {"kv", "json", "plain"})
 LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"instance": {"()": "health.logging.InstanceFilter"}},
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "kv": {"()": "health.logging.KeyValueFormatter"},
+        "json": {"()": "health.logging.JsonFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["instance"],
+        }
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.channels.server": {"level": "WARNING"}},
 }

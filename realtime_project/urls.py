@@ -9,6 +9,7 @@ from realtime_project.views import demo_page
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("", include("health.urls")),
     re_path(r"^api/", include("chat.urls")),
     re_path(r"^api-auth/", include("rest_framework.urls")),
     path("", demo_page, name="home"),

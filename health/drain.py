@@ -1,0 +1,190 @@
+"""Draining on SIGTERM. See docs/health.md.
+
+The sequence: report ``unhealthy`` at once (the load balancer stops sending new sockets), wait
+``DRAIN_DELAY_SECONDS`` for it to notice, close this instance's sockets with 1012 in batches
+of ``DRAIN_BATCH_SIZE`` (their clients reconnect through the balancer to the other instances,
+within the presence grace period, so their users never show offline), remove this instance's
+registry entries at once instead of waiting for its lease to lapse, and stop the process.
+
+Daphne runs Twisted's asyncio reactor, which installs its own SIGTERM handler (stop at once)
+when it starts; ``drain_install_on_reactor`` replaces it with ours once the reactor runs. A
+second SIGTERM skips the remaining delay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from connections.close_codes import WS_1012_SERVICE_RESTART
+from realtime_project.conf import realtime_settings
+
+logger = logging.getLogger(__name__)
+
+# Between two batches of closes, so that reconnects reach the survivors spread out in time.
+DRAIN_BATCH_PAUSE_SECONDS = 0.05
+# How long closed sockets get to finish their disconnect handlers before the registry sweep.
+DRAIN_SETTLE_SECONDS = 2.0
+
+
+class _DrainState:
+    def __init__(self) -> None:
+        self.active = False
+        self.started_at: float | None = None
+        self._hurry: asyncio.Event | None = None
+        self.task: asyncio.Task[None] | None = None
+
+
+_state = _DrainState()
+
+
+def drain_is_active() -> bool:
+    """True from the first SIGTERM on: health answers 503, new sockets should be refused."""
+    return _state.active
+
+
+def drain_reset() -> None:
+    """Forget a drain (tests)."""
+    global _state
+    _state = _DrainState()
+
+
+def drain_begin() -> None:
+    """Turn unhealthy now; everything else happens in ``drain_run``."""
+    if not _state.active:
+        _state.active = True
+        _state.started_at = time.monotonic()
+        logger.warning("draining", extra={"fields": {"event": "drain_started"}})
+
+
+async def _wait_delay(delay: float) -> None:
+    hurry = _state._hurry = asyncio.Event()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(hurry.wait(), delay)
+
+
+async def _wait_sockets_gone(limit_seconds: float) -> None:
+    from connections.registry import get_registry
+
+    step = 0.05
+    for _ in range(max(1, int(limit_seconds / step))):
+        if not get_registry().local_connection_count():
+            return
+        await asyncio.sleep(step)
+
+
+async def drain_run(
+    *,
+    delay_seconds: float | None = None,
+    batch_size: int | None = None,
+    pause_seconds: float = DRAIN_BATCH_PAUSE_SECONDS,
+) -> int:
+    """Drain this instance (everything but stopping the process); return the sockets closed."""
+    from connections.registry import get_registry
+    from connections.sockets import sockets_close_all
+
+    drain_begin()
+    delay = float(realtime_settings.DRAIN_DELAY_SECONDS if delay_seconds is None else delay_seconds)
+    size = int(realtime_settings.DRAIN_BATCH_SIZE if batch_size is None else batch_size)
+    if delay > 0:
+        await _wait_delay(delay)
+    closed = await sockets_close_all(
+        code=WS_1012_SERVICE_RESTART, batch_size=size, pause_seconds=pause_seconds
+    )
+    await _wait_sockets_gone(DRAIN_SETTLE_SECONDS)
+    registry = get_registry()
+    try:
+        await registry.remove_instance()
+    except Exception:
+        # The lease lapses anyway and a survivor reaps what is left.
+        logger.exception("drain: removing this instance's registry entries failed")
+    elapsed = time.monotonic() - (_state.started_at or time.monotonic())
+    logger.warning(
+        "drained",
+        extra={"fields": {"event": "drain_done", "closed": closed, "seconds": round(elapsed, 3)}},
+    )
+    return closed
+
+
+async def _shutdown_instance() -> None:
+    try:
+        from connections.instance import instance_stop
+
+        await instance_stop()
+    except Exception:
+        logger.exception("drain: stopping the instance's loops failed")
+    try:
+        from channels.layers import get_channel_layer
+
+        layer: Any = get_channel_layer()
+        close = getattr(layer, "close", None)
+        if close is not None:
+            await close()
+    except Exception:
+        logger.exception("drain: closing the channel layer failed")
+
+
+async def drain_and_exit(stop: Callable[[], None]) -> None:
+    """The whole SIGTERM sequence, then ``stop()`` (the reactor's stop under Daphne)."""
+    try:
+        await drain_run()
+        await _shutdown_instance()
+    finally:
+        stop()
+
+
+def _on_sigterm(loop: asyncio.AbstractEventLoop, stop: Callable[[], None]) -> None:
+    if _state.task is not None and not _state.task.done():
+        # A second SIGTERM: the operator is in a hurry, skip what is left of the delay.
+        if _state._hurry is not None:
+            _state._hurry.set()
+        return
+    drain_begin()
+    _state.task = loop.create_task(drain_and_exit(stop), name="drain")
+
+
+def drain_install_signal_handler(
+    loop: asyncio.AbstractEventLoop, *, stop: Callable[[], None]
+) -> None:
+    """Handle SIGTERM on ``loop`` with the drain sequence, then ``stop()``."""
+    loop.add_signal_handler(signal.SIGTERM, _on_sigterm, loop, stop)
+    logger.info("SIGTERM drains this instance", extra={"fields": {"event": "drain_armed"}})
+
+
+def drain_install_on_reactor() -> bool:
+    """Under Daphne, arm the drain handler once the Twisted reactor runs; False elsewhere.
+
+    Only acts when Daphne has already installed the reactor, so importing the ASGI app in
+    tests or management commands never installs a reactor as a side effect.
+    """
+    if "twisted.internet.reactor" not in sys.modules:
+        return False
+    from twisted.internet import reactor as twisted_reactor
+
+    reactor: Any = twisted_reactor
+    loop: asyncio.AbstractEventLoop | None = getattr(reactor, "_asyncioEventloop", None)
+    if loop is None:
+        return False
+
+    def stop() -> None:
+        if reactor.running:
+            reactor.stop()
+
+    def stop_soon() -> None:
+        assert loop is not None
+        loop.call_soon(stop)
+
+    def arm() -> None:
+        assert loop is not None
+        # After Twisted's own handlers, which the "startup" trigger has just installed.
+        loop.call_soon(functools.partial(drain_install_signal_handler, loop, stop=stop_soon))
+
+    reactor.callWhenRunning(arm)
+    return True

@@ -1,0 +1,224 @@
+"""Prometheus metrics at ``/metrics``. See docs/operations.md.
+
+The layer and the registry already count what they do; a collector reads their counters at
+scrape time instead of keeping a second copy. What only the consumer sees (sockets opened and
+closed, rejected connections, bad frames) is counted here through four small functions the
+consumer calls: ``connection_opened()``, ``connection_closed(code)``,
+``connection_rejected(close_code)`` and ``frame_error(code)``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "realtime"
+
+registry = CollectorRegistry(auto_describe=False)
+ProcessCollector(registry=registry)
+
+_opened = Counter(
+    f"{PREFIX}_connections_opened", "WebSockets accepted on this instance.", registry=registry
+)
+_closed = Counter(
+    f"{PREFIX}_connections_closed",
+    "WebSockets closed on this instance, by close code.",
+    ["code"],
+    registry=registry,
+)
+_rejected = Counter(
+    f"{PREFIX}_connections_rejected",
+    "WebSockets refused (4401, 4403, 4429 ...), by close code.",
+    ["code"],
+    registry=registry,
+)
+_frame_errors = Counter(
+    f"{PREFIX}_frame_errors",
+    "Client frames answered with an error frame, by error code.",
+    ["code"],
+    registry=registry,
+)
+
+
+def connection_opened() -> None:
+    _opened.inc()
+
+
+def connection_closed(code: int | str | None) -> None:
+    _closed.labels(code=str(code if code is not None else "none")).inc()
+
+
+def connection_rejected(close_code: int | str) -> None:
+    _rejected.labels(code=str(close_code)).inc()
+
+
+def frame_error(code: str) -> None:
+    _frame_errors.labels(code=str(code)).inc()
+
+
+# The layer's counters: name in layer.counters() -> (metric, help, extra labels). Counters the
+# layer adds later are still exported, as gauges named after them.
+_LAYER_COUNTERS: dict[str, tuple[str, str, dict[str, str]]] = {
+    "published": ("events_published", "Envelopes published to Redis.", {}),
+    "delivered_local": (
+        "events_delivered",
+        "Events delivered to sockets, by where they came from.",
+        {"path": "local"},
+    ),
+    "delivered_remote": (
+        "events_delivered",
+        "Events delivered to sockets, by where they came from.",
+        {"path": "remote"},
+    ),
+    "echoes_dropped": ("echoes_dropped", "Own publications received back and dropped.", {}),
+    "duplicates_dropped": (
+        "duplicates_dropped",
+        "Events dropped because the socket already had that event id.",
+        {},
+    ),
+    "queue_overflows": ("queue_overflows", "Messages dropped by a full per-socket queue.", {}),
+    "redis_errors": ("redis_errors", "Redis calls of the channel layer that failed.", {}),
+    "publish_failures": ("publish_failures", "Envelopes that could not be published.", {}),
+    "degraded_seconds": ("degraded_seconds", "Time this instance spent degraded.", {}),
+}
+
+
+@dataclass
+class ScrapeSnapshot:
+    """What needs a Redis round trip, gathered by the async view before the sync collection."""
+
+    stats: Mapping[str, Any] | None = None
+    presence: Mapping[str, float] = field(default_factory=dict)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, int | float):
+        return float(value)
+    return None
+
+
+class RealtimeCollector(Collector):
+    """Reads the layer, the registry and presence at scrape time."""
+
+    def __init__(self) -> None:
+        self.snapshot = ScrapeSnapshot()
+
+    def collect(self) -> Iterable[Metric]:
+        yield from self._connections()
+        yield from self._layer()
+        yield from self._presence()
+
+    def _connections(self) -> Iterator[Metric]:
+        from connections.registry import get_registry
+
+        local = GaugeMetricFamily(
+            f"{PREFIX}_connections", "Live WebSockets on this instance.", labels=[]
+        )
+        local.add_metric([], float(get_registry().local_connection_count()))
+        yield local
+        stats = self.snapshot.stats
+        if not stats:
+            return
+        total = GaugeMetricFamily(
+            f"{PREFIX}_connections_global", "Live WebSockets on every instance (registry)."
+        )
+        total.add_metric([], float(stats.get("total_connections", 0)))
+        yield total
+        users = GaugeMetricFamily(
+            f"{PREFIX}_users_online", "Distinct users with a live socket (registry)."
+        )
+        users.add_metric([], float(stats.get("unique_users", 0)))
+        yield users
+        per = GaugeMetricFamily(
+            f"{PREFIX}_instance_connections",
+            "Live WebSockets per instance (registry).",
+            labels=["instance_id"],
+        )
+        for row in stats.get("instances", []) or []:
+            per.add_metric([str(row.get("instance_id"))], float(row.get("connections", 0)))
+        yield per
+
+    def _layer(self) -> Iterator[Metric]:
+        from channels.layers import get_channel_layer
+
+        layer: Any = get_channel_layer()
+        status = str(getattr(layer, "status", "local"))
+        state = GaugeMetricFamily(
+            f"{PREFIX}_layer_status",
+            "1 for the channel layer's current state (local, healthy, degraded).",
+            labels=["status"],
+        )
+        for name in ("local", "healthy", "degraded"):
+            state.add_metric([name], 1.0 if status == name else 0.0)
+        yield state
+        counters_of = getattr(layer, "counters", None)
+        if counters_of is None:
+            return
+        try:
+            counters: Mapping[str, Any] = counters_of()
+        except Exception:
+            logger.exception("metrics: reading the layer's counters failed")
+            return
+        families: dict[str, CounterMetricFamily] = {}
+        for key, (name, help_text, labels) in _LAYER_COUNTERS.items():
+            value = _number(counters.get(key))
+            if value is None:
+                continue
+            family = families.get(name)
+            if family is None:
+                family = CounterMetricFamily(
+                    f"{PREFIX}_{name}", help_text, labels=list(labels) or None
+                )
+                families[name] = family
+            family.add_metric(list(labels.values()), value)
+        yield from families.values()
+        for key, raw in sorted(counters.items()):
+            value = _number(raw)
+            if key in _LAYER_COUNTERS or value is None:
+                continue
+            # Gauges such as subscriptions and queue depths, and anything added later.
+            gauge = GaugeMetricFamily(f"{PREFIX}_layer_{_safe(key)}", f"Channel layer: {key}.")
+            gauge.add_metric([], value)
+            yield gauge
+
+    def _presence(self) -> Iterator[Metric]:
+        for key, value in sorted(self.snapshot.presence.items()):
+            family = GaugeMetricFamily(f"{PREFIX}_presence_{_safe(key)}", f"Presence: {key}.")
+            family.add_metric([], float(value))
+            yield family
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c == "_" else "_" for c in name).lower()
+
+
+collector = RealtimeCollector()
+registry.register(collector)
+
+
+def presence_counters() -> dict[str, float]:
+    """Presence's counters (writes, retries, pending) if presence exposes them."""
+    try:
+        from presence import services
+    except ImportError:
+        return {}
+    read = getattr(services, "presence_counters", None)
+    if read is None:
+        return {}
+    try:
+        raw = read()
+    except Exception:
+        logger.exception("metrics: reading presence counters failed")
+        return {}
+    return {str(k): float(v) for k, v in dict(raw).items() if _number(v) is not None}

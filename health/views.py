@@ -1,0 +1,82 @@
+"""``/api/health`` and ``/metrics``. See docs/health.md.
+
+Both are async views: under Daphne they run on the event loop and never queue behind the
+thread pool that sync views share, so a busy instance still answers its load balancer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from health import metrics
+from health.checks import health_cache
+from realtime_project.conf import realtime_settings
+
+logger = logging.getLogger(__name__)
+
+
+async def _instance_start() -> None:
+    """Start the instance's loops, so an instance with no sockets yet still heartbeats."""
+    try:
+        from connections.instance import instance_start
+    except ImportError:
+        return
+    try:
+        await instance_start()
+    except Exception:
+        logger.exception("health: starting the instance's loops failed")
+
+
+@never_cache
+@require_GET
+async def health_view(request: HttpRequest) -> HttpResponse:
+    await _instance_start()
+    report = await health_cache.get()
+    return JsonResponse(report.body, status=report.http_status)
+
+
+def _is_staff(request: HttpRequest) -> bool:
+    # Session (browser) or ``Authorization: Token <key>`` (a Prometheus bearer-style header).
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated:
+        return bool(user.is_staff)
+    from rest_framework.authentication import TokenAuthentication
+    from rest_framework.exceptions import AuthenticationFailed
+    from rest_framework.request import Request
+
+    try:
+        found = TokenAuthentication().authenticate(Request(request))
+    except AuthenticationFailed:
+        return False
+    return bool(found and found[0].is_active and found[0].is_staff)
+
+
+async def _snapshot() -> metrics.ScrapeSnapshot:
+    from connections.registry import get_registry
+
+    timeout = float(realtime_settings.HEALTH_TIMEOUT_SECONDS)
+    stats: Any = None
+    try:
+        stats = await asyncio.wait_for(get_registry().stats(), timeout)
+    except Exception:
+        # Redis down: the scrape still answers with this instance's own numbers.
+        stats = None
+    return metrics.ScrapeSnapshot(stats=stats, presence=metrics.presence_counters())
+
+
+@never_cache
+@require_GET
+async def metrics_view(request: HttpRequest) -> HttpResponse:
+    if realtime_settings.METRICS_ACCESS == "staff" and not await sync_to_async(_is_staff)(request):
+        return JsonResponse({"detail": "Staff only."}, status=403)
+    await _instance_start()
+    metrics.collector.snapshot = await _snapshot()
+    return HttpResponse(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST)
