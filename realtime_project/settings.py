@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "channels",
     "connections",
     "presence",
@@ -136,6 +137,11 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Paths as the contract writes them: routes accept an optional trailing slash.
+    "PREPROCESSING_HOOKS": ["chat.schema.strip_trailing_slashes"],
+    # Swagger UI from our own static files: the docs page works offline and under a strict CSP.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
 }
 
 _REDIS_URL = env_optional_str("REDIS_URL")
@@ -157,6 +163,13 @@ REALTIME: dict[str, Any] = {
     "FIRESTORE_PROJECT_ID": env_optional_str("FIRESTORE_PROJECT_ID"),
     "PRESENCE_COLLECTION": env_str("PRESENCE_COLLECTION", "users"),
     "PRESENCE_GRACE_SECONDS": env_float("PRESENCE_GRACE_SECONDS", 30, minimum=0),
+    # How often each instance claims due offline deadlines (docs/presence.md).
+    "PRESENCE_DEADLINE_POLL_SECONDS": env_float("PRESENCE_DEADLINE_POLL_SECONDS", 1.0, minimum=0.01),
+    # How often users stored as online are checked against the registry (lost deadlines).
+    "PRESENCE_RECONCILE_SECONDS": env_float("PRESENCE_RECONCILE_SECONDS", 60, minimum=0.05),
+    # One Firestore call; failed transitions are retried with backoff up to the maximum.
+    "PRESENCE_STORE_TIMEOUT_SECONDS": env_float("PRESENCE_STORE_TIMEOUT_SECONDS", 2.0, minimum=0.05),
+    "PRESENCE_RETRY_MAX_SECONDS": env_float("PRESENCE_RETRY_MAX_SECONDS", 10, minimum=0.01),
     # Who hears about a user's presence: a dotted path to a callable (user_id) -> user ids.
     "PRESENCE_AUDIENCE": env_str("PRESENCE_AUDIENCE", "chat.selectors.presence_audience"),
     "CONNECTION_TTL_SECONDS": env_float("CONNECTION_TTL_SECONDS", 60, minimum=1),
