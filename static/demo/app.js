@@ -118,6 +118,17 @@ function start(token, username) {
   });
   renderBadge({ state: client.state });
   app.healthTimer = setInterval(pollHealth, HEALTH_POLL_MS);
+  // The REST API works without the socket: show the conversations at once.
+  loadIdentity().then(loadConversations);
+}
+
+async function loadIdentity() {
+  try {
+    const info = await app.client.request("GET", "/api/connections/info");
+    if (!app.me.id && info?.user_id) app.me.id = String(info.user_id);
+  } catch (_err) {
+    // The `connected` frame says who we are too.
+  }
 }
 
 async function onConnected(frame) {
