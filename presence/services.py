@@ -1,0 +1,271 @@
+"""Presence services: online from the first socket, offline after the grace. See docs/presence.md.
+
+The functions at the bottom are the interface the consumer and the views call; they delegate
+to the process's ``PresenceService``, which tests build with explicit parts to run two
+instances in one process. Every function is a coroutine, safe under ``async_to_sync``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from connections.registry import ConnectionInfo, ConnectionRegistry, get_registry, redis_url_setting
+from presence.store import (
+    STATUSES,
+    PresenceStore,
+    PresenceStoreError,
+    PresenceWrite,
+    StoredPresence,
+    get_store,
+)
+from presence.timers import DeadlineQueue, MemoryDeadlineQueue, RedisDeadlineQueue
+from presence.writer import PresenceWriter
+from realtime_project.conf import realtime_settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PresenceState:
+    user_id: str
+    status: str
+    last_seen: datetime | None
+    updated_at: datetime | None
+
+
+def _now() -> datetime:
+    return datetime.now(tz=UTC)
+
+
+class _VersionClock:
+    """Microseconds since the epoch, strictly increasing within this process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last = 0
+
+    def next(self, at: datetime) -> int:
+        with self._lock:
+            self._last = max(self._last + 1, int(at.timestamp() * 1_000_000))
+            return self._last
+
+
+_clock = _VersionClock()
+
+
+class PresenceService:
+    def __init__(
+        self,
+        *,
+        registry: ConnectionRegistry,
+        store: PresenceStore,
+        deadlines: DeadlineQueue,
+        grace_seconds: float | None = None,
+        writer: PresenceWriter | None = None,
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.deadlines = deadlines
+        self.writer = writer or PresenceWriter(store)
+        self._grace = grace_seconds
+
+    @property
+    def grace_seconds(self) -> float:
+        if self._grace is not None:
+            return self._grace
+        return float(realtime_settings.PRESENCE_GRACE_SECONDS)
+
+    def _change(
+        self,
+        *,
+        user_id: str,
+        status: str,
+        last_seen: datetime | None,
+        only_if_offline: bool = False,
+    ) -> PresenceWrite:
+        at = _now()
+        return PresenceWrite(
+            user_id=user_id,
+            status=status,
+            last_seen=last_seen,
+            updated_at=at,
+            version=_clock.next(at),
+            only_if_offline=only_if_offline,
+        )
+
+    async def connect(
+        self, *, user_id: str, connection_id: str, metadata: dict[str, str]
+    ) -> ConnectionInfo:
+        info = await self.registry.register(
+            connection_id=connection_id, user_id=user_id, metadata=metadata
+        )
+        await self.deadlines.cancel(user_id)
+        await self.mark_online(user_id=user_id)
+        return info
+
+    async def mark_online(self, *, user_id: str) -> None:
+        """Online unless the stored state already says the user is here (online/away/busy)."""
+        now = _now()
+        await self.writer.apply(
+            self._change(user_id=user_id, status="online", last_seen=now, only_if_offline=True)
+        )
+
+    async def disconnect(self, *, user_id: str, connection_id: str) -> None:
+        remaining = await self.registry.unregister(connection_id=connection_id, user_id=user_id)
+        if remaining == 0:
+            await self.deadlines.schedule(user_id, time.time() + self.grace_seconds)
+
+    async def users_lost(self, user_ids: list[str]) -> None:
+        """Users whose sockets went with a dead instance: the grace starts now for them."""
+        counts = await self.registry.users_connection_counts(user_ids)
+        deadline = time.time() + self.grace_seconds
+        for uid in user_ids:
+            if counts.get(uid, 0) == 0:
+                await self.deadlines.schedule(uid, deadline, only_if_absent=True)
+
+    async def set_status(self, *, user_id: str, status: str) -> PresenceState:
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}; got {status!r}")
+        change = self._change(user_id=user_id, status=status, last_seen=_now())
+        await self.writer.apply(change)
+        return PresenceState(
+            user_id=user_id,
+            status=status,
+            last_seen=change.last_seen,
+            updated_at=change.updated_at,
+        )
+
+    async def get_many(self, *, user_ids: list[str]) -> dict[str, PresenceState]:
+        unique = list(dict.fromkeys(user_ids))
+        try:
+            stored = await self.store.get_many(unique)
+        except PresenceStoreError:
+            return await self._from_registry(unique)
+        states: dict[str, PresenceState] = {}
+        for uid in unique:
+            known = stored.get(uid)
+            held = self.writer.pending_for(uid)
+            if held is not None and held.applies_over(known):
+                # Not stored yet, but it is what this instance knows to be newest.
+                known = StoredPresence(uid, held.status, held.last_seen, held.updated_at, 0)
+            states[uid] = (
+                PresenceState(uid, known.status, known.last_seen, known.updated_at)
+                if known is not None
+                else PresenceState(uid, "offline", None, None)
+            )
+        return states
+
+    async def _from_registry(self, user_ids: list[str]) -> dict[str, PresenceState]:
+        # The store is down: the registry still knows who has a socket.
+        counts = await self.registry.users_connection_counts(user_ids)
+        return {
+            uid: PresenceState(uid, "online" if counts.get(uid) else "offline", None, None)
+            for uid in user_ids
+        }
+
+    async def process_due(self, *, limit: int = 100) -> int:
+        """Claim due deadlines and write ``offline`` for users still without a socket."""
+        claimed = await self.deadlines.claim_due(time.time(), limit=limit)
+        written = 0
+        for uid, deadline in claimed:
+            if await self.registry.user_connection_count(uid) > 0:
+                continue
+            last_seen = datetime.fromtimestamp(deadline - self.grace_seconds, tz=UTC)
+            stored = await self.writer.apply(
+                self._change(user_id=uid, status="offline", last_seen=last_seen)
+            )
+            written += stored is not None
+            # A socket that arrived between the re-check and the write saw "online" stored and
+            # wrote nothing; put it right with a newer write.
+            if await self.registry.user_connection_count(uid) > 0:
+                await self.mark_online(user_id=uid)
+        return written
+
+    async def retry_pending(self) -> int:
+        return await self.writer.retry_due()
+
+    def is_behind(self) -> bool:
+        return self.writer.is_behind()
+
+    def pending_count(self) -> int:
+        return self.writer.pending_count()
+
+    async def close(self) -> None:
+        await self.deadlines.close()
+        await self.store.close()
+
+
+_lock = threading.Lock()
+_service: PresenceService | None = None
+_service_key: tuple[object, ...] | None = None
+
+
+def get_presence() -> PresenceService:
+    """The process's presence service, rebuilt when its backing settings change (tests)."""
+    global _service, _service_key
+    registry = get_registry()
+    store = get_store()
+    url = redis_url_setting()
+    key = (id(registry), id(store), url)
+    with _lock:
+        if _service is None or _service_key != key:
+            deadlines: DeadlineQueue = (
+                RedisDeadlineQueue(redis_url=url) if url else MemoryDeadlineQueue()
+            )
+            _service = PresenceService(registry=registry, store=store, deadlines=deadlines)
+            _service_key = key
+        return _service
+
+
+def reset_presence() -> None:
+    global _service, _service_key
+    with _lock:
+        _service = None
+        _service_key = None
+
+
+async def presence_connect(
+    *, user_id: str, connection_id: str, metadata: dict[str, str]
+) -> ConnectionInfo:
+    """Register the socket, cancel a pending offline deadline, mark online if stored offline."""
+    return await get_presence().connect(
+        user_id=user_id, connection_id=connection_id, metadata=metadata
+    )
+
+
+async def presence_disconnect(*, user_id: str, connection_id: str) -> None:
+    """Unregister the socket; after the user's last one anywhere, start the grace period."""
+    await get_presence().disconnect(user_id=user_id, connection_id=connection_id)
+
+
+async def presence_set(*, user_id: str, status: str) -> PresenceState:
+    """Set an explicit status; ``ValueError`` for an unknown one. Announced once stored."""
+    return await get_presence().set_status(user_id=user_id, status=status)
+
+
+async def presence_get_many(*, user_ids: list[str]) -> dict[str, PresenceState]:
+    """Each user's state; users never seen are offline with no last_seen."""
+    return await get_presence().get_many(user_ids=user_ids)
+
+
+def presence_is_behind() -> bool:
+    """True while transitions are waiting for the store (the health check reports degraded)."""
+    return get_presence().is_behind()
+
+
+def presence_pending_count() -> int:
+    return get_presence().pending_count()
+
+
+async def presence_store_check(timeout: float) -> bool:  # noqa: ASYNC109 (the health interface)
+    return await get_presence().store.check(timeout)
+
+
+def presence_counters() -> dict[str, float]:
+    """Counters for the metrics endpoint."""
+    service = get_presence()
+    return {"writes": float(service.writer.writes), "pending": float(service.pending_count())}
