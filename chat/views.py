@@ -1,18 +1,259 @@
-"""REST views: parse and authorize, call a service, serialize the result."""
+"""REST views: parse and authorize, call a service, serialize the result (docs/rest-api.md).
+
+Each write calls the same service as its WebSocket twin in ``chat.consumers``, so a REST call
+emits exactly the events the frame would; with ``origin_channel=None`` the event reaches every
+socket of the audience, the caller's own included.
+
+Order of checks for anything about a conversation: credentials (401), then participation
+(404 / 403), then the body (400), so a stranger learns nothing from a validation error.
+"""
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from typing import Any
+
+from django.db.models import Prefetch, QuerySet
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status, viewsets
 from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
-from chat.serializers import TokenInputSerializer, TokenOutputSerializer
+from chat import selectors, services
+from chat.models import Conversation, Participant
+from chat.pagination import ConversationCursorPagination, MessageCursorPagination
+from chat.permissions import conversation_for_participant
+from chat.schema import BAD_CURSOR, FIELD_ERRORS, FORBIDDEN, NOT_FOUND, UNAUTHENTICATED
+from chat.serializers import (
+    ConversationInputSerializer,
+    ConversationOutputSerializer,
+    MessageInputSerializer,
+    MessageOutputSerializer,
+    ReadInputSerializer,
+    ReadOutputSerializer,
+    TokenInputSerializer,
+    TokenOutputSerializer,
+    TypingInputSerializer,
+    TypingOutputSerializer,
+    message_to_dict,
+)
+
+# Keys a browser form adds on its own; never a client's typo.
+_FORM_KEYS = frozenset({"csrfmiddlewaretoken"})
+
+CONVERSATION_ID = OpenApiParameter(
+    "id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The conversation's id."
+)
+
+
+def validated_input(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
+    """Validate a request body; unknown keys are a 400 too, as a misspelt field would be.
+
+    Raises DRF's ``ValidationError`` (400, field-error object) and never touches anything.
+    """
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    if isinstance(data, dict):
+        # DRF's CharField turns 42 into "42"; a JSON client that sends a number for text has
+        # a bug worth a 400. (Form posts from the browsable API are QueryDicts of strings.)
+        wrong = sorted(
+            name
+            for name, field in serializer.fields.items()
+            if isinstance(field, serializers.CharField)
+            and name in data
+            and not isinstance(data[name], str)
+        )
+        if wrong:
+            raise serializers.ValidationError({k: ["Not a valid string."] for k in wrong})
+    if hasattr(data, "keys"):
+        unknown = sorted(str(k) for k in data if k not in serializer.fields)
+        unknown = [k for k in unknown if k not in _FORM_KEYS]
+        if unknown:
+            raise serializers.ValidationError({k: ["Unknown field."] for k in unknown})
+    return dict(serializer.validated_data)
+
+
+def caller_id(request: Request) -> int:
+    """The authenticated caller's id (every view here requires authentication)."""
+    pk = request.user.pk
+    assert pk is not None
+    return int(pk)
+
+
+def conversation_to_dict(conversation: Conversation) -> dict[str, Any]:
+    """A conversation as the wire shows it; uses prefetched memberships when there are some."""
+    cache = getattr(conversation, "_prefetched_objects_cache", {})
+    if "memberships" in cache:
+        ids = sorted(str(m.user_id) for m in cache["memberships"])
+    else:
+        ids = selectors.participant_ids(conversation_id=conversation.id)
+    return {
+        "id": str(conversation.id),
+        "title": conversation.title,
+        "participant_ids": ids,
+        "created_at": conversation.created_at.isoformat(),
+    }
 
 
 class ObtainTokenView(ObtainAuthToken):
     """Exchange a username and password for the user's API token (400 on bad credentials)."""
 
-    @extend_schema(request=TokenInputSerializer, responses={200: TokenOutputSerializer})
+    @extend_schema(
+        request=TokenInputSerializer,
+        responses={200: TokenOutputSerializer, 400: FIELD_ERRORS},
+        auth=[],
+    )
     def post(self, request: Request, *args: object, **kwargs: object) -> Response:
         return super().post(request, *args, **kwargs)
+
+
+class ConversationViewSet(viewsets.GenericViewSet):
+    """The caller's conversations and their messages."""
+
+    # For the schema only (the path parameter's type); every query goes through selectors.
+    queryset = Conversation.objects.none()
+    lookup_field = "id"
+    lookup_value_regex = "[^/]+"
+    pagination_class = ConversationCursorPagination
+    serializer_class = ConversationOutputSerializer
+
+    def _conversation(self) -> Conversation:
+        return conversation_for_participant(
+            conversation_id=self.kwargs["id"], user_id=caller_id(self.request)
+        )
+
+    @extend_schema(
+        summary="List the caller's conversations, newest first",
+        responses={
+            200: ConversationOutputSerializer(many=True),
+            401: UNAUTHENTICATED,
+            404: BAD_CURSOR,
+        },
+    )
+    def list(self, request: Request) -> Response:
+        queryset: QuerySet[Conversation] = selectors.conversation_list_for_user(
+            user_id=caller_id(request)
+        ).prefetch_related(
+            Prefetch("memberships", queryset=Participant.objects.only("conversation_id", "user_id"))
+        )
+        page = self.paginate_queryset(queryset)
+        assert page is not None  # pagination_class is set
+        return self.get_paginated_response([conversation_to_dict(c) for c in page])
+
+    @extend_schema(
+        summary="Create a conversation (the caller is added)",
+        request=ConversationInputSerializer,
+        responses={201: ConversationOutputSerializer, 400: FIELD_ERRORS, 401: UNAUTHENTICATED},
+    )
+    def create(self, request: Request) -> Response:
+        data = validated_input(ConversationInputSerializer, request.data)
+        conversation = services.conversation_create(
+            creator_id=caller_id(request),
+            title=data["title"],
+            participant_ids=data["participant_ids"],
+        )
+        return Response(conversation_to_dict(conversation), status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        summary="One conversation",
+        parameters=[CONVERSATION_ID],
+        responses={
+            200: ConversationOutputSerializer,
+            401: UNAUTHENTICATED,
+            403: FORBIDDEN,
+            404: NOT_FOUND,
+        },
+    )
+    def retrieve(self, request: Request, id: str) -> Response:
+        return Response(conversation_to_dict(self._conversation()))
+
+    @extend_schema(
+        methods=["GET"],
+        summary="The conversation's messages, newest first",
+        parameters=[CONVERSATION_ID],
+        responses={
+            200: MessageOutputSerializer(many=True),
+            401: UNAUTHENTICATED,
+            403: FORBIDDEN,
+            404: NOT_FOUND,
+        },
+    )
+    @extend_schema(
+        methods=["POST"],
+        summary="Send a message (emits a `message` event to every participant's sockets)",
+        parameters=[CONVERSATION_ID],
+        request=MessageInputSerializer,
+        responses={
+            201: MessageOutputSerializer,
+            400: FIELD_ERRORS,
+            401: UNAUTHENTICATED,
+            403: FORBIDDEN,
+            404: NOT_FOUND,
+        },
+    )
+    @action(
+        detail=True,
+        methods=["get", "post"],
+        pagination_class=MessageCursorPagination,
+        serializer_class=MessageOutputSerializer,
+    )
+    def messages(self, request: Request, id: str) -> Response:
+        conversation = self._conversation()
+        if request.method == "POST":
+            data = validated_input(MessageInputSerializer, request.data)
+            message = services.message_send(
+                conversation=conversation, sender_id=caller_id(request), body=data["body"]
+            )
+            return Response(message_to_dict(message), status=status.HTTP_201_CREATED)
+        page = self.paginate_queryset(selectors.message_list(conversation=conversation))
+        assert page is not None
+        return self.get_paginated_response([message_to_dict(m) for m in page])
+
+    @extend_schema(
+        summary="Say the caller started or stopped typing (emits a `typing` event)",
+        parameters=[CONVERSATION_ID],
+        request=TypingInputSerializer,
+        responses={
+            200: TypingOutputSerializer,
+            400: FIELD_ERRORS,
+            401: UNAUTHENTICATED,
+            403: FORBIDDEN,
+            404: NOT_FOUND,
+        },
+    )
+    @action(detail=True, methods=["post"], serializer_class=TypingOutputSerializer)
+    def typing(self, request: Request, id: str) -> Response:
+        conversation = self._conversation()
+        data = validated_input(TypingInputSerializer, request.data)
+        result = services.typing_notify(
+            conversation=conversation, user_id=caller_id(request), is_typing=data["is_typing"]
+        )
+        return Response(result)
+
+
+class MessagesReadView(APIView):
+    """Mark messages of one conversation read (emits a `read` event)."""
+
+    @extend_schema(
+        summary="Mark messages read",
+        request=ReadInputSerializer,
+        responses={
+            200: ReadOutputSerializer,
+            400: FIELD_ERRORS,
+            401: UNAUTHENTICATED,
+            403: FORBIDDEN,
+            404: NOT_FOUND,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        data = validated_input(ReadInputSerializer, request.data)
+        conversation = conversation_for_participant(
+            conversation_id=data["conversation_id"], user_id=caller_id(request)
+        )
+        result = services.receipt_mark_read(
+            conversation=conversation, user_id=caller_id(request), message_ids=data["message_ids"]
+        )
+        return Response(result)
