@@ -1,0 +1,128 @@
+"""Where the layer's Redis nodes are, and which node a group lives on; see docs/channel-layer.md.
+
+A node is a plain URL or a Sentinel-monitored master (resolved again on every reconnect, so a
+failover moves the layer to the new master). Groups and inboxes are spread over the nodes by a
+consistent hash ring, so adding a node moves only about 1/N of the groups.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import ssl
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+from redis.asyncio.connection import SSLConnection, parse_url
+from redis.asyncio.sentinel import Sentinel
+
+VIRTUAL_NODES_PER_NODE = 64
+
+
+@dataclass(frozen=True)
+class RedisEndpoint:
+    """One Redis node: fixed address, or the master a set of Sentinels names."""
+
+    host: str = "127.0.0.1"
+    port: int = 6379
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    sentinels: tuple[tuple[str, int], ...] = ()
+    sentinel_master: str = ""
+    name: str = field(default="")
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisEndpoint:
+        kwargs = parse_url(url)
+        return cls(
+            host=str(kwargs.get("host", "127.0.0.1")),
+            port=int(kwargs.get("port", 6379)),
+            db=int(kwargs.get("db", 0) or 0),
+            username=kwargs.get("username"),
+            password=kwargs.get("password"),
+            tls=kwargs.get("connection_class") is SSLConnection,
+            name=url,
+        )
+
+    @classmethod
+    def from_sentinels(
+        cls, sentinels: list[str], master: str, *, password: str | None = None
+    ) -> RedisEndpoint:
+        pairs = []
+        for item in sentinels:
+            host, _, port = item.strip().rpartition(":")
+            pairs.append((host or "127.0.0.1", int(port or 26379)))
+        return cls(
+            sentinels=tuple(pairs),
+            sentinel_master=master,
+            password=password,
+            name=f"sentinel:{master}",
+        )
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        return ssl.create_default_context() if self.tls else None
+
+    async def resolve(self, *, limit_seconds: float) -> tuple[str, int]:
+        """The address to connect to now (asks the Sentinels for the current master)."""
+        if not self.sentinels:
+            return self.host, self.port
+        sentinel = Sentinel(list(self.sentinels), socket_timeout=limit_seconds)
+        try:
+            host, port = await sentinel.discover_master(self.sentinel_master)
+        finally:
+            for client in sentinel.sentinels:
+                await client.aclose()
+        return str(host), int(port)
+
+    def client(self, *, socket_timeout: float, connect_timeout: float) -> aioredis.Redis:
+        """A pooled redis-py client for commands off the hot path (PING for health)."""
+        if self.sentinels:
+            sentinel = Sentinel(
+                list(self.sentinels),
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=connect_timeout,
+            )
+            master: aioredis.Redis = sentinel.master_for(
+                self.sentinel_master,
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=connect_timeout,
+                password=self.password,
+            )
+            return master
+        return aioredis.Redis(
+            host=self.host,
+            port=self.port,
+            db=self.db,
+            username=self.username,
+            password=self.password,
+            ssl=self.tls,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=connect_timeout,
+            max_connections=4,
+        )
+
+
+class HashRing:
+    """Consistent hashing of names onto node indexes."""
+
+    def __init__(self, node_names: list[str]) -> None:
+        self.size = len(node_names)
+        points: list[tuple[int, int]] = []
+        for index, name in enumerate(node_names):
+            for replica in range(VIRTUAL_NODES_PER_NODE):
+                points.append((_hash(f"{name}#{replica}"), index))
+        points.sort()
+        self._keys = [point for point, _ in points]
+        self._nodes = [node for _, node in points]
+
+    def node_for(self, name: str) -> int:
+        if self.size <= 1:
+            return 0
+        position = bisect.bisect(self._keys, _hash(name)) % len(self._keys)
+        return self._nodes[position]
+
+
+def _hash(value: str) -> int:
+    return int.from_bytes(hashlib.blake2b(value.encode(), digest_size=8).digest(), "big")

@@ -1,0 +1,207 @@
+"""Two layer instances with different instance ids on one real Redis (docs/channel-layer.md)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from connections.layer import RealtimeChannelLayer
+from scripts.procs import RedisServer
+from tests.support.async_poll import async_wait_until
+
+pytestmark = pytest.mark.redis
+
+
+def make_layer(url: str, instance_id: str, **overrides: object) -> RealtimeChannelLayer:
+    options: dict[str, object] = {
+        "hosts": url,
+        "instance_id": instance_id,
+        "socket_timeout": 1.0,
+        "connect_timeout": 0.5,
+        "probe_interval": 0.2,
+        "backoff_min": 0.02,
+        "backoff_max": 0.2,
+    }
+    options.update(overrides)
+    return RealtimeChannelLayer(**options)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def pair(redis_url: str) -> AsyncIterator[tuple[RealtimeChannelLayer, RealtimeChannelLayer]]:
+    a, b = make_layer(redis_url, "inst-a"), make_layer(redis_url, "inst-b")
+    yield a, b
+    await a.close()
+    await b.close()
+
+
+async def receive_within(layer: RealtimeChannelLayer, channel: str, seconds: float = 2.0) -> dict:
+    async with asyncio.timeout(seconds):
+        return await layer.receive(channel)
+
+
+async def nothing_within(layer: RealtimeChannelLayer, channel: str, seconds: float = 0.3) -> bool:
+    try:
+        async with asyncio.timeout(seconds):
+            await layer.receive(channel)
+    except TimeoutError:
+        return True
+    return False
+
+
+async def test_group_send_reaches_members_on_both_instances(pair) -> None:
+    a, b = pair
+    on_a, on_b = await a.new_channel(), await b.new_channel()
+    await a.group_add("conv.1", on_a)
+    await b.group_add("conv.1", on_b)
+
+    await a.group_send("conv.1", {"type": "realtime.event", "event": {"event_id": "e1"}})
+
+    assert (await receive_within(a, on_a))["event"]["event_id"] == "e1"
+    assert (await receive_within(b, on_b))["event"]["event_id"] == "e1"
+    assert a.counters()["delivered_local"] == 1
+    assert b.counters()["delivered_remote"] == 1
+
+
+async def test_send_to_a_channel_on_another_instance(pair) -> None:
+    a, b = pair
+    await a.new_channel()
+    on_b = await b.new_channel()
+
+    await a.send(on_b, {"type": "connection.close", "code": 4429})
+
+    assert await receive_within(b, on_b) == {"type": "connection.close", "code": 4429}
+
+
+async def test_own_publications_are_dropped_as_echoes(pair) -> None:
+    a, b = pair
+    on_a, on_b = await a.new_channel(), await b.new_channel()
+    await a.group_add("user.7", on_a)
+    await b.group_add("user.7", on_b)
+
+    await a.group_send("user.7", {"type": "realtime.join", "conversation_id": "c"})
+
+    assert (await receive_within(a, on_a))["conversation_id"] == "c"
+    await receive_within(b, on_b)
+    await async_wait_until(lambda: a.counters()["echoes_dropped"] == 1, timeout=2)
+    assert await nothing_within(a, on_a)
+
+
+async def test_a_member_never_gets_the_same_event_id_twice(pair) -> None:
+    a, b = pair
+    on_b = await b.new_channel()
+    await b.group_add("user.1", on_b)
+    await b.group_add("conv.x", on_b)
+    event = {"type": "realtime.event", "event": {"event_id": "same"}, "exclude_channel": None}
+
+    # One event reaches the socket through two groups, from another instance.
+    await a.group_send("user.1", event)
+    await a.group_send("conv.x", event)
+    await a.group_send("conv.x", {**event, "event": {"event_id": "next"}})
+
+    assert (await receive_within(b, on_b))["event"]["event_id"] == "same"
+    assert (await receive_within(b, on_b))["event"]["event_id"] == "next"
+    assert b.counters()["duplicates_dropped"] == 1
+
+
+async def test_membership_outlives_any_expiry(pair) -> None:
+    a, b = pair
+    # channels_redis forgets members after group_expiry/expiry; here only group_discard does.
+    a.expiry = 0
+    on_a = await a.new_channel()
+    await a.group_add("conv.long", on_a)
+    await asyncio.sleep(1.2)  # longer than every timeout configured above, on purpose
+
+    await b.group_send("conv.long", {"type": "realtime.event", "event": {"event_id": "late"}})
+
+    assert (await receive_within(a, on_a))["event"]["event_id"] == "late"
+
+
+async def test_group_discard_of_last_member_unsubscribes(pair) -> None:
+    a, b = pair
+    on_a = await a.new_channel()
+    await a.group_add("conv.gone", on_a)
+    assert a.counters()["subscriptions"] == 2  # inbox + group
+
+    await a.group_discard("conv.gone", on_a)
+    await b.group_send("conv.gone", {"type": "x"})
+
+    assert await nothing_within(a, on_a)
+    assert a.counters()["subscriptions"] == 1
+
+
+async def test_redis_outage_degrades_then_recovers_by_itself(
+    redis_factory: Callable[..., RedisServer],
+) -> None:
+    server = redis_factory()
+    a, b = make_layer(server.url, "inst-a"), make_layer(server.url, "inst-b")
+    try:
+        on_a, on_b = await a.new_channel(), await b.new_channel()
+        await a.group_add("conv.f", on_a)
+        await b.group_add("conv.f", on_b)
+        assert a.status == "healthy"
+
+        server.kill()
+        # Sending while Redis is gone: no exception, local members still served.
+        for n in range(20):
+            await a.group_send("conv.f", {"type": "realtime.event", "event": {"event_id": f"d{n}"}})
+            await a.send(on_b, {"type": "x"})
+        await async_wait_until(lambda: a.status == "degraded", timeout=2, what="degraded")
+        assert [(await receive_within(a, on_a))["event"]["event_id"] for _ in range(20)] == [
+            f"d{n}" for n in range(20)
+        ]
+        assert a.counters()["publish_failures"] > 0
+        assert not await a.check(0.2)
+
+        server.start()  # same port, empty: the layer must re-subscribe on its own
+        await async_wait_until(
+            lambda: a.status == "healthy" and b.status == "healthy", timeout=2, what="recovery"
+        )
+        await a.group_send("conv.f", {"type": "realtime.event", "event": {"event_id": "back"}})
+        message = await receive_within(b, on_b)
+        while message["type"] == "x":  # a direct send may have got through before the kill
+            message = await receive_within(b, on_b)
+        assert message["event"]["event_id"] == "back"
+        assert await a.check(0.5)
+        assert a.counters()["degraded_seconds"] > 0
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_layer_starts_degraded_when_redis_is_down_and_serves_locally() -> None:
+    from scripts.procs import free_port
+
+    layer = make_layer(f"redis://127.0.0.1:{free_port()}/0", "inst-down")
+    try:
+        channel = await layer.new_channel()
+        await layer.group_add("conv.d", channel)
+        await layer.group_send("conv.d", {"type": "hello"})
+        assert await receive_within(layer, channel) == {"type": "hello"}
+        assert layer.status == "degraded"
+    finally:
+        await layer.close()
+
+
+async def test_groups_spread_over_several_redis_nodes(
+    redis_factory: Callable[..., RedisServer],
+) -> None:
+    urls = [redis_factory().url, redis_factory().url]
+    a, b = make_layer(",".join(urls), "inst-a"), make_layer(",".join(urls), "inst-b")
+    try:
+        # Four groups on each node, whatever the ports hash to.
+        names = [f"conv.{n}" for n in range(200)]
+        groups = [g for g in names if b._ring.node_for(g) == 0][:4]
+        groups += [g for g in names if b._ring.node_for(g) == 1][:4]
+        channels = [await b.new_channel() for _ in groups]
+        for group, channel in zip(groups, channels, strict=True):
+            await b.group_add(group, channel)
+        for n, group in enumerate(groups):
+            await a.group_send(group, {"type": "n", "n": n})
+        assert [(await receive_within(b, ch))["n"] for ch in channels] == list(range(8))
+        per_node = [shard.confirmed for shard in b._link().shards]
+        assert all(len(confirmed) >= 4 for confirmed in per_node)
+    finally:
+        await a.close()
+        await b.close()
