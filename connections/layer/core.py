@@ -29,7 +29,7 @@ from connections.layer.links import (
     ShardLink,
     run_on_loop,
 )
-from connections.layer.queues import ChannelQueue
+from connections.layer.queues import DROPPED_EPHEMERAL, ChannelQueue
 
 __all__ = ["ChannelFull", "RealtimeChannelLayer"]
 
@@ -251,12 +251,13 @@ class RealtimeChannelLayer(BaseChannelLayer):
             self._counters["duplicates_dropped"] += 1
             return
         self._counters["delivered_remote"] += 1
-        if chan.put(payload, ephemeral):
-            self._count_overflow(ephemeral_dropped=chan.ephemeral_count > 0 or ephemeral)
+        dropped = chan.put(payload, ephemeral)
+        if dropped:
+            self._count_overflow(dropped)
 
-    def _count_overflow(self, *, ephemeral_dropped: bool) -> None:
+    def _count_overflow(self, dropped: int) -> None:
         self._counters["queue_overflows"] += 1
-        if ephemeral_dropped:
+        if dropped == DROPPED_EPHEMERAL:
             self._counters["ephemeral_dropped"] += 1
 
     # Loops and links
@@ -337,8 +338,9 @@ class RealtimeChannelLayer(BaseChannelLayer):
                 self._counters["duplicates_dropped"] += 1
                 return
             self._counters["delivered_local"] += 1
-            if chan.put(payload, ephemeral):
-                self._count_overflow(ephemeral_dropped=True)
+            dropped = chan.put(payload, ephemeral)
+            if dropped:
+                self._count_overflow(dropped)
             return
         if not self.endpoints:
             self._counters["undeliverable"] += 1
@@ -445,8 +447,9 @@ class RealtimeChannelLayer(BaseChannelLayer):
                     counters["duplicates_dropped"] += 1
                     continue
                 counters["delivered_local"] += 1
-                if chan.put(payload, ephemeral):
-                    self._count_overflow(ephemeral_dropped=chan.ephemeral_count > 0 or ephemeral)
+                dropped = chan.put(payload, ephemeral)
+                if dropped:
+                    self._count_overflow(dropped)
         if self.endpoints:
             envelope_id = event_id or next(self._seq)
             envelope = _pack((self.instance_id, envelope_id, None, ephemeral, payload))

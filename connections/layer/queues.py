@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 # Explicit event ids remembered per channel for duplicate suppression (bounded memory).
 SEEN_IDS_PER_CHANNEL = 256
 
+NO_DROP = 0
+DROPPED_EPHEMERAL = 1
+DROPPED_MESSAGE = 2
+
 
 def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
@@ -74,19 +78,18 @@ class ChannelQueue:
         return len(self.items) >= self.capacity
 
     def put(self, payload: bytes, ephemeral: bool) -> int:
-        """Queue a message, applying the overflow policy. Returns how many were dropped (0/1)."""
+        """Queue a message, applying the overflow policy: NO_DROP, DROPPED_EPHEMERAL or
+        DROPPED_MESSAGE."""
         items = self.items
-        dropped = 0
+        dropped = NO_DROP
         if len(items) >= self.capacity:
-            dropped = 1
             if self.ephemeral_count:
                 self._drop_oldest_ephemeral()
+                dropped = DROPPED_EPHEMERAL
             else:
-                _, was_ephemeral = items.popleft()
-                if was_ephemeral:  # pragma: no cover - ephemeral_count says otherwise
-                    self.ephemeral_count -= 1
-                else:
-                    self.overflowed += 1
+                items.popleft()
+                self.overflowed += 1
+                dropped = DROPPED_MESSAGE
         items.append((payload, ephemeral))
         if ephemeral:
             self.ephemeral_count += 1
