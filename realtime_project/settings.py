@@ -191,8 +191,20 @@ REALTIME: dict[str, Any] = {
     "HEALTH_CACHE_SECONDS": env_float("HEALTH_CACHE_SECONDS", 0.5, minimum=0),
 }
 
+# The custom layer (docs/channel-layer.md); without REDIS_URL it runs local-only.
 CHANNEL_LAYERS = {
-    "default": {"BACKEND": "channels.layers.InMemoryChannelLayer"},
+    "default": {
+        "BACKEND": "connections.layer.RealtimeChannelLayer",
+        "CONFIG": {
+            "hosts": REALTIME["REDIS_URL"],
+            "sentinels": REALTIME["REDIS_SENTINELS"],
+            "sentinel_master": REALTIME["REDIS_SENTINEL_MASTER"],
+            "socket_timeout": REALTIME["REDIS_SOCKET_TIMEOUT_SECONDS"],
+            "connect_timeout": REALTIME["REDIS_CONNECT_TIMEOUT_SECONDS"],
+            "capacity": REALTIME["CHANNEL_CAPACITY"],
+            "instance_id": REALTIME["INSTANCE_ID"],
+        },
+    },
 }
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")

@@ -129,7 +129,11 @@ async def test_random_names_never_repeat(channel_layer) -> None:
 
 async def test_message_is_not_altered(channel_layer) -> None:
     name = await channel_layer.new_channel()
-    message = {"type": "realtime.event", "event": {"event_id": "e", "n": [1, 2]}, "ephemeral": True}
+    message: dict = {
+        "type": "realtime.event",
+        "event": {"event_id": "e", "n": [1, 2]},
+        "ephemeral": True,
+    }
     await channel_layer.group_add("g", name)
     await channel_layer.group_send("g", message)
     received = await channel_layer.receive(name)
