@@ -68,9 +68,10 @@ async def check_redis(*, timeout_seconds: float) -> dict[str, Any]:
     if layer_check is not None:
         probes.append(layer_check(timeout_seconds))
     answers = await asyncio.gather(*(_bounded(p, timeout_seconds) for p in probes))
-    layer_status = str(getattr(layer, "status", "unknown"))
+    layer_status = getattr(layer, "status", None)
     up = all(answers) and layer_status != "degraded"
-    return _result("up" if up else "down", started, layer=layer_status)
+    extra = {"layer": str(layer_status)} if layer_status is not None else {}
+    return _result("up" if up else "down", started, **extra)
 
 
 async def check_firestore(*, timeout_seconds: float) -> dict[str, Any]:

@@ -321,6 +321,9 @@ class DaphneInstance(Process):
             venv_bin("daphne"),
             "-e", endpoint,
             "--proxy-headers",
+            # Verbosity 1 (Daphne's default) writes an access log whose HTTP lines carry the
+            # query string, tokens included; our own structured logs cover connects instead.
+            "--verbosity", "0",
             *self.extra_args,
             "realtime_project.asgi:application",
         ]  # fmt: skip
@@ -339,6 +342,85 @@ class DaphneInstance(Process):
         # Any HTTP answer means Django is loaded and serving.
         status, _ = http_get(f"{self.base_url}/api/health", timeout=2.0)
         return status > 0
+
+
+class HAProxy(Process):
+    """HAProxy in the foreground (``-db``) with a rendered config file.
+
+    ``stats_port`` serves HAProxy's stats page; ``server_states()`` reads it as CSV so tests
+    and ``scripts/cluster status`` can see which instances the balancer considers up.
+    """
+
+    name = "haproxy"
+
+    def __init__(
+        self,
+        *,
+        config_text: str,
+        port: int,
+        stats_port: int,
+        log_dir: Path | None = None,
+        backend: str = "instances",
+    ) -> None:
+        super().__init__(log_dir)
+        self.config_text = config_text
+        self.port = port
+        self.stats_port = stats_port
+        self.backend = backend
+        self.config_path = self.log_dir / "haproxy.cfg"
+
+    @staticmethod
+    def binary() -> str:
+        path = shutil.which("haproxy")
+        if path is None:
+            raise ServiceUnavailable("haproxy is not installed (apt-get install haproxy)")
+        return path
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{LOOPBACK}:{self.port}/ws/"
+
+    def start(self, timeout: float = 10.0) -> HAProxy:
+        binary = self.binary()
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(self.config_text)
+        check = subprocess.run(
+            [binary, "-c", "-q", "-f", str(self.config_path)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if check.returncode != 0:
+            raise RuntimeError(f"invalid HAProxy config:\n{check.stdout}{check.stderr}")
+        self._spawn([binary, "-db", "-f", str(self.config_path)])
+        wait_until(self._ready, timeout=timeout, what=f"haproxy on port {self.port}")
+        return self
+
+    def _ready(self) -> bool:
+        self._check_started()
+        return port_open(self.port) and port_open(self.stats_port)
+
+    def server_states(self) -> dict[str, str]:
+        """``{server name: status}`` of the backend (``UP``, ``DOWN``, ``MAINT``, ...)."""
+        status, body = http_get(f"http://{LOOPBACK}:{self.stats_port}/stats;csv", timeout=2.0)
+        if status != 200:
+            return {}
+        states: dict[str, str] = {}
+        lines = body.decode().splitlines()
+        header = lines[0].lstrip("# ").split(",") if lines else []
+        for line in lines[1:]:
+            row = dict(zip(header, line.split(","), strict=False))
+            if row.get("pxname") == self.backend and row.get("svname") not in {
+                "FRONTEND",
+                "BACKEND",
+            }:
+                # "UP 1/2" while a server is on its way up or down: the first word decides.
+                states[row["svname"]] = row.get("status", "").split(" ")[0]
+        return states
 
 
 def manage(*args: str, env: Mapping[str, str] | None = None, timeout: float = 120) -> str:
