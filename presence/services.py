@@ -144,7 +144,7 @@ class PresenceService:
         try:
             stored = await self.store.get_many(unique)
         except PresenceStoreError:
-            return await self._from_registry(unique)
+            stored = await self._from_registry(unique)
         states: dict[str, PresenceState] = {}
         for uid in unique:
             known = stored.get(uid)
@@ -159,12 +159,11 @@ class PresenceService:
             )
         return states
 
-    async def _from_registry(self, user_ids: list[str]) -> dict[str, PresenceState]:
+    async def _from_registry(self, user_ids: list[str]) -> dict[str, StoredPresence]:
         # The store is down: the registry still knows who has a socket.
         counts = await self.registry.users_connection_counts(user_ids)
         return {
-            uid: PresenceState(uid, "online" if counts.get(uid) else "offline", None, None)
-            for uid in user_ids
+            uid: StoredPresence(uid, "online", None, None, 0) for uid in user_ids if counts.get(uid)
         }
 
     async def process_due(self, *, limit: int = 100) -> int:
