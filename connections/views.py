@@ -22,6 +22,10 @@ from rest_framework.views import APIView
 
 from connections.registry import get_registry
 
+# Published beside the counters but not counts: summing timestamps or gauges means nothing
+# (the connection total comes from the registry itself).
+_NOT_SUMMED = frozenset({"updated_at", "connections"})
+
 
 def counters_summary(per_instance: dict[str, dict[str, float]]) -> dict[str, Any]:
     """Sum each counter over the instances, and keep each instance's own figures."""
@@ -33,7 +37,7 @@ def counters_summary(per_instance: dict[str, dict[str, float]]) -> dict[str, Any
             # A garbled value in Redis must not turn the whole answer into invalid JSON.
             usable = value if math.isfinite(value) else None
             clean[instance_id][name] = usable
-            if usable is not None:
+            if usable is not None and name not in _NOT_SUMMED:
                 totals[name] = totals.get(name, 0) + usable
     return {"totals": totals, "per_instance": clean}
 
