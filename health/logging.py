@@ -60,7 +60,7 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
 
 
 def _kv_value(value: Any) -> str:
-    text = "" if value is None else str(value)
+    text = "" if value is None else redact(str(value))
     if text and _BARE.match(text):
         return text
     return json.dumps(text)
@@ -76,7 +76,7 @@ class KeyValueFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "instance_id": getattr(record, "instance_id", None) or _instance_id(),
-            "msg": record.getMessage(),
+            "msg": redact(record.getMessage()),
         }
         line = " ".join(f"{k}={_kv_value(v)}" for k, v in parts.items())
         extra = " ".join(f"{k}={_kv_value(v)}" for k, v in _fields(record).items())
@@ -97,10 +97,10 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "instance_id": getattr(record, "instance_id", None) or _instance_id(),
-            "msg": record.getMessage(),
+            "msg": redact(record.getMessage()),
         }
         for key, value in _fields(record).items():
-            payload.setdefault(key, value)
+            payload.setdefault(key, redact(value) if isinstance(value, str) else value)
         if record.exc_info:
             payload["exc"] = self.formatException(record.exc_info)
         return redact(json.dumps(payload, default=str))

@@ -1,0 +1,50 @@
+"""The drain sequence, in process: unhealthy at once, sockets closed 1012, registry emptied."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from django.test import AsyncClient
+
+from connections.close_codes import WS_1012_SERVICE_RESTART
+from connections.registry import get_registry
+from connections.sockets import local_sockets
+from health.drain import drain_is_active, drain_run
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class FakeSocket:
+    def __init__(self, connection_id: str) -> None:
+        self.connection_id = connection_id
+        self.closed_with: int | None = None
+
+    async def server_close(self, *, code: int) -> None:
+        self.closed_with = code
+        local_sockets.discard(self)
+        await get_registry().unregister(connection_id=self.connection_id, user_id="7")
+
+
+async def test_drain_turns_unhealthy_then_closes_every_socket_with_1012() -> None:
+    registry = get_registry()
+    sockets = [FakeSocket(f"c{i}") for i in range(5)]
+    for sock in sockets:
+        await registry.register(connection_id=sock.connection_id, user_id="7", metadata={})
+        local_sockets.add(sock)
+    try:
+        task = asyncio.create_task(drain_run(delay_seconds=0.3, batch_size=2, pause_seconds=0))
+        await asyncio.sleep(0)  # let the drain begin
+        assert drain_is_active()
+        during = await AsyncClient().get("/api/health")
+        assert during.status_code == 503
+        assert during.json()["draining"] is True
+        assert all(s.closed_with is None for s in sockets), "closed before the delay"
+        closed = await asyncio.wait_for(task, 5)
+    finally:
+        for sock in sockets:
+            local_sockets.discard(sock)
+    assert closed == 5
+    assert [s.closed_with for s in sockets] == [WS_1012_SERVICE_RESTART] * 5
+    assert registry.local_connection_count() == 0
+    assert (await registry.stats())["total_connections"] == 0

@@ -1,0 +1,132 @@
+"""``GET /api/health`` as a load balancer sees it."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.test import AsyncClient
+
+from health import checks
+from health.drain import drain_begin
+from scripts.procs import free_port
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def test_embedded_default_is_healthy_with_dependencies_disabled() -> None:
+    for path in ("/api/health", "/api/health/"):
+        response = await AsyncClient().get(path)
+        assert response.status_code == 200, path
+        body = response.json()
+        assert body["status"] == "healthy"
+        assert body["checks"]["redis"] == {"status": "disabled"}
+        assert body["checks"]["firestore"] == {"status": "disabled"}
+        assert body["checks"]["database"]["status"] == "up"
+        assert body["checks"]["database"]["latency_ms"] >= 0
+        assert body["connections"] == 0
+        assert body["instance_id"]
+
+
+async def test_answers_without_credentials_and_reveals_no_configuration(realtime) -> None:
+    realtime(REDIS_URL="redis://:s3cret-pass@127.0.0.1:1/0", HEALTH_TIMEOUT_SECONDS=0.3)
+    response = await AsyncClient().get("/api/health", headers={"authorization": "Token bogus"})
+    assert response.status_code == 200
+    assert b"s3cret-pass" not in response.content
+    assert b"127.0.0.1:1" not in response.content
+
+
+async def test_redis_refusing_connections_is_degraded_not_down(realtime) -> None:
+    realtime(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", HEALTH_TIMEOUT_SECONDS=0.3)
+    response = await AsyncClient().get("/api/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "degraded"
+    assert body["checks"]["redis"]["status"] == "down"
+    assert body["checks"]["database"]["status"] == "up"
+
+
+async def test_a_hung_redis_does_not_hang_the_probe(realtime, hung_port: int) -> None:
+    realtime(
+        REDIS_URL=f"redis://127.0.0.1:{hung_port}/0",
+        HEALTH_TIMEOUT_SECONDS=0.3,
+        REDIS_SOCKET_TIMEOUT_SECONDS=30,
+        REDIS_CONNECT_TIMEOUT_SECONDS=30,
+    )
+    started = time.monotonic()
+    response = await AsyncClient().get("/api/health")
+    elapsed = time.monotonic() - started
+    assert response.status_code == 200
+    assert response.json()["checks"]["redis"]["status"] == "down"
+    assert elapsed < 1.5, f"health took {elapsed:.2f}s with a hung Redis"
+
+
+async def test_a_hung_firestore_does_not_hang_the_probe(realtime, hung_port, monkeypatch) -> None:
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", f"127.0.0.1:{hung_port}")
+    realtime(FIRESTORE_PROJECT_ID="demo-health", HEALTH_TIMEOUT_SECONDS=0.3, HEALTH_CACHE_SECONDS=0)
+    await AsyncClient().get("/api/health")  # the first one also imports the Firestore SDK
+    started = time.monotonic()
+    response = await AsyncClient().get("/api/health")
+    elapsed = time.monotonic() - started
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "degraded"
+    assert body["checks"]["firestore"]["status"] == "down"
+    assert elapsed < 1.5, f"health took {elapsed:.2f}s with a hung Firestore"
+
+
+async def test_database_down_is_unhealthy(monkeypatch) -> None:
+    def broken() -> None:
+        raise ConnectionError("database unreachable")
+
+    monkeypatch.setattr(checks, "_db_round_trip", broken)
+    response = await AsyncClient().get("/api/health")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "unhealthy"
+    assert body["checks"]["database"]["status"] == "down"
+
+
+async def test_a_hung_database_is_unhealthy_within_the_timeout(realtime, monkeypatch) -> None:
+    import threading
+
+    release = threading.Event()
+    monkeypatch.setattr(checks, "_db_round_trip", lambda: release.wait(5))
+    realtime(HEALTH_TIMEOUT_SECONDS=0.2, HEALTH_CACHE_SECONDS=0)
+    try:
+        started = time.monotonic()
+        first = await AsyncClient().get("/api/health")
+        # A second probe while the first is stuck answers at once, without a second thread.
+        second = await AsyncClient().get("/api/health")
+        elapsed = time.monotonic() - started
+    finally:
+        release.set()
+    assert (first.status_code, second.status_code) == (503, 503)
+    assert elapsed < 1.0
+
+
+async def test_draining_answers_503_at_once() -> None:
+    assert (await AsyncClient().get("/api/health")).status_code == 200
+    drain_begin()
+    response = await AsyncClient().get("/api/health")
+    assert response.status_code == 503
+    assert response.json()["status"] == "unhealthy"
+    assert response.json()["draining"] is True
+
+
+async def test_one_evaluation_serves_every_probe_within_the_cache_window(
+    realtime, monkeypatch
+) -> None:
+    calls = 0
+    real = checks.check_database
+
+    async def counted(**kwargs):
+        nonlocal calls
+        calls += 1
+        return await real(**kwargs)
+
+    monkeypatch.setattr(checks, "check_database", counted)
+    realtime(HEALTH_CACHE_SECONDS=60)
+    for _ in range(5):
+        assert (await AsyncClient().get("/api/health")).status_code == 200
+    assert calls == 1

@@ -1,0 +1,78 @@
+"""``GET /metrics``: Prometheus text, open or staff-only."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import AsyncClient
+from prometheus_client.parser import text_string_to_metric_families
+from rest_framework.authtoken.models import Token
+
+from health import metrics
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+async def _scrape(**headers: str) -> dict:
+    response = await AsyncClient().get("/metrics", headers=headers)
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain")
+    return _samples(response.content.decode())
+
+
+async def test_exports_connections_layer_state_and_consumer_counts() -> None:
+    before = await _scrape()
+    metrics.connection_opened()
+    metrics.connection_closed(1000)
+    metrics.connection_rejected(4401)
+    metrics.frame_error("invalid_json")
+    metrics.frame_error("invalid_json")
+    after = await _scrape()
+
+    def delta(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert delta("realtime_connections_opened_total") == 1
+    assert delta("realtime_connections_closed_total", code="1000") == 1
+    assert delta("realtime_connections_rejected_total", code="4401") == 1
+    assert delta("realtime_frame_errors_total", code="invalid_json") == 2
+    assert after[("realtime_connections", ())] == 0
+    assert after[("realtime_connections_global", ())] == 0
+    assert after[("realtime_layer_status", (("status", "local"),))] == 1
+    for name in ("published", "echoes_dropped", "duplicates_dropped", "redis_errors"):
+        assert (f"realtime_{name}_total", ()) in after or (
+            f"realtime_events_{name}_total",
+            (),
+        ) in after, name
+    assert ("realtime_events_delivered_total", (("path", "local"),)) in after
+    assert ("realtime_events_delivered_total", (("path", "remote"),)) in after
+    assert ("realtime_degraded_seconds_total", ()) in after
+    assert ("realtime_presence_writes", ()) in after
+
+
+async def test_staff_only_when_configured(realtime) -> None:
+    realtime(METRICS_ACCESS="staff")
+    assert (await AsyncClient().get("/metrics")).status_code == 403
+    user_model = get_user_model()
+    staff = await user_model.objects.acreate(username="ops", is_staff=True)
+    plain = await user_model.objects.acreate(username="someone")
+    staff_token = await Token.objects.acreate(user=staff)
+    plain_token = await Token.objects.acreate(user=plain)
+    denied = await AsyncClient().get(
+        "/metrics", headers={"authorization": f"Token {plain_token.key}"}
+    )
+    assert denied.status_code == 403
+    allowed = await AsyncClient().get(
+        "/metrics", headers={"authorization": f"Token {staff_token.key}"}
+    )
+    assert allowed.status_code == 200
+    assert b"realtime_connections " in allowed.content
