@@ -13,7 +13,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
@@ -21,6 +21,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from connections.registry import get_registry
+
+INSTANCE_STATUSES = ("alive", "dead")
 
 # Published beside the counters but not counts: summing timestamps or gauges means nothing
 # (the connection total comes from the registry itself).
@@ -60,13 +62,16 @@ class ConnectionStatsView(APIView):
     # is_staff; an anonymous caller still gets 401, since authentication runs first.
     permission_classes = [IsAdminUser]
 
+    @extend_schema_serializer(component_name="ConnectionStatsOutput")
     class OutputSerializer(serializers.Serializer):
+        @extend_schema_serializer(component_name="InstanceStats")
         class InstanceSerializer(serializers.Serializer):
             instance_id = serializers.CharField()
             connections = serializers.IntegerField()
             last_heartbeat = serializers.DateTimeField()
-            status = serializers.ChoiceField(choices=("alive", "dead"))
+            status = serializers.ChoiceField(choices=INSTANCE_STATUSES)
 
+        @extend_schema_serializer(component_name="DeliveryCounters")
         class MessagesSerializer(serializers.Serializer):
             totals = serializers.DictField(
                 child=serializers.FloatField(),

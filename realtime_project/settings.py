@@ -142,6 +142,11 @@ SPECTACULAR_SETTINGS = {
     # Swagger UI from our own static files: the docs page works offline and under a strict CSP.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # Presence's and an instance's "status" are different choice sets; name each.
+    "ENUM_NAME_OVERRIDES": {
+        "PresenceStatusEnum": "presence.views.STATUSES",
+        "InstanceStatusEnum": "connections.views.INSTANCE_STATUSES",
+    },
 }
 
 _REDIS_URL = env_optional_str("REDIS_URL")
