@@ -6,17 +6,16 @@ download. Missing Chromium fails the run on CI (``CI=true``) and skips it elsewh
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from scripts.procs import REPO_ROOT, DaphneInstance, IsolatedDatabase, manage
+from scripts.cluster import Cluster
+from scripts.procs import REPO_ROOT, FirestoreEmulator, ServiceUnavailable
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -72,57 +71,43 @@ def screenshot_dir() -> Path:
     return SCREENSHOT_DIR
 
 
-@dataclass
-class DemoServers:
-    """Daphne instances sharing one database and one Redis, seeded with the demo data."""
+@pytest.fixture(scope="module")
+def demo_cluster(
+    firestore_emulator: FirestoreEmulator, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    """Two instances behind HAProxy over real Redis and Firestore, seeded with the demo users.
 
-    instances: list[DaphneInstance]
-    env: dict[str, str]
-    seed: dict[str, Any]
-    log_dir: Path
-    extra: list[DaphneInstance] = field(default_factory=list)
-
-    def replace(self, index: int) -> DaphneInstance:
-        """Crash instance ``index`` and start a fresh process on its port (a new instance id)."""
-        old = self.instances[index]
-        old.kill()
-        new = DaphneInstance(
-            instance_id=f"{old.instance_id}-next",
-            env=self.env,
-            port=old.port,
-            log_dir=self.log_dir,
-        ).start()
-        self.instances[index] = new
-        self.extra.append(old)
-        return new
-
-    def stop(self) -> None:
-        for instance in self.instances:
-            instance.stop()
+    Shared by a module's tests (starting it costs seconds); tests tell their own messages
+    apart by their text, and ``cluster`` brings back any instance a test killed.
+    """
+    cluster = Cluster(
+        instances=2,
+        state_dir=tmp_path_factory.mktemp("cluster"),
+        with_firestore=False,
+        database_url=os.environ.get("DATABASE_URL"),
+        env={
+            # The session's emulator, rather than a second JVM for this cluster.
+            "FIRESTORE_PROJECT_ID": firestore_emulator.project_id,
+            "FIRESTORE_EMULATOR_HOST": firestore_emulator.host,
+            "PRESENCE_GRACE_SECONDS": "1",
+            "HEARTBEAT_INTERVAL_SECONDS": "2",
+            "DRAIN_DELAY_SECONDS": "0",
+        },
+    )
+    try:
+        cluster.start()
+    except ServiceUnavailable as exc:
+        _unavailable(str(exc))
+    yield cluster
+    cluster.stop()
+    firestore_emulator.clear()
 
 
 @pytest.fixture
-def demo_servers(redis_url: str, tmp_path: Path) -> Iterator[DemoServers]:
-    """Two instances ("web-a", "web-b") over the real Redis, with short presence timers."""
-    database = IsolatedDatabase(os.environ.get("DATABASE_URL"), tmp_path / "db")
-    env = {
-        "DATABASE_URL": database.create(),
-        "REDIS_URL": redis_url,
-        "PRESENCE_GRACE_SECONDS": "1",
-        "HEARTBEAT_INTERVAL_SECONDS": "2",
-        "CONNECTION_TTL_SECONDS": "10",
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "DRAIN_DELAY_SECONDS": "0",
-    }
-    manage("migrate", "--noinput", env=env)
-    seed = json.loads(manage("seed_demo", "--json", env=env))
-    servers = DemoServers(instances=[], env=env, seed=seed, log_dir=tmp_path / "logs")
-    try:
-        for name in ("web-a", "web-b"):
-            servers.instances.append(
-                DaphneInstance(instance_id=name, env=env, log_dir=servers.log_dir).start()
-            )
-        yield servers
-    finally:
-        servers.stop()
-        database.drop()
+def cluster(demo_cluster: Cluster) -> Cluster:
+    """The module's cluster with every instance up and in the balancer."""
+    for instance in demo_cluster.instances:
+        if not instance.alive():
+            demo_cluster.restart_instance(instance)
+    demo_cluster.wait_balancer(up=[i.instance_id for i in demo_cluster.instances], timeout=15)
+    return demo_cluster

@@ -1,0 +1,138 @@
+"""The demo page in headless Chromium: alice and bob on different instances.
+
+Each user is a separate browser context (own storage, own socket) whose page is served by,
+and connects to, its own instance; everything they see of each other crossed Redis.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scripts.cluster import Cluster
+from tests.browser.conftest import LAPTOP, PHONE
+
+pytestmark = [pytest.mark.browser, pytest.mark.cluster, pytest.mark.redis]
+
+SEEN_WITHIN_MS = 10_000
+PASSWORD = "demo-password"
+
+
+def expect(target: Any) -> Any:
+    from playwright.sync_api import expect as playwright_expect
+
+    # Cross-instance delivery is milliseconds; the margin is for a loaded 2-core CI machine.
+    playwright_expect.set_options(timeout=SEEN_WITHIN_MS)
+    return playwright_expect(target)
+
+
+def open_page(browser: Any, base_url: str, viewport: dict[str, int]) -> Any:
+    context = browser.new_context(viewport=viewport)
+    page = context.new_page()
+    page.set_default_timeout(SEEN_WITHIN_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.errors = errors
+    page.goto(f"{base_url}/")
+    return page
+
+
+def sign_in(page: Any, username: str, instance_id: str | re.Pattern[str]) -> None:
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#connection-badge")).to_have_attribute("data-state", "open")
+    expect(page.locator("#instance-id")).to_have_text(instance_id)
+
+
+def open_conversation(page: Any, title: str) -> None:
+    page.locator(".conversation-name", has_text=re.compile(rf"^{re.escape(title)}$")).click()
+    expect(page.locator("#conversation-title")).to_have_text(title)
+
+
+def dot(page: Any, user_id: str) -> Any:
+    return page.locator(f"#participants .dot[data-user='{user_id}']")
+
+
+def say(page: Any, text: str) -> None:
+    box = page.get_by_role("textbox", name="Message")
+    box.press_sequentially(text, delay=5)
+    box.press("Enter")
+    expect(page.locator(".message.mine .body", has_text=text)).to_be_visible()
+
+
+def shoot(page: Any, path: Path) -> None:
+    page.screenshot(path=str(path), animations="disabled")
+
+
+def test_two_users_on_two_instances_see_each_other(
+    browser: Any, cluster: Cluster, screenshot_dir: Path
+) -> None:
+    web_a, web_b = cluster.instances
+    users = cluster.demo["users"]
+    alice_id, bob_id = users["alice"]["id"], users["bob"]["id"]
+
+    bob = open_page(browser, web_b.base_url, PHONE)
+    sign_in(bob, "bob", web_b.instance_id)
+    open_conversation(bob, "alice-bob")
+    alice = open_page(browser, web_a.base_url, LAPTOP)
+    sign_in(alice, "alice", web_a.instance_id)
+    open_conversation(alice, "alice-bob")
+
+    # Presence: alice's first socket makes her online for bob, and her status choice follows.
+    expect(dot(bob, alice_id)).to_have_attribute("data-status", "online")
+    expect(dot(alice, bob_id)).to_have_attribute("data-status", "online")
+    alice.get_by_label("Status").select_option("busy")
+    expect(dot(bob, alice_id)).to_have_attribute("data-status", "busy")
+
+    # Typing reaches bob while alice writes, and the message ends it.
+    box = alice.get_by_role("textbox", name="Message")
+    box.press_sequentially("Hello from the first instance", delay=5)
+    expect(bob.locator("#typing")).to_contain_text("is typing")
+    box.press("Enter")
+    expect(bob.locator(".message .body", has_text="Hello from the first instance")).to_be_visible()
+    expect(bob.locator("#typing")).to_have_text("")
+
+    # Bob has seen it on screen: alice's copy says so.
+    sent = alice.locator(".message.mine", has_text="Hello from the first instance")
+    expect(sent.locator(".receipt")).to_contain_text("Read by")
+
+    say(bob, "Hi alice, bob here on the second one")
+    expect(alice.locator(".message .body", has_text="bob here on the second one")).to_be_visible()
+
+    shoot(alice, screenshot_dir / "alice-laptop.png")
+    shoot(bob, screenshot_dir / "bob-phone.png")
+    assert alice.errors == [] and bob.errors == []
+
+
+def test_page_reconnects_by_itself_when_its_instance_dies(
+    browser: Any, cluster: Cluster, screenshot_dir: Path
+) -> None:
+    alice = open_page(browser, cluster.url, LAPTOP)  # through HAProxy, as a user would
+    sign_in(alice, "alice", re.compile(r"^instance-\d+$"))
+    first = alice.locator("#instance-id").inner_text()
+    open_conversation(alice, "alice-bob")
+    # Bob sits on the other instance, so the crash is alice's alone.
+    other = next(i for i in cluster.instances if i.instance_id != first)
+    bob = open_page(browser, other.base_url, LAPTOP)
+    sign_in(bob, "bob", other.instance_id)
+    open_conversation(bob, "alice-bob")
+
+    cluster.instance(first).kill()
+    badge = alice.locator("#connection-badge")
+    expect(badge).to_have_attribute("data-state", "reconnecting")
+    shoot(alice, screenshot_dir / "alice-reconnecting.png")
+
+    # No reload, no click: the balancer hands the next attempt to the survivor.
+    expect(badge).to_have_attribute("data-state", "open")
+    expect(alice.locator("#instance-id")).to_have_text(other.instance_id)
+
+    say(alice, "Still here after the crash")
+    expect(bob.locator(".message .body", has_text="Still here after the crash")).to_be_visible()
+    say(bob, "Welcome back")
+    expect(alice.locator(".message .body", has_text="Welcome back")).to_be_visible()
+    shoot(alice, screenshot_dir / "alice-reconnected.png")
+    assert alice.errors == [] and bob.errors == []
