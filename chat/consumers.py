@@ -1,19 +1,394 @@
-"""The WebSocket consumer. Placeholder until the socket lifecycle is built."""
+"""The WebSocket consumer: one socket's lifecycle (docs/protocol.md, docs/events.md).
+
+Connect: authenticate, register the connection (registry + presence), join ``user.<id>`` and
+one ``conv.<id>`` per conversation, send ``connected``. Client frames are parsed, rate
+limited, validated with the REST serializers, authorized, and handed to a service; the socket
+gets an ``ack`` or an ``error``, and the service emits the event to everyone else. Events
+reach the socket as ``realtime.event`` layer messages, at most once per ``event_id``.
+Disconnect undoes everything connect did and ends the socket's typing.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from rest_framework import serializers as drf_serializers
+from rest_framework.exceptions import ValidationError
+
+from chat import events, selectors, services
+from chat.dedup import SeenIds
+from chat.frames import (
+    INVALID_JSON,
+    INVALID_PAYLOAD,
+    NOT_FOUND,
+    NOT_PARTICIPANT,
+    RATE_LIMITED,
+    UNKNOWN_TYPE,
+    ClientFrame,
+    FrameError,
+    ack_frame,
+    error_frame,
+    frame_parse,
+    pong_frame,
+)
+from chat.ratelimit import TokenBucket, Verdict
+from chat.serializers import (
+    MessageFrameSerializer,
+    ReadInputSerializer,
+    StatusInputSerializer,
+    TypingFrameSerializer,
+    message_to_dict,
+)
+from chat.typing_state import TypingTimers
+from connections.close_codes import (
+    WS_1000_NORMAL_CLOSURE,
+    WS_1009_MESSAGE_TOO_BIG,
+    WS_4401_UNAUTHORIZED,
+    WS_4429_TOO_MANY,
+)
+from connections.instance import instance_id, instance_start
+from connections.registry import get_registry
+from connections.sockets import local_sockets
+from presence.services import presence_connect, presence_disconnect, presence_set
+from realtime_project.conf import realtime_settings
+
+logger = logging.getLogger(__name__)
+
+INTERNAL_ERROR = "internal_error"
+
+Handler = Callable[[ClientFrame], Awaitable[dict[str, Any]]]
 
 
-class ChatConsumer(AsyncJsonWebsocketConsumer):
+def _validated(serializer_class: type[drf_serializers.Serializer], frame: ClientFrame) -> Any:
+    serializer = serializer_class(data=frame.data)
+    if not serializer.is_valid():
+        raise FrameError(INVALID_PAYLOAD, ref=frame.ref, details=serializer.errors)
+    return serializer.validated_data
+
+
+def _conversation_for(*, conversation_id: object, user_id: str, ref: str | None) -> Any:
+    """The conversation, or the ``error`` a non-participant gets (as REST's 404/403)."""
+    try:
+        return selectors.conversation_get_for_participant(
+            conversation_id=conversation_id, user_id=user_id
+        )
+    except selectors.ConversationNotFound:
+        raise FrameError(NOT_FOUND, ref=ref) from None
+    except selectors.NotParticipant:
+        raise FrameError(NOT_PARTICIPANT, ref=ref) from None
+
+
+def _service_call(ref: str | None, call: Callable[[], Any]) -> Any:
+    try:
+        return call()
+    except ValidationError as exc:
+        raise FrameError(INVALID_PAYLOAD, ref=ref, details=exc.detail) from None
+
+
+@database_sync_to_async
+def _check_participant(*, conversation_id: str, user_id: str, ref: str | None) -> None:
+    _conversation_for(conversation_id=conversation_id, user_id=user_id, ref=ref)
+
+
+@database_sync_to_async
+def _read_mark(
+    *, user_id: str, data: dict[str, Any], origin_channel: str, ref: str | None
+) -> dict[str, Any]:
+    conversation = _conversation_for(
+        conversation_id=data["conversation_id"], user_id=user_id, ref=ref
+    )
+    result: dict[str, Any] = _service_call(
+        ref,
+        lambda: services.receipt_mark_read(
+            conversation=conversation,
+            user_id=user_id,
+            message_ids=data["message_ids"],
+            origin_channel=origin_channel,
+        ),
+    )
+    return result
+
+
+@database_sync_to_async
+def _message_send(
+    *, user_id: str, data: dict[str, Any], origin_channel: str, ref: str | None
+) -> dict[str, Any]:
+    conversation = _conversation_for(
+        conversation_id=data["conversation_id"], user_id=user_id, ref=ref
+    )
+    message = _service_call(
+        ref,
+        lambda: services.message_send(
+            conversation=conversation,
+            sender_id=user_id,
+            body=data["body"],
+            origin_channel=origin_channel,
+        ),
+    )
+    return message_to_dict(message)
+
+
+def _header(scope: dict[str, Any], name: bytes) -> str:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return bytes(value).decode("latin-1")
+    return ""
+
+
+def connection_metadata(scope: dict[str, Any]) -> dict[str, str]:
+    client = scope.get("client") or ("", 0)
+    return {"user_agent": _header(scope, b"user-agent")[:256], "address": str(client[0] or "")}
+
+
+class ChatConsumer(AsyncWebsocketConsumer):
+    user_id: str
+    connection_id: str
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.registered = False
+        self.closing = False
+        self.conversation_ids: set[str] = set()
+        self.seen = SeenIds()
+        self.bucket = TokenBucket(
+            rate=float(realtime_settings.RATE_LIMIT_FRAMES_PER_SECOND),
+            burst=int(realtime_settings.RATE_LIMIT_BURST),
+            max_strikes=int(realtime_settings.RATE_LIMIT_MAX_STRIKES),
+        )
+        self.typing = TypingTimers(
+            timeout_seconds=float(realtime_settings.TYPING_TIMEOUT_SECONDS),
+            on_expire=self._typing_expired,
+        )
+        self.handlers: dict[str, Handler] = {
+            "ping": self.on_ping,
+            "typing": self.on_typing,
+            "read": self.on_read,
+            "status": self.on_status,
+            "message": self.on_message,
+        }
+
+    # -- lifecycle -------------------------------------------------------------------------
+
     async def connect(self) -> None:
-        await self.accept()
+        user = self.scope.get("user")
         code = self.scope.get("auth_close_code")
+        if code is None and (user is None or not user.is_authenticated):
+            code = WS_4401_UNAUTHORIZED
         if code is not None:
-            await self.close(code=code)
+            # Accept first: a refused handshake looks like "server down" to a browser.
+            await self.refuse(code)
+            return
+        self.user_id = str(user.pk)
+        self.connection_id = uuid.uuid4().hex
+        await instance_start()
+        if await self._too_many_sockets():
+            await self.refuse(WS_4429_TOO_MANY)
+            return
 
-    async def receive_json(self, content: Any, **kwargs: Any) -> None:
-        if isinstance(content, dict) and content.get("type") == "ping":
-            await self.send_json({"type": "pong"})
+        conversation_ids = await database_sync_to_async(selectors.conversation_ids_for_user)(
+            user_id=self.user_id
+        )
+        await self.channel_layer.group_add(events.user_group(self.user_id), self.channel_name)
+        for conversation_id in conversation_ids:
+            await self._join(conversation_id)
+        await self.accept()
+        try:
+            await presence_connect(
+                user_id=self.user_id,
+                connection_id=self.connection_id,
+                metadata=connection_metadata(self.scope),
+            )
+        except Exception:
+            # Presence degrades on its own when Redis or Firestore fail; a bug there must
+            # still not cost the user their socket.
+            logger.exception("presence_connect failed for user=%s", self.user_id)
+        self.registered = True
+        local_sockets.add(self)
+        await self.send_frame(
+            events.event_build(
+                "connected",
+                {
+                    "connection_id": self.connection_id,
+                    "instance_id": instance_id(),
+                    "user_id": self.user_id,
+                    "heartbeat_interval": float(realtime_settings.HEARTBEAT_INTERVAL_SECONDS),
+                },
+            )
+        )
+
+    async def refuse(self, code: int) -> None:
+        await self.accept()
+        await self.server_close(code=code)
+
+    async def _too_many_sockets(self) -> bool:
+        # Checked before registering, so two sockets racing may both get in: the limit is a
+        # guard against runaway clients, not an exact quota.
+        try:
+            count = await get_registry().user_connection_count(self.user_id)
+        except Exception:
+            logger.exception("cannot count sockets of user=%s; letting it in", self.user_id)
+            return False
+        return int(count) >= int(realtime_settings.MAX_SOCKETS_PER_USER)
+
+    async def disconnect(self, code: int) -> None:
+        if not self.registered:
+            return
+        self.registered = False
+        local_sockets.discard(self)
+        for conversation_id in self.typing.stop_all():
+            await self._typing_emit(conversation_id, is_typing=False)
+        layer = self.channel_layer
+        await layer.group_discard(events.user_group(self.user_id), self.channel_name)
+        for conversation_id in self.conversation_ids:
+            await layer.group_discard(events.conversation_group(conversation_id), self.channel_name)
+        try:
+            await presence_disconnect(user_id=self.user_id, connection_id=self.connection_id)
+        except Exception:
+            logger.exception("presence_disconnect failed for user=%s", self.user_id)
+
+    async def server_close(self, *, code: int) -> None:
+        """Close from the server side (drain, flood, limits); cleanup follows on disconnect."""
+        if self.closing:
+            return
+        self.closing = True
+        await self.close(code=code)
+
+    async def send_frame(self, frame: dict[str, Any]) -> None:
+        if not self.closing:
+            await self.send(text_data=json.dumps(frame, separators=(",", ":")))
+
+    async def _join(self, conversation_id: str) -> None:
+        self.conversation_ids.add(conversation_id)
+        await self.channel_layer.group_add(
+            events.conversation_group(conversation_id), self.channel_name
+        )
+
+    # -- client frames -----------------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.closing or not self.registered:
+            return
+        size = len(text_data.encode("utf-8")) if text_data is not None else len(bytes_data or b"")
+        if size > int(realtime_settings.WS_MAX_FRAME_BYTES):
+            await self.server_close(code=WS_1009_MESSAGE_TOO_BIG)
+            return
+        verdict = self.bucket.take()
+        if verdict is Verdict.CLOSE:
+            await self.server_close(code=WS_4429_TOO_MANY)
+            return
+        if verdict is Verdict.REFUSE:
+            await self.send_frame(error_frame(RATE_LIMITED))
+            return
+        try:
+            text = text_data if text_data is not None else (bytes_data or b"").decode("utf-8")
+        except UnicodeDecodeError:
+            await self.send_frame(error_frame(INVALID_JSON))
+            return
+        await self.handle_text(text)
+
+    async def handle_text(self, text: str) -> None:
+        ref: str | None = None
+        try:
+            frame = frame_parse(text)
+            ref = frame.ref
+            handler = self.handlers.get(frame.type)
+            if handler is None:
+                raise FrameError(UNKNOWN_TYPE, ref=ref)
+            reply = await handler(frame)
+        except FrameError as exc:
+            reply = exc.to_frame()
+        except Exception:
+            # A bug handling one frame must not take the socket (or anyone else's) down.
+            logger.exception("frame handling failed for user=%s", self.user_id)
+            reply = error_frame(INTERNAL_ERROR, ref=ref, message="Internal error.")
+        await self.send_frame(reply)
+
+    async def on_ping(self, frame: ClientFrame) -> dict[str, Any]:
+        try:
+            await get_registry().touch(connection_id=self.connection_id)
+        except Exception:
+            logger.exception("registry touch failed for connection=%s", self.connection_id)
+        return pong_frame(ref=frame.ref)
+
+    async def on_typing(self, frame: ClientFrame) -> dict[str, Any]:
+        data = _validated(TypingFrameSerializer, frame)
+        conversation_id = str(data["conversation_id"])
+        is_typing = bool(data["is_typing"])
+        # Typing is the hottest frame: the groups joined at connect (and on join) already
+        # say where the user takes part, so only a stranger costs a database query.
+        if conversation_id not in self.conversation_ids:
+            await _check_participant(
+                conversation_id=conversation_id, user_id=self.user_id, ref=frame.ref
+            )
+            await self._join(conversation_id)
+        if is_typing:
+            self.typing.started(conversation_id)
+        else:
+            self.typing.stopped(conversation_id)
+        result = await self._typing_emit(conversation_id, is_typing=is_typing)
+        return ack_frame(ref=frame.ref, result=result)
+
+    async def on_read(self, frame: ClientFrame) -> dict[str, Any]:
+        data = _validated(ReadInputSerializer, frame)
+        result = await _read_mark(
+            user_id=self.user_id, data=data, origin_channel=self.channel_name, ref=frame.ref
+        )
+        return ack_frame(ref=frame.ref, result=result)
+
+    async def on_status(self, frame: ClientFrame) -> dict[str, Any]:
+        data = _validated(StatusInputSerializer, frame)
+        state = await presence_set(user_id=self.user_id, status=data["status"])
+        updated_at = state.updated_at.isoformat() if state.updated_at else None
+        return ack_frame(
+            ref=frame.ref,
+            result={
+                "user_id": str(state.user_id),
+                "status": state.status,
+                "updated_at": updated_at,
+            },
+        )
+
+    async def on_message(self, frame: ClientFrame) -> dict[str, Any]:
+        data = _validated(MessageFrameSerializer, frame)
+        message = await _message_send(
+            user_id=self.user_id, data=data, origin_channel=self.channel_name, ref=frame.ref
+        )
+        return ack_frame(ref=frame.ref, result={"message": message})
+
+    async def _typing_emit(self, conversation_id: str, *, is_typing: bool) -> dict[str, Any]:
+        return await services.typing_notify_async(
+            conversation_id=conversation_id,
+            user_id=self.user_id,
+            is_typing=is_typing,
+            origin_channel=self.channel_name,
+        )
+
+    async def _typing_expired(self, conversation_id: str) -> None:
+        await self._typing_emit(conversation_id, is_typing=False)
+
+    # -- channel layer messages --------------------------------------------------------------
+
+    async def realtime_event(self, message: dict[str, Any]) -> None:
+        event = message.get("event")
+        if not isinstance(event, dict):
+            return
+        if message.get("exclude_channel") == self.channel_name:
+            return
+        event_id = event.get("event_id")
+        if isinstance(event_id, str) and not self.seen.first_time(event_id):
+            return
+        await self.send_frame(event)
+
+    async def realtime_join(self, message: dict[str, Any]) -> None:
+        conversation_id = message.get("conversation_id")
+        if self.registered and isinstance(conversation_id, str) and conversation_id:
+            await self._join(conversation_id)
+
+    async def connection_close(self, message: dict[str, Any]) -> None:
+        await self.server_close(code=int(message.get("code", WS_1000_NORMAL_CLOSURE)))

@@ -1,0 +1,101 @@
+"""Client frames in, reply frames out: the WebSocket wire shapes (docs/protocol.md).
+
+Parsing stops at the envelope (JSON object, ``type``, ``ref``); each frame's fields are then
+validated by the same Input serializer as its REST twin.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Final
+
+MAX_REF_LENGTH: Final = 64
+
+# Error codes of the wire contract.
+INVALID_JSON: Final = "invalid_json"
+UNKNOWN_TYPE: Final = "unknown_type"
+INVALID_PAYLOAD: Final = "invalid_payload"
+NOT_PARTICIPANT: Final = "not_participant"
+NOT_FOUND: Final = "not_found"
+RATE_LIMITED: Final = "rate_limited"
+
+ERROR_MESSAGES: Final = {
+    INVALID_JSON: "The frame is not valid JSON.",
+    UNKNOWN_TYPE: "Unknown frame type.",
+    INVALID_PAYLOAD: "The frame's fields are invalid.",
+    NOT_PARTICIPANT: "You are not a participant of this conversation.",
+    NOT_FOUND: "No such conversation.",
+    RATE_LIMITED: "Too many frames; slow down.",
+}
+
+
+@dataclass(frozen=True)
+class ClientFrame:
+    type: str
+    ref: str | None
+    data: dict[str, Any]
+
+
+class FrameError(Exception):
+    """A frame that gets an ``error`` reply instead of being handled."""
+
+    def __init__(
+        self, code: str, *, ref: str | None = None, details: Any = None, message: str = ""
+    ) -> None:
+        super().__init__(code)
+        self.code = code
+        self.ref = ref
+        self.details = details
+        self.message = message or ERROR_MESSAGES.get(code, code)
+
+    def to_frame(self) -> dict[str, Any]:
+        return error_frame(self.code, ref=self.ref, details=self.details, message=self.message)
+
+
+def frame_parse(text: str) -> ClientFrame:
+    """The envelope of one client frame, or ``FrameError``."""
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        raise FrameError(INVALID_JSON) from None
+    if not isinstance(data, dict):
+        raise FrameError(
+            INVALID_PAYLOAD, details={"non_field_errors": ["A frame is a JSON object."]}
+        )
+    ref = data.get("ref")
+    if "ref" in data and (not isinstance(ref, str) or len(ref) > MAX_REF_LENGTH):
+        # A ref that cannot be echoed is not echoed.
+        raise FrameError(
+            INVALID_PAYLOAD,
+            details={"ref": [f"A string of at most {MAX_REF_LENGTH} characters."]},
+        )
+    frame_type = data.get("type")
+    if not isinstance(frame_type, str):
+        raise FrameError(INVALID_PAYLOAD, ref=ref, details={"type": ["This field is required."]})
+    return ClientFrame(type=frame_type, ref=ref, data=data)
+
+
+def error_frame(
+    code: str, *, ref: str | None = None, details: Any = None, message: str | None = None
+) -> dict[str, Any]:
+    frame: dict[str, Any] = {"type": "error"}
+    if ref is not None:
+        frame["ref"] = ref
+    frame["code"] = code
+    frame["message"] = message or ERROR_MESSAGES.get(code, code)
+    if details is not None:
+        frame["details"] = details
+    return frame
+
+
+def ack_frame(*, ref: str | None, result: dict[str, Any]) -> dict[str, Any]:
+    frame: dict[str, Any] = {"type": "ack"}
+    if ref is not None:
+        frame["ref"] = ref
+    frame.update(result)
+    return frame
+
+
+def pong_frame(*, ref: str | None) -> dict[str, Any]:
+    return {"type": "pong", "ref": ref} if ref is not None else {"type": "pong"}
