@@ -1,0 +1,122 @@
+"""The admin page of live connections and its disconnect action."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from chat.events import CLOSE_MESSAGE_TYPE, user_group
+from connections.close_codes import WS_4401_UNAUTHORIZED
+from connections.registry import get_registry, reset_registry
+
+URL = "/admin/connections/live/"
+
+
+@pytest.fixture(autouse=True)
+def fresh_registry() -> Iterator[None]:
+    reset_registry()
+    yield
+    reset_registry()
+
+
+@pytest.fixture
+def users(db: None) -> dict[str, Any]:
+    model = get_user_model()
+    return {
+        "admin": model.objects.create_user(username="admin", password=None, is_staff=True),
+        "alice": model.objects.create_user(username="alice", password=None),
+        "bob": model.objects.create_user(username="bob", password=None),
+    }
+
+
+@pytest.fixture
+def staff_browser(users) -> Client:
+    browser = Client()
+    browser.force_login(users["admin"])
+    return browser
+
+
+@pytest.fixture
+def sockets(users) -> None:
+    registry = get_registry()
+    for cid, name in (("conn-a1", "alice"), ("conn-a2", "alice"), ("conn-b1", "bob")):
+        async_to_sync(registry.register)(
+            connection_id=cid, user_id=str(users[name].pk), metadata={"user_agent": f"ua-{name}"}
+        )
+
+
+def test_staff_see_every_live_connection(staff_browser, sockets) -> None:
+    page = staff_browser.get(URL)
+    assert page.status_code == 200
+    html = page.content.decode()
+    for expected in ("conn-a1", "conn-a2", "conn-b1", "alice", "bob", "ua-alice"):
+        assert expected in html
+    assert get_registry().instance_id in html
+
+
+def test_filter_by_user_id_or_username(staff_browser, users, sockets) -> None:
+    for value in ("bob", str(users["bob"].pk)):
+        html = staff_browser.get(URL, {"user": value}).content.decode()
+        assert "conn-b1" in html
+        assert "conn-a1" not in html
+
+
+def test_filter_by_instance(staff_browser, sockets) -> None:
+    here = get_registry().instance_id
+    assert "conn-a1" in staff_browser.get(URL, {"instance": here}).content.decode()
+    assert "conn-a1" not in staff_browser.get(URL, {"instance": "elsewhere"}).content.decode()
+
+
+def test_an_unknown_username_shows_nothing(staff_browser, sockets) -> None:
+    html = staff_browser.get(URL, {"user": "nobody"}).content.decode()
+    assert "conn-" not in html
+    assert "No user named" in html
+
+
+def test_non_staff_and_anonymous_are_sent_to_the_login(users) -> None:
+    browser = Client()
+    assert browser.get(URL).status_code == 302
+    browser.force_login(users["alice"])
+    response = browser.get(URL)
+    assert response.status_code == 302
+    assert "/admin/login/" in response["Location"]
+    posted = browser.post(URL + "disconnect/", {"user_id": str(users["bob"].pk)})
+    assert "/admin/login/" in posted["Location"]
+
+
+def test_the_admin_index_links_to_the_page(staff_browser) -> None:
+    assert URL in staff_browser.get("/admin/").content.decode()
+
+
+def test_disconnect_closes_the_users_sockets_through_the_layer(staff_browser, users) -> None:
+    layer = get_channel_layer()
+    assert layer is not None
+    channel = async_to_sync(layer.new_channel)()
+    group = user_group(users["alice"].pk)
+    async_to_sync(layer.group_add)(group, channel)
+    try:
+        response = staff_browser.post(URL + "disconnect/", {"user_id": str(users["alice"].pk)})
+        assert response.status_code == 302
+
+        async def receive() -> dict[str, Any]:
+            return dict(await asyncio.wait_for(layer.receive(channel), 2))
+
+        assert async_to_sync(receive)() == {
+            "type": CLOSE_MESSAGE_TYPE,
+            "code": WS_4401_UNAUTHORIZED,
+        }
+    finally:
+        async_to_sync(layer.group_discard)(group, channel)
+
+
+def test_disconnect_needs_a_user_and_a_post(staff_browser) -> None:
+    assert staff_browser.get(URL + "disconnect/").status_code == 405
+    response = staff_browser.post(URL + "disconnect/", {"user_id": "x"}, follow=True)
+    assert "Choose a user" in response.content.decode()
