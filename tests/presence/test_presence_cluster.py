@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from presence.reconcile import presence_reconcile
 from presence.services import PresenceService
 from presence.store import PresenceWrite
-from scripts.procs import FirestoreEmulator
+from scripts.procs import FirestoreEmulator, port_open
 from tests.presence.conftest import GRACE_SECONDS, Announced, Cluster
 from tests.support.async_poll import async_wait_until
 
@@ -145,6 +145,8 @@ async def test_store_outage_is_retried_until_the_transition_lands(
     cluster: Cluster, firestore: FirestoreEmulator, announced: list[Announced]
 ) -> None:
     firestore.stop()
+    # The launcher exits before the emulator's JVM lets go of the port.
+    await async_wait_until(lambda: not port_open(firestore.port), timeout=10, what="the port")
     try:
         state = await cluster.a.set_status(user_id="42", status="away")
         assert state.status == "away"
