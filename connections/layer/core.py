@@ -353,10 +353,12 @@ class RealtimeChannelLayer(BaseChannelLayer):
 
     async def receive(self, channel: str) -> dict[str, Any]:
         """The next message for a channel of this process; waits without any Redis call."""
-        self.require_valid_channel_name(channel)
-        if "!" in channel:
-            assert self._owns(channel), "receive() is for channels made by this instance"
-        chan = self._channel(channel)
+        chan = self._channels.get(channel)
+        if chan is None:  # names already queued here were validated when first seen
+            self.require_valid_channel_name(channel)
+            if "!" in channel:
+                assert self._owns(channel), "receive() is for channels made by this instance"
+            chan = self._channel(channel)
         loop = asyncio.get_running_loop()
         while not chan.items:
             waiter: asyncio.Future[None] = loop.create_future()

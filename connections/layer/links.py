@@ -36,6 +36,9 @@ HEALTHY = "healthy"
 DEGRADED = "degraded"
 
 # What a Redis socket may raise while Redis is down, restarting or unreachable.
+# Publishes written to the socket in one call at most; also the batch a busy tick flushes early.
+FLUSH_BATCH = 512
+
 REDIS_FAILURES: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
@@ -104,15 +107,23 @@ class ShardLink:
         if self.state != HEALTHY:
             self.layer.count("publish_failures")
             return False
-        self._out.append(command)
+        out = self._out
+        out.append(command)
         self.in_flight += 1
-        if not self._flush_scheduled:
+        if len(out) >= FLUSH_BATCH:
+            # A sender that never yields must not grow the batch without bound: hand it to
+            # the transport now (whose own buffer is bounded by ``wait_writable``).
+            self._flush()
+        elif not self._flush_scheduled:
             self._flush_scheduled = True
-            self.loop.call_soon(self._flush)
+            self.loop.call_soon(self._scheduled_flush)
         return True
 
-    def _flush(self) -> None:
+    def _scheduled_flush(self) -> None:
         self._flush_scheduled = False
+        self._flush()
+
+    def _flush(self) -> None:
         out, self._out = self._out, []
         if not out:
             return
@@ -350,6 +361,12 @@ class ShardLink:
         self.pending.clear()
 
     async def close(self) -> None:
+        if self.state == HEALTHY:
+            # Drain: what was published before close() reaches Redis (bounded wait).
+            self._flush()
+            deadline = self.loop.time() + min(1.0, self.settings.socket_timeout)
+            while self.in_flight > 0 and self.writer is not None and self.loop.time() < deadline:
+                await asyncio.sleep(0.005)  # noqa: ASYNC110 (replies only decrement a count)
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
