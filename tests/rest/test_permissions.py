@@ -92,3 +92,12 @@ def test_the_browsable_api_works_for_a_logged_in_developer(alice, alice_bob) -> 
     assert page.status_code == 200
     assert b"Messages" in page.content
     assert "text/html" in page["Content-Type"]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), ENDPOINTS)
+def test_a_trailing_slash_is_the_same_endpoint_never_a_redirect(
+    anon, alice_bob, message_id, method, path, body
+) -> None:
+    slashed = path if path.endswith("/") else path + "/"
+    response = _call(anon, method, slashed, body, str(alice_bob.id), message_id)
+    assert response.status_code == 401
