@@ -140,11 +140,16 @@ async def drain_and_exit(stop: Callable[[], None]) -> None:
         stop()
 
 
+def drain_hurry() -> None:
+    """Skip what is left of the drain delay (a second SIGTERM does this)."""
+    if _state._hurry is not None:
+        _state._hurry.set()
+
+
 def _on_sigterm(loop: asyncio.AbstractEventLoop, stop: Callable[[], None]) -> None:
     if _state.task is not None and not _state.task.done():
-        # A second SIGTERM: the operator is in a hurry, skip what is left of the delay.
-        if _state._hurry is not None:
-            _state._hurry.set()
+        # A second SIGTERM: the operator is in a hurry.
+        drain_hurry()
         return
     drain_begin()
     _state.task = loop.create_task(drain_and_exit(stop), name="drain")
@@ -166,6 +171,9 @@ def drain_install_on_reactor() -> bool:
     """
     if "twisted.internet.reactor" not in sys.modules:
         return False
+    from health.daphne_close import daphne_allow_protocol_close_codes
+
+    daphne_allow_protocol_close_codes()
     from twisted.internet import reactor as twisted_reactor
 
     reactor: Any = twisted_reactor

@@ -17,30 +17,22 @@ from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from health import metrics
-from health.checks import health_cache
+from health.asgi import health_payload
 from realtime_project.conf import realtime_settings
 
 logger = logging.getLogger(__name__)
 
 
-async def _instance_start() -> None:
-    """Start the instance's loops, so an instance with no sockets yet still heartbeats."""
-    try:
-        from connections.instance import instance_start
-    except ImportError:
-        return
-    try:
-        await instance_start()
-    except Exception:
-        logger.exception("health: starting the instance's loops failed")
-
-
 @never_cache
 @require_GET
 async def health_view(request: HttpRequest) -> HttpResponse:
-    await _instance_start()
-    report = await health_cache.get()
-    return JsonResponse(report.body, status=report.http_status)
+    """The same answer as ``health.asgi.health_router`` gives in front of Django."""
+    status, body = await health_payload()
+    response = JsonResponse(body, status=status)
+    if body.get("draining"):
+        # Expected while draining: not an error for Django's request log at every probe.
+        response._has_been_logged = True  # type: ignore[attr-defined]
+    return response
 
 
 def _is_staff(request: HttpRequest) -> bool:
@@ -77,6 +69,5 @@ async def _snapshot() -> metrics.ScrapeSnapshot:
 async def metrics_view(request: HttpRequest) -> HttpResponse:
     if realtime_settings.METRICS_ACCESS == "staff" and not await sync_to_async(_is_staff)(request):
         return JsonResponse({"detail": "Staff only."}, status=403)
-    await _instance_start()
     metrics.collector.snapshot = await _snapshot()
     return HttpResponse(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST)

@@ -18,11 +18,13 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from chat.routing import websocket_urlpatterns  # noqa: E402
 from connections.auth import websocket_stack  # noqa: E402
+from health.asgi import health_router  # noqa: E402
 from health.drain import drain_install_on_reactor  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        # The load balancer's probe is answered on the event loop, before Django's middleware.
+        "http": health_router(django_asgi_app),
         "websocket": websocket_stack(URLRouter(websocket_urlpatterns)),
     }
 )

@@ -10,7 +10,8 @@ from django.test import AsyncClient
 from connections.close_codes import WS_1012_SERVICE_RESTART
 from connections.registry import get_registry
 from connections.sockets import local_sockets
-from health.drain import drain_is_active, drain_run
+from health.drain import drain_hurry, drain_is_active, drain_run
+from tests.support.async_poll import async_wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -33,13 +34,13 @@ async def test_drain_turns_unhealthy_then_closes_every_socket_with_1012() -> Non
         await registry.register(connection_id=sock.connection_id, user_id="7", metadata={})
         local_sockets.add(sock)
     try:
-        task = asyncio.create_task(drain_run(delay_seconds=0.3, batch_size=2, pause_seconds=0))
-        await asyncio.sleep(0)  # let the drain begin
-        assert drain_is_active()
+        task = asyncio.create_task(drain_run(delay_seconds=60, batch_size=2, pause_seconds=0))
+        await async_wait_until(drain_is_active, timeout=2)
         during = await AsyncClient().get("/api/health")
         assert during.status_code == 503
         assert during.json()["draining"] is True
         assert all(s.closed_with is None for s in sockets), "closed before the delay"
+        drain_hurry()
         closed = await asyncio.wait_for(task, 5)
     finally:
         for sock in sockets:

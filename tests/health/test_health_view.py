@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -130,3 +131,27 @@ async def test_one_evaluation_serves_every_probe_within_the_cache_window(
     for _ in range(5):
         assert (await AsyncClient().get("/api/health")).status_code == 200
     assert calls == 1
+
+
+async def test_the_asgi_front_answers_the_probe_before_django() -> None:
+    from health.asgi import health_router
+
+    passed_on: list[str] = []
+
+    async def django_app(scope, receive, send) -> None:
+        passed_on.append(scope["path"])
+
+    sent: list[dict] = []
+
+    async def send(message) -> None:
+        sent.append(dict(message))
+
+    app = health_router(django_app)
+    for path in ("/api/health", "/api/health/"):
+        await app({"type": "http", "path": path, "method": "GET"}, None, send)
+    await app({"type": "http", "path": "/api/users/status", "method": "GET"}, None, send)
+    assert passed_on == ["/api/users/status"]
+    starts = [m for m in sent if m["type"] == "http.response.start"]
+    assert [m["status"] for m in starts] == [200, 200]
+    body = json.loads(sent[1]["body"])
+    assert body["status"] == "healthy" and body["checks"]["database"]["status"] == "up"

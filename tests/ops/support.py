@@ -12,6 +12,7 @@ from typing import Any
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.protocol import State
 
 from scripts.cluster import Cluster
 from scripts.procs import http_get
@@ -88,12 +89,12 @@ class WsClient:
 
     @property
     def is_open(self) -> bool:
-        return self.connection.close_code is None
+        return self.connection.state is State.OPEN
 
     @property
     def close_code(self) -> int | None:
-        rcvd = self.connection.close_rcvd
-        return rcvd.code if rcvd is not None else None
+        """The code the server closed with; 1006 when the connection just dropped."""
+        return self.connection.close_code
 
     async def close(self) -> None:
         await self.connection.close()

@@ -1,0 +1,71 @@
+"""Fault 2: an instance is SIGKILLed; its clients move to the survivors through HAProxy."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.ops.support import (
+    Stopwatch,
+    api_get,
+    open_socket,
+    reconnect_through,
+    registry_connections,
+    user_id,
+)
+from tests.support.async_poll import async_wait_until
+
+pytestmark = pytest.mark.cluster
+
+
+async def test_killed_instance_is_routed_around_reaped_and_its_users_never_go_offline(
+    start_cluster, measurements
+) -> None:
+    cluster = start_cluster(instances=2)
+    one, two = cluster.instances
+    # alice and carol on the victim, bob (who watches their presence) on the survivor.
+    alice, _ = await open_socket(cluster, "alice", one.ws_url)
+    carol, _ = await open_socket(cluster, "carol", one.ws_url)
+    bob, _ = await open_socket(cluster, "bob", two.ws_url)
+    sockets = [alice, carol, bob]
+    try:
+        await async_wait_until(
+            lambda: registry_connections(cluster).get("instance-1") == 2, timeout=5
+        )
+        one.kill()
+        clock = Stopwatch()
+        assert await alice.wait_closed(within=5) != 1012  # a crash, not a drain
+
+        # The clients reconnect as client libraries do: through the balancer, with retries.
+        for name in ("alice", "carol"):
+            sockets.append(await reconnect_through(cluster, name, within=10))
+        measurements["kill_to_clients_reconnected_s"] = clock.seconds()
+        for client in sockets[3:]:
+            hello = client.frames[0]
+            assert hello["type"] == "connected" and hello["instance_id"] == "instance-2"
+
+        cluster.wait_balancer(down=["instance-1"], up=["instance-2"], timeout=5)
+        measurements["kill_to_haproxy_marks_down_s"] = clock.seconds()
+
+        # The lapsed lease is noticed by the survivor and the dead instance's entries go.
+        await async_wait_until(
+            lambda: "instance-1" not in registry_connections(cluster),
+            timeout=8,
+            interval=0.1,
+            what="instance-1 reaped",
+        )
+        measurements["kill_to_registry_reaped_s"] = clock.seconds()
+        assert registry_connections(cluster) == {"instance-2": 3}
+
+        # Past the grace period: alice and carol never went offline, for bob or for the API.
+        grace = float(cluster.extra_env["PRESENCE_GRACE_SECONDS"])
+        await bob.drain(within=max(0.0, grace + 1.5 - clock.seconds()))
+        offline = [
+            f for f in bob.frames if f.get("type") == "presence" and f.get("status") == "offline"
+        ]
+        assert offline == []
+        ids = ",".join(user_id(cluster, n) for n in ("alice", "carol"))
+        statuses = api_get(cluster, f"/api/users/status?ids={ids}", as_user="alice")["users"]
+        assert {row["status"] for row in statuses} == {"online"}
+    finally:
+        for client in sockets:
+            await client.close()

@@ -1,0 +1,83 @@
+"""Fault 3: SIGTERM drains an instance: 503 at once, sockets closed 1012, registry emptied."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from connections.close_codes import WS_1012_SERVICE_RESTART
+from tests.ops.support import (
+    Stopwatch,
+    api_get,
+    health,
+    open_socket,
+    reconnect_through,
+    registry_connections,
+    user_id,
+)
+from tests.support.async_poll import async_wait_until
+
+pytestmark = pytest.mark.cluster
+
+
+async def test_sigterm_drains_then_exits_and_users_stay_online(start_cluster, measurements) -> None:
+    cluster = start_cluster(instances=2, DRAIN_DELAY_SECONDS="1.5")
+    one, two = cluster.instances
+    alice, _ = await open_socket(cluster, "alice", one.ws_url)
+    carol, _ = await open_socket(cluster, "carol", one.ws_url)
+    bob, _ = await open_socket(cluster, "bob", two.ws_url)
+    sockets = [alice, carol, bob]
+    try:
+        await async_wait_until(
+            lambda: registry_connections(cluster) == {"instance-1": 2, "instance-2": 1},
+            timeout=5,
+        )
+        one.signal(15)
+        clock = Stopwatch()
+        await async_wait_until(
+            lambda: health(one.base_url)[0] == 503, timeout=1, interval=0.02, what="503"
+        )
+        measurements["sigterm_to_health_503_s"] = clock.seconds()
+        status, body = health(one.base_url)
+        assert (status, body["status"], body["draining"]) == (503, "unhealthy", True)
+        # The sockets stay up through the delay, while the balancer takes the instance out.
+        assert alice.is_open and carol.is_open
+
+        codes = await asyncio.gather(alice.wait_closed(within=10), carol.wait_closed(within=10))
+        measurements["sigterm_to_sockets_closed_1012_s"] = clock.seconds()
+        assert codes == [WS_1012_SERVICE_RESTART, WS_1012_SERVICE_RESTART]
+        closed_at = clock.seconds()
+
+        await async_wait_until(
+            lambda: registry_connections(cluster).get("instance-1", 0) == 0,
+            timeout=2,
+            interval=0.05,
+            what="instance-1's entries removed",
+        )
+        measurements["drain_sockets_closed_to_registry_empty_s"] = round(
+            clock.seconds() - closed_at, 3
+        )
+        cluster.wait_balancer(down=["instance-1"], up=["instance-2"], timeout=3)
+
+        # The process exits on its own once drained.
+        await async_wait_until(lambda: not one.alive(), timeout=10, what="instance-1 exit")
+        measurements["sigterm_to_process_exit_s"] = clock.seconds()
+
+        # 1012 means "reconnect": through the balancer, to the survivor, within the grace.
+        for name in ("alice", "carol"):
+            client = await reconnect_through(cluster, name, within=10)
+            sockets.append(client)
+            assert client.frames[0]["instance_id"] == "instance-2"
+        grace = float(cluster.extra_env["PRESENCE_GRACE_SECONDS"])
+        await bob.drain(within=max(0.0, grace + 1.5 - clock.seconds()))
+        offline = [
+            f for f in bob.frames if f.get("type") == "presence" and f.get("status") == "offline"
+        ]
+        assert offline == []
+        ids = ",".join(user_id(cluster, n) for n in ("alice", "carol"))
+        statuses = api_get(cluster, f"/api/users/status?ids={ids}", as_user="alice")["users"]
+        assert {row["status"] for row in statuses} == {"online"}
+    finally:
+        for client in sockets:
+            await client.close()
