@@ -1,0 +1,80 @@
+"""Fault 4: the Firestore emulator stops; presence waits, health says degraded, then catches up."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.ops.support import (
+    Stopwatch,
+    firestore_status,
+    health,
+    open_socket,
+    user_id,
+)
+from tests.support.async_poll import async_wait_until
+
+pytestmark = pytest.mark.cluster
+
+
+async def test_firestore_outage_degrades_and_presence_catches_up(
+    start_cluster, measurements
+) -> None:
+    cluster = start_cluster(instances=2)
+    assert cluster.firestore is not None
+    one, two = cluster.instances
+    alice, _ = await open_socket(cluster, "alice", one.ws_url)
+    sockets = [alice]
+    try:
+        await async_wait_until(
+            lambda: firestore_status(cluster, user_id(cluster, "alice")) == "online", timeout=5
+        )
+        cluster.firestore.stop()
+        clock = Stopwatch()
+        for instance in (one, two):
+            await async_wait_until(
+                lambda i=instance: (
+                    health(i.base_url)[1].get("checks", {}).get("firestore", {}).get("status")
+                    == "down"
+                ),
+                timeout=3,
+                interval=0.05,
+                what=f"{instance.instance_id} sees Firestore down",
+            )
+        measurements["firestore_down_to_degraded_s"] = clock.seconds()
+        assert health(one.base_url)[1]["status"] == "degraded"
+
+        # Transitions during the outage: bob comes online, alice goes busy. Sockets keep working.
+        bob, _ = await open_socket(cluster, "bob", two.ws_url)
+        sockets.append(bob)
+        ack = await _request(alice, {"type": "status", "status": "busy"})
+        assert ack["type"] == "ack"
+
+        cluster.firestore.start()  # same port, empty: as after a regional failover
+        clock = Stopwatch()
+        await async_wait_until(
+            lambda: (
+                firestore_status(cluster, user_id(cluster, "bob")) == "online"
+                and firestore_status(cluster, user_id(cluster, "alice")) == "busy"
+            ),
+            timeout=15,
+            interval=0.2,
+            what="presence caught up in Firestore",
+        )
+        measurements["firestore_back_to_presence_caught_up_s"] = clock.seconds()
+        for instance in (one, two):
+            await async_wait_until(
+                lambda i=instance: health(i.base_url)[1].get("status") == "healthy",
+                timeout=10,
+                interval=0.1,
+                what=f"{instance.instance_id} healthy",
+            )
+        measurements["firestore_back_to_healthy_s"] = clock.seconds()
+        assert alice.is_open and bob.is_open
+    finally:
+        for client in sockets:
+            await client.close()
+
+
+async def _request(client, frame: dict) -> dict:
+    await client.send({**frame, "ref": "r1"})
+    return await client.recv_until(lambda f: f.get("ref") == "r1", within=5)
