@@ -6,6 +6,7 @@ import pytest
 
 from scripts.procs import http_get
 from tests.ops.support import open_socket, token
+from tests.support.async_poll import async_wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -21,11 +22,15 @@ async def test_a_token_in_the_query_string_never_reaches_a_log(start_cluster) ->
     for base in (instance.base_url, cluster.url):
         http_get(f"{base}/api/health?token={secret}")
         http_get(f"{base}/api/users/status?ids=1&token={secret}")
+    # The requests were logged (so the check below looks at real log lines)...
+    await async_wait_until(
+        lambda: "/api/users/status" in (cluster.log_dir / "haproxy.log").read_text(),
+        timeout=5,
+        what="HAProxy's log line",
+    )
     cluster.stop()  # flush and close every log
     logs = sorted(cluster.log_dir.glob("*.log"))
     assert any("daphne" in p.name for p in logs) and any("haproxy" in p.name for p in logs)
-    # The requests were logged (so the check below looks at real log lines)...
-    assert "/api/users/status" in (cluster.log_dir / "haproxy.log").read_text()
     # ...and no line carries the token.
     for path in logs:
         assert secret not in path.read_text(errors="replace"), path.name
