@@ -146,10 +146,13 @@ async def test_the_asgi_front_answers_the_probe_before_django() -> None:
     async def send(message) -> None:
         sent.append(dict(message))
 
+    async def receive() -> dict:
+        return {"type": "http.request"}
+
     app = health_router(django_app)
     for path in ("/api/health", "/api/health/"):
-        await app({"type": "http", "path": path, "method": "GET"}, None, send)
-    await app({"type": "http", "path": "/api/users/status", "method": "GET"}, None, send)
+        await app({"type": "http", "path": path, "method": "GET"}, receive, send)
+    await app({"type": "http", "path": "/api/users/status", "method": "GET"}, receive, send)
     assert passed_on == ["/api/users/status"]
     starts = [m for m in sent if m["type"] == "http.response.start"]
     assert [m["status"] for m in starts] == [200, 200]

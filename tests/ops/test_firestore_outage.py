@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
 from tests.ops.support import (
@@ -32,10 +34,7 @@ async def test_firestore_outage_degrades_and_presence_catches_up(
         clock = Stopwatch()
         for instance in (one, two):
             await async_wait_until(
-                lambda i=instance: (
-                    health(i.base_url)[1].get("checks", {}).get("firestore", {}).get("status")
-                    == "down"
-                ),
+                functools.partial(_firestore_is, instance.base_url, "down"),
                 timeout=3,
                 interval=0.05,
                 what=f"{instance.instance_id} sees Firestore down",
@@ -63,7 +62,7 @@ async def test_firestore_outage_degrades_and_presence_catches_up(
         measurements["firestore_back_to_presence_caught_up_s"] = clock.seconds()
         for instance in (one, two):
             await async_wait_until(
-                lambda i=instance: health(i.base_url)[1].get("status") == "healthy",
+                functools.partial(_status_is, instance.base_url, "healthy"),
                 timeout=10,
                 interval=0.1,
                 what=f"{instance.instance_id} healthy",
@@ -73,6 +72,14 @@ async def test_firestore_outage_degrades_and_presence_catches_up(
     finally:
         for client in sockets:
             await client.close()
+
+
+def _status_is(base_url: str, status: str) -> bool:
+    return health(base_url)[1].get("status") == status
+
+
+def _firestore_is(base_url: str, status: str) -> bool:
+    return health(base_url)[1].get("checks", {}).get("firestore", {}).get("status") == status
 
 
 async def _request(client, frame: dict) -> dict:

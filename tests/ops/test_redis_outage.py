@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
 from tests.ops.support import (
@@ -17,6 +19,10 @@ from tests.ops.support import (
 from tests.support.async_poll import async_wait_until
 
 pytestmark = pytest.mark.cluster
+
+
+def _status_is(base_url: str, status: str) -> bool:
+    return health(base_url)[1].get("status") == status
 
 
 async def _typing(sender: WsClient, conversation_id: str, is_typing: bool) -> None:
@@ -45,7 +51,7 @@ async def test_redis_outage_degrades_serves_locally_and_recovers(
         clock = Stopwatch()
         for instance in (one, two):
             await async_wait_until(
-                lambda i=instance: health(i.base_url)[1].get("status") == "degraded",
+                functools.partial(_status_is, instance.base_url, "degraded"),
                 timeout=2,
                 interval=0.05,
                 what=f"{instance.instance_id} degraded",
@@ -63,7 +69,7 @@ async def test_redis_outage_degrades_serves_locally_and_recovers(
         clock = Stopwatch()
         for instance in (one, two):
             await async_wait_until(
-                lambda i=instance: health(i.base_url)[1].get("status") == "healthy",
+                functools.partial(_status_is, instance.base_url, "healthy"),
                 timeout=2,
                 interval=0.05,
                 what=f"{instance.instance_id} healthy again",
