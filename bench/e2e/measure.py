@@ -1,0 +1,147 @@
+"""The measurements the benchmark takes, each on a started target (docs/benchmarks.md).
+
+Each function starts nothing and stops nothing: ``run`` owns the processes. Every loop here
+is bounded in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections import Counter
+from typing import Any
+
+from bench.e2e.load import LoadGenerator, PhaseStats
+from bench.e2e.probes import CpuMeter, RedisCounters, RedisProbe, rss_kib
+
+QUIET_SECONDS = 0.4
+QUIET_LIMIT_SECONDS = 4.0
+
+
+async def rss_settled(pids: dict[str, int], *, within: float = 3.0) -> dict[str, int]:
+    """RSS per process once two samples 0.25 s apart agree within 1 % (or at the deadline)."""
+    deadline = time.monotonic() + within
+    last = {name: rss_kib(pid) for name, pid in pids.items()}
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.25)
+        now = {name: rss_kib(pid) for name, pid in pids.items()}
+        if all(abs(now[n] - last[n]) <= 0.01 * last[n] for n in now):
+            return now
+        last = now
+    return last
+
+
+async def memory_ramp(
+    gen: LoadGenerator, *, steps: list[int], pids: dict[str, int]
+) -> dict[str, Any]:
+    """Open sockets in steps; RSS of each server process at each step, and the connect rate."""
+    points: list[dict[str, Any]] = [{"sockets": 0, "rss_kib": await rss_settled(pids)}]
+    connects = []
+    opened = 0
+    for target in steps:
+        stats = await gen.connect(clients=gen.clients[opened:target])
+        opened = target
+        connects.append(stats)
+        points.append({"sockets": gen.open_sockets, "rss_kib": await rss_settled(pids)})
+    total_sockets = sum(s.sockets for s in connects)
+    total_seconds = sum(s.seconds for s in connects)
+    first, last = points[0], points[-1]
+    per_process = {
+        name: (last["rss_kib"][name] - first["rss_kib"][name]) / max(1, last["sockets"] / len(pids))
+        for name in pids
+    }
+    return {
+        "points": points,
+        "connect": {
+            "sockets": total_sockets,
+            "failed": sum(s.failed for s in connects),
+            "per_second": round(total_sockets / total_seconds, 1) if total_seconds else 0.0,
+            "latency_ms_by_step": [s.latency_ms for s in connects],
+        },
+        # Sockets are spread evenly over the processes measured.
+        "kib_per_socket": round(statistics.fmean(per_process.values()), 1),
+        "kib_per_socket_by_process": {k: round(v, 1) for k, v in per_process.items()},
+    }
+
+
+async def phase(
+    gen: LoadGenerator,
+    run: Any,
+    *,
+    pids: dict[str, int],
+    redis: RedisProbe | None,
+    others: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    """One traffic phase with the CPU of the server processes (and of ``others``: Redis, the
+    emulator, this load generator) and the Redis work around it, then a bounded wait until
+    every owed delivery is in, so that a backlog never spills into the next phase."""
+    cpu = CpuMeter(pids).start()
+    other_cpu = CpuMeter(others or {}).start()
+    before = redis.counters() if redis else None
+    stats: PhaseStats = await run()
+    usage = cpu.stop()
+    result = stats.as_dict()
+    result["cpu_percent"] = usage
+    result["other_cpu_percent"] = other_cpu.stop()
+    if redis is not None and before is not None:
+        delta = redis.counters().minus(before)
+        result["redis_calls"] = delta.calls
+        result["redis_reads"] = delta.reads
+        sent = max(1, stats.acked)
+        result["redis_calls_per_frame"] = round(delta.total_calls / sent, 2)
+        result["redis_calls_per_delivery"] = round(delta.total_calls / max(1, stats.delivered), 2)
+        result["publish_per_frame"] = round(delta.calls.get("publish", 0) / sent, 2)
+    settle_started = time.monotonic()
+    tally = await gen.settle()
+    result["settle_seconds"] = round(time.monotonic() - settle_started, 2)
+    result["lost_after_settle"] = tally.lost
+    return result
+
+
+async def redis_quiet(redis: RedisProbe, *, since: RedisCounters) -> RedisCounters:
+    """Counters once nothing has reached Redis for QUIET_SECONDS (bounded): the work a
+    connect or disconnect triggers includes what follows it asynchronously."""
+    deadline = time.monotonic() + QUIET_LIMIT_SECONDS
+    last = redis.counters()
+    quiet_since = time.monotonic()
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        now = redis.counters()
+        if now.reads != last.reads:
+            last, quiet_since = now, time.monotonic()
+        elif time.monotonic() - quiet_since >= QUIET_SECONDS:
+            break
+    return last.minus(since)
+
+
+async def round_trips(gen: LoadGenerator, redis: RedisProbe, *, trials: int) -> dict[str, Any]:
+    """Redis round trips and commands for one connect and one disconnect, alone.
+
+    A round trip is a read event on a Redis client socket (``total_reads_processed``): a
+    pipeline sent with one write arrives as one read. The probe's own INFO calls are taken
+    out. The most common value over ``trials`` is reported, so a background tick (a health
+    check, a heartbeat) landing in one trial does not count.
+    """
+    connects: list[RedisCounters] = []
+    disconnects: list[RedisCounters] = []
+    client = next(c for c in gen.clients if c.ws is None)
+    for _ in range(trials):
+        await redis_quiet(redis, since=redis.counters())  # let the last trial's work finish
+        start = redis.counters()
+        await gen.connect(clients=[client])
+        connects.append(await redis_quiet(redis, since=start))
+        start = redis.counters()
+        await gen.close([client])
+        disconnects.append(await redis_quiet(redis, since=start))
+
+    def summary(samples: list[RedisCounters]) -> dict[str, Any]:
+        reads = Counter(s.reads for s in samples).most_common(1)[0][0]
+        typical = next(s for s in samples if s.reads == reads)
+        return {
+            "round_trips": reads,
+            "round_trips_seen": sorted(s.reads for s in samples),
+            "commands": typical.calls,
+        }
+
+    return {"connect": summary(connects), "disconnect": summary(disconnects)}

@@ -1,0 +1,235 @@
+"""Markdown tables and ratios from the results of ``bench.e2e.run`` (docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+TARGET_RATE_RATIO = 0.8
+TARGET_MEMORY_RATIO = 1.3
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    if not a or not b:
+        return "-"
+    return f"{a / b:.2f}x"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _cpu(item: dict[str, Any]) -> str:
+    return " / ".join(f"{v:.0f}" for v in item.get("cpu_percent", {}).values())
+
+
+def render(results: dict[str, Any]) -> str:
+    if "soak" in results:
+        return render_soak(results["soak"])
+    out: list[str] = []
+    echo = results.get("echo")
+    layers: dict[str, Any] = results.get("layers", {})
+    names = (["echo"] if echo else []) + list(layers)
+    targets: dict[str, Any] = {**({"echo": echo} if echo else {}), **layers}
+
+    rows = []
+    for name in names:
+        data = targets[name]
+        mem = data["memory"]
+        rows.append(
+            [
+                name,
+                mem["connect"]["sockets"],
+                mem["connect"]["failed"],
+                mem["connect"]["per_second"],
+                _ms(mem["connect"]["latency_ms_by_step"][-1]["p99"]),
+                mem["kib_per_socket"],
+                _ratio(mem["kib_per_socket"], echo["memory"]["kib_per_socket"] if echo else None),
+            ]
+        )
+    out.append("Connect and idle memory\n")
+    out.append(
+        _table(
+            [
+                "target",
+                "sockets",
+                "failed",
+                "connects/s",
+                "connect p99 ms (last step)",
+                "KiB per idle socket",
+                "vs echo",
+            ],
+            rows,
+        )
+    )
+
+    rows = []
+    echo_rate = echo["saturation"]["echo"]["delivered_per_s"] if echo else None
+    for name in names:
+        for kind, item in targets[name]["saturation"].items():
+            rows.append(
+                [
+                    f"{name} {kind}",
+                    item["delivered_per_s"],
+                    _ratio(item["delivered_per_s"], echo_rate),
+                    _ms(item["latency_ms"]["p50"]),
+                    _ms(item["latency_ms"]["p99"]),
+                    _cpu(item),
+                    item.get("redis_calls_per_delivery", "-"),
+                    sum(item["errors"].values()),
+                ]
+            )
+    out.append("\nFull speed (one frame in flight per socket)\n")
+    out.append(
+        _table(
+            [
+                "target, frames",
+                "deliveries/s",
+                "vs echo",
+                "p50 ms",
+                "p99 ms",
+                "server CPU %",
+                "Redis calls/delivery",
+                "errors",
+            ],
+            rows,
+        )
+    )
+
+    rows = []
+    for name in names:
+        for item in targets[name]["sweep"]:
+            lat = item["latency_ms"]
+            rows.append(
+                [
+                    name,
+                    f"{item['offered_per_s']:.0f}",
+                    item["delivered_per_s"],
+                    _ms(lat["p50"]),
+                    _ms(lat["p95"]),
+                    _ms(lat["p99"]),
+                    _cpu(item),
+                    item.get("redis_calls_per_frame", "-"),
+                    sum(item["errors"].values()),
+                ]
+            )
+    out.append("\nFixed rates (messages + typing offered per second)\n")
+    out.append(
+        _table(
+            [
+                "target",
+                "offered/s",
+                "delivered/s",
+                "p50 ms",
+                "p95 ms",
+                "p99 ms",
+                "server CPU %",
+                "Redis calls/frame",
+                "errors",
+            ],
+            rows,
+        )
+    )
+
+    rows = []
+    for name in names:
+        tally = targets[name]["integrity"]
+        rows.append(
+            [
+                name,
+                tally["expected"],
+                tally["lost"],
+                tally["duplicate_events"],
+                tally["duplicate_messages"],
+                tally["unacked"],
+            ]
+        )
+    out.append("\nEvery delivery accounted for (whole run)\n")
+    out.append(
+        _table(
+            ["target", "deliveries owed", "lost", "dup event_id", "dup message", "unacked"], rows
+        )
+    )
+
+    rows = []
+    for name, data in layers.items():
+        for action in ("connect", "disconnect"):
+            trips = data["round_trips"][action]
+            commands = ", ".join(f"{k} {v}" for k, v in sorted(trips["commands"].items()))
+            rows.append([name, action, trips["round_trips"], trips["round_trips_seen"], commands])
+    if rows:
+        out.append("\nRedis round trips for one connect / disconnect, nothing else running\n")
+        out.append(
+            _table(["layer", "action", "round trips", "all trials", "commands (calls)"], rows)
+        )
+
+    out.append("\nRatios\n")
+    out.append(_ratios(echo, layers))
+    return "\n".join(out)
+
+
+def _ratios(echo: dict[str, Any] | None, layers: dict[str, Any]) -> str:
+    lines = []
+    ours, theirs = layers.get("realtime"), layers.get("pubsub")
+    if echo and ours:
+        echo_rate = echo["saturation"]["echo"]["delivered_per_s"]
+        for kind in ("typing", "message"):
+            rate = ours["saturation"][kind]["delivered_per_s"]
+            lines.append(
+                f"- cross-instance {kind} deliveries / bare echo: {_ratio(rate, echo_rate)} "
+                f"(target >= {TARGET_RATE_RATIO}x)"
+            )
+        lines.append(
+            "- memory per idle socket / bare echo: "
+            f"{_ratio(ours['memory']['kib_per_socket'], echo['memory']['kib_per_socket'])} "
+            f"(target <= {TARGET_MEMORY_RATIO}x)"
+        )
+    if ours and theirs:
+        for kind in ("typing", "message"):
+            lines.append(
+                f"- {kind} deliveries/s, this layer / channels_redis pubsub: "
+                + _ratio(
+                    ours["saturation"][kind]["delivered_per_s"],
+                    theirs["saturation"][kind]["delivered_per_s"],
+                )
+            )
+        lines.append(
+            "- KiB per idle socket, this layer / channels_redis pubsub: "
+            + _ratio(ours["memory"]["kib_per_socket"], theirs["memory"]["kib_per_socket"])
+        )
+    return "\n".join(lines)
+
+
+def render_soak(soak: dict[str, Any]) -> str:
+    first, last = soak["curve"][0], soak["curve"][-1]
+    rows = [
+        [name, first["rss_kib"][name] // 1024, last["rss_kib"][name] // 1024]
+        for name in first["rss_kib"]
+    ]
+    tally = soak["integrity"]
+    return "\n".join(
+        [
+            f"Soak: {soak['sockets']} sockets, {soak['seconds']:.0f} s, "
+            f"{soak['message_rate']:.0f} messages/s + {soak['typing_rate']:.0f} typing/s, "
+            f"{soak['delivered']} deliveries",
+            "",
+            _table(["instance", "RSS MiB at start", "RSS MiB at end"], rows),
+            "",
+            f"errors: {soak['errors'] or 'none'}; sockets closed by the server: "
+            f"{soak['closed_unexpectedly']}; lost {tally['lost']} of {tally['expected']}, "
+            f"duplicates {tally['duplicate_events']} (event_id) / "
+            f"{tally['duplicate_messages']} (message)",
+        ]
+    )
+
+
+if __name__ == "__main__":
+    print(render(json.loads(Path(sys.argv[1]).read_text())))
