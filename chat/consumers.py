@@ -49,12 +49,16 @@ from chat.typing_state import TypingTimers
 from connections.close_codes import (
     WS_1000_NORMAL_CLOSURE,
     WS_1009_MESSAGE_TOO_BIG,
+    WS_1012_SERVICE_RESTART,
     WS_4401_UNAUTHORIZED,
     WS_4429_TOO_MANY,
 )
 from connections.instance import instance_id, instance_start
 from connections.registry import get_registry
 from connections.sockets import local_sockets
+from health import metrics
+from health.drain import drain_is_active
+from health.logging import log_event
 from presence.services import presence_connect, presence_disconnect, presence_set
 from realtime_project.conf import realtime_settings
 
@@ -186,6 +190,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         self.user_id = str(user.pk)
         self.connection_id = uuid.uuid4().hex
+        if drain_is_active():
+            # The load balancer has not noticed the drain yet: send the client elsewhere.
+            await self.refuse(WS_1012_SERVICE_RESTART)
+            return
         await instance_start()
         if await self._too_many_sockets():
             await self.refuse(WS_4429_TOO_MANY)
@@ -210,6 +218,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
             logger.exception("presence_connect failed for user=%s", self.user_id)
         self.registered = True
         local_sockets.add(self)
+        metrics.connection_opened()
+        log_event(
+            logger,
+            "ws_connect",
+            connection_id=self.connection_id,
+            user_id=self.user_id,
+            address=connection_metadata(self.scope)["address"],
+        )
         await self.send_frame(
             events.event_build(
                 "connected",
@@ -223,6 +239,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         )
 
     async def refuse(self, code: int) -> None:
+        metrics.connection_rejected(code)
+        log_event(logger, "ws_refused", close_code=code, user_id=getattr(self, "user_id", None))
         await self.accept()
         await self.server_close(code=code)
 
@@ -241,6 +259,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         self.registered = False
         local_sockets.discard(self)
+        metrics.connection_closed(code)
+        log_event(
+            logger,
+            "ws_disconnect",
+            connection_id=self.connection_id,
+            user_id=self.user_id,
+            close_code=code,
+        )
         for conversation_id in self.typing.stop_all():
             await self._typing_emit(conversation_id, is_typing=False)
         layer = self.channel_layer
@@ -260,6 +286,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.close(code=code)
 
     async def send_frame(self, frame: dict[str, Any]) -> None:
+        if frame.get("type") == "error":
+            metrics.frame_error(str(frame.get("code")))
         if not self.closing:
             await self.send(text_data=json.dumps(frame, separators=(",", ":")))
 
