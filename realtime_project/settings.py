@@ -211,6 +211,12 @@ CHANNEL_LAYERS = {
         },
     },
 }
+# Another layer in place of ours, for comparisons (bench/e2e): a dotted class path such as
+# channels_redis.pubsub.RedisPubSubChannelLayer, given REDIS_URL the way channels_redis takes it.
+_LAYER_BACKEND = env_optional_str("CHANNEL_LAYER_BACKEND")
+if _LAYER_BACKEND and _LAYER_BACKEND != CHANNEL_LAYERS["default"]["BACKEND"]:
+    _hosts = {"hosts": [REALTIME["REDIS_URL"]]} if REALTIME["REDIS_URL"] else {}
+    CHANNEL_LAYERS = {"default": {"BACKEND": _LAYER_BACKEND, "CONFIG": _hosts}}
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
 # "kv": key=value lines with the instance id (health/logging.py); "json": one object a line.
