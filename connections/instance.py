@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import threading
 import weakref
@@ -65,7 +66,12 @@ async def instance_start() -> None:
             return
         factories = [("registry-heartbeat", _heartbeat_loop), ("registry-reaper", _reaper_loop)]
         factories += list(_factories)
-        tasks = [loop.create_task(_supervised(n, f), name=f"instance:{n}") for n, f in factories]
+        # A fresh context: the caller may be inside asgiref's sync bridge, whose executor
+        # context variables would outlive their thread and break later sync_to_async calls.
+        tasks = [
+            loop.create_task(_supervised(n, f), name=f"instance:{n}", context=contextvars.Context())
+            for n, f in factories
+        ]
         _running[loop] = tasks
 
 
@@ -101,10 +107,22 @@ async def _supervised(name: str, factory: TaskFactory) -> None:
             await asyncio.sleep(RESTART_DELAY_SECONDS)
 
 
+def _layer_counters() -> dict[str, float]:
+    from channels.layers import get_channel_layer
+
+    counters = getattr(get_channel_layer(), "counters", None)
+    if not callable(counters):
+        return {}
+    return {name: float(value) for name, value in counters().items()}
+
+
 async def _heartbeat_loop() -> None:
     while True:
+        registry = get_registry()
         try:
-            await get_registry().heartbeat()
+            await registry.heartbeat()
+            # GET /api/connections/stats sums these from Redis instead of asking instances.
+            await registry.publish_counters(_layer_counters())
         except Exception:
             logger.exception("registry heartbeat failed")
         await asyncio.sleep(float(realtime_settings.HEARTBEAT_INTERVAL_SECONDS))

@@ -92,3 +92,19 @@ async def test_reap_listeners_hear_about_users_of_dead_instances(fast_instance: 
         assert heard == [["5"]]
     finally:
         instance._reap_listeners.remove(listener)
+
+
+@pytest.mark.redis
+async def test_heartbeat_publishes_the_layers_counters(fast_instance: str) -> None:
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    await layer.group_send("conv.heartbeat-test", {"type": "realtime.event", "event": {}})
+    await instance.instance_start()
+
+    async def published() -> dict[str, float] | None:
+        counters = (await get_registry().all_instance_counters()).get("inst-loop", {})
+        return counters if "published" in counters else None
+
+    counters = await async_wait_until(published, timeout=5, what="published counters")
+    assert set(layer.counters()) <= set(counters)
