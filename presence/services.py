@@ -267,4 +267,8 @@ async def presence_store_check(timeout: float) -> bool:  # noqa: ASYNC109 (the h
 def presence_counters() -> dict[str, float]:
     """Counters for the metrics endpoint."""
     service = get_presence()
-    return {"writes": float(service.writer.writes), "pending": float(service.pending_count())}
+    return {
+        "writes": float(service.writer.writes),
+        "retries": float(service.writer.retries),
+        "pending": float(service.pending_count()),
+    }

@@ -52,6 +52,7 @@ class PresenceWriter:
         self._lock = threading.Lock()
         self._pending: dict[str, _Pending] = {}
         self.writes = 0
+        self.retries = 0
 
     @property
     def retry_max_seconds(self) -> float:
@@ -128,6 +129,7 @@ class PresenceWriter:
             due = [p for p in self._pending.values() if p.next_try <= now]
         landed = 0
         for held in due:
+            self.retries += 1
             before = self.pending_count()
             await self._attempt(held.change, attempts=held.attempts)
             with self._lock:

@@ -167,6 +167,7 @@ async def test_store_outage_is_retried_until_the_transition_lands(
         return not cluster.a.is_behind()
 
     await async_wait_until(caught_up, timeout=20, what="the held transitions to land")
+    assert cluster.a.writer.retries >= 1  # reported as realtime_presence_retries
     assert (await cluster.document("42")).get("status") == "away"
     assert (await cluster.document("7")).get("status") == "online"
     assert sorted((e.user_id, e.status) for e in announced) == [("42", "away"), ("7", "online")]
