@@ -55,8 +55,8 @@ COUNTER_NAMES = (
 )
 
 _TOKEN_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
-# Cache of packed "$len\r\nname\r\n" channel headers for PUBLISH; bounded by clearing.
-_HEADER_CACHE_MAX = 10_000
+# Cache of group names decoded from Redis channel names; bounded by clearing.
+_GROUP_NAME_CACHE_MAX = 10_000
 
 _pack = msgpack.Packer(use_bin_type=True).pack
 
@@ -132,7 +132,6 @@ class RealtimeChannelLayer(BaseChannelLayer):
         self._groups: dict[str, dict[str, None]] = {}
         self._links: dict[asyncio.AbstractEventLoop, LoopLink] = {}
         self._links_lock = threading.Lock()
-        self._headers: dict[str, bytes] = {}
         self._group_names: dict[bytes, str] = {}
         self._seq = itertools.count(1)
         self._counters = dict.fromkeys(COUNTER_NAMES, 0)
@@ -222,7 +221,7 @@ class RealtimeChannelLayer(BaseChannelLayer):
         group = self._group_names.get(channel)
         if group is None:
             group = channel[len(self._group_prefix) :].decode()
-            if len(self._group_names) > _HEADER_CACHE_MAX:
+            if len(self._group_names) > _GROUP_NAME_CACHE_MAX:
                 self._group_names.clear()
             self._group_names[channel] = group
         members = self._groups.get(group)
@@ -292,22 +291,12 @@ class RealtimeChannelLayer(BaseChannelLayer):
             self._channels[name] = chan
         return chan
 
-    def _publish_command(self, name: str, envelope: bytes) -> bytes:
-        header = self._headers.get(name)
-        if header is None:
-            raw = name.encode()
-            header = b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n" % (len(raw), raw)
-            if len(self._headers) > _HEADER_CACHE_MAX:
-                self._headers.clear()
-            self._headers[name] = header
-        return b"%s$%d\r\n%s\r\n" % (header, len(envelope), envelope)
-
     async def _publish(self, route: str, channel_name: str, envelope: bytes) -> None:
         shard = self._shard(self._link(), route)
         if shard.state != HEALTHY:
             await shard.wait_settled()
         await shard.wait_writable()
-        shard.publish(self._publish_command(channel_name, envelope))
+        shard.publish(channel_name, envelope)
 
     # Channel layer API
 

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-import ssl
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
-from redis.asyncio.connection import SSLConnection, parse_url
+from redis.asyncio.connection import Connection, SSLConnection, parse_url
 from redis.asyncio.sentinel import Sentinel
 
 VIRTUAL_NODES_PER_NODE = 64
@@ -61,8 +60,23 @@ class RedisEndpoint:
             name=f"sentinel:{master}",
         )
 
-    def ssl_context(self) -> ssl.SSLContext | None:
-        return ssl.create_default_context() if self.tls else None
+    def connection(self, *, host: str, port: int, connect_timeout: float) -> Connection:
+        """A dedicated redis-py connection for one of the layer's two hot paths.
+
+        RESP2, so pub/sub messages arrive as plain arrays (hiredis parses them when installed).
+        No socket timeout: the layer bounds every read and write itself, below the socket
+        timeout it was given (redis-py 8's 5 s default would cut idle reads; FINDINGS.md).
+        """
+        connection_class = SSLConnection if self.tls else Connection
+        return connection_class(
+            host=host,
+            port=port,
+            username=self.username,
+            password=self.password,
+            protocol=2,
+            socket_timeout=None,
+            socket_connect_timeout=connect_timeout,
+        )
 
     async def resolve(self, *, limit_seconds: float) -> tuple[str, int]:
         """The address to connect to now (asks the Sentinels for the current master)."""

@@ -1,10 +1,10 @@
 """The layer's Redis connections for one event loop; see docs/channel-layer.md.
 
-Per event loop and per Redis node, a ``ShardLink`` owns two sockets: a writer that pipelines
-PUBLISH (never behind a SUBSCRIBE) and a reader in subscribed mode. A supervisor task runs the
-degraded state machine: connecting -> healthy -> degraded -> (jittered backoff) -> healthy,
-re-subscribing every wanted channel in batches on each reconnect, and probing an idle reader
-with PING so a silently dead socket is noticed.
+Per event loop and per Redis node, a ``ShardLink`` owns two redis-py connections (replies parsed
+by hiredis): a writer that pipelines PUBLISH (never behind a SUBSCRIBE) and a reader in
+subscribed mode. A supervisor task runs the degraded state machine: connecting -> healthy ->
+degraded -> (jittered backoff) -> healthy, re-subscribing every wanted channel in batches on each
+reconnect, and probing an idle reader with PING so a silently dead socket is noticed.
 """
 
 from __future__ import annotations
@@ -12,22 +12,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
+import hiredis
 import redis.asyncio as aioredis
+from redis.asyncio.connection import Connection
+from redis.exceptions import RedisError, ResponseError
 
 from connections.layer.endpoints import RedisEndpoint
-from connections.layer.resp import (
-    RespConnection,
-    RespError,
-    RespProtocolError,
-    encode_command,
-    resp_connect,
-)
 
 logger = logging.getLogger(__name__)
 
@@ -35,17 +32,18 @@ CONNECTING = "connecting"
 HEALTHY = "healthy"
 DEGRADED = "degraded"
 
-# What a Redis socket may raise while Redis is down, restarting or unreachable.
-# Publishes written to the socket in one call at most; also the batch a busy tick flushes early.
+# Queued publishes that make a sender wait for the writer task to take them (bounds memory when
+# a sender never yields or the socket is slow).
 FLUSH_BATCH = 512
 
-REDIS_FAILURES: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    RespError,
-    RespProtocolError,
-    ValueError,
-)
+# What a Redis connection may raise while Redis is down, restarting or unreachable.
+REDIS_FAILURES: tuple[type[BaseException], ...] = (OSError, TimeoutError, RedisError, ValueError)
+
+# hiredis's C encoder (the one redis-py's sync client uses); its stub types the argument as a
+# 1-tuple, hence the cast.
+pack_command = cast(Callable[[tuple[str | bytes, ...]], bytes], hiredis.pack_command)
+
+_PING = pack_command(("PING",))
 
 
 @dataclass(frozen=True)
@@ -89,11 +87,19 @@ class ShardLink:
         self.wanted: set[bytes] = set()
         self.confirmed: set[bytes] = set()
         self.pending: dict[bytes, list[asyncio.Future[None]]] = {}
-        self.writer: RespConnection | None = None
-        self.reader: RespConnection | None = None
+        self.writer: Connection | None = None
+        self.reader: Connection | None = None
         self.in_flight = 0
+        # Replies read so far on each connection: the watch tells progress from silence by them.
+        self.writer_replies = 0
+        self.reader_replies = 0
         self._out: list[bytes] = []
-        self._flush_scheduled = False
+        self._out_ready = asyncio.Event()
+        self._out_taken = asyncio.Event()
+        self._sent = asyncio.Event()
+        self._commands: list[bytes] = []
+        self._commands_ready = asyncio.Event()
+        self._io_tasks: list[asyncio.Task[None]] = []
         self._generation = 0
         self._lost = asyncio.Event()
         self._settled = asyncio.Event()
@@ -102,46 +108,24 @@ class ShardLink:
 
     # Publishing
 
-    def publish(self, command: bytes) -> bool:
-        """Queue one packed PUBLISH; it is written with the others at the end of this tick."""
+    def publish(self, channel: str, envelope: bytes) -> bool:
+        """Queue one PUBLISH; the writer task sends everything queued in this tick in one write."""
         if self.state != HEALTHY:
             self.layer.count("publish_failures")
             return False
-        out = self._out
-        out.append(command)
+        self._out.append(pack_command(("PUBLISH", channel, envelope)))
         self.in_flight += 1
-        if len(out) >= FLUSH_BATCH:
-            # A sender that never yields must not grow the batch without bound: hand it to
-            # the transport now (whose own buffer is bounded by ``wait_writable``).
-            self._flush()
-        elif not self._flush_scheduled:
-            self._flush_scheduled = True
-            self.loop.call_soon(self._scheduled_flush)
+        if not self._out_ready.is_set():
+            self._out_ready.set()
         return True
 
-    def _scheduled_flush(self) -> None:
-        self._flush_scheduled = False
-        self._flush()
-
-    def _flush(self) -> None:
-        out, self._out = self._out, []
-        if not out:
-            return
-        writer = self.writer
-        try:
-            if writer is None:
-                raise ConnectionResetError("no writer")
-            writer.writelines(out)
-        except (OSError, RuntimeError):
-            self.in_flight -= len(out)
-            self.layer.count("publish_failures", len(out))
-            self._lost.set()
-
     async def wait_writable(self) -> None:
-        """Back-pressure: wait while the writer's socket buffer is over its high-water mark."""
-        writer = self.writer
-        if writer is not None and not writer.writable:
-            await writer.wait_writable(self.settings.socket_timeout)
+        """Back-pressure: a full batch waits for the writer task to take it (bounded)."""
+        if len(self._out) >= FLUSH_BATCH and self.writer is not None:
+            self._out_taken.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.socket_timeout):
+                    await self._out_taken.wait()
 
     async def wait_settled(self) -> None:
         """Wait for the first connection attempt to succeed or fail (bounded)."""
@@ -150,12 +134,45 @@ class ShardLink:
                 async with asyncio.timeout(self.settings.connect_timeout):
                     await self._settled.wait()
 
-    def _on_writer_reply(self, reply: Any) -> None:
-        self.in_flight -= 1
-        if isinstance(reply, RespError):
-            self.layer.count("publish_failures")
-        else:
-            self.layer.count("published")
+    async def _send_publishes(self, connection: Connection) -> None:
+        ready, taken, sent = self._out_ready, self._out_taken, self._sent
+        limit = self.settings.socket_timeout
+        while True:
+            await ready.wait()
+            ready.clear()
+            out, self._out = self._out, []
+            taken.set()
+            if not out:
+                continue
+            sent.set()
+            async with asyncio.timeout(limit):
+                await connection.send_packed_command(out, check_health=False)
+
+    async def _read_replies(self, connection: Connection) -> None:
+        read, can_read = connection.read_response, connection.can_read
+        count = self.layer.count
+        idle = self.settings.probe_interval
+        sent = self._sent
+        while True:
+            if self.in_flight <= 0:
+                sent.clear()
+                await sent.wait()
+                continue
+            try:
+                # A reply already buffered is parsed without arming a timer; a read that may
+                # block is bounded below the socket timeout (the watch judges silence).
+                if await can_read():
+                    await read(timeout=math.inf)
+                elif await read(timeout=idle) is None:
+                    continue
+            except ResponseError:
+                self.writer_replies += 1
+                self.in_flight -= 1
+                count("publish_failures")
+                continue
+            self.writer_replies += 1
+            self.in_flight -= 1
+            count("published")
 
     # Subscribing
 
@@ -189,50 +206,73 @@ class ShardLink:
         self.wanted.discard(channel)
         self.confirmed.discard(channel)
         if self.state == HEALTHY and self.reader is not None:
-            try:
-                self.reader.write(encode_command(b"UNSUBSCRIBE", channel))
-            except OSError:
-                self._lost.set()
+            self._command(pack_command((b"UNSUBSCRIBE", channel)))
 
     def _send_subscribe(self, channels: list[bytes]) -> list[asyncio.Future[None]]:
-        reader = self.reader
-        if reader is None:
+        if self.reader is None:
             return []
         waiters = []
         for channel in channels:
             waiter: asyncio.Future[None] = self.loop.create_future()
             self.pending.setdefault(channel, []).append(waiter)
             waiters.append(waiter)
-        try:
-            reader.write(encode_command(b"SUBSCRIBE", *channels))
-        except OSError:
-            self._lost.set()
+        self._command(pack_command((b"SUBSCRIBE", *channels)))
         return waiters
 
-    def _on_reader_push(self, reply: Any) -> None:
-        if type(reply) is list:
+    def _command(self, packed: bytes) -> None:
+        # One ordered queue for the reader's commands: an UNSUBSCRIBE and a later SUBSCRIBE of
+        # the same channel reach Redis in the order they were asked for.
+        self._commands.append(packed)
+        self._commands_ready.set()
+
+    async def _send_commands(self, connection: Connection) -> None:
+        ready = self._commands_ready
+        limit = self.settings.socket_timeout
+        while True:
+            await ready.wait()
+            ready.clear()
+            out, self._commands = self._commands, []
+            if out:
+                async with asyncio.timeout(limit):
+                    await connection.send_packed_command(out, check_health=False)
+
+    async def _read_pushes(self, connection: Connection) -> None:
+        read, can_read = connection.read_response, connection.can_read
+        on_remote = self.layer.on_remote
+        idle = self.settings.probe_interval
+        while True:
+            try:
+                if await can_read():
+                    reply = await read(timeout=math.inf)
+                else:
+                    reply = await read(timeout=idle)
+                    if reply is None:
+                        continue  # idle: the watch probes with PING
+            except ResponseError as exc:
+                self.reader_replies += 1
+                logger.warning("Redis refused a pub/sub command: %s", exc)
+                continue
+            self.reader_replies += 1
+            if type(reply) is not list:
+                continue
             kind = reply[0]
             if kind == b"message":
-                self.layer.on_remote(self, reply[1], reply[2])
-                return
-            if kind == b"subscribe":
-                channel = reply[1]
-                waiters = self.pending.get(channel)
-                if waiters:
-                    waiter = waiters.pop(0)
-                    if not waiters:
-                        del self.pending[channel]
-                    if not waiter.done():
-                        waiter.set_result(None)
-                if channel in self.wanted:
-                    self.confirmed.add(channel)
-                return
-            if kind == b"pong":
+                on_remote(self, reply[1], reply[2])
+            elif kind == b"subscribe":
+                self._on_subscribed(reply[1])
+            elif kind == b"pong":
                 self._pong.set()
-                return
-            return
-        if isinstance(reply, RespError):
-            logger.warning("Redis refused a pub/sub command: %s", reply)
+
+    def _on_subscribed(self, channel: bytes) -> None:
+        waiters = self.pending.get(channel)
+        if waiters:
+            waiter = waiters.pop(0)
+            if not waiters:
+                del self.pending[channel]
+            if not waiter.done():
+                waiter.set_result(None)
+        if channel in self.wanted:
+            self.confirmed.add(channel)
 
     # The state machine
 
@@ -255,11 +295,12 @@ class ShardLink:
                 try:
                     await self._connect()
                 except REDIS_FAILURES as exc:
-                    self._teardown()
+                    stale = self._detach()
                     self.layer.count("redis_errors")
                     if self.state != DEGRADED:
                         logger.warning("Redis %s unavailable: %r", self.endpoint.name, exc)
                     self._set_state(DEGRADED)
+                    await self._dispose(stale)
                     attempt += 1
                     await asyncio.sleep(self._backoff(attempt))
                     continue
@@ -269,38 +310,43 @@ class ShardLink:
                 attempt = 0
                 self._set_state(HEALTHY)
                 await self._watch()
-                self._teardown()
+                stale = self._detach()
                 self.layer.count("redis_errors")
                 logger.warning("Redis %s connection lost", self.endpoint.name)
                 self._set_state(DEGRADED)
+                await self._dispose(stale)
                 attempt = 1
                 await asyncio.sleep(self._backoff(0))
         except asyncio.CancelledError:
-            self._teardown()
+            await self._dispose(self._detach())
             raise
+
+    async def _open(self, host: str, port: int) -> Connection:
+        connection = self.endpoint.connection(
+            host=host, port=port, connect_timeout=self.settings.connect_timeout
+        )
+        try:
+            async with asyncio.timeout(self.settings.connect_timeout):
+                await connection.connect()
+                await connection.send_packed_command(_PING, check_health=False)
+                await connection.read_response(timeout=math.inf)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await connection.disconnect(nowait=True)
+            raise
+        return connection
 
     async def _connect(self) -> None:
         self._generation += 1
-        generation = self._generation
         self._lost.clear()
         settings = self.settings
         host, port = await self.endpoint.resolve(limit_seconds=settings.connect_timeout)
-
-        def on_lost(_exc: BaseException | None) -> None:
-            if generation == self._generation:
-                self._lost.set()
-
-        common: dict[str, Any] = {
-            "host": host,
-            "port": port,
-            "connect_timeout": settings.connect_timeout,
-            "ssl_context": self.endpoint.ssl_context(),
-            "username": self.endpoint.username,
-            "password": self.endpoint.password,
-            "on_lost": on_lost,
-        }
-        self.writer = await resp_connect(on_push=self._on_writer_reply, **common)
-        self.reader = await resp_connect(on_push=self._on_reader_push, **common)
+        self.writer = await self._open(host, port)
+        self.reader = await self._open(host, port)
+        self._start(self._send_publishes(self.writer))
+        self._start(self._read_replies(self.writer))
+        self._start(self._send_commands(self.reader))
+        self._start(self._read_pushes(self.reader))
         # Re-subscribe everything wanted, in batches, before declaring the link healthy.
         while missing := [ch for ch in self.wanted if ch not in self.confirmed]:
             for start in range(0, len(missing), settings.subscribe_batch):
@@ -311,9 +357,25 @@ class ShardLink:
                 raise ConnectionResetError("lost while subscribing")
             self.layer.count("resubscribed", len(missing))
 
+    def _start(self, work: Coroutine[Any, Any, None]) -> None:
+        self._io_tasks.append(self.loop.create_task(self._guard(work, self._generation)))
+
+    async def _guard(self, work: Coroutine[Any, Any, None], generation: int) -> None:
+        """Run one connection's I/O loop; its failure ends the connection (and only its own)."""
+        try:
+            await work
+        except REDIS_FAILURES:
+            pass
+        except Exception:
+            logger.exception("Layer I/O task for %s failed", self.endpoint.name)
+        if generation == self._generation:
+            self._lost.set()
+
     async def _watch(self) -> None:
         """Return when the connection is lost or a probe goes unanswered."""
         interval = self.settings.probe_interval
+        reader_seen, writer_seen = self.reader_replies, self.writer_replies
+        writer_progress_at = self.loop.time()
         while True:
             try:
                 async with asyncio.timeout(interval):
@@ -321,37 +383,38 @@ class ShardLink:
                 return
             except TimeoutError:
                 pass
-            reader, writer = self.reader, self.writer
-            if reader is None or writer is None:
-                return
             now = self.loop.time()
-            if self.in_flight > 0 and now - writer.last_data_at > self.settings.socket_timeout:
+            if self.in_flight <= 0 or self.writer_replies != writer_seen:
+                writer_seen, writer_progress_at = self.writer_replies, now
+            elif now - writer_progress_at > self.settings.socket_timeout:
+                # Publishes in flight and no reply for a socket timeout: the writer is dead.
                 self.layer.count("probe_failures")
                 return
-            if now - reader.last_data_at < interval:
+            if self.reader_replies != reader_seen:
+                reader_seen = self.reader_replies
                 continue
             self._pong.clear()
+            self._command(_PING)
             try:
-                reader.write(encode_command(b"PING"))
                 async with asyncio.timeout(min(self.settings.socket_timeout, interval * 2)):
                     await self._pong.wait()
-            except (OSError, TimeoutError):
+            except TimeoutError:
                 self.layer.count("probe_failures")
                 return
+            reader_seen = self.reader_replies
 
-    def _teardown(self) -> None:
+    def _detach(self) -> list[Any]:
+        """Forget this connection's state at once; return what is left to close."""
         self._generation += 1
         if self.in_flight:
-            # Written but never acknowledged: their fate is unknown, count them as failed.
+            # Queued, or written but never acknowledged: their fate is unknown, count them as
+            # failed (``in_flight`` counts the queued ones too).
             self.layer.count("publish_failures", self.in_flight)
             self.in_flight = 0
-        if self._out:
-            self.layer.count("publish_failures", len(self._out))
-            self._out = []
-        for connection in (self.writer, self.reader):
-            if connection is not None:
-                connection.on_lost = None
-                connection.abort()
+        self._out = []
+        self._commands = []
+        stale: list[Any] = [*self._io_tasks, self.writer, self.reader]
+        self._io_tasks = []
         self.writer = self.reader = None
         self.confirmed.clear()
         for waiters in self.pending.values():
@@ -359,11 +422,22 @@ class ShardLink:
                 if not waiter.done():
                     waiter.set_result(None)
         self.pending.clear()
+        return stale
+
+    async def _dispose(self, stale: list[Any]) -> None:
+        tasks = [item for item in stale if isinstance(item, asyncio.Task)]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for item in stale:
+            if isinstance(item, Connection):
+                with contextlib.suppress(Exception):
+                    await item.disconnect(nowait=True)
 
     async def close(self) -> None:
         if self.state == HEALTHY:
             # Drain: what was published before close() reaches Redis (bounded wait).
-            self._flush()
+            self._out_ready.set()
             # Replies only decrement a count, so poll it briefly (at most about 1 s).
             for _ in range(200):
                 if self.in_flight <= 0 or self.writer is None:
