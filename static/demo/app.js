@@ -43,6 +43,9 @@ const app = {
   me: { id: null, name: null },
   names: new Map(), // user id -> display name
   presence: new Map(), // user id -> status
+  presenceAsked: 0, // snapshots requested so far
+  presenceApplied: 0, // the newest snapshot applied
+  presenceHeardAt: new Map(), // user id -> snapshots requested when an event last told us
   conversations: new Map(), // id -> {id, title, participant_ids, unread}
   current: null, // conversation id on screen
   typingPeers: new Map(), // `${conv}:${user}` -> timer
@@ -154,15 +157,11 @@ async function pollHealth() {
 }
 
 function renderBadge({ state }) {
+  // data-state is the socket's state; data-health what the server says of its backbone.
   let label;
-  let shown = state;
+  const degraded = state === STATES.OPEN && app.health === "degraded";
   if (state === STATES.OPEN) {
-    if (app.health === "degraded") {
-      shown = "degraded";
-      label = "Degraded: this server has lost part of its backbone";
-    } else {
-      label = "Live";
-    }
+    label = degraded ? "Degraded: the server has lost part of its backbone" : "Live";
   } else if (state === STATES.RECONNECTING) {
     label = "Reconnecting… (sending through the API)";
     ui.instance.textContent = "–";
@@ -171,7 +170,8 @@ function renderBadge({ state }) {
   } else {
     label = app.client ? "Offline" : "Signed out";
   }
-  ui.badge.dataset.state = shown;
+  ui.badge.dataset.state = state || STATES.CLOSED;
+  ui.badge.dataset.health = degraded ? "degraded" : "ok";
   ui.badge.textContent = label;
 }
 
@@ -210,15 +210,24 @@ async function loadPresence() {
   const ids = new Set();
   for (const conv of app.conversations.values()) conv.participant_ids.forEach((id) => ids.add(id));
   if (!ids.size) return;
+  // A snapshot may answer after a `presence` event that is newer than it, or after a later
+  // snapshot: it only fills in users nothing newer has been heard about.
+  const asked = ++app.presenceAsked;
   try {
     const body = await app.client.request("GET", `/api/users/status?ids=${[...ids].join(",")}`);
-    for (const user of body.users || []) app.presence.set(String(user.user_id), user.status);
+    if (asked < app.presenceApplied) return;
+    app.presenceApplied = asked;
+    for (const user of body.users || []) {
+      const id = String(user.user_id);
+      if ((app.presenceHeardAt.get(id) ?? -1) < asked) app.presence.set(id, user.status);
+    }
   } catch (_err) {
     // Presence is decoration: the chat works without it.
   }
 }
 
 function setPresence(userId, status) {
+  app.presenceHeardAt.set(String(userId), app.presenceAsked);
   app.presence.set(String(userId), status);
   renderConversations();
   renderParticipants();

@@ -7,6 +7,8 @@ and connects to, its own instance; everything they see of each other crossed Red
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +31,48 @@ def expect(target: Any) -> Any:
     return playwright_expect(target)
 
 
-def open_page(browser: Any, base_url: str, viewport: dict[str, int]) -> Any:
-    context = browser.new_context(viewport=viewport)
-    page = context.new_page()
-    page.set_default_timeout(SEEN_WITHIN_MS)
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.errors = errors
-    page.goto(f"{base_url}/")
-    return page
+@pytest.fixture
+def open_page(browser: Any) -> Iterator[Callable[..., Any]]:
+    """Open the demo page in a fresh browser context (a separate user); all closed after.
+
+    ``block_sockets=True`` makes every WebSocket of the page fail at once, as behind a proxy
+    that drops them, while HTTP goes through.
+    """
+    contexts: list[Any] = []
+
+    def open_(base_url: str, viewport: dict[str, int], *, block_sockets: bool = False) -> Any:
+        context = browser.new_context(viewport=viewport)
+        contexts.append(context)
+        page = context.new_page()
+        if block_sockets:
+            page.route_web_socket(re.compile(r"/ws/"), lambda ws: ws.close(code=4000))
+        page.set_default_timeout(SEEN_WITHIN_MS)
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.errors = errors
+        trace_sockets(page, f"{viewport['width']}px")
+        page.goto(f"{base_url}/")
+        return page
+
+    yield open_
+    for context in contexts:
+        context.close()
+
+
+def trace_sockets(page: Any, label: str) -> None:
+    """Print every frame the page's sockets carry (pytest shows it when a test fails)."""
+    started = time.monotonic()
+
+    def trace(direction: str, payload: Any) -> None:
+        print(f"{label} {time.monotonic() - started:7.3f} {direction} {payload}")
+
+    def on_socket(socket: Any) -> None:
+        trace("open", socket.url.split("?")[0])
+        socket.on("framesent", lambda payload: trace(">>", payload))
+        socket.on("framereceived", lambda payload: trace("<<", payload))
+        socket.on("close", lambda _: trace("closed", ""))
+
+    page.on("websocket", on_socket)
 
 
 def sign_in(page: Any, username: str, instance_id: str | re.Pattern[str]) -> None:
@@ -69,16 +104,16 @@ def shoot(page: Any, path: Path) -> None:
 
 
 def test_two_users_on_two_instances_see_each_other(
-    browser: Any, cluster: Cluster, screenshot_dir: Path
+    open_page: Callable[..., Any], cluster: Cluster, screenshot_dir: Path
 ) -> None:
     web_a, web_b = cluster.instances
     users = cluster.demo["users"]
     alice_id, bob_id = users["alice"]["id"], users["bob"]["id"]
 
-    bob = open_page(browser, web_b.base_url, PHONE)
+    bob = open_page(web_b.base_url, PHONE)
     sign_in(bob, "bob", web_b.instance_id)
     open_conversation(bob, "alice-bob")
-    alice = open_page(browser, web_a.base_url, LAPTOP)
+    alice = open_page(web_a.base_url, LAPTOP)
     sign_in(alice, "alice", web_a.instance_id)
     open_conversation(alice, "alice-bob")
 
@@ -109,15 +144,15 @@ def test_two_users_on_two_instances_see_each_other(
 
 
 def test_page_reconnects_by_itself_when_its_instance_dies(
-    browser: Any, cluster: Cluster, screenshot_dir: Path
+    open_page: Callable[..., Any], cluster: Cluster, screenshot_dir: Path
 ) -> None:
-    alice = open_page(browser, cluster.url, LAPTOP)  # through HAProxy, as a user would
+    alice = open_page(cluster.url, LAPTOP)  # through HAProxy, as a user would
     sign_in(alice, "alice", re.compile(r"^instance-\d+$"))
     first = alice.locator("#instance-id").inner_text()
     open_conversation(alice, "alice-bob")
     # Bob sits on the other instance, so the crash is alice's alone.
     other = next(i for i in cluster.instances if i.instance_id != first)
-    bob = open_page(browser, other.base_url, LAPTOP)
+    bob = open_page(other.base_url, LAPTOP)
     sign_in(bob, "bob", other.instance_id)
     open_conversation(bob, "alice-bob")
 
@@ -135,4 +170,28 @@ def test_page_reconnects_by_itself_when_its_instance_dies(
     say(bob, "Welcome back")
     expect(alice.locator(".message .body", has_text="Welcome back")).to_be_visible()
     shoot(alice, screenshot_dir / "alice-reconnected.png")
+    assert alice.errors == [] and bob.errors == []
+
+
+def test_page_sends_through_the_api_while_its_socket_cannot_connect(
+    open_page: Callable[..., Any], cluster: Cluster
+) -> None:
+    web_a, web_b = cluster.instances
+    bob = open_page(web_b.base_url, LAPTOP)
+    sign_in(bob, "bob", web_b.instance_id)
+    open_conversation(bob, "alice-bob")
+
+    alice = open_page(web_a.base_url, LAPTOP, block_sockets=True)
+    alice.get_by_label("Username").fill("alice")
+    alice.get_by_label("Password").fill(PASSWORD)
+    alice.get_by_role("button", name="Sign in").click()
+    expect(alice.locator("#connection-badge")).to_have_attribute("data-state", "reconnecting")
+    open_conversation(alice, "alice-bob")
+
+    box = alice.get_by_role("textbox", name="Message")
+    box.press_sequentially("Typed without a socket", delay=5)
+    expect(bob.locator("#typing")).to_contain_text("is typing")
+    box.press("Enter")
+    expect(alice.locator(".message.mine .body", has_text="Typed without a socket")).to_be_visible()
+    expect(bob.locator(".message .body", has_text="Typed without a socket")).to_be_visible()
     assert alice.errors == [] and bob.errors == []
