@@ -26,6 +26,15 @@ class StrictBooleanField(serializers.BooleanField):
         raise AssertionError  # fail() raises
 
 
+class StrictCharField(serializers.CharField):
+    """Only JSON strings: DRF would turn ``42`` into ``"42"``, hiding a client bug."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return str(super().to_internal_value(data))
+
+
 class TokenInputSerializer(serializers.Serializer):
     username = serializers.CharField()
     password = serializers.CharField(style={"input_type": "password"})
@@ -78,7 +87,7 @@ class ReadOutputSerializer(serializers.Serializer):
 
 
 class MessageInputSerializer(serializers.Serializer):
-    body = serializers.CharField(trim_whitespace=False)
+    body = StrictCharField(trim_whitespace=False)
 
     def validate_body(self, value: str) -> str:
         limit = int(realtime_settings.MESSAGE_MAX_LENGTH)
@@ -104,7 +113,7 @@ class MessageOutputSerializer(serializers.Serializer):
 
 
 class ConversationInputSerializer(serializers.Serializer):
-    title = serializers.CharField(max_length=200, allow_blank=True, default="")
+    title = StrictCharField(max_length=200, allow_blank=True, default="")
     participant_ids = serializers.ListField(
         child=serializers.CharField(max_length=32), max_length=1000, default=list
     )

@@ -171,6 +171,7 @@ async def test_unknown_type_echoes_ref(open_socket, demo: Demo) -> None:
         ({"type": "typing", "conversation_id": "not-a-uuid", "is_typing": True}, "conversation_id"),
         ({"type": "message", "conversation_id": "CONV", "body": "   "}, "body"),
         ({"type": "message", "conversation_id": "CONV"}, "body"),
+        ({"type": "message", "conversation_id": "CONV", "body": 42}, "body"),
         ({"type": "read", "conversation_id": "CONV", "message_ids": []}, "message_ids"),
         ({"type": "status", "status": "sleepy"}, "status"),
         ({"ref": "no-type"}, "type"),
