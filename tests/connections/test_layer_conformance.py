@@ -166,6 +166,8 @@ class EchoConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"text": event["text"]})
 
 
+# Channels closes stale database connections around every consumer dispatch.
+@pytest.mark.django_db(transaction=True)
 async def test_channels_consumer_runs_on_the_layer(settings) -> None:
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "connections.layer.RealtimeChannelLayer"}}
     first = WebsocketCommunicator(EchoConsumer.as_asgi(), "/ws/")
