@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import itertools
 import json
-import statistics
 import time
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
@@ -88,7 +87,8 @@ class PhaseStats:
     errors: dict[str, int]
     delivered: int
     delivered_per_s: float
-    latency_ms: dict[str, float | None]
+    latency_ms: dict[str, float | None]  # messages (or echoes)
+    typing_latency_ms: dict[str, float | None]
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,6 +131,10 @@ class LoadGenerator:
         self.message_receivers: dict[str, set[int]] = defaultdict(set)
         self.typing_sent: Counter[int] = Counter()  # sender index -> acknowledged frames
         self.typing_received: Counter[tuple[int, str]] = Counter()  # (receiver, sender uid)
+        # A typing event has no body to carry a send time; one sender's events reach a
+        # receiver in order, so the receiver's nth event from a sender is its nth frame.
+        self.typing_sent_at: dict[str, list[float]] = defaultdict(list)  # sender uid -> times
+        self.typing_latencies_ms: list[float] = []
         self.duplicate_events = 0
         self.duplicate_messages = 0
         self.delivered = 0
@@ -246,8 +250,13 @@ class LoadGenerator:
             with contextlib.suppress(ValueError):
                 self.latencies_ms.append((now - float(sent_at)) * 1000)
         elif kind == "typing" and frame.get("is_typing") is True:
-            self.typing_received[(client.index, str(frame.get("user_id")))] += 1
+            sender = str(frame.get("user_id"))
+            nth = self.typing_received[(client.index, sender)]
+            self.typing_received[(client.index, sender)] += 1
             self.delivered += 1
+            times = self.typing_sent_at[sender]
+            if nth < len(times):
+                self.typing_latencies_ms.append((now - times[nth]) * 1000)
         elif kind in {"ack", "error"}:
             self._on_reply(client, frame)
 
@@ -300,6 +309,7 @@ class LoadGenerator:
                 "body": f"{nonce} {sent_at:.6f}",
             }
         else:
+            self.typing_sent_at[client.account.user_id].append(sent_at)
             frame = {
                 "type": "typing",
                 "ref": ref,
@@ -362,19 +372,20 @@ class LoadGenerator:
         await asyncio.gather(*(loop(c) for c in chosen))
         return self._phase(f"closed-{kind}", mark, offered=0.0)
 
-    def _mark(self) -> tuple[float, int, int, int, Counter[str]]:
+    def _mark(self) -> tuple[float, int, int, int, int, Counter[str]]:
         return (
             time.monotonic(),
             self.delivered,
             len(self.latencies_ms),
+            len(self.typing_latencies_ms),
             next(self._refs),
             Counter(self.errors),
         )
 
     def _phase(
-        self, mode: str, mark: tuple[float, int, int, int, Counter[str]], *, offered: float
+        self, mode: str, mark: tuple[float, int, int, int, int, Counter[str]], *, offered: float
     ) -> PhaseStats:
-        started, delivered, latency_from, ref_from, errors = mark
+        started, delivered, latency_from, typing_from, ref_from, errors = mark
         seconds = time.monotonic() - started
         sent = next(self._refs) - ref_from - 1
         outstanding = sum(1 for ref in self._pending if int(ref[1:]) > ref_from)
@@ -389,6 +400,7 @@ class LoadGenerator:
             delivered=count,
             delivered_per_s=round(count / seconds, 1),
             latency_ms=percentiles(self.latencies_ms[latency_from:]),
+            typing_latency_ms=percentiles(self.typing_latencies_ms[typing_from:]),
         )
 
     # -- accounting -------------------------------------------------------------------------
@@ -427,10 +439,3 @@ class LoadGenerator:
                 return tally
             await asyncio.sleep(0.05)
         return self.integrity()
-
-
-def latency_summary(values: list[float]) -> dict[str, float]:
-    """Mean and standard deviation, for the soak's stability line."""
-    if len(values) < 2:
-        return {"mean": values[0] if values else 0.0, "stdev": 0.0}
-    return {"mean": statistics.fmean(values), "stdev": statistics.stdev(values)}

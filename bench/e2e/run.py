@@ -18,6 +18,8 @@ import asyncio
 import json
 import os
 import platform
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -64,8 +66,7 @@ async def bench_echo(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         result: dict[str, Any] = {"memory": await memory_ramp(gen, steps=args.steps, pids=pids)}
         result["sweep"] = []
         for rate in args.rates:
-            total = rate * (1 + args.typing_ratio)
-            run = _open(gen, message_rate=total, typing_rate=0, seconds=args.seconds)
+            run = _open(gen, message_rate=rate, typing_rate=0, seconds=args.seconds)
             result["sweep"].append(await phase(gen, run, pids=pids, redis=None, others=others))
         run = _closed(gen, "echo", args.seconds)
         result["saturation"] = {"echo": await phase(gen, run, pids=pids, redis=None, others=others)}
@@ -97,19 +98,30 @@ async def bench_layer(args: argparse.Namespace, layer: str, workdir: Path) -> di
             "round_trips": await round_trips(probe, redis, trials=args.trials)
         }
         gen = LoadGenerator(accounts[: args.users])
+        spy = _profile(args, cluster.instances[1].pid, f"{layer}-connect")
         result["memory"] = await memory_ramp(gen, steps=args.steps, pids=pids)
+        if spy is not None:
+            spy.wait(timeout=args.seconds + 30)
         result["sweep"] = []
         for rate in args.rates:
+            share = args.message_share
             run = _open(
-                gen, message_rate=rate, typing_rate=rate * args.typing_ratio, seconds=args.seconds
+                gen,
+                message_rate=rate * share,
+                typing_rate=rate * (1 - share),
+                seconds=args.seconds,
             )
             result["sweep"].append(await phase(gen, run, pids=pids, redis=redis, others=others))
         result["saturation"] = {}
         for kind in ("typing", "message"):
-            run = _closed(gen, kind, args.seconds)
+            senders = args.message_senders if kind == "message" else None
+            run = _closed(gen, kind, args.seconds, senders)
+            spy = _profile(args, cluster.instances[1].pid, f"{layer}-{kind}")
             result["saturation"][kind] = await phase(
                 gen, run, pids=pids, redis=redis, others=others
             )
+            if spy is not None:
+                spy.wait(timeout=args.seconds + 30)
         result["integrity"] = (await gen.settle()).as_dict()
         result["closed_unexpectedly"] = gen.closed_unexpectedly
         await gen.close()
@@ -140,7 +152,7 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             run = _open(
                 gen,
                 message_rate=args.soak_rate,
-                typing_rate=args.soak_rate * args.typing_ratio,
+                typing_rate=args.soak_typing_rate,
                 seconds=seconds,
             )
             phases.append(await phase(gen, run, pids=pids, redis=None))
@@ -163,7 +175,7 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "sockets": gen.open_sockets or connect.sockets,
             "connect": connect.__dict__,
             "message_rate": args.soak_rate,
-            "typing_rate": args.soak_rate * args.typing_ratio,
+            "typing_rate": args.soak_typing_rate,
             "curve": curve,
             "errors": errors,
             "closed_unexpectedly": gen.closed_unexpectedly,
@@ -173,6 +185,23 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         }
     finally:
         cluster.stop()
+
+
+def _profile(args: argparse.Namespace, pid: int, name: str) -> subprocess.Popen[bytes] | None:
+    """``--profile DIR``: py-spy samples the receiving instance for the phase (needs root or
+    ptrace rights); a flame graph and the collapsed stacks go to DIR."""
+    if not args.profile:
+        return None
+    out: Path = args.profile
+    out.mkdir(parents=True, exist_ok=True)
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    seconds = str(max(1, int(args.seconds)))
+    common = ["--pid", str(pid), "--duration", seconds, "--nonblocking"]
+    return subprocess.Popen(
+        [spy, "record", *common, "--format", "raw", "-o", str(out / f"{name}.txt")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _rss(pid: int) -> int:
@@ -185,8 +214,8 @@ def _open(gen: LoadGenerator, **kwargs: Any) -> Any:
     return lambda: gen.run_open(**kwargs)
 
 
-def _closed(gen: LoadGenerator, kind: str, seconds: float) -> Any:
-    return lambda: gen.run_closed(kind=kind, seconds=seconds)
+def _closed(gen: LoadGenerator, kind: str, seconds: float, senders: int | None = None) -> Any:
+    return lambda: gen.run_closed(kind=kind, seconds=seconds, senders=senders)
 
 
 def _fake_seed(users: int) -> dict[str, Any]:
@@ -205,17 +234,34 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--users", type=int, default=2000, help="sockets (one per user)")
     parser.add_argument("--size", type=int, default=2, help="users per conversation")
     parser.add_argument("--steps", type=int, nargs="+", default=[250, 500, 1000, 2000])
-    parser.add_argument("--rates", type=float, nargs="+", default=[50, 100, 200, 400, 800])
-    parser.add_argument("--typing-ratio", type=float, default=1.0, help="typing per message")
+    parser.add_argument(
+        "--rates",
+        type=float,
+        nargs="+",
+        default=[100, 200, 400, 800, 1600],
+        help="frames offered per second, messages and typing together",
+    )
+    parser.add_argument(
+        "--message-share",
+        type=float,
+        default=0.05,
+        help="share of messages in the offered frames (the rest is typing); messages are "
+        "written to the database, typing is not",
+    )
+    parser.add_argument(
+        "--message-senders", type=int, default=100, help="sockets sending messages at full speed"
+    )
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each phase")
     parser.add_argument("--trials", type=int, default=9, help="single connects for round trips")
     parser.add_argument("--layers", nargs="+", default=["realtime", "pubsub"])
     parser.add_argument("--no-echo", action="store_true")
     parser.add_argument("--quick", action="store_true", help="a small run to try the tool")
     parser.add_argument("--soak", type=float, default=0, help="soak mode: seconds")
-    parser.add_argument("--soak-rate", type=float, default=100, help="soak messages/s")
+    parser.add_argument("--soak-rate", type=float, default=10, help="soak messages/s")
+    parser.add_argument("--soak-typing-rate", type=float, default=200, help="soak typing/s")
     parser.add_argument("--soak-sample", type=float, default=10, help="soak sample every S")
     parser.add_argument("--out", type=Path, default=RESULTS_PATH)
+    parser.add_argument("--profile", type=Path, help="py-spy the full-speed phases into DIR")
     parser.add_argument(
         "--database-url",
         default=os.environ.get("DATABASE_URL"),
@@ -226,7 +272,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         args.users, args.steps, args.rates, args.seconds, args.trials = (
             200,
             [100, 200],
-            [50, 100],
+            [100, 400],
             3.0,
             3,
         )
