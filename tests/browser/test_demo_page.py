@@ -60,7 +60,7 @@ def open_page(browser: Any) -> Iterator[Callable[..., Any]]:
 
 
 def trace_sockets(page: Any, label: str) -> None:
-    """Print every frame the page's sockets carry (pytest shows it when a test fails)."""
+    """Print every socket frame and API call of the page (pytest shows it when a test fails)."""
     started = time.monotonic()
 
     def trace(direction: str, payload: Any) -> None:
@@ -73,6 +73,13 @@ def trace_sockets(page: Any, label: str) -> None:
         socket.on("close", lambda _: trace("closed", ""))
 
     page.on("websocket", on_socket)
+    page.on(
+        "requestfinished",
+        lambda request: (
+            "/api/" in request.url
+            and trace(request.method, f"{request.url.split('/api/')[1]} {request.post_data or ''}")
+        ),
+    )
 
 
 def sign_in(page: Any, username: str, instance_id: str | re.Pattern[str]) -> None:
