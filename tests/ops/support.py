@@ -1,103 +1,22 @@
-"""Helpers for the fault tests: sockets per user and instance, the balancer's view, presence."""
+"""Helpers for the fault tests: sockets per user and instance, the balancer's view, presence.
+
+Sockets are the shared ``tests.support.ws_client.WsClient``; what is here builds on it.
+"""
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import json
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Iterable
 from typing import Any
 
-import websockets
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.protocol import State
-
 from scripts.cluster import Cluster
-from scripts.procs import http_get
+from scripts.procs import DaphneInstance, http_get
 from tests.support.async_poll import async_wait_until
-
-Frame = dict[str, Any]
-
-
-def frame_is(frame_type: str, **fields: Any) -> Callable[[Frame], bool]:
-    def check(frame: Frame) -> bool:
-        return frame.get("type") == frame_type and all(frame.get(k) == v for k, v in fields.items())
-
-    return check
-
-
-class WsClient:
-    """A socket that keeps every frame it received, so a test can look back at all of them."""
-
-    def __init__(self, connection: ClientConnection) -> None:
-        self.connection = connection
-        self.frames: list[Frame] = []
-        self._seen = 0  # frames[:_seen] were already searched by recv_until
-
-    @classmethod
-    async def open(cls, url: str, *, token: str) -> WsClient:
-        connection = await connect(
-            f"{url}?token={token}", open_timeout=5, ping_interval=None, proxy=None
-        )
-        return cls(connection)
-
-    async def send(self, frame: Frame) -> None:
-        await self.connection.send(json.dumps(frame))
-
-    async def recv_until(self, predicate: Callable[[Frame], bool], *, within: float = 5) -> Frame:
-        """The first frame received (from now back to the last match) matching ``predicate``."""
-        for index in range(self._seen, len(self.frames)):
-            if predicate(self.frames[index]):
-                self._seen = index + 1
-                return self.frames[index]
-        self._seen = len(self.frames)
-        deadline = time.monotonic() + within
-        while (remaining := deadline - time.monotonic()) > 0:
-            try:
-                raw = await asyncio.wait_for(self.connection.recv(), remaining)
-            except TimeoutError:
-                break
-            frame = json.loads(raw)
-            self.frames.append(frame)
-            self._seen = len(self.frames)
-            if predicate(frame):
-                return frame
-        raise TimeoutError(f"no matching frame within {within}s; last: {self.frames[-5:]}")
-
-    async def drain(self, *, within: float = 0.2) -> None:
-        """Read whatever arrives within ``within`` seconds (to count duplicates)."""
-        with_deadline = time.monotonic() + within
-        while (remaining := with_deadline - time.monotonic()) > 0:
-            try:
-                raw = await asyncio.wait_for(self.connection.recv(), remaining)
-            except TimeoutError:
-                return
-            self.frames.append(json.loads(raw))
-
-    async def wait_closed(self, *, within: float = 10) -> int | None:
-        """Read until the server closes; its close code."""
-        deadline = time.monotonic() + within
-        try:
-            while (remaining := deadline - time.monotonic()) > 0:
-                raw = await asyncio.wait_for(self.connection.recv(), remaining)
-                self.frames.append(json.loads(raw))
-        except websockets.ConnectionClosed:
-            return self.close_code
-        raise TimeoutError(f"socket still open after {within}s")
-
-    @property
-    def is_open(self) -> bool:
-        return self.connection.state is State.OPEN
-
-    @property
-    def close_code(self) -> int | None:
-        """The code the server closed with; 1006 when the connection just dropped."""
-        return self.connection.close_code
-
-    async def close(self) -> None:
-        await self.connection.close()
+from tests.support.ws_client import WsClient, frame_is
 
 
 def token(cluster: Cluster, name: str) -> str:
@@ -117,6 +36,21 @@ async def open_socket(cluster: Cluster, name: str, url: str) -> tuple[WsClient, 
     client = await WsClient.open(url, token=token(cluster, name))
     hello = await client.recv_until(frame_is("connected"), within=10)
     return client, hello
+
+
+async def open_sockets(cluster: Cluster, *placements: tuple[str, DaphneInstance]) -> list[WsClient]:
+    """A socket per ``(name, instance)``, in order, each past its ``connected`` frame; if one
+    fails, those already open are closed before the error goes on."""
+    opened: list[WsClient] = []
+    try:
+        for name, instance in placements:
+            client, _ = await open_socket(cluster, name, instance.ws_url)
+            opened.append(client)
+    except BaseException:
+        for client in opened:
+            await client.close()
+        raise
+    return opened
 
 
 async def reconnect_through(cluster: Cluster, name: str, *, within: float = 15) -> WsClient:
@@ -146,6 +80,32 @@ def health(url: str) -> tuple[int, dict[str, Any]]:
         return status, {}
 
 
+def _reports(base_url: str, status: str, check: str | None) -> bool:
+    body = health(base_url)[1]
+    if check is not None:
+        body = body.get("checks", {}).get(check, {})
+    return body.get("status") == status
+
+
+async def wait_health(
+    instances: Iterable[DaphneInstance],
+    status: str,
+    *,
+    check: str | None = None,
+    within: float,
+    interval: float,
+) -> None:
+    """Poll each instance in turn, ``within`` seconds each, until its health (or the ``check``
+    named in it) reports ``status``."""
+    for instance in instances:
+        await async_wait_until(
+            functools.partial(_reports, instance.base_url, status, check),
+            timeout=within,
+            interval=interval,
+            what=f"{instance.instance_id} reporting {check or 'health'} {status}",
+        )
+
+
 def api_get(cluster: Cluster, path: str, *, as_user: str = "admin") -> Any:
     request = urllib.request.Request(
         f"{cluster.url}{path}", headers={"Authorization": f"Token {token(cluster, as_user)}"}
@@ -164,6 +124,21 @@ def duplicates(client: WsClient) -> list[str]:
     """Event ids this socket received more than once."""
     counts = Counter(f["event_id"] for f in client.frames if "event_id" in f)
     return [event_id for event_id, n in counts.items() if n > 1]
+
+
+async def presence_past_grace(
+    cluster: Cluster, watcher: WsClient, names: Iterable[str], *, since: Stopwatch
+) -> tuple[list[dict[str, Any]], set[str]]:
+    """Once the grace period since ``since`` (plus a margin) has passed: the ``offline`` frames
+    ``watcher`` received, and the statuses the API gives for ``names``."""
+    grace = float(cluster.extra_env["PRESENCE_GRACE_SECONDS"])
+    await watcher.drain(within=max(0.0, grace + 1.5 - since.seconds()))
+    offline = [
+        f for f in watcher.frames if f.get("type") == "presence" and f.get("status") == "offline"
+    ]
+    ids = ",".join(user_id(cluster, name) for name in names)
+    statuses = api_get(cluster, f"/api/users/status?ids={ids}", as_user="alice")["users"]
+    return offline, {row["status"] for row in statuses}
 
 
 def firestore_status(cluster: Cluster, uid: str) -> str | None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 import pytest
 
 from tests.ops.support import (
@@ -12,6 +10,7 @@ from tests.ops.support import (
     health,
     open_socket,
     user_id,
+    wait_health,
 )
 from tests.support.async_poll import async_wait_until
 
@@ -32,20 +31,14 @@ async def test_firestore_outage_degrades_and_presence_catches_up(
         )
         cluster.firestore.stop()
         clock = Stopwatch()
-        for instance in (one, two):
-            await async_wait_until(
-                functools.partial(_firestore_is, instance.base_url, "down"),
-                timeout=3,
-                interval=0.05,
-                what=f"{instance.instance_id} sees Firestore down",
-            )
+        await wait_health((one, two), "down", check="firestore", within=3, interval=0.05)
         measurements["firestore_down_to_degraded_s"] = clock.seconds()
         assert health(one.base_url)[1]["status"] == "degraded"
 
         # Transitions during the outage: bob comes online, alice goes busy. Sockets keep working.
         bob, _ = await open_socket(cluster, "bob", two.ws_url)
         sockets.append(bob)
-        ack = await _request(alice, {"type": "status", "status": "busy"})
+        ack = await alice.request({"type": "status", "status": "busy"}, within=5)
         assert ack["type"] == "ack"
 
         cluster.firestore.start()  # same port, empty: as after a regional failover
@@ -60,28 +53,9 @@ async def test_firestore_outage_degrades_and_presence_catches_up(
             what="presence caught up in Firestore",
         )
         measurements["firestore_back_to_presence_caught_up_s"] = clock.seconds()
-        for instance in (one, two):
-            await async_wait_until(
-                functools.partial(_status_is, instance.base_url, "healthy"),
-                timeout=10,
-                interval=0.1,
-                what=f"{instance.instance_id} healthy",
-            )
+        await wait_health((one, two), "healthy", within=10, interval=0.1)
         measurements["firestore_back_to_healthy_s"] = clock.seconds()
         assert alice.is_open and bob.is_open
     finally:
         for client in sockets:
             await client.close()
-
-
-def _status_is(base_url: str, status: str) -> bool:
-    return health(base_url)[1].get("status") == status
-
-
-def _firestore_is(base_url: str, status: str) -> bool:
-    return health(base_url)[1].get("checks", {}).get("firestore", {}).get("status") == status
-
-
-async def _request(client, frame: dict) -> dict:
-    await client.send({**frame, "ref": "r1"})
-    return await client.recv_until(lambda f: f.get("ref") == "r1", within=5)

@@ -6,11 +6,10 @@ import pytest
 
 from tests.ops.support import (
     Stopwatch,
-    api_get,
-    open_socket,
+    open_sockets,
+    presence_past_grace,
     reconnect_through,
     registry_connections,
-    user_id,
 )
 from tests.support.async_poll import async_wait_until
 
@@ -23,10 +22,8 @@ async def test_killed_instance_is_routed_around_reaped_and_its_users_never_go_of
     cluster = start_cluster(instances=2)
     one, two = cluster.instances
     # alice and carol on the victim, bob (who watches their presence) on the survivor.
-    alice, _ = await open_socket(cluster, "alice", one.ws_url)
-    carol, _ = await open_socket(cluster, "carol", one.ws_url)
-    bob, _ = await open_socket(cluster, "bob", two.ws_url)
-    sockets = [alice, carol, bob]
+    sockets = await open_sockets(cluster, ("alice", one), ("carol", one), ("bob", two))
+    alice, _carol, bob = sockets
     try:
         await async_wait_until(
             lambda: registry_connections(cluster).get("instance-1") == 2, timeout=5
@@ -57,15 +54,9 @@ async def test_killed_instance_is_routed_around_reaped_and_its_users_never_go_of
         assert registry_connections(cluster) == {"instance-2": 3}
 
         # Past the grace period: alice and carol never went offline, for bob or for the API.
-        grace = float(cluster.extra_env["PRESENCE_GRACE_SECONDS"])
-        await bob.drain(within=max(0.0, grace + 1.5 - clock.seconds()))
-        offline = [
-            f for f in bob.frames if f.get("type") == "presence" and f.get("status") == "offline"
-        ]
+        offline, statuses = await presence_past_grace(cluster, bob, ("alice", "carol"), since=clock)
         assert offline == []
-        ids = ",".join(user_id(cluster, n) for n in ("alice", "carol"))
-        statuses = api_get(cluster, f"/api/users/status?ids={ids}", as_user="alice")["users"]
-        assert {row["status"] for row in statuses} == {"online"}
+        assert statuses == {"online"}
     finally:
         for client in sockets:
             await client.close()

@@ -9,12 +9,11 @@ import pytest
 from connections.close_codes import WS_1012_SERVICE_RESTART
 from tests.ops.support import (
     Stopwatch,
-    api_get,
     health,
-    open_socket,
+    open_sockets,
+    presence_past_grace,
     reconnect_through,
     registry_connections,
-    user_id,
 )
 from tests.support.async_poll import async_wait_until
 
@@ -24,10 +23,8 @@ pytestmark = pytest.mark.cluster
 async def test_sigterm_drains_then_exits_and_users_stay_online(start_cluster, measurements) -> None:
     cluster = start_cluster(instances=2, DRAIN_DELAY_SECONDS="1.5")
     one, two = cluster.instances
-    alice, _ = await open_socket(cluster, "alice", one.ws_url)
-    carol, _ = await open_socket(cluster, "carol", one.ws_url)
-    bob, _ = await open_socket(cluster, "bob", two.ws_url)
-    sockets = [alice, carol, bob]
+    sockets = await open_sockets(cluster, ("alice", one), ("carol", one), ("bob", two))
+    alice, carol, bob = sockets
     try:
         await async_wait_until(
             lambda: registry_connections(cluster) == {"instance-1": 2, "instance-2": 1},
@@ -69,15 +66,9 @@ async def test_sigterm_drains_then_exits_and_users_stay_online(start_cluster, me
             client = await reconnect_through(cluster, name, within=10)
             sockets.append(client)
             assert client.frames[0]["instance_id"] == "instance-2"
-        grace = float(cluster.extra_env["PRESENCE_GRACE_SECONDS"])
-        await bob.drain(within=max(0.0, grace + 1.5 - clock.seconds()))
-        offline = [
-            f for f in bob.frames if f.get("type") == "presence" and f.get("status") == "offline"
-        ]
+        offline, statuses = await presence_past_grace(cluster, bob, ("alice", "carol"), since=clock)
         assert offline == []
-        ids = ",".join(user_id(cluster, n) for n in ("alice", "carol"))
-        statuses = api_get(cluster, f"/api/users/status?ids={ids}", as_user="alice")["users"]
-        assert {row["status"] for row in statuses} == {"online"}
+        assert statuses == {"online"}
     finally:
         for client in sockets:
             await client.close()

@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
-import functools
-
 import pytest
 
 from tests.ops.support import (
     Stopwatch,
-    WsClient,
     conversation,
     duplicates,
-    frame_is,
     health,
-    open_socket,
+    open_sockets,
     registry_connections,
+    wait_health,
 )
 from tests.support.async_poll import async_wait_until
+from tests.support.ws_client import WsClient, frame_is
 
 pytestmark = pytest.mark.cluster
-
-
-def _status_is(base_url: str, status: str) -> bool:
-    return health(base_url)[1].get("status") == status
 
 
 async def _typing(sender: WsClient, conversation_id: str, is_typing: bool) -> None:
@@ -37,10 +31,8 @@ async def test_redis_outage_degrades_serves_locally_and_recovers(
     cluster = start_cluster(instances=2)
     one, two = cluster.instances
     abc = conversation(cluster, "alice-bob-carol")
-    alice, _ = await open_socket(cluster, "alice", one.ws_url)
-    carol, _ = await open_socket(cluster, "carol", one.ws_url)
-    bob, _ = await open_socket(cluster, "bob", two.ws_url)
-    sockets = [alice, carol, bob]
+    sockets = await open_sockets(cluster, ("alice", one), ("carol", one), ("bob", two))
+    alice, carol, bob = sockets
     try:
         # Before: events cross instances.
         await _typing(alice, abc, True)
@@ -49,13 +41,7 @@ async def test_redis_outage_degrades_serves_locally_and_recovers(
 
         cluster.redis.stop()
         clock = Stopwatch()
-        for instance in (one, two):
-            await async_wait_until(
-                functools.partial(_status_is, instance.base_url, "degraded"),
-                timeout=2,
-                interval=0.05,
-                what=f"{instance.instance_id} degraded",
-            )
+        await wait_health((one, two), "degraded", within=2, interval=0.05)
         measurements["redis_down_to_degraded_s"] = clock.seconds()
         status, body = health(one.base_url)
         assert status == 200 and body["checks"]["redis"]["status"] == "down"
@@ -67,13 +53,7 @@ async def test_redis_outage_degrades_serves_locally_and_recovers(
 
         cluster.redis.start()
         clock = Stopwatch()
-        for instance in (one, two):
-            await async_wait_until(
-                functools.partial(_status_is, instance.base_url, "healthy"),
-                timeout=2,
-                interval=0.05,
-                what=f"{instance.instance_id} healthy again",
-            )
+        await wait_health((one, two), "healthy", within=2, interval=0.05)
         measurements["redis_back_to_healthy_s"] = clock.seconds()
 
         # Cross-instance delivery is back: alice keeps typing until bob hears her.
