@@ -30,6 +30,7 @@ import pytest
 
 from scripts.cluster import Cluster
 from scripts.procs import DaphneInstance, ServiceUnavailable
+from tests.support.demo_user import DemoUser
 from tests.support.ws_client import WsClient, frame_is
 
 # Short enough that a lease or a grace period lapses within seconds, long enough for a
@@ -45,13 +46,6 @@ E2E_ENV = {
     "DRAIN_DELAY_SECONDS": "0",
     "LOG_LEVEL": "WARNING",
 }
-
-
-@dataclass(frozen=True)
-class DemoUser:
-    name: str
-    id: str
-    token: str
 
 
 @dataclass(frozen=True)

@@ -20,15 +20,9 @@ from chat.models import Conversation, Participant
 from connections.instance import instance_stop
 from connections.registry import reset_registry
 from tests.support.consumer import InProcessSocket
+from tests.support.demo_user import DemoUser
 
 __all__ = ["Demo", "DemoUser", "demo", "open_socket", "realtime_override", "stack"]
-
-
-@dataclass(frozen=True)
-class DemoUser:
-    name: str
-    id: str
-    token: str
 
 
 @dataclass(frozen=True)
