@@ -169,11 +169,15 @@ REALTIME: dict[str, Any] = {
     "PRESENCE_COLLECTION": env_str("PRESENCE_COLLECTION", "users"),
     "PRESENCE_GRACE_SECONDS": env_float("PRESENCE_GRACE_SECONDS", 30, minimum=0),
     # How often each instance claims due offline deadlines (docs/presence.md).
-    "PRESENCE_DEADLINE_POLL_SECONDS": env_float("PRESENCE_DEADLINE_POLL_SECONDS", 1.0, minimum=0.01),
+    "PRESENCE_DEADLINE_POLL_SECONDS": env_float(
+        "PRESENCE_DEADLINE_POLL_SECONDS", 1.0, minimum=0.01
+    ),
     # How often users stored as online are checked against the registry (lost deadlines).
     "PRESENCE_RECONCILE_SECONDS": env_float("PRESENCE_RECONCILE_SECONDS", 60, minimum=0.05),
     # One Firestore call; failed transitions are retried with backoff up to the maximum.
-    "PRESENCE_STORE_TIMEOUT_SECONDS": env_float("PRESENCE_STORE_TIMEOUT_SECONDS", 2.0, minimum=0.05),
+    "PRESENCE_STORE_TIMEOUT_SECONDS": env_float(
+        "PRESENCE_STORE_TIMEOUT_SECONDS", 2.0, minimum=0.05
+    ),
     "PRESENCE_RETRY_MAX_SECONDS": env_float("PRESENCE_RETRY_MAX_SECONDS", 10, minimum=0.01),
     # Who hears about a user's presence: a dotted path to a callable (user_id) -> user ids.
     "PRESENCE_AUDIENCE": env_str("PRESENCE_AUDIENCE", "chat.selectors.presence_audience"),
@@ -214,7 +218,7 @@ CHANNEL_LAYERS = {
 # Another layer in place of ours, for comparisons (bench/e2e): a dotted class path such as
 # channels_redis.pubsub.RedisPubSubChannelLayer, given REDIS_URL the way channels_redis takes it.
 _LAYER_BACKEND = env_optional_str("CHANNEL_LAYER_BACKEND")
-if _LAYER_BACKEND and _LAYER_BACKEND != CHANNEL_LAYERS["default"]["BACKEND"]:
+if _LAYER_BACKEND and CHANNEL_LAYERS["default"]["BACKEND"] != _LAYER_BACKEND:
     _hosts = {"hosts": [REALTIME["REDIS_URL"]]} if REALTIME["REDIS_URL"] else {}
     CHANNEL_LAYERS = {"default": {"BACKEND": _LAYER_BACKEND, "CONFIG": _hosts}}
 
