@@ -73,13 +73,12 @@ def trace_sockets(page: Any, label: str) -> None:
         socket.on("close", lambda _: trace("closed", ""))
 
     page.on("websocket", on_socket)
-    page.on(
-        "requestfinished",
-        lambda request: (
-            "/api/" in request.url
-            and trace(request.method, f"{request.url.split('/api/')[1]} {request.post_data or ''}")
-        ),
-    )
+
+    def on_request(request: Any) -> None:
+        if "/api/" in request.url:
+            trace(request.method, f"{request.url.split('/api/')[1]} {request.post_data or ''}")
+
+    page.on("requestfinished", on_request)
 
 
 def sign_in(page: Any, username: str, instance_id: str | re.Pattern[str]) -> None:
