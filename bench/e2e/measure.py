@@ -93,7 +93,7 @@ async def phase(
         result["redis_calls_per_delivery"] = round(delta.total_calls / max(1, stats.delivered), 2)
         result["publish_per_frame"] = round(delta.calls.get("publish", 0) / sent, 2)
     settle_started = time.monotonic()
-    tally = await gen.settle()
+    tally = await gen.settle(within=30)
     result["settle_seconds"] = round(time.monotonic() - settle_started, 2)
     result["lost_after_settle"] = tally.lost
     return result

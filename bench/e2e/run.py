@@ -70,7 +70,7 @@ async def bench_echo(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             result["sweep"].append(await phase(gen, run, pids=pids, redis=None, others=others))
         run = _closed(gen, "echo", args.seconds)
         result["saturation"] = {"echo": await phase(gen, run, pids=pids, redis=None, others=others)}
-        result["integrity"] = (await gen.settle()).as_dict()
+        result["integrity"] = (await gen.settle(within=30)).as_dict()
         await gen.close()
         return result
     finally:
@@ -122,7 +122,7 @@ async def bench_layer(args: argparse.Namespace, layer: str, workdir: Path) -> di
             )
             if spy is not None:
                 spy.wait(timeout=args.seconds + 30)
-        result["integrity"] = (await gen.settle()).as_dict()
+        result["integrity"] = (await gen.settle(within=30)).as_dict()
         result["closed_unexpectedly"] = gen.closed_unexpectedly
         await gen.close()
         result["rss_after_close_kib"] = await rss_settled(pids)
@@ -163,7 +163,7 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     "rss_kib": {n: _rss(p) for n, p in pids.items()},
                 }
             )
-        tally = (await gen.settle()).as_dict()
+        tally = (await gen.settle(within=30)).as_dict()
         errors: dict[str, int] = {}
         for item in phases:
             for code, count in item["errors"].items():
