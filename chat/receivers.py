@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from channels.db import database_sync_to_async
+from asgiref.sync import sync_to_async
 
 from chat import events, selectors
 
@@ -22,9 +22,10 @@ async def presence_changed_receiver(
     last_seen: datetime | None = None,
     **kwargs: Any,
 ) -> None:
-    conversation_ids = await database_sync_to_async(selectors.conversation_ids_for_user)(
-        user_id=user_id
-    )
+    # Plain sync_to_async, not Channels' database_sync_to_async: this runs inside whatever
+    # called presence (a REST view's thread, possibly mid-transaction), whose connection must
+    # not be closed under it. Consumers' own database calls tidy stale connections.
+    conversation_ids = await sync_to_async(selectors.conversation_ids_for_user)(user_id=user_id)
     await events.event_emit(
         event_type="presence",
         payload={

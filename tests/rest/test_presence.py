@@ -13,11 +13,6 @@ from connections.registry import get_registry, reset_registry
 from presence.services import reset_presence
 from presence.store import reset_store
 
-# Presence announces through chat's receiver, which (as in a consumer) closes the thread's
-# stale database connections around its query; that would end a test's wrapping
-# transaction on PostgreSQL, so these tests commit for real as production views do.
-pytestmark = pytest.mark.django_db(transaction=True)
-
 
 @pytest.fixture(autouse=True)
 def fresh_state() -> Iterator[None]:
