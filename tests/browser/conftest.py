@@ -50,8 +50,10 @@ def chromium_executable() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    # Module scope, not session: Playwright's sync API keeps an event loop running on this
+    # thread while it is started, and every async test after it would fail to run its own.
     executable = chromium_executable()
     if executable is None:
         _unavailable("chromium is not installed (apt-get install chromium chromium-driver)")
