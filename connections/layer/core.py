@@ -21,14 +21,8 @@ from channels.exceptions import ChannelFull
 from channels.layers import BaseChannelLayer
 
 from connections.layer.endpoints import HashRing, RedisEndpoint
-from connections.layer.links import (
-    DEGRADED,
-    HEALTHY,
-    LinkSettings,
-    LoopLink,
-    ShardLink,
-    run_on_loop,
-)
+from connections.layer.links import DEGRADED, HEALTHY, LinkSettings, ShardLink
+from connections.layer.loops import LoopLink, run_on_loop
 from connections.layer.queues import DROPPED_EPHEMERAL, ChannelQueue
 
 __all__ = ["ChannelFull", "RealtimeChannelLayer"]

@@ -14,17 +14,18 @@ import contextlib
 import logging
 import math
 import random
-import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import hiredis
-import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection
 from redis.exceptions import RedisError, ResponseError
 
 from connections.layer.endpoints import RedisEndpoint
+
+if TYPE_CHECKING:
+    from connections.layer.loops import LoopLink
 
 logger = logging.getLogger(__name__)
 
@@ -447,59 +448,3 @@ class ShardLink:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._set_state(CONNECTING)
-
-
-class LoopLink:
-    """Everything the layer holds for one event loop: its shard links and membership refs."""
-
-    def __init__(
-        self,
-        *,
-        endpoints: list[RedisEndpoint],
-        settings: LinkSettings,
-        layer: LayerCallbacks,
-    ) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.thread_id = threading.get_ident()
-        self.closed = False
-        self.settings = settings
-        self.endpoints = endpoints
-        self.shards = [
-            ShardLink(endpoint=endpoint, settings=settings, layer=layer, loop_link=self)
-            for endpoint in endpoints
-        ]
-        # group -> channels homed on this loop that are members (the subscription refcount).
-        self.group_members: dict[str, set[str]] = {}
-        self.inbox_subscribed = False
-        self._clients: list[aioredis.Redis] | None = None
-
-    @property
-    def alive(self) -> bool:
-        return not self.closed and not self.loop.is_closed()
-
-    def clients(self) -> list[aioredis.Redis]:
-        if self._clients is None:
-            self._clients = [
-                endpoint.client(
-                    socket_timeout=self.settings.socket_timeout,
-                    connect_timeout=self.settings.connect_timeout,
-                )
-                for endpoint in self.endpoints
-            ]
-        return self._clients
-
-    async def close(self) -> None:
-        self.closed = True
-        for shard in self.shards:
-            await shard.close()
-        if self._clients is not None:
-            for client in self._clients:
-                with contextlib.suppress(Exception):
-                    await client.aclose()
-            self._clients = None
-
-
-def run_on_loop(link: LoopLink, make: Callable[[], Any]) -> asyncio.Future[Any]:
-    """Run a coroutine on another thread's loop and return an awaitable for this one."""
-    future = asyncio.run_coroutine_threadsafe(make(), link.loop)
-    return asyncio.wrap_future(future)

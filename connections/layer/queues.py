@@ -17,7 +17,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from connections.layer.links import LoopLink
+    from connections.layer.loops import LoopLink
 
 # Explicit event ids remembered per channel for duplicate suppression (bounded memory).
 SEEN_IDS_PER_CHANNEL = 256

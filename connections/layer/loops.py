@@ -1,0 +1,75 @@
+"""What the layer holds per event loop; see docs/channel-layer.md.
+
+Redis sockets belong to one event loop each, so every loop that uses the layer gets a
+``LoopLink``: its shard links (one per Redis node), its group membership refcounts, and a small
+redis-py pool for health checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from connections.layer.endpoints import RedisEndpoint
+from connections.layer.links import LayerCallbacks, LinkSettings, ShardLink
+
+
+class LoopLink:
+    """Everything the layer holds for one event loop: its shard links and membership refs."""
+
+    def __init__(
+        self,
+        *,
+        endpoints: list[RedisEndpoint],
+        settings: LinkSettings,
+        layer: LayerCallbacks,
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.thread_id = threading.get_ident()
+        self.closed = False
+        self.settings = settings
+        self.endpoints = endpoints
+        self.shards = [
+            ShardLink(endpoint=endpoint, settings=settings, layer=layer, loop_link=self)
+            for endpoint in endpoints
+        ]
+        # group -> channels homed on this loop that are members (the subscription refcount).
+        self.group_members: dict[str, set[str]] = {}
+        self.inbox_subscribed = False
+        self._clients: list[aioredis.Redis] | None = None
+
+    @property
+    def alive(self) -> bool:
+        return not self.closed and not self.loop.is_closed()
+
+    def clients(self) -> list[aioredis.Redis]:
+        if self._clients is None:
+            self._clients = [
+                endpoint.client(
+                    socket_timeout=self.settings.socket_timeout,
+                    connect_timeout=self.settings.connect_timeout,
+                )
+                for endpoint in self.endpoints
+            ]
+        return self._clients
+
+    async def close(self) -> None:
+        self.closed = True
+        for shard in self.shards:
+            await shard.close()
+        if self._clients is not None:
+            for client in self._clients:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+            self._clients = None
+
+
+def run_on_loop(link: LoopLink, make: Callable[[], Any]) -> asyncio.Future[Any]:
+    """Run a coroutine on another thread's loop and return an awaitable for this one."""
+    future = asyncio.run_coroutine_threadsafe(make(), link.loop)
+    return asyncio.wrap_future(future)
