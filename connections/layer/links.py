@@ -95,6 +95,8 @@ class ShardLink:
         self.writer_replies = 0
         self.reader_replies = 0
         self._out: list[bytes] = []
+        # Why the last connection ended, for the log line that says so.
+        self._loss_reason = "unknown"
         self._out_ready = asyncio.Event()
         self._out_taken = asyncio.Event()
         self._sent = asyncio.Event()
@@ -255,6 +257,10 @@ class ShardLink:
                 continue
             self.reader_replies += 1
             if type(reply) is not list:
+                # Outside subscribed mode (no channel subscribed yet, or the last one just
+                # unsubscribed) Redis answers PING with a plain +PONG, not a pub/sub push.
+                if reply == b"PONG":
+                    self._pong.set()
                 continue
             kind = reply[0]
             if kind == b"message":
@@ -313,7 +319,9 @@ class ShardLink:
                 await self._watch()
                 stale = self._detach()
                 self.layer.count("redis_errors")
-                logger.warning("Redis %s connection lost", self.endpoint.name)
+                logger.warning(
+                    "Redis %s connection lost (%s)", self.endpoint.name, self._loss_reason
+                )
                 self._set_state(DEGRADED)
                 await self._dispose(stale)
                 attempt = 1
@@ -365,8 +373,8 @@ class ShardLink:
         """Run one connection's I/O loop; its failure ends the connection (and only its own)."""
         try:
             await work
-        except REDIS_FAILURES:
-            pass
+        except REDIS_FAILURES as exc:
+            self._loss_reason = f"{getattr(work, '__name__', 'io')}: {exc!r}"
         except Exception:
             logger.exception("Layer I/O task for %s failed", self.endpoint.name)
         if generation == self._generation:
@@ -390,6 +398,7 @@ class ShardLink:
             elif now - writer_progress_at > self.settings.socket_timeout:
                 # Publishes in flight and no reply for a socket timeout: the writer is dead.
                 self.layer.count("probe_failures")
+                self._loss_reason = "no reply to publishes within the socket timeout"
                 return
             if self.reader_replies != reader_seen:
                 reader_seen = self.reader_replies
@@ -401,6 +410,7 @@ class ShardLink:
                     await self._pong.wait()
             except TimeoutError:
                 self.layer.count("probe_failures")
+                self._loss_reason = "the subscriber did not answer PING"
                 return
             reader_seen = self.reader_replies
 

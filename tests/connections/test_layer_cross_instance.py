@@ -205,3 +205,19 @@ async def test_groups_spread_over_several_redis_nodes(
     finally:
         await a.close()
         await b.close()
+
+
+async def test_an_idle_link_without_subscriptions_passes_its_probes(redis_url: str) -> None:
+    # Outside subscribed mode Redis answers PING with +PONG; a probe that only understood the
+    # pub/sub form took every such instance for dead and dropped what it published meanwhile.
+    layer = make_layer(redis_url, "inst-idle", probe_interval=0.05)
+    try:
+        await layer.group_send("conv.nobody-here", {"type": "x"})
+        (shard,) = [s for link in layer._live_links() for s in link.shards]
+        await async_wait_until(lambda: shard.reader_replies >= 5, timeout=5, what="probes")
+        assert layer.status == "healthy"
+        counters = layer.counters()
+        assert counters["probe_failures"] == 0
+        assert counters["reconnects"] == 0
+    finally:
+        await layer.close()
