@@ -23,10 +23,9 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/api/health', timeout=4)"]
 
-# backlog=1024: Twisted's default of 50 overflows under bursts of reconnects (FINDINGS.md).
-# --verbosity 0: no Daphne access log, whose HTTP lines would carry ?token= query strings.
+# backlog=1024: Twisted's default of 50 overflows under bursts of reconnects.
 # --ping-interval 20: well below the balancer's tunnel timeout, so idle sockets stay up.
 # Exec form: Daphne is PID 1 and receives SIGTERM itself, which drains the instance.
 CMD ["daphne", "-e", "tcp:port=8000:interface=0.0.0.0:backlog=1024", "--proxy-headers", \
-     "--verbosity", "0", "--ping-interval", "20", "--ping-timeout", "30", \
+     "--ping-interval", "20", "--ping-timeout", "30", \
      "realtime_project.asgi:application"]

@@ -18,6 +18,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from chat.routing import websocket_urlpatterns  # noqa: E402
 from connections.auth import websocket_stack  # noqa: E402
+from health.access_log import daphne_access_log_scrub  # noqa: E402
 from health.asgi import health_router  # noqa: E402
 from health.drain import drain_install_on_reactor  # noqa: E402
 
@@ -29,5 +30,7 @@ application = ProtocolTypeRouter(
     }
 )
 
+# Under Daphne: its access log keeps its lines but never the ?token= of a WebSocket URL.
+daphne_access_log_scrub()
 # Under Daphne: SIGTERM drains this instance (health 503, sockets closed 1012) before exiting.
 drain_install_on_reactor()

@@ -321,9 +321,6 @@ class DaphneInstance(Process):
             venv_bin("daphne"),
             "-e", endpoint,
             "--proxy-headers",
-            # Verbosity 1 (Daphne's default) writes an access log whose HTTP lines carry the
-            # query string, tokens included; our own structured logs cover connects instead.
-            "--verbosity", "0",
             *self.extra_args,
             "realtime_project.asgi:application",
         ]  # fmt: skip
@@ -331,6 +328,8 @@ class DaphneInstance(Process):
     def start(self, timeout: float = 30.0) -> DaphneInstance:
         env = {**os.environ, "INSTANCE_ID": self.instance_id, **self.env}
         env.setdefault("DJANGO_SETTINGS_MODULE", "realtime_project.settings")
+        # Daphne's access log goes to stdout: unbuffered, so a killed instance's log is whole.
+        env.setdefault("PYTHONUNBUFFERED", "1")
         self._spawn(self.argv(), env=env)
         wait_until(self._ready, timeout=timeout, what=f"{self.name} on port {self.port}")
         return self

@@ -65,7 +65,7 @@ class RedisEndpoint:
 
         RESP2, so pub/sub messages arrive as plain arrays (hiredis parses them when installed).
         No socket timeout: the layer bounds every read and write itself, below the socket
-        timeout it was given (redis-py 8's 5 s default would cut idle reads; FINDINGS.md).
+        timeout it was given (redis-py 8's 5 s default would cut idle reads).
         """
         connection_class = SSLConnection if self.tls else Connection
         return connection_class(

@@ -31,6 +31,10 @@ async def test_a_token_in_the_query_string_never_reaches_a_log(start_cluster) ->
     cluster.stop()  # flush and close every log
     logs = sorted(cluster.log_dir.glob("*.log"))
     assert any("daphne" in p.name for p in logs) and any("haproxy" in p.name for p in logs)
+    daphne_log = next(p for p in logs if "daphne" in p.name).read_text(errors="replace")
+    # Daphne's own access log is on, and its request lines keep everything but the token.
+    assert "WSCONNECTING /ws/" in daphne_log
+    assert "GET /api/users/status?ids=1&token=[redacted]" in daphne_log
     # ...and no line carries the token.
     for path in logs:
         assert secret not in path.read_text(errors="replace"), path.name
