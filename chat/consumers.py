@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from rest_framework import serializers as drf_serializers
@@ -176,6 +177,21 @@ class ChatConsumer(AsyncWebsocketConsumer):
             "status": self.on_status,
             "message": self.on_message,
         }
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Run the handler for ``message`` without Channels' per-message thread hop.
+
+        Channels awaits ``aclose_old_connections()`` (a ``sync_to_async`` call) before every
+        handler, so every frame and every delivered event of every socket queued for the one
+        thread-sensitive executor thread: measured, it capped an instance at a few hundred
+        deliveries a second with the CPU half idle (docs/benchmarks.md). Every database call
+        of this consumer goes through ``database_sync_to_async``, which closes stale
+        connections around itself in that thread, so the hop bought nothing here.
+        """
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     # -- lifecycle -------------------------------------------------------------------------
 
