@@ -160,7 +160,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.registered = False
         self.closing = False
         self.conversation_ids: set[str] = set()
-        self.seen = SeenIds()
+        # Set at connect: only kept when the layer does not already drop repeated event ids.
+        self.seen: SeenIds | None = None
         self.bucket = TokenBucket(
             rate=float(realtime_settings.RATE_LIMIT_FRAMES_PER_SECOND),
             burst=int(realtime_settings.RATE_LIMIT_BURST),
@@ -206,6 +207,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         self.user_id = str(user.pk)
         self.connection_id = uuid.uuid4().hex
+        if not getattr(self.channel_layer, "delivers_event_ids_once", False):
+            self.seen = SeenIds()
         if drain_is_active():
             # The load balancer has not noticed the drain yet: send the client elsewhere.
             await self.refuse(WS_1012_SERVICE_RESTART)
@@ -425,7 +428,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if message.get("exclude_channel") == self.channel_name:
             return
         event_id = event.get("event_id")
-        if isinstance(event_id, str) and not self.seen.first_time(event_id):
+        seen = self.seen
+        if seen is not None and isinstance(event_id, str) and not seen.first_time(event_id):
             return
         await self.send_frame(event)
 

@@ -72,6 +72,9 @@ class RealtimeChannelLayer(BaseChannelLayer):
     """Channels layer over Redis pub/sub, local-only when no Redis is configured."""
 
     extensions = ["groups", "flush"]
+    # Each channel gets a given message["event"]["event_id"] at most once (queues.py), so a
+    # consumer on this layer needs no memory of its own for that.
+    delivers_event_ids_once = True
 
     def __init__(
         self,
