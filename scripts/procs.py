@@ -103,9 +103,10 @@ class Process:
         return self.proc is not None and self.proc.poll() is None
 
     def signal(self, signum: int) -> None:
-        if self.alive():
-            assert self.proc is not None
-            with contextlib.suppress(ProcessLookupError):
+        # The whole group, even once its leader has exited: a launcher script may leave a
+        # child (the emulator's JVM) running in it.
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.proc.pid, signum)
 
     def kill(self) -> None:
@@ -263,6 +264,19 @@ class FirestoreEmulator(Process):
         )
         with urllib.request.urlopen(request, timeout=5):
             pass
+
+    def stop(self, timeout: float = 10.0) -> None:
+        # The launcher script exits at once; the JVM it started shuts down on its own time and
+        # keeps answering until then. Stopped means the port is closed.
+        super().stop(timeout)
+        try:
+            wait_until(lambda: not port_open(self.port), timeout=timeout, what="the emulator")
+        except TimeoutError:
+            self.kill()
+
+    def kill(self) -> None:
+        super().kill()
+        wait_until(lambda: not port_open(self.port), timeout=10, what="the killed emulator")
 
     def restart(self) -> FirestoreEmulator:
         self.stop()

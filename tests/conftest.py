@@ -88,3 +88,20 @@ def firestore(firestore_emulator: FirestoreEmulator) -> Iterator[FirestoreEmulat
     yield firestore_emulator
     if firestore_emulator.alive():
         firestore_emulator.clear()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _database_pools_closed(django_db_setup: None, django_db_blocker: object) -> Iterator[None]:
+    """Close PostgreSQL connection pools before the test database is dropped.
+
+    Connections opened from worker threads (sync views, ``database_sync_to_async``) return to
+    the pool rather than closing, and an open one keeps ``DROP DATABASE`` from running.
+    """
+    yield
+    from django.db import connections
+
+    with django_db_blocker.unblock():  # type: ignore[attr-defined]
+        for connection in connections.all(initialized_only=True):
+            close_pool = getattr(connection, "close_pool", None)
+            if close_pool is not None:
+                close_pool()
