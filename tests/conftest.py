@@ -90,18 +90,14 @@ def firestore(firestore_emulator: FirestoreEmulator) -> Iterator[FirestoreEmulat
         firestore_emulator.clear()
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _database_pools_closed(django_db_setup: None, django_db_blocker: object) -> Iterator[None]:
-    """Close PostgreSQL connection pools before the test database is dropped.
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: None) -> None:
+    """No connection pool in the test process itself (instances it starts keep theirs).
 
-    Connections opened from worker threads (sync views, ``database_sync_to_async``) return to
-    the pool rather than closing, and an open one keeps ``DROP DATABASE`` from running.
+    Connections opened from worker threads (sync views, ``database_sync_to_async``) would go
+    back to the pool and stay open, and an open one keeps the test database from being
+    dropped at the end of the run.
     """
-    yield
-    from django.db import connections
+    from django.conf import settings
 
-    with django_db_blocker.unblock():  # type: ignore[attr-defined]
-        for connection in connections.all(initialized_only=True):
-            close_pool = getattr(connection, "close_pool", None)
-            if close_pool is not None:
-                close_pool()
+    settings.DATABASES["default"].get("OPTIONS", {}).pop("pool", None)
