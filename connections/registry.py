@@ -63,6 +63,21 @@ class ConnectionRegistry(ABC):
 
     # -- local bookkeeping -------------------------------------------------------------------
 
+    def _local_stats(self) -> dict[str, Any]:
+        """``stats()`` as this process alone knows it (no Redis, or Redis unreachable)."""
+        return {
+            "total_connections": len(self._local),
+            "unique_users": len(self._by_user),
+            "instances": [
+                {
+                    "instance_id": self.instance_id,
+                    "connections": len(self._local),
+                    "last_heartbeat": utc_from_timestamp(self._last_heartbeat).isoformat(),
+                    "status": "alive",
+                }
+            ],
+        }
+
     def _local_add(
         self, *, connection_id: str, user_id: str, metadata: dict[str, str]
     ) -> ConnectionInfo:
@@ -207,18 +222,7 @@ class MemoryConnectionRegistry(ConnectionRegistry):
         return sorted(self.local_connections(), key=lambda c: c.connection_id)
 
     async def stats(self) -> dict[str, Any]:
-        return {
-            "total_connections": len(self._local),
-            "unique_users": len(self._by_user),
-            "instances": [
-                {
-                    "instance_id": self.instance_id,
-                    "connections": len(self._local),
-                    "last_heartbeat": utc_from_timestamp(self._last_heartbeat).isoformat(),
-                    "status": "alive",
-                }
-            ],
-        }
+        return self._local_stats()
 
     async def heartbeat(self) -> None:
         self._last_heartbeat = time.time()

@@ -454,20 +454,6 @@ class RedisConnectionRegistry(ConnectionRegistry):
             )
         return {"total_connections": total, "unique_users": len(users), "instances": instances}
 
-    def _local_stats(self) -> dict[str, Any]:
-        return {
-            "total_connections": len(self._local),
-            "unique_users": len(self._by_user),
-            "instances": [
-                {
-                    "instance_id": self.instance_id,
-                    "connections": len(self._local),
-                    "last_heartbeat": utc_from_timestamp(self._last_heartbeat).isoformat(),
-                    "status": "alive",
-                }
-            ],
-        }
-
     async def all_instance_counters(self) -> dict[str, dict[str, float]]:
         try:
             order = sorted(await self._heartbeats())
