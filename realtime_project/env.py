@@ -1,8 +1,8 @@
 """Typed readers for environment variables that fail loudly on a bad value.
 
-Every setting of the project comes from the environment (``docs/configuration.md``). A value
-that cannot be parsed stops the process at start with a message naming the variable, rather
-than surfacing later as a confusing runtime error.
+Every setting of the project comes from the environment (the README's configuration table).
+A value that cannot be parsed stops the process at start with a message naming the variable,
+rather than surfacing later as a confusing runtime error.
 """
 
 from __future__ import annotations
