@@ -101,17 +101,3 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: N
     from django.conf import settings
 
     settings.DATABASES["default"].get("OPTIONS", {}).pop("pool", None)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _worker_thread_connections_closed(django_db_setup: None) -> Iterator[None]:
-    """Close what asgiref's shared worker thread left open before the test database is dropped.
-
-    ``sync_to_async`` calls all run in one long-lived thread; a connection it opened last
-    would otherwise keep PostgreSQL from dropping the test database.
-    """
-    yield
-    from asgiref.sync import async_to_sync, sync_to_async
-    from django.db import connections
-
-    async_to_sync(sync_to_async(connections.close_all))()
