@@ -293,7 +293,21 @@ def venv_bin(name: str) -> str:
     return str(candidate) if candidate.exists() else name
 
 
-class DaphneInstance(Process):
+class WebServer(Process):
+    """A process serving the project's HTTP and WebSocket URLs on a loopback port."""
+
+    port: int
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{LOOPBACK}:{self.port}/ws/"
+
+
+class DaphneInstance(WebServer):
     """One API instance: ``daphne realtime_project.asgi:application`` on a loopback port.
 
     ``env`` adds to (and overrides) the current environment: REDIS_URL, DATABASE_URL,
@@ -319,14 +333,6 @@ class DaphneInstance(Process):
         self.env = dict(env or {})
         self.backlog = backlog
         self.extra_args = list(extra_args or [])
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://{LOOPBACK}:{self.port}/ws/"
 
     def argv(self) -> list[str]:
         # Twisted's default listen backlog (50) overflows under bursts of connects.
@@ -357,7 +363,7 @@ class DaphneInstance(Process):
         return status > 0
 
 
-class HAProxy(Process):
+class HAProxy(WebServer):
     """HAProxy in the foreground (``-db``) with a rendered config file.
 
     ``stats_port`` serves HAProxy's stats page; ``server_states()`` reads it as CSV so tests
@@ -388,14 +394,6 @@ class HAProxy(Process):
         if path is None:
             raise ServiceUnavailable("haproxy is not installed (apt-get install haproxy)")
         return path
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://{LOOPBACK}:{self.port}/ws/"
 
     def start(self, timeout: float = 10.0) -> HAProxy:
         binary = self.binary()
