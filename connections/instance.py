@@ -118,11 +118,10 @@ def _layer_counters() -> dict[str, float]:
 
 async def _heartbeat_loop() -> None:
     while True:
-        registry = get_registry()
         try:
-            await registry.heartbeat()
-            # GET /api/connections/stats sums these from Redis instead of asking instances.
-            await registry.publish_counters(_layer_counters())
+            # GET /api/connections/stats sums these from Redis instead of asking instances;
+            # they ride in the heartbeat's own pipeline.
+            await get_registry().heartbeat(counters=_layer_counters())
         except Exception:
             logger.exception("registry heartbeat failed")
         await asyncio.sleep(float(realtime_settings.HEARTBEAT_INTERVAL_SECONDS))

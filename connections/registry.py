@@ -163,8 +163,12 @@ class ConnectionRegistry(ABC):
     async def stats(self) -> dict[str, Any]: ...
 
     @abstractmethod
-    async def heartbeat(self) -> None:
-        """Renew this instance's lease and flush last-seen times; replay after a data loss."""
+    async def heartbeat(self, *, counters: dict[str, float] | None = None) -> None:
+        """Renew this instance's lease and flush last-seen times; replay after a data loss.
+
+        ``counters`` (the layer's delivery counters) replace the published ones, in the same
+        round trip as the lease.
+        """
 
     @abstractmethod
     async def reap_dead_instances(self) -> list[str]:
@@ -224,8 +228,10 @@ class MemoryConnectionRegistry(ConnectionRegistry):
     async def stats(self) -> dict[str, Any]:
         return self._local_stats()
 
-    async def heartbeat(self) -> None:
+    async def heartbeat(self, *, counters: dict[str, float] | None = None) -> None:
         self._last_heartbeat = time.time()
+        if counters is not None:
+            self._counters = dict(counters)
 
     async def reap_dead_instances(self) -> list[str]:
         return []

@@ -203,7 +203,9 @@ class RedisConnectionRegistry(ConnectionRegistry):
         if self._local_touch(connection_id):
             self._dirty.add(connection_id)
 
-    async def heartbeat(self) -> None:
+    async def heartbeat(self, *, counters: dict[str, float] | None = None) -> None:
+        if counters is not None:
+            self._counters = {str(k): float(v) for k, v in counters.items()}
         now_ms = _now_ms()
         self._last_heartbeat = now_ms / 1000
         if self._needs_replay:
