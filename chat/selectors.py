@@ -6,7 +6,6 @@ import uuid
 from collections.abc import Iterable
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
 
 from chat.models import Conversation, Message, Participant
@@ -105,12 +104,6 @@ def presence_audience(user_id: str) -> list[str]:
     return sorted({str(user_id)} | users_sharing_conversations(user_id=user_id))
 
 
-def user_ids_visible_to(*, viewer_id: int | str, user_ids: Iterable[str]) -> list[str]:
-    """Of ``user_ids``, those the viewer may see the status of: self and conversation peers."""
-    visible = users_sharing_conversations(user_id=viewer_id) | {str(viewer_id)}
-    return [uid for uid in dict.fromkeys(user_ids) if uid in visible]
-
-
 def existing_user_ids(*, user_ids: Iterable[str]) -> set[str]:
     numeric = [int(uid) for uid in user_ids if str(uid).isdigit()]
     return {
@@ -119,7 +112,3 @@ def existing_user_ids(*, user_ids: Iterable[str]) -> set[str]:
         .objects.filter(pk__in=numeric, is_active=True)
         .values_list("pk", flat=True)
     }
-
-
-def user_display(user: AbstractBaseUser) -> str:
-    return str(user.get_username())

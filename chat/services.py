@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from django.db import transaction
 from rest_framework.exceptions import ValidationError
 
@@ -128,16 +129,17 @@ def typing_notify(
     is_typing: bool,
     origin_channel: str | None = None,
 ) -> dict[str, Any]:
-    """Tell the conversation that ``user_id`` started or stopped typing (nothing is stored)."""
-    result = {"conversation_id": str(conversation.id), "is_typing": is_typing}
-    events.event_emit_on_commit(
-        event_type="typing",
-        payload={"user_id": str(user_id), **result},
-        groups=[events.conversation_group(conversation.id)],
-        exclude_channel=origin_channel,
-        ephemeral=True,
+    """Tell the conversation that ``user_id`` started or stopped typing (nothing is stored).
+
+    Typing writes nothing, so there is no commit to wait for: the REST path sends the same
+    event the consumer does, at once.
+    """
+    return async_to_sync(typing_notify_async)(
+        conversation_id=str(conversation.id),
+        user_id=user_id,
+        is_typing=is_typing,
+        origin_channel=origin_channel,
     )
-    return result
 
 
 async def typing_notify_async(
