@@ -13,12 +13,7 @@ from pathlib import Path
 import pytest
 
 from scripts.procs import FirestoreEmulator, RedisServer, ServiceUnavailable
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-        pytest.fail(f"required service unavailable on CI: {reason}")
-    pytest.skip(reason)
+from tests.support.services import service_unavailable
 
 
 @pytest.fixture(scope="session")
@@ -28,7 +23,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     try:
         server.start()
     except ServiceUnavailable as exc:
-        _unavailable(str(exc))
+        service_unavailable(str(exc))
     yield server
     server.stop()
 
@@ -56,7 +51,7 @@ def redis_factory(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
         try:
             server.start()
         except ServiceUnavailable as exc:
-            _unavailable(str(exc))
+            service_unavailable(str(exc))
         started.append(server)
         return server
 
@@ -71,7 +66,7 @@ def firestore_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fir
     try:
         emulator.start()
     except ServiceUnavailable as exc:
-        _unavailable(str(exc))
+        service_unavailable(str(exc))
     previous = os.environ.get("FIRESTORE_EMULATOR_HOST")
     os.environ["FIRESTORE_EMULATOR_HOST"] = emulator.host
     yield emulator

@@ -16,6 +16,7 @@ import pytest
 
 from scripts.cluster import Cluster
 from scripts.procs import REPO_ROOT, FirestoreEmulator, ServiceUnavailable
+from tests.support.services import service_unavailable
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -32,16 +33,6 @@ LAPTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 
 
-def _on_ci() -> bool:
-    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-
-
-def _unavailable(reason: str) -> None:
-    if _on_ci():
-        pytest.fail(f"required for the browser suite on CI: {reason}")
-    pytest.skip(reason)
-
-
 def chromium_executable() -> str | None:
     for name in ("chromium", "chromium-browser"):
         found = shutil.which(name)
@@ -56,11 +47,11 @@ def browser() -> Iterator[Any]:
     # thread while it is started, and every async test after it would fail to run its own.
     executable = chromium_executable()
     if executable is None:
-        _unavailable("chromium is not installed (apt-get install chromium chromium-driver)")
+        service_unavailable("chromium is not installed (apt-get install chromium chromium-driver)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        _unavailable("playwright is not installed (pip install -r requirements-dev.txt)")
+        service_unavailable("playwright is not installed (pip install -r requirements-dev.txt)")
     with sync_playwright() as playwright:
         instance = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         yield instance
@@ -99,7 +90,7 @@ def demo_cluster(
     try:
         cluster.start()
     except ServiceUnavailable as exc:
-        _unavailable(str(exc))
+        service_unavailable(str(exc))
     yield cluster
     cluster.stop()
     firestore_emulator.clear()

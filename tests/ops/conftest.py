@@ -6,7 +6,6 @@ stopped afterwards.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import pytest
 
 from scripts.cluster import Cluster, DatabaseTemplate
 from scripts.procs import REPO_ROOT, ServiceUnavailable
+from tests.support.services import service_unavailable
 
 # Short enough for faults to show in seconds, long enough for a 2-core machine under load.
 FAST_ENV = {
@@ -30,12 +30,6 @@ FAST_ENV = {
 }
 
 MEASUREMENTS_PATH = REPO_ROOT / "artifacts" / "ops_measurements.json"
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-        pytest.fail(f"required service unavailable on CI: {reason}")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
@@ -62,7 +56,7 @@ def start_cluster(
         try:
             cluster.start()
         except ServiceUnavailable as exc:
-            _unavailable(str(exc))
+            service_unavailable(str(exc))
         return cluster
 
     yield start

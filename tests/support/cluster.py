@@ -31,6 +31,7 @@ import pytest
 from scripts.cluster import Cluster
 from scripts.procs import DaphneInstance, ServiceUnavailable
 from tests.support.demo_user import DemoUser
+from tests.support.services import service_unavailable
 from tests.support.ws_client import WsClient, frame_is
 
 # Short enough that a lease or a grace period lapses within seconds, long enough for a
@@ -149,12 +150,6 @@ class E2ECluster:
         )
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-        pytest.fail(f"required service unavailable on CI: {reason}")
-    pytest.skip(reason)
-
-
 def e2e_cluster_start(*, state_dir: Path, env: dict[str, str] | None = None) -> E2ECluster:
     """Two instances over their own Redis, Firestore emulator and database, seeded."""
     cluster = Cluster(
@@ -167,7 +162,7 @@ def e2e_cluster_start(*, state_dir: Path, env: dict[str, str] | None = None) -> 
     try:
         cluster.start()
     except ServiceUnavailable as exc:
-        _unavailable(str(exc))
+        service_unavailable(str(exc))
     return E2ECluster(cluster)
 
 
