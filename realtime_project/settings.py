@@ -221,7 +221,7 @@ REALTIME: dict[str, Any] = {
 }
 
 # The custom layer (docs/channel-layer.md); without REDIS_URL it runs local-only.
-CHANNEL_LAYERS = {
+CHANNEL_LAYERS: dict[str, Any] = {
     "default": {
         "BACKEND": "connections.layer.RealtimeChannelLayer",
         "CONFIG": {
