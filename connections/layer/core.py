@@ -713,11 +713,11 @@ class RealtimeChannelLayer(BaseChannelLayer):
         payload = _pack(message)
         ephemeral = message.get("ephemeral") is True
         key = _dedup_key(message)
+        now = self._now()  # also the sweep's tick: group_send is the busiest call
         members = self._groups.get(group)
         if members:
             channels = self._channels
             counters = self._counters
-            now = self._now()
             for name in tuple(members):
                 chan = channels.get(name)
                 if chan is not None:
