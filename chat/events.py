@@ -63,6 +63,7 @@ async def event_emit(
         "type": EVENT_MESSAGE_TYPE,
         "event": event,
         "exclude_channel": exclude_channel,
+        "dedup_key": event["event_id"],
     }
     if ephemeral:
         message["ephemeral"] = True
