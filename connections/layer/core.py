@@ -194,6 +194,8 @@ class RealtimeChannelLayer(BaseChannelLayer):
         self._links: dict[asyncio.AbstractEventLoop, LoopLink] = {}
         self._links_lock = threading.Lock()
         self._hooked: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+        # Set when a link that had members closed: some channels may wait for adoption.
+        self._orphaned = False
         self._group_names: dict[bytes, str] = {}
         self._requests = itertools.count(1)
         self._verdicts: dict[int, asyncio.Future[str]] = {}
@@ -415,12 +417,14 @@ class RealtimeChannelLayer(BaseChannelLayer):
             link = LoopLink(endpoints=self.endpoints, settings=self.link_settings, layer=self)
             self._links[loop] = link
         self._hook_loop_close(loop)
-        self._adopt_orphans(link)
+        if self._orphaned:
+            self._adopt_orphans(link)
         return link
 
     def _adopt_orphans(self, link: LoopLink) -> None:
         """Members whose loop link closed (``close()``, or their loop ended) move to ``link``
         and are subscribed again, so other instances' group_send keeps reaching them."""
+        self._orphaned = False
         for name, chan in list(self._channels.items()):
             home = chan.link
             if chan.groups and (home is None or not home.alive):
@@ -455,6 +459,9 @@ class RealtimeChannelLayer(BaseChannelLayer):
 
     def _after_close(self, closed: LoopLink) -> None:
         self.on_state_change()
+        if not closed.group_members:
+            return  # nothing was homed there (a short async_to_sync loop that only sent)
+        self._orphaned = True
         for link in self._live_links():
             if link is not closed:
                 with contextlib.suppress(RuntimeError):  # that loop closed meanwhile
@@ -597,7 +604,7 @@ class RealtimeChannelLayer(BaseChannelLayer):
                 return await self._receive_named(channel)
             chan = self._channel(channel)
         elif self.endpoints and chan.groups and (chan.link is None or not chan.link.alive):
-            self._link()  # this loop's link was closed: its members subscribe again
+            self._adopt_orphans(self._link())  # its link was closed: subscribe again here
         loop = asyncio.get_running_loop()
         counters = self._counters
         chan.last_used = self._clock()
@@ -748,8 +755,6 @@ class RealtimeChannelLayer(BaseChannelLayer):
         if link is not None:
             await link.close()
             self._after_close(link)
-
-    aclose = close
 
 
 def _run_listener(callback: Callable[[], None]) -> None:
