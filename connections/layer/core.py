@@ -30,6 +30,7 @@ from connections.layer.endpoints import HashRing, RedisEndpoint
 from connections.layer.links import DEGRADED, HEALTHY, REDIS_FAILURES, LinkSettings, ShardLink
 from connections.layer.loops import LoopLink, run_on_loop
 from connections.layer.queues import (
+    DROPPED,
     POLICIES,
     REFUSED,
     ChannelQueue,
@@ -73,6 +74,9 @@ COUNTER_NAMES = (
 _TOKEN_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 # Cache of group names decoded from Redis channel names; bounded by clearing.
 _GROUP_NAME_CACHE_MAX = 10_000
+
+# A send() whose message a full channel did not queue raises ChannelFull, whatever the policy.
+NOT_QUEUED = (REFUSED, DROPPED)
 
 # The verdict an instance sends back for a direct send() from another instance.
 VERDICT_OK = "ok"
@@ -327,7 +331,7 @@ class RealtimeChannelLayer(BaseChannelLayer):
                     payload, ephemeral, key, now, self._counters, "delivered_remote",
                     "remote_send_refused",
                 )  # fmt: skip
-                verdict = VERDICT_FULL if outcome == REFUSED else VERDICT_OK
+                verdict = VERDICT_FULL if outcome in NOT_QUEUED else VERDICT_OK
             if rest and rest[0] is not None:
                 inbox = f"{self.prefix}:i:{_token(origin)}"
                 answer = _pack((self.instance_id, rest[0], verdict))
@@ -535,7 +539,7 @@ class RealtimeChannelLayer(BaseChannelLayer):
             payload, ephemeral, key, self._now(), self._counters, "delivered_local",
             "channel_full",
         )  # fmt: skip
-        if outcome == REFUSED:
+        if outcome in NOT_QUEUED:
             raise ChannelFull(channel)
 
     async def _send_remote(
