@@ -35,15 +35,6 @@ class StrictCharField(serializers.CharField):
         return str(super().to_internal_value(data))
 
 
-class TokenInputSerializer(serializers.Serializer):
-    username = serializers.CharField()
-    password = serializers.CharField(style={"input_type": "password"})
-
-
-class TokenOutputSerializer(serializers.Serializer):
-    token = serializers.CharField()
-
-
 class StatusInputSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=STATUS_CHOICES)
 
