@@ -9,6 +9,7 @@ class ConnectionsConfig(AppConfig):
         from django.contrib.auth import get_user_model
         from django.db.models.signals import post_save
 
+        from connections import schema  # noqa: F401  (registers the OpenAPI extension)
         from connections.tokens import user_saved_receiver
 
         # Deactivating a user closes every socket of theirs (docs/auth.md).

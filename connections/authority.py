@@ -70,6 +70,7 @@ class SocketAuthorityMixin:
         authority_watch.discard(self)
 
     async def authority_revoked(self) -> None:
+        self.authority_stop()
         await self.server_close(code=WS_4401_UNAUTHORIZED)
 
     async def connection_revoke(self, message: dict[str, Any]) -> None:
