@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -21,7 +22,7 @@ def alice() -> User:
     return User.objects.create_user("alice", password="demo-password")
 
 
-def _login(client: APIClient | None = None, body: dict[str, str] = GOOD) -> object:
+def _login(client: APIClient | None = None, body: dict[str, str] = GOOD) -> Any:
     return (client or APIClient()).post("/api/auth/token", body, format="json")
 
 
