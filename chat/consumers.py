@@ -17,7 +17,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from channels.consumer import get_handler_name
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from rest_framework import serializers as drf_serializers
 from rest_framework.exceptions import ValidationError
@@ -61,6 +60,7 @@ from connections.close_codes import (
     WS_4401_UNAUTHORIZED,
     WS_4429_TOO_MANY,
 )
+from connections.database import database_async
 from connections.instance import instance_id, instance_start
 from connections.layer import RealtimeChannelLayer
 from connections.registry import get_registry
@@ -104,7 +104,7 @@ def _service_call(ref: str | None, call: Callable[[], Any]) -> Any:
         raise FrameError(INVALID_PAYLOAD, ref=ref, details=exc.detail) from None
 
 
-@database_sync_to_async
+@database_async
 def _participant_seq(*, conversation_id: str, user_id: str, ref: str | None) -> int:
     """The conversation's ``last_seq`` for a participant; the ``error`` for anyone else."""
     seq = selectors.participant_conversation_seq(conversation_id=conversation_id, user_id=user_id)
@@ -114,7 +114,7 @@ def _participant_seq(*, conversation_id: str, user_id: str, ref: str | None) -> 
     return seq
 
 
-@database_sync_to_async
+@database_async
 def _read_mark(
     *, user_id: str, data: dict[str, Any], origin_channel: str, ref: str | None
 ) -> dict[str, Any]:
@@ -133,7 +133,7 @@ def _read_mark(
     return result
 
 
-@database_sync_to_async
+@database_async
 def _message_send(
     *, user_id: str, data: dict[str, Any], origin_channel: str, ref: str | None
 ) -> dict[str, Any]:
@@ -211,8 +211,8 @@ class ChatConsumer(SocketAuthorityMixin, AsyncWebsocketConsumer):
         handler, so every frame and every delivered event of every socket queued for the one
         thread-sensitive executor thread: measured, it capped an instance at a few hundred
         deliveries a second with the CPU half idle (docs/benchmarks.md). Every database call
-        of this consumer goes through ``database_sync_to_async``, which closes stale
-        connections around itself in that thread, so the hop bought nothing here.
+        of this consumer goes through ``connections.database.database_async``, which closes
+        stale connections around itself on its own thread, so the hop bought nothing here.
         """
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
@@ -243,7 +243,7 @@ class ChatConsumer(SocketAuthorityMixin, AsyncWebsocketConsumer):
             await self.refuse(WS_4429_TOO_MANY)
             return
 
-        positions = await database_sync_to_async(selectors.conversation_positions_for_user)(
+        positions = await database_async(selectors.conversation_positions_for_user)(
             user_id=self.user_id
         )
         if isinstance(self.channel_layer, RealtimeChannelLayer):
@@ -522,7 +522,7 @@ class ChatConsumer(SocketAuthorityMixin, AsyncWebsocketConsumer):
         assert cursor is not None
         limit = int(realtime_settings.RESUME_MAX_EVENTS)
         try:
-            logged = await database_sync_to_async(selectors.events_after)(
+            logged = await database_async(selectors.events_after)(
                 positions={conversation_id: cursor.high}, limit_per_conversation=limit
             )
         except Exception:
@@ -580,7 +580,7 @@ class ChatConsumer(SocketAuthorityMixin, AsyncWebsocketConsumer):
                 answers[key] = {"recovered": True, "seq": cursor.high}
         keys = {(_canonical_id(key) or key): key for key in data["positions"]}
         if wanted:
-            logged = await database_sync_to_async(selectors.events_after)(
+            logged = await database_async(selectors.events_after)(
                 positions=wanted, limit_per_conversation=limit
             )
             for conversation_id, entries in logged.items():

@@ -21,13 +21,13 @@ import logging
 import weakref
 from typing import Protocol
 
-from channels.db import database_sync_to_async
 from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 
 from chat import events, selectors
 from chat.delivery import Positions
 from connections.close_codes import WS_4008_SLOW_CONSUMER
+from connections.database import database_async
 from connections.layer import RealtimeChannelLayer
 from realtime_project.conf import realtime_settings
 
@@ -82,7 +82,7 @@ async def heal_once(*, fully: bool) -> int:
         state.previous = {}
         return 0
     conversation_ids = {cid for target in targets for cid in target.positions.cursors}
-    current = await database_sync_to_async(selectors.conversation_last_seqs)(
+    current = await database_async(selectors.conversation_last_seqs)(
         conversation_ids=conversation_ids
     )
     goal = (
@@ -99,7 +99,7 @@ async def heal_once(*, fully: bool) -> int:
     if not behind:
         return 0
     limit = int(realtime_settings.RESUME_MAX_EVENTS)
-    logged = await database_sync_to_async(selectors.events_after)(
+    logged = await database_async(selectors.events_after)(
         positions={cid: min(high for _, high in items) for cid, items in behind.items()},
         limit_per_conversation=limit,
     )

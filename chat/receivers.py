@@ -9,10 +9,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from asgiref.sync import sync_to_async
-
 from chat import events, selectors
 from chat.event_types import PresenceEvent
+from connections.database import database_async_under_caller
 
 
 async def presence_changed_receiver(
@@ -23,10 +22,11 @@ async def presence_changed_receiver(
     last_seen: datetime | None = None,
     **kwargs: Any,
 ) -> None:
-    # Plain sync_to_async, not Channels' database_sync_to_async: this runs inside whatever
-    # called presence (a REST view's thread, possibly mid-transaction), whose connection must
-    # not be closed under it. Consumers' own database calls tidy stale connections.
-    conversation_ids = await sync_to_async(selectors.conversation_ids_for_user)(user_id=user_id)
+    # This runs inside whatever called presence (a consumer, or a REST view's thread possibly
+    # mid-transaction, whose connection must not be closed under it).
+    conversation_ids = await database_async_under_caller(selectors.conversation_ids_for_user)(
+        user_id=user_id
+    )
     await events.event_emit(
         event=PresenceEvent(
             user_id=str(user_id),

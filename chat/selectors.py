@@ -38,13 +38,18 @@ def conversation_get_for_participant(
     pk = _as_uuid(conversation_id)
     if pk is None:
         raise ConversationNotFound
-    try:
-        conversation = Conversation.objects.get(pk=pk)
-    except Conversation.DoesNotExist:
-        raise ConversationNotFound from None
-    if not Participant.objects.filter(conversation_id=pk, user_id=user_id).exists():
+    # One query for the common case (every message and read frame asks this); the second
+    # only tells a stranger's 403 from a 404.
+    membership = (
+        Participant.objects.select_related("conversation")
+        .filter(conversation_id=pk, user_id=user_id)
+        .first()
+    )
+    if membership is not None:
+        return membership.conversation
+    if Conversation.objects.filter(pk=pk).exists():
         raise NotParticipant
-    return conversation
+    raise ConversationNotFound
 
 
 def conversation_list_for_user(*, user_id: int | str) -> QuerySet[Conversation]:

@@ -12,13 +12,13 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from channels.auth import AuthMiddlewareStack
-from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
 from channels.security.websocket import OriginValidator
 from django.contrib.auth.models import AnonymousUser
 
 from connections.authority import SCOPE_KEY
 from connections.close_codes import WS_4401_UNAUTHORIZED, WS_4403_FORBIDDEN
+from connections.database import database_async
 from connections.tokens import TokenIdentity, token_lookup
 
 ASGIApp = Any
@@ -30,7 +30,7 @@ def _query_param(scope: dict[str, Any], name: str) -> str | None:
     return values[0] if values else None
 
 
-@database_sync_to_async
+@database_async
 def _user_for_token(key: str) -> tuple[Any, TokenIdentity | None]:
     token = token_lookup(key)
     if token is None:

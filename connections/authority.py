@@ -22,10 +22,10 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.utils import timezone
 
 from connections.close_codes import WS_4401_UNAUTHORIZED
+from connections.database import database_async
 from connections.tokens import TokenIdentity, token_lookup, tokens_valid, users_active
 from realtime_project.conf import realtime_settings
 
@@ -83,7 +83,7 @@ class SocketAuthorityMixin:
         """Hold the token ``key`` from now on; the socket keeps its old one on failure."""
         if not isinstance(key, str) or not key:
             raise TokenRejected("A token is required.")
-        token = await database_sync_to_async(token_lookup)(key)
+        token = await database_async(token_lookup)(key)
         if token is None:
             raise TokenRejected("The token is invalid, revoked or expired.")
         if str(token.user_id) != self.user_id:
@@ -146,8 +146,8 @@ class AuthorityWatch:
         sockets = list(self._sockets.values())
         digests = sorted({s.token_identity.digest for s in sockets if s.token_identity})
         session_users = sorted({s.user_id for s in sockets if s.token_identity is None})
-        valid = await database_sync_to_async(tokens_valid)(digests=digests)
-        active = await database_sync_to_async(users_active)(user_ids=session_users)
+        valid = await database_async(tokens_valid)(digests=digests)
+        active = await database_async(users_active)(user_ids=session_users)
         stale = [s for s in sockets if not _still_valid(s, valid=valid, active=active)]
         for socket in stale:
             await socket.authority_revoked()

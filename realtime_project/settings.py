@@ -117,6 +117,11 @@ def _database(url: str) -> dict[str, Any]:
 
 DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
 DATABASES = {"default": _database(DATABASE_URL)}
+# Threads for the consumers' database calls (connections/database.py). SQLite takes one
+# writer at a time, so it keeps Channels' one thread-sensitive thread (0).
+_DATABASE_THREADS_DEFAULT = (
+    8 if DATABASES["default"].get("ENGINE") == "django.db.backends.postgresql" else 0
+)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -205,6 +210,9 @@ REALTIME: dict[str, Any] = {
     "WS_MAX_FRAME_BYTES": env_int("WS_MAX_FRAME_BYTES", 64 * 1024, minimum=256),
     "MAX_SOCKETS_PER_USER": env_int("MAX_SOCKETS_PER_USER", 20, minimum=1),
     "TYPING_TIMEOUT_SECONDS": env_float("TYPING_TIMEOUT_SECONDS", 6, minimum=0.1),
+    # The consumers' database calls run on this many threads, each with its own pooled
+    # connection (keep DATABASE_POOL_MAX_SIZE above it); 0: Channels' one thread.
+    "DATABASE_THREADS": env_int("DATABASE_THREADS", _DATABASE_THREADS_DEFAULT, minimum=0),
     # Per-socket token bucket for client frames; a socket that keeps flooding is closed 4429.
     "RATE_LIMIT_FRAMES_PER_SECOND": env_float("RATE_LIMIT_FRAMES_PER_SECOND", 20, minimum=0.1),
     "RATE_LIMIT_BURST": env_int("RATE_LIMIT_BURST", 40, minimum=1),

@@ -98,6 +98,24 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: N
     settings.DATABASES["default"].get("OPTIONS", {}).pop("pool", None)
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None) -> Iterator[None]:
+    """Close the connections left on worker threads before the test database is dropped.
+
+    Channels' test communicator turns ``close_old_connections`` off, so the consumers'
+    database threads (``connections.database``) and Channels' thread-sensitive thread (the
+    tests' own ``sync_to_async`` helpers) keep theirs open until closed here.
+    """
+    yield
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
+    from connections.database import database_threads_close
+
+    SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
+    database_threads_close()
+
+
 @pytest.fixture(autouse=True)
 def _empty_cache() -> Iterator[None]:
     """Throttle counters live in Django's cache (local memory here): none leak between tests."""
