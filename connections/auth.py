@@ -8,6 +8,7 @@ and closes with 4401/4403 so that clients can tell "bad credentials" from "serve
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -19,6 +20,8 @@ from django.contrib.auth.models import AnonymousUser
 from connections.authority import SCOPE_KEY
 from connections.close_codes import WS_4401_UNAUTHORIZED, WS_4403_FORBIDDEN
 from connections.database import database_async
+from connections.models import token_digest
+from connections.token_cache import CachedToken, token_cache
 from connections.tokens import TokenIdentity, token_lookup
 
 ASGIApp = Any
@@ -30,12 +33,31 @@ def _query_param(scope: dict[str, Any], name: str) -> str | None:
     return values[0] if values else None
 
 
-@database_async
-def _user_for_token(key: str) -> tuple[Any, TokenIdentity | None]:
-    token = token_lookup(key)
+async def _user_for_token(key: str) -> tuple[Any, TokenIdentity | None]:
+    """The token's user and identity; from this instance's cache when it knows the token."""
+    digest = token_digest(key)
+    cache = token_cache()
+    cached = cache.get(digest)
+    if cached is not None:
+        return cached.user, TokenIdentity(
+            digest=digest, expires_at=cached.expires_at, checked_at=time.monotonic()
+        )
+    read_at = time.monotonic()
+    token = await database_async(token_lookup)(key)
     if token is None:
         return None, None
-    return token.user, TokenIdentity(digest=token.digest, expires_at=token.expires_at)
+    await cache.put(
+        digest,
+        CachedToken(
+            user=token.user,
+            user_id=str(token.user_id),
+            expires_at=token.expires_at,
+            read_at=read_at,
+        ),
+    )
+    return token.user, TokenIdentity(
+        digest=token.digest, expires_at=token.expires_at, checked_at=read_at
+    )
 
 
 class WebSocketAuthMiddleware(BaseMiddleware):

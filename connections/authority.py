@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +27,7 @@ from django.utils import timezone
 
 from connections.close_codes import WS_4401_UNAUTHORIZED
 from connections.database import database_async
+from connections.token_cache import token_cache
 from connections.tokens import TokenIdentity, token_lookup, tokens_valid, users_active
 from realtime_project.conf import realtime_settings
 
@@ -61,6 +63,18 @@ class SocketAuthorityMixin:
         self._authority_started = True
         self._expiry_schedule()
         authority_watch.add(self)
+        identity = self.token_identity
+        if (
+            identity is not None
+            and identity.checked_at
+            and token_cache().revoked_since(
+                digest=identity.digest, user_id=self.user_id, since=identity.checked_at
+            )
+        ):
+            # Revoked between the token's check and this socket joining ``user.<id>``.
+            task = asyncio.ensure_future(self.authority_revoked())
+            _pending.add(task)
+            task.add_done_callback(_pending.discard)
 
     def authority_stop(self) -> None:
         self._authority_started = False
@@ -75,6 +89,10 @@ class SocketAuthorityMixin:
 
     async def connection_revoke(self, message: dict[str, Any]) -> None:
         token_hash = message.get("token_hash")
+        # This socket may have joined ``user.<id>`` before the token cache's channel did.
+        token_cache().revoked(
+            user_id=self.user_id, token_hash=token_hash if isinstance(token_hash, str) else None
+        )
         identity = self.token_identity
         if token_hash is None or (identity is not None and identity.digest == token_hash):
             await self.authority_revoked()
@@ -83,12 +101,15 @@ class SocketAuthorityMixin:
         """Hold the token ``key`` from now on; the socket keeps its old one on failure."""
         if not isinstance(key, str) or not key:
             raise TokenRejected("A token is required.")
+        checked_at = time.monotonic()
         token = await database_async(token_lookup)(key)
         if token is None:
             raise TokenRejected("The token is invalid, revoked or expired.")
         if str(token.user_id) != self.user_id:
             raise TokenRejected("The token belongs to another user.")
-        self.scope[SCOPE_KEY] = TokenIdentity(digest=token.digest, expires_at=token.expires_at)
+        self.scope[SCOPE_KEY] = TokenIdentity(
+            digest=token.digest, expires_at=token.expires_at, checked_at=checked_at
+        )
         if self._authority_started:
             self._expiry_schedule()
         return {"user_id": self.user_id, "expires_at": token.expires_at.isoformat()}
@@ -144,9 +165,16 @@ class AuthorityWatch:
     async def sweep(self) -> int:
         """Close every socket whose token or user is no longer valid; how many closed."""
         sockets = list(self._sockets.values())
-        digests = sorted({s.token_identity.digest for s in sockets if s.token_identity})
+        cache = token_cache()
+        cached = cache.digests()
+        digests = sorted(
+            {s.token_identity.digest for s in sockets if s.token_identity}.union(cached)
+        )
         session_users = sorted({s.user_id for s in sockets if s.token_identity is None})
         valid = await database_async(tokens_valid)(digests=digests)
+        for digest in cached:
+            if digest not in valid:
+                cache.drop(digest)
         active = await database_async(users_active)(user_ids=session_users)
         stale = [s for s in sockets if not _still_valid(s, valid=valid, active=active)]
         for socket in stale:

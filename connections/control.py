@@ -4,8 +4,9 @@ Every socket joins ``user.<id>``; besides that user's events, the group carries 
 messages that connections owns and that know nothing of conversations:
 
 - ``{"type": "connection.close", "code": int}``: close every socket of the user;
-- ``{"type": "connection.revoke", "token_hash": str | None}``: close (4401) every socket of
-  the user authenticated with that token, or every socket of the user for ``None``.
+- ``{"type": "connection.revoke", "token_hash": str | None, "user_id": str}``: close (4401)
+  every socket of the user authenticated with that token, or every socket of the user for
+  ``None``; each instance's token cache (``connections.token_cache``) drops it too.
 
 They are sent after the change that caused them commits, so an instance that acts on one and
 looks at the database sees the change.
@@ -50,7 +51,8 @@ async def sockets_close(*, user_id: object, code: int) -> None:
 async def sockets_revoke(*, user_id: object, token_hash: str | None) -> None:
     """Close (4401) the user's sockets holding ``token_hash`` (all of them for ``None``)."""
     await control_send(
-        user_id=user_id, message={"type": REVOKE_MESSAGE_TYPE, "token_hash": token_hash}
+        user_id=user_id,
+        message={"type": REVOKE_MESSAGE_TYPE, "token_hash": token_hash, "user_id": str(user_id)},
     )
 
 

@@ -45,6 +45,9 @@ class TokenIdentity:
 
     digest: str
     expires_at: datetime
+    # time.monotonic() when the token was known valid (a database read or a cache hit); a
+    # revocation heard after it closes the socket once it has joined ``user.<id>``. 0: unset.
+    checked_at: float = 0.0
 
 
 def token_ttl() -> timedelta:

@@ -237,6 +237,10 @@ REALTIME: dict[str, Any] = {
     # Tokens (docs/auth.md): lifetime, and how often each instance re-checks its sockets'.
     "TOKEN_TTL_SECONDS": env_float("TOKEN_TTL_SECONDS", 30 * 24 * 3600, minimum=1),
     "TOKEN_RECHECK_SECONDS": env_float("TOKEN_RECHECK_SECONDS", 30, minimum=0.05),
+    # Valid tokens each instance keeps so that a reconnect costs no query (0: no cache), and
+    # how long one is served before it is read from the database again.
+    "TOKEN_CACHE_SIZE": env_int("TOKEN_CACHE_SIZE", 10000, minimum=0),
+    "TOKEN_CACHE_SECONDS": env_float("TOKEN_CACHE_SECONDS", 300, minimum=0),
     # Failed POST /api/auth/token attempts within a minute, per username and per address.
     "AUTH_FAILURES_PER_MINUTE": env_int("AUTH_FAILURES_PER_MINUTE", 10, minimum=1),
     "AUTH_FAILURES_PER_ADDRESS_PER_MINUTE": env_int(

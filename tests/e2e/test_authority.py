@@ -132,6 +132,21 @@ async def test_logout_closes_the_socket_on_the_other_instance(pair: Cluster) -> 
         await alice.close()
 
 
+async def test_a_token_known_where_its_user_has_no_socket_left_is_refused_after_logout(
+    pair: Cluster,
+) -> None:
+    """Instance B caches the token of a socket that has gone; logout on A reaches B's cache."""
+    a, b = pair.instances
+    token = await asyncio.to_thread(_token, a, "bob")
+    for _ in range(2):  # the second handshake is served from B's cache
+        socket = await _socket(b, token)
+        await socket.close()
+    status, _, _ = await asyncio.to_thread(_call, a, "POST", "/api/auth/logout", token=token)
+    assert status == 204
+    again = await WsClient.open(b.ws_url, token=token)
+    assert await again.wait_closed() == WS_4401_UNAUTHORIZED
+
+
 async def test_deactivation_closes_every_socket_on_both_instances(pair: Cluster) -> None:
     a, b = pair.instances
     token = await asyncio.to_thread(_token, a, "carol")

@@ -1,0 +1,231 @@
+"""Valid tokens this instance has seen, so that a connect with one costs no database query.
+
+Design note: docs/auth.md ("The token cache"). A connect used to look its token up in the
+database (one query through the database threads) even when the same user had reconnected
+a second earlier. The cache maps a token's digest to its user and expiry, per event loop,
+and is kept honest the way live sockets are:
+
+- **Revocation.** The cache's own channel joins ``user.<id>`` for every user it holds a
+  token of, so the ``connection.revoke`` that closes a user's sockets on every instance
+  drops the token (or, for ``None``, all of the user's) here too, even on an instance where
+  that user has no socket left. A socket that hears a revocation drops it as well (its
+  membership may predate the cache channel's). A revocation that arrives between a cache hit
+  and the new socket joining ``user.<id>`` is remembered for a while, and the socket closes
+  with 4401 once it has joined (``revoked_since``).
+- **Expiry.** A token is never served past its ``expires_at``; at most ``TOKEN_CACHE_SECONDS``
+  after it was read from the database it is read again.
+- **What no signal announced** (a revocation sent while Redis was down, a
+  ``QuerySet.update``): the periodic re-check of the sockets' tokens
+  (``connections.authority``) checks the cached ones in the same query and drops the stale;
+  and the whole cache is emptied when the channel layer says a Redis link came back
+  (whatever was published meanwhile did not arrive).
+
+Without a channel layer there is no revocation to hear: nothing is cached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from channels.layers import get_channel_layer
+from django.utils import timezone
+
+from connections.control import REVOKE_MESSAGE_TYPE, user_group
+from realtime_project.conf import realtime_settings
+
+logger = logging.getLogger(__name__)
+
+# How long a revocation is remembered for sockets that were between lookup and joining.
+REVOKED_MEMORY_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class CachedToken:
+    user: Any
+    user_id: str
+    expires_at: datetime
+    read_at: float  # time.monotonic() of the database read
+
+
+class TokenCache:
+    """One event loop's cache; see the module docstring."""
+
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+        self._tokens: OrderedDict[str, CachedToken] = OrderedDict()
+        self._by_user: dict[str, set[str]] = {}
+        self._revoked_tokens: dict[str, float] = {}
+        self._revoked_users: dict[str, float] = {}
+        self._channel: str | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._remove_listener: Any = None
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._tokens)
+
+    def digests(self) -> list[str]:
+        return list(self._tokens)
+
+    def get(self, digest: str) -> CachedToken | None:
+        """The cached valid token, or ``None`` (unknown, expired, too old)."""
+        entry = self._tokens.get(digest)
+        if entry is not None:
+            max_age = float(realtime_settings.TOKEN_CACHE_SECONDS)
+            if entry.expires_at <= timezone.now() or time.monotonic() - entry.read_at > max_age:
+                self.drop(digest)
+                entry = None
+            else:
+                self._tokens.move_to_end(digest)
+        if entry is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return entry
+
+    async def put(self, digest: str, entry: CachedToken) -> None:
+        """Remember a token just read from the database (valid at ``entry.read_at``)."""
+        size = int(realtime_settings.TOKEN_CACHE_SIZE)
+        if size <= 0 or not await self._listening(entry.user_id):
+            return
+        if self._revoked_after(digest, entry.user_id, entry.read_at):
+            return  # revoked while it was being read
+        self._tokens[digest] = entry
+        self._tokens.move_to_end(digest)
+        self._by_user.setdefault(entry.user_id, set()).add(digest)
+        while len(self._tokens) > size:
+            self.drop(next(iter(self._tokens)))
+
+    def drop(self, digest: str) -> None:
+        entry = self._tokens.pop(digest, None)
+        if entry is None:
+            return
+        digests = self._by_user.get(entry.user_id)
+        if digests is not None:
+            digests.discard(digest)
+            if not digests:
+                del self._by_user[entry.user_id]
+                self._unlisten(entry.user_id)
+
+    def revoked(self, *, user_id: str, token_hash: str | None) -> None:
+        """A ``connection.revoke`` for ``user_id`` (every token of the user for ``None``)."""
+        now = time.monotonic()
+        self._forget_old(now)
+        if token_hash is None:
+            self._revoked_users[user_id] = now
+            for digest in list(self._by_user.get(user_id, ())):
+                self.drop(digest)
+        else:
+            self._revoked_tokens[token_hash] = now
+            self.drop(token_hash)
+
+    def revoked_since(self, *, digest: str, user_id: str, since: float) -> bool:
+        """Whether a revocation of this token (or user) arrived after ``since`` (monotonic)."""
+        return self._revoked_after(digest, user_id, since)
+
+    def clear(self) -> None:
+        """Forget every token (a Redis link came back: revocations may have been missed)."""
+        for digest in list(self._tokens):
+            self.drop(digest)
+
+    def _revoked_after(self, digest: str, user_id: str, since: float) -> bool:
+        return (
+            self._revoked_tokens.get(digest, -1.0) >= since
+            or self._revoked_users.get(user_id, -1.0) >= since
+        )
+
+    def _forget_old(self, now: float) -> None:
+        cutoff = now - REVOKED_MEMORY_SECONDS
+        for memory in (self._revoked_tokens, self._revoked_users):
+            for key in [k for k, at in memory.items() if at < cutoff]:
+                del memory[key]
+
+    # -- the cache's channel ------------------------------------------------------------
+
+    async def _listening(self, user_id: str) -> bool:
+        """Join ``user.<id>`` with the cache's channel; False if there is no layer."""
+        layer = self.layer
+        if layer is None:
+            return False
+        if self._channel is None:
+            self._channel = await layer.new_channel("tokens.")
+            self._reader = asyncio.get_running_loop().create_task(
+                self._read(layer, self._channel), name="token-cache"
+            )
+            add_listener = getattr(layer, "add_recovery_listener", None)
+            if add_listener is not None:
+                self._remove_listener = add_listener(self.clear)
+        if user_id not in self._by_user:
+            await layer.group_add(user_group(user_id), self._channel)
+        return True
+
+    def _unlisten(self, user_id: str) -> None:
+        layer = self.layer
+        if layer is None or self._channel is None:
+            return
+        task = asyncio.get_running_loop().create_task(
+            layer.group_discard(user_group(user_id), self._channel)
+        )
+        _pending.add(task)
+        task.add_done_callback(_pending.discard)
+
+    async def _read(self, layer: Any, channel: str) -> None:
+        while True:
+            try:
+                message = await layer.receive(channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("token cache channel failed; forgetting every token")
+                self.clear()
+                await asyncio.sleep(1.0)
+                continue
+            if message.get("type") == REVOKE_MESSAGE_TYPE:
+                user_id = message.get("user_id")
+                token_hash = message.get("token_hash")
+                if isinstance(token_hash, str):
+                    self.revoked(user_id=self._owner(token_hash) or "", token_hash=token_hash)
+                elif isinstance(user_id, str):
+                    self.revoked(user_id=user_id, token_hash=None)
+                else:
+                    # An old sender that does not say whose tokens: forget them all.
+                    self.clear()
+
+    def close(self) -> None:
+        """Stop listening (the process's channel layer was replaced: tests)."""
+        if self._reader is not None:
+            self._reader.cancel()
+        if self._remove_listener is not None:
+            self._remove_listener()
+        self._tokens.clear()
+        self._by_user.clear()
+
+    def _owner(self, digest: str) -> str | None:
+        entry = self._tokens.get(digest)
+        return entry.user_id if entry is not None else None
+
+
+_pending: set[asyncio.Task[None]] = set()
+_caches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TokenCache] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def token_cache() -> TokenCache:
+    """The running event loop's token cache (for the current channel layer)."""
+    loop = asyncio.get_running_loop()
+    layer = get_channel_layer()
+    cache = _caches.get(loop)
+    if cache is None or cache.layer is not layer:
+        if cache is not None:
+            cache.close()
+        cache = _caches[loop] = TokenCache(layer)
+    return cache

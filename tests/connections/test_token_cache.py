@@ -1,0 +1,151 @@
+"""The token cache: a reconnect costs no query; a revoked token is refused at once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+
+import connections.auth
+from connections.close_codes import WS_4401_UNAUTHORIZED
+from connections.models import AuthToken, token_digest
+from connections.token_cache import token_cache
+from connections.tokens import token_issue
+from tests.support.consumer_fixtures import *  # noqa: F403
+from tests.support.consumer_fixtures import Demo
+from tests.support.ws_client import frame_is
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def lookups(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every database lookup of a token the handshake makes."""
+    seen: list[str] = []
+    real: Callable[[str], Any] = connections.auth.token_lookup
+
+    def counting(key: str) -> Any:
+        seen.append(key)
+        return real(key)
+
+    monkeypatch.setattr(connections.auth, "token_lookup", counting)
+    return seen
+
+
+@sync_to_async
+def _issue(user_id: str, *, ttl_seconds: float | None = None) -> str:
+    grant = token_issue(user=get_user_model().objects.get(pk=user_id))
+    if ttl_seconds is not None:
+        AuthToken.objects.filter(pk=grant.token.pk).update(
+            expires_at=timezone.now() + timedelta(seconds=ttl_seconds)
+        )
+    return grant.key
+
+
+async def _connect_and_close(open_socket, user, token: str) -> None:
+    socket = await open_socket(user, token=token)
+    await socket.recv_until(frame_is("connected"))
+    await socket.disconnect()
+
+
+async def test_a_reconnect_with_a_known_token_makes_no_query(
+    open_socket, demo: Demo, lookups: list[str]
+) -> None:
+    await _connect_and_close(open_socket, demo.alice, demo.alice.token)
+    await _connect_and_close(open_socket, demo.alice, demo.alice.token)
+    both = [await open_socket(demo.alice) for _ in range(2)]
+    for socket in both:
+        await socket.recv_until(frame_is("connected"))
+    assert lookups == [demo.alice.token]
+    assert token_cache().hits == 3
+
+
+async def test_a_token_revoked_with_no_socket_left_here_is_refused(
+    open_socket, demo: Demo, lookups: list[str]
+) -> None:
+    await _connect_and_close(open_socket, demo.alice, demo.alice.token)
+    digest = token_digest(demo.alice.token)
+    assert digest in token_cache().digests()
+    await AuthToken.objects.filter(digest=digest).adelete()  # logout: the signal revokes
+    deadline = asyncio.get_running_loop().time() + 3
+    while digest in token_cache().digests():
+        assert asyncio.get_running_loop().time() < deadline, "the revocation never arrived"
+        await asyncio.sleep(0.01)
+    again = await open_socket(demo.alice)
+    assert await again.wait_closed() == WS_4401_UNAUTHORIZED
+    assert lookups == [demo.alice.token, demo.alice.token]
+
+
+async def test_deactivating_the_user_drops_every_token_of_theirs(open_socket, demo: Demo) -> None:
+    second = await _issue(demo.bob.id)
+    await _connect_and_close(open_socket, demo.bob, demo.bob.token)
+    await _connect_and_close(open_socket, demo.bob, second)
+    user = await get_user_model().objects.aget(pk=demo.bob.id)
+    user.is_active = False
+    await user.asave()
+    deadline = asyncio.get_running_loop().time() + 3
+    while len(token_cache()):
+        assert asyncio.get_running_loop().time() < deadline, "the revocation never arrived"
+        await asyncio.sleep(0.01)
+    for key in (demo.bob.token, second):
+        socket = await open_socket(demo.bob, token=key)
+        assert await socket.wait_closed() == WS_4401_UNAUTHORIZED
+
+
+async def test_a_cached_token_is_not_served_past_its_expiry(open_socket, demo: Demo) -> None:
+    key = await _issue(demo.carol.id, ttl_seconds=1)
+    await _connect_and_close(open_socket, demo.carol, key)
+    digest = token_digest(key)
+    assert digest in token_cache().digests()
+    deadline = asyncio.get_running_loop().time() + 3
+    while token_cache().get(digest) is not None:
+        assert asyncio.get_running_loop().time() < deadline, "still served past its expiry"
+        await asyncio.sleep(0.05)
+    socket = await open_socket(demo.carol, token=key)
+    assert await socket.wait_closed() == WS_4401_UNAUTHORIZED
+
+
+async def test_a_revocation_between_lookup_and_join_closes_the_new_socket(
+    open_socket, demo: Demo
+) -> None:
+    await _connect_and_close(open_socket, demo.alice, demo.alice.token)
+    cache = token_cache()
+    digest = token_digest(demo.alice.token)
+    # As if the revocation arrived after the cache hit but before the socket's group join.
+    real_get = cache.get
+
+    def hit_then_revoke(wanted: str) -> Any:
+        entry = real_get(wanted)
+        if entry is not None:
+            asyncio.get_running_loop().call_soon(
+                lambda: cache.revoked(user_id=demo.alice.id, token_hash=digest)
+            )
+        return entry
+
+    cache.get = hit_then_revoke  # type: ignore[method-assign]
+    socket = await open_socket(demo.alice)
+    assert await socket.wait_closed(within=3) == WS_4401_UNAUTHORIZED
+
+
+async def test_the_recheck_drops_a_cached_token_no_signal_announced(
+    open_socket, demo: Demo, realtime_override
+) -> None:
+    realtime_override(TOKEN_RECHECK_SECONDS=0.2)
+    key = await _issue(demo.dave.id)
+    await _connect_and_close(open_socket, demo.dave, key)
+    alice = await open_socket(demo.alice)  # keeps the instance's re-check running
+    await alice.recv_until(frame_is("connected"))
+    # QuerySet.update sends no signal: the cache still holds the old expiry.
+    await AuthToken.objects.filter(digest=token_digest(key)).aupdate(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    deadline = asyncio.get_running_loop().time() + 3
+    while token_digest(key) in token_cache().digests():
+        assert asyncio.get_running_loop().time() < deadline, "the re-check never dropped it"
+        await asyncio.sleep(0.02)
