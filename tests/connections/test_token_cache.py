@@ -128,7 +128,7 @@ async def test_a_revocation_between_lookup_and_join_closes_the_new_socket(
             )
         return entry
 
-    cache.get = hit_then_revoke  # type: ignore[method-assign]
+    cache.get = hit_then_revoke  # type: ignore[method-assign,assignment]
     socket = await open_socket(demo.alice)
     assert await socket.wait_closed(within=3) == WS_4401_UNAUTHORIZED
 
