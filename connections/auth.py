@@ -17,8 +17,9 @@ from channels.middleware import BaseMiddleware
 from channels.security.websocket import OriginValidator
 from django.contrib.auth.models import AnonymousUser
 
+from connections.admission import connect_gate
 from connections.authority import SCOPE_KEY
-from connections.close_codes import WS_4401_UNAUTHORIZED, WS_4403_FORBIDDEN
+from connections.close_codes import WS_1013_TRY_AGAIN_LATER, WS_4401_UNAUTHORIZED, WS_4403_FORBIDDEN
 from connections.database import database_async
 from connections.models import token_digest
 from connections.token_cache import CachedToken, token_cache
@@ -70,6 +71,12 @@ class WebSocketAuthMiddleware(BaseMiddleware):
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         scope = dict(scope)
+        if connect_gate().full():
+            # Shed before any database work; the consumer closes with 1013.
+            scope["user"] = AnonymousUser()
+            scope["auth_close_code"] = WS_1013_TRY_AGAIN_LATER
+            scope[SCOPE_KEY] = None
+            return await super().__call__(scope, receive, send)
         token = _query_param(scope, "token")
         identity: TokenIdentity | None = None
         if token is not None:
