@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from channels.consumer import get_handler_name
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from rest_framework import serializers as drf_serializers
 from rest_framework.exceptions import ValidationError
@@ -220,6 +221,15 @@ class ChatConsumer(SocketAuthorityMixin, AsyncWebsocketConsumer):
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
         await handler(message)
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        """Channels' own, without its ``aclose_old_connections()`` hop (see ``dispatch``).
+
+        This consumer joins no ``groups`` of Channels' kind, and a reconnect storm's shed
+        sockets each queued for the one thread-sensitive thread on the way out.
+        """
+        await self.disconnect(message["code"])
+        raise StopConsumer()
 
     # -- lifecycle -------------------------------------------------------------------------
 

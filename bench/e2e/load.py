@@ -115,6 +115,8 @@ class Client:
     event_ids: set[str] = field(default_factory=set)
     message_ids: set[str] = field(default_factory=set)
     waiter: asyncio.Future[None] | None = None
+    # The last durable seq seen per conversation: what a reconnect resumes from.
+    positions: dict[str, int] = field(default_factory=dict)
 
 
 class LoadGenerator:
@@ -140,6 +142,7 @@ class LoadGenerator:
         self.delivered = 0
         self.latencies_ms: list[float] = []
         self.closed_unexpectedly = 0
+        self._requests: dict[str, asyncio.Future[dict[str, Any]]] = {}  # ref -> reply
 
     # -- sockets ----------------------------------------------------------------------------
 
@@ -158,8 +161,10 @@ class LoadGenerator:
                 started = time.perf_counter()
                 try:
                     await self._open(client)
-                except (OSError, TimeoutError, websockets.WebSocketException):
+                except (OSError, TimeoutError, websockets.WebSocketException) as exc:
                     failed += 1
+                    code = getattr(getattr(exc, "rcvd", None), "code", None)
+                    self.errors[f"connect_{code or type(exc).__name__}"] += 1
                     return
                 times.append((time.perf_counter() - started) * 1000)
 
@@ -229,6 +234,15 @@ class LoadGenerator:
             self._on_echo(client, frame, now)
             return
         kind = frame.get("type")
+        ref = frame.get("ref")
+        if isinstance(ref, str) and ref in self._requests:
+            future = self._requests.pop(ref)
+            if not future.done():
+                future.set_result(frame)
+            return
+        seq, conversation = frame.get("seq"), frame.get("conversation_id")
+        if isinstance(seq, int) and isinstance(conversation, str) and kind != "ack":
+            client.positions[conversation] = max(client.positions.get(conversation, 0), seq)
         event_id = frame.get("event_id")
         if isinstance(event_id, str):
             if event_id in client.event_ids:
@@ -291,6 +305,20 @@ class LoadGenerator:
             client.waiter.set_result(None)
 
     # -- what is sent -----------------------------------------------------------------------
+
+    async def request(
+        self, client: Client, frame: dict[str, Any], *, within: float = 30.0
+    ) -> dict[str, Any]:
+        """Send ``frame`` with a fresh ``ref`` and return the server's reply to it."""
+        assert client.ws is not None
+        ref = f"q{next(self._refs)}"
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._requests[ref] = future
+        try:
+            await client.ws.send(json.dumps({**frame, "ref": ref}))
+            return await asyncio.wait_for(future, within)
+        finally:
+            self._requests.pop(ref, None)
 
     async def send(self, client: Client, kind: str) -> None:
         """One frame: ``message`` (body = nonce and send time), ``typing``, or an echo."""

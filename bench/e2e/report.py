@@ -34,6 +34,8 @@ def _cpu(item: dict[str, Any]) -> str:
 def render(results: dict[str, Any]) -> str:
     if "soak" in results:
         return render_soak(results["soak"])
+    if "storm" in results:
+        return render_storm(results["storm"])
     out: list[str] = []
     echo = results.get("echo")
     layers: dict[str, Any] = results.get("layers", {})
@@ -257,3 +259,29 @@ def render_soak(soak: dict[str, Any]) -> str:
 
 if __name__ == "__main__":
     print(render(json.loads(Path(sys.argv[1]).read_text())))
+
+
+def render_storm(storm: dict[str, Any]) -> str:
+    ping = storm["survivor_ping_ms"]
+    rows = [
+        [name, ping[name]["pings"], _ms(ping[name]["p50"]), _ms(ping[name]["p99"])]
+        for name in ("before", "during", "after")
+    ]
+    tally = storm["integrity"]
+    lines = [
+        f"Reconnect storm: {storm['killed_sockets']} of {storm['sockets']} sockets killed "
+        f"(SIGKILL), {storm['survivor_sockets']} on the survivor",
+        f"resumed on the survivor: {storm['resumed']} ({storm['resumed_within_10s']} within 10 s),"
+        f" all back after {storm['all_back_seconds']} s; resume p50/p99 "
+        f"{storm['resume_seconds']['p50']} / {storm['resume_seconds']['p99']} s; "
+        f"every resume recovered: {storm['recovered_all']}",
+        f"connect attempts {storm['attempts']}, shed with 1013: {storm['shed_1013']}, "
+        f"other failures: {storm['failed_other']}",
+        "",
+        "Survivor's own sockets, ping round trip",
+        _table(["window", "pings", "p50 ms", "p99 ms"], rows),
+        "",
+        f"deliveries owed {tally['expected']}, lost {tally['lost']}, duplicates "
+        f"{tally['duplicate_events']} / {tally['duplicate_messages']}, unacked {tally['unacked']}",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,249 @@
+"""Reconnect storm: SIGKILL the instance holding half the sockets; they all come back.
+
+Run: .venv/bin/python -m bench.e2e.run --storm [--storm-users 4000]
+
+Two instances; user i on instance i mod 2, so every conversation of 2 spans both. Once all
+sockets are open and every conversation has a little history, the survivor's sockets send
+pings (the survivor's own responsiveness) and messages to their partners on the other
+instance at fixed rates; then the other instance is killed with SIGKILL. Each of its
+clients, on seeing its socket drop, reconnects to the survivor with jittered exponential
+backoff (a random delay up to 0.25 s, doubling per failed attempt up to 5 s; a ``1013``
+close is such a failure) and sends ``resume`` with the last ``seq`` it saw. Measured: how
+long until every client has its resume acknowledged, the survivor's ping round trips
+before, during and after, how many connects were shed (1013), and the usual tally: every
+message the survivor acknowledged is owed to the partner, replayed or live, exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import websockets
+from websockets.asyncio.client import connect
+
+from bench.e2e.load import OPEN_TIMEOUT_SECONDS, Client, LoadGenerator, accounts_assign, percentiles
+from bench.e2e.probes import rss_kib
+from bench.e2e.targets import bench_cluster, users_seed
+
+BACKOFF_FIRST_SECONDS = 0.25
+BACKOFF_MAX_SECONDS = 5.0
+TRY_AGAIN_LATER = 1013
+
+
+@dataclasses.dataclass
+class Comeback:
+    attempts: int = 0
+    shed: int = 0  # closed with 1013
+    failed: int = 0  # refused otherwise (connection refused, timeouts)
+    connected_after: float | None = None  # seconds after the kill
+    resumed_after: float | None = None
+    recovered: bool | None = None
+
+
+async def _reopen(gen: LoadGenerator, client: Client, url: str) -> int | None:
+    """One attempt on ``url``; None once ``connected`` arrived, else the close code (or 0)."""
+    try:
+        ws = await connect(
+            f"{url}?token={client.account.token}",
+            open_timeout=OPEN_TIMEOUT_SECONDS,
+            max_size=None,
+            ping_interval=None,
+            proxy=None,
+        )
+    except (OSError, TimeoutError, websockets.WebSocketException):
+        return 0
+    try:
+        first = json.loads(await asyncio.wait_for(ws.recv(), OPEN_TIMEOUT_SECONDS))
+    except websockets.ConnectionClosed as closed:
+        return closed.rcvd.code if closed.rcvd is not None else 0
+    except (OSError, TimeoutError):
+        await ws.close()
+        return 0
+    if first.get("type") != "connected":
+        await ws.close()
+        return 0
+    client.ws = ws
+    client.reader = asyncio.create_task(gen._read(client))
+    return None
+
+
+async def _come_back(
+    gen: LoadGenerator, client: Client, url: str, killed_at: float, record: Comeback
+) -> None:
+    if client.reader is not None:
+        await asyncio.gather(client.reader, return_exceptions=True)
+    client.ws = None
+    client.account = dataclasses.replace(client.account, url=url)
+    attempt = 0
+    while True:
+        ceiling = min(BACKOFF_MAX_SECONDS, BACKOFF_FIRST_SECONDS * 2**attempt)
+        await asyncio.sleep(random.uniform(0, ceiling))
+        record.attempts += 1
+        code = await _reopen(gen, client, url)
+        if code is None:
+            break
+        if code == TRY_AGAIN_LATER:
+            record.shed += 1
+        else:
+            record.failed += 1
+        attempt += 1
+    record.connected_after = time.monotonic() - killed_at
+    reply = await gen.request(client, {"type": "resume", "positions": dict(client.positions)})
+    record.resumed_after = time.monotonic() - killed_at
+    answers = (reply.get("conversations") or {}).values()
+    record.recovered = reply.get("type") == "ack" and all(a.get("recovered") for a in answers)
+
+
+async def _pings(
+    gen: LoadGenerator, clients: list[Client], rate: float, stop: asyncio.Event
+) -> list[tuple[float, float]]:
+    """(send time, round trip ms) of pings at ``rate``/s round-robin over ``clients``."""
+    samples: list[tuple[float, float]] = []
+    pending: set[asyncio.Task[None]] = set()
+
+    async def one(client: Client) -> None:
+        sent = time.monotonic()
+        try:
+            await gen.request(client, {"type": "ping"}, within=30)
+        except (TimeoutError, websockets.WebSocketException):
+            return
+        samples.append((sent, (time.monotonic() - sent) * 1000))
+
+    started = time.monotonic()
+    index = 0
+    while not stop.is_set():
+        due = int((time.monotonic() - started) * rate)
+        while index < due:
+            task = asyncio.create_task(one(clients[index % len(clients)]))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+            index += 1
+        await asyncio.sleep(0.005)
+    await asyncio.gather(*pending, return_exceptions=True)
+    return samples
+
+
+async def _messages(
+    gen: LoadGenerator, clients: list[Client], rate: float, stop: asyncio.Event
+) -> int:
+    """Messages from the survivor's sockets to their partners at ``rate``/s."""
+    started = time.monotonic()
+    index = 0
+    while not stop.is_set():
+        due = int((time.monotonic() - started) * rate)
+        while index < due:
+            await gen.send(clients[index % len(clients)], "message")
+            index += 1
+        await asyncio.sleep(0.005)
+    return index
+
+
+def _window(samples: list[tuple[float, float]], start: float, end: float) -> dict[str, Any]:
+    values = [ms for at, ms in samples if start <= at < end]
+    return {"pings": len(values), **percentiles(values)}
+
+
+def _profile(args: Any, pid: int) -> subprocess.Popen[bytes] | None:
+    """``--profile DIR``: py-spy on the survivor for the first seconds of the storm."""
+    if not args.profile:
+        return None
+    out: Path = args.profile
+    out.mkdir(parents=True, exist_ok=True)
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    output = str(out / "storm-survivor.txt")
+    argv = [spy, "record", "--pid", str(pid), "--duration", "10", "--nonblocking"]
+    return subprocess.Popen(
+        [*argv, "--format", "raw", "-o", output],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def storm(args: Any, workdir: Path) -> dict[str, Any]:
+    cluster = bench_cluster(
+        layer="realtime",
+        state_dir=workdir / "storm",
+        instances=2,
+        database_url=args.database_url,
+    )
+    try:
+        seeded = users_seed(cluster, users=args.storm_users, size=2)
+        victim, survivor = cluster.instances
+        gen = LoadGenerator(accounts_assign(seeded, [victim.ws_url, survivor.ws_url]))
+        connect_stats = await gen.connect()
+        victims = [c for c in gen.clients if c.account.url == victim.ws_url and c.ws]
+        survivors = [c for c in gen.clients if c.account.url == survivor.ws_url and c.ws]
+        # A little history in every conversation, so each resume has a position to give.
+        for client in survivors:
+            await gen.send(client, "message")
+        await gen.settle(within=30)
+        rss_before = rss_kib(survivor.pid)
+
+        stop = asyncio.Event()
+        pings = asyncio.create_task(_pings(gen, survivors, args.storm_ping_rate, stop))
+        sent = asyncio.create_task(_messages(gen, survivors, args.storm_message_rate, stop))
+        await asyncio.sleep(args.storm_calm)
+        records = {c.index: Comeback() for c in victims}
+        spy = _profile(args, survivor.pid)
+        killed_at = time.monotonic()
+        os.kill(victim.pid, signal.SIGKILL)
+        comebacks = [
+            asyncio.create_task(_come_back(gen, c, survivor.ws_url, killed_at, records[c.index]))
+            for c in victims
+        ]
+        _, not_done = await asyncio.wait(comebacks, timeout=args.storm_deadline)
+        back_at = time.monotonic()
+        await asyncio.sleep(args.storm_calm)
+        stop.set()
+        samples = await pings
+        messages_sent = await sent
+        for task in not_done:
+            task.cancel()
+        await asyncio.gather(*not_done, return_exceptions=True)
+        tally = (await gen.settle(within=30)).as_dict()
+        if spy is not None:
+            spy.wait(timeout=60)
+        resumed = [r.resumed_after for r in records.values() if r.resumed_after is not None]
+        result = {
+            "sockets": connect_stats.sockets,
+            "connect": dataclasses.asdict(connect_stats),
+            "killed_sockets": len(victims),
+            "survivor_sockets": len(survivors),
+            "ping_rate": args.storm_ping_rate,
+            "message_rate": args.storm_message_rate,
+            "messages_sent_during": messages_sent,
+            "resumed": len(resumed),
+            "resumed_within_10s": sum(1 for s in resumed if s <= 10.0),
+            "all_back_seconds": round(max(resumed), 2) if len(resumed) == len(victims) else None,
+            "resume_seconds": percentiles(resumed),
+            "connect_seconds": percentiles(
+                [r.connected_after for r in records.values() if r.connected_after is not None]
+            ),
+            "recovered_all": all(r.recovered for r in records.values() if r.recovered is not None),
+            "attempts": sum(r.attempts for r in records.values()),
+            "shed_1013": sum(r.shed for r in records.values()),
+            "failed_other": sum(r.failed for r in records.values()),
+            "survivor_ping_ms": {
+                "before": _window(samples, killed_at - args.storm_calm, killed_at),
+                "during": _window(samples, killed_at, back_at),
+                "after": _window(samples, back_at, back_at + args.storm_calm),
+            },
+            "survivor_rss_kib": {"before": rss_before, "after": rss_kib(survivor.pid)},
+            "integrity": tally,
+            "errors": dict(gen.errors),
+        }
+        await gen.close()
+        return result
+    finally:
+        cluster.stop()
