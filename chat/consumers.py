@@ -79,6 +79,17 @@ logger = logging.getLogger(__name__)
 INTERNAL_ERROR = "internal_error"
 
 Handler = Callable[[ClientFrame], Awaitable[dict[str, Any]]]
+# Client frame type -> handler method; one table for every socket (a per-socket dict of
+# bound methods cost each idle socket about 1 KiB).
+FRAME_HANDLERS: dict[str, str] = {
+    "ping": "on_ping",
+    "typing": "on_typing",
+    "read": "on_read",
+    "status": "on_status",
+    "message": "on_message",
+    "auth": "on_auth",
+    "resume": "on_resume",
+}
 
 
 def _validated(serializer_class: type[drf_serializers.Serializer], frame: ClientFrame) -> Any:
@@ -197,15 +208,6 @@ class ChatConsumer(SocketAuthorityMixin, AsyncWebsocketConsumer):
             timeout_seconds=float(realtime_settings.TYPING_TIMEOUT_SECONDS),
             on_expire=self._typing_expired,
         )
-        self.handlers: dict[str, Handler] = {
-            "ping": self.on_ping,
-            "typing": self.on_typing,
-            "read": self.on_read,
-            "status": self.on_status,
-            "message": self.on_message,
-            "auth": self.on_auth,
-            "resume": self.on_resume,
-        }
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Run the handler for ``message`` without Channels' per-message thread hop.
@@ -235,8 +237,9 @@ class ChatConsumer(SocketAuthorityMixin, AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         gate = connect_gate()
-        if self.scope.get("auth_close_code") == WS_1013_TRY_AGAIN_LATER or not gate.enter():
-            # Too many connects in progress here: retry later (docs/protocol.md).
+        if not gate.enter():
+            # Too many connects in progress here (the handshakes that passed the shedding
+            # middleware together): retry later (docs/protocol.md).
             await self.refuse(WS_1013_TRY_AGAIN_LATER)
             return
         try:
@@ -409,9 +412,10 @@ class ChatConsumer(SocketAuthorityMixin, AsyncWebsocketConsumer):
         try:
             frame = frame_parse(text)
             ref = frame.ref
-            handler = self.handlers.get(frame.type)
-            if handler is None:
+            name = FRAME_HANDLERS.get(frame.type)
+            if name is None:
                 raise FrameError(UNKNOWN_TYPE, ref=ref)
+            handler: Handler = getattr(self, name)
             reply = await handler(frame)
         except FrameError as exc:
             reply = exc.to_frame()

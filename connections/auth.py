@@ -8,8 +8,11 @@ and closes with 4401/4403 so that clients can tell "bad credentials" from "serve
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, cast
 from urllib.parse import parse_qs
 
 from channels.auth import AuthMiddlewareStack
@@ -24,6 +27,7 @@ from connections.database import database_async
 from connections.models import token_digest
 from connections.token_cache import CachedToken, token_cache
 from connections.tokens import TokenIdentity, token_lookup
+from health import metrics
 
 ASGIApp = Any
 
@@ -71,12 +75,6 @@ class WebSocketAuthMiddleware(BaseMiddleware):
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         scope = dict(scope)
-        if connect_gate().full():
-            # Shed before any database work; the consumer closes with 1013.
-            scope["user"] = AnonymousUser()
-            scope["auth_close_code"] = WS_1013_TRY_AGAIN_LATER
-            scope[SCOPE_KEY] = None
-            return await super().__call__(scope, receive, send)
         token = _query_param(scope, "token")
         identity: TokenIdentity | None = None
         if token is not None:
@@ -95,7 +93,9 @@ class WebSocketAuthMiddleware(BaseMiddleware):
         scope["user"] = user
         scope["auth_close_code"] = close_code
         scope[SCOPE_KEY] = identity
-        return await super().__call__(scope, receive, send)
+        # Not BaseMiddleware's __call__: its second copy of the scope, and its suspended
+        # frame, would live as long as the socket does.
+        return await self.inner(scope, receive, send)
 
 
 class BrowserOriginValidator(OriginValidator):
@@ -111,13 +111,56 @@ class BrowserOriginValidator(OriginValidator):
         return bool(self.validate_origin(parsed_origin))
 
 
+class SheddingMiddleware:
+    """The first thing a handshake meets: with ``CONNECT_MAX_IN_FLIGHT`` connects already in
+    progress here, accept and close with ``1013`` at once (``connections.admission``), before
+    the session, the token, the consumer or any database work."""
+
+    def __init__(self, inner: ASGIApp) -> None:
+        self.inner = inner
+
+    def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Awaitable[Any]:
+        # A plain function returning the inner coroutine: no frame of ours stays suspended
+        # for the socket's whole life.
+        if not connect_gate().full():
+            return cast(Awaitable[Any], self.inner(scope, receive, send))
+        connect_gate().shed += 1
+        metrics.connection_rejected(WS_1013_TRY_AGAIN_LATER)
+        return self._shed(receive, send)
+
+    @staticmethod
+    async def _shed(receive: Any, send: Any) -> None:
+        message = await receive()
+        if message.get("type") != "websocket.connect":
+            return None
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.close", "code": WS_1013_TRY_AGAIN_LATER})
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(10):
+                while (await receive()).get("type") != "websocket.disconnect":
+                    pass
+        return None
+
+
+class TokenOrSessionRouter:
+    """A socket that brings ``?token=`` skips the session stack: the token decides who it
+    is, and Channels' ``AuthMiddleware`` would spend a trip to the thread-sensitive thread
+    on every handshake just to find no session."""
+
+    def __init__(self, inner: ASGIApp) -> None:
+        self.with_token = WebSocketAuthMiddleware(inner)
+        self.with_session = AuthMiddlewareStack(self.with_token)
+
+    def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Awaitable[Any]:
+        app = self.with_token if _query_param(scope, "token") is not None else self.with_session
+        return cast(Awaitable[Any], app(scope, receive, send))
+
+
 def websocket_stack(inner: ASGIApp) -> ASGIApp:
-    """Origin check, then session auth, then token auth, around ``inner``."""
+    """Shedding, the origin check, then token auth (or session auth, then token auth)."""
     from django.conf import settings
 
     allowed_hosts = list(settings.ALLOWED_HOSTS)
     if settings.DEBUG and not allowed_hosts:
         allowed_hosts = ["localhost", "127.0.0.1", "[::1]"]
-    return BrowserOriginValidator(
-        AuthMiddlewareStack(WebSocketAuthMiddleware(inner)), allowed_hosts
-    )
+    return SheddingMiddleware(BrowserOriginValidator(TokenOrSessionRouter(inner), allowed_hosts))

@@ -26,6 +26,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +47,13 @@ class Comeback:
     attempts: int = 0
     shed: int = 0  # closed with 1013
     failed: int = 0  # refused otherwise (connection refused, timeouts)
+    reasons: Counter[str] = dataclasses.field(default_factory=Counter)
     connected_after: float | None = None  # seconds after the kill
     resumed_after: float | None = None
     recovered: bool | None = None
 
 
-async def _reopen(gen: LoadGenerator, client: Client, url: str) -> int | None:
+async def _reopen(gen: LoadGenerator, client: Client, url: str, record: Comeback) -> int | None:
     """One attempt on ``url``; None once ``connected`` arrived, else the close code (or 0)."""
     try:
         ws = await connect(
@@ -61,16 +63,21 @@ async def _reopen(gen: LoadGenerator, client: Client, url: str) -> int | None:
             ping_interval=None,
             proxy=None,
         )
-    except (OSError, TimeoutError, websockets.WebSocketException):
+    except (OSError, TimeoutError, websockets.WebSocketException) as exc:
+        record.reasons[type(exc).__name__] += 1
         return 0
     try:
         first = json.loads(await asyncio.wait_for(ws.recv(), OPEN_TIMEOUT_SECONDS))
     except websockets.ConnectionClosed as closed:
-        return closed.rcvd.code if closed.rcvd is not None else 0
-    except (OSError, TimeoutError):
+        code = closed.rcvd.code if closed.rcvd is not None else 0
+        record.reasons[f"close {code}"] += 1
+        return code
+    except (OSError, TimeoutError) as exc:
+        record.reasons[type(exc).__name__] += 1
         await ws.close()
         return 0
     if first.get("type") != "connected":
+        record.reasons[f"first frame {first.get('type')}"] += 1
         await ws.close()
         return 0
     client.ws = ws
@@ -90,7 +97,7 @@ async def _come_back(
         ceiling = min(BACKOFF_MAX_SECONDS, BACKOFF_FIRST_SECONDS * 2**attempt)
         await asyncio.sleep(random.uniform(0, ceiling))
         record.attempts += 1
-        code = await _reopen(gen, client, url)
+        code = await _reopen(gen, client, url, record)
         if code is None:
             break
         if code == TRY_AGAIN_LATER:
@@ -234,6 +241,7 @@ async def storm(args: Any, workdir: Path) -> dict[str, Any]:
             "attempts": sum(r.attempts for r in records.values()),
             "shed_1013": sum(r.shed for r in records.values()),
             "failed_other": sum(r.failed for r in records.values()),
+            "attempt_outcomes": dict(sum((r.reasons for r in records.values()), Counter())),
             "survivor_ping_ms": {
                 "before": _window(samples, killed_at - args.storm_calm, killed_at),
                 "during": _window(samples, killed_at, back_at),
