@@ -54,11 +54,12 @@ async def traffic(
             index += 1
             if conversation is None:
                 continue
-            if index % 20 == 0:
-                frame = {"type": "message", "conversation_id": conversation, "body": "soak"}
-            else:
-                frame = {"type": "typing", "conversation_id": conversation, "is_typing": True}
-            await socket.send_to(text_data=json.dumps(frame))
+            outgoing: dict[str, object] = (
+                {"type": "message", "conversation_id": conversation, "body": "soak"}
+                if index % 20 == 0
+                else {"type": "typing", "conversation_id": conversation, "is_typing": True}
+            )
+            await socket.send_to(text_data=json.dumps(outgoing))
             frames += 1
         await asyncio.sleep(0.05)
         received += _drain(opened)
