@@ -183,6 +183,9 @@ class ChatConsumer(SocketAuthorityMixin, AsyncWebsocketConsumer):
         # The conversations this socket follows, each with its delivery cursor: the socket's
         # authority too (frames and events of any other conversation are refused).
         self.positions = Positions()
+        # The seq of each removal this socket applied: an older "added" that healing or a
+        # late delivery brings afterwards must not bring the conversation back.
+        self.removed_at: dict[str, int] = {}
         # Set at connect: only kept when the layer does not already drop repeated event ids.
         self.seen: SeenIds | None = None
         self.bucket = TokenBucket(
@@ -495,7 +498,7 @@ class ChatConsumer(SocketAuthorityMixin, AsyncWebsocketConsumer):
         conversation_id = str(event["conversation_id"])
         seq = int(event["seq"])
         if conversation_id not in self.positions:
-            if not self._added_here(event):
+            if not self._added_here(event) or seq <= self.removed_at.get(conversation_id, 0):
                 return  # not (or no longer) this socket's conversation
             # The event that adds this user: follow the conversation from just before it.
             await self._join(conversation_id, seq - 1)
@@ -553,6 +556,7 @@ class ChatConsumer(SocketAuthorityMixin, AsyncWebsocketConsumer):
             and event.get("action") == "removed"
             and str(event.get("user_id")) == self.user_id
         ):
+            self.removed_at[conversation_id] = int(event["seq"])
             await self._leave(conversation_id)
 
     async def on_resume(self, frame: ClientFrame) -> dict[str, Any]:
@@ -611,7 +615,12 @@ class ChatConsumer(SocketAuthorityMixin, AsyncWebsocketConsumer):
 
     async def realtime_join(self, message: dict[str, Any]) -> None:
         conversation_id = message.get("conversation_id")
-        if self.registered and isinstance(conversation_id, str) and conversation_id:
+        if (
+            self.registered
+            and isinstance(conversation_id, str)
+            and conversation_id
+            and conversation_id not in self.removed_at
+        ):
             await self._join(conversation_id, int(message.get("seq", 0)))
 
     async def channel_overflow(self, message: dict[str, Any]) -> None:
