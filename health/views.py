@@ -16,6 +16,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from connections.status import registry_view
 from health import metrics
 from health.asgi import health_payload
 from realtime_project.conf import realtime_settings
@@ -52,12 +53,10 @@ def _is_staff(request: HttpRequest) -> bool:
 
 
 async def _snapshot() -> metrics.ScrapeSnapshot:
-    from connections.registry import get_registry
-
     timeout = float(realtime_settings.HEALTH_TIMEOUT_SECONDS)
     stats: Any = None
     try:
-        stats = await asyncio.wait_for(get_registry().stats(), timeout)
+        stats = await asyncio.wait_for(registry_view().stats(), timeout)
     except Exception:
         # Redis down: the scrape still answers with this instance's own numbers.
         stats = None
