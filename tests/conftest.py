@@ -99,6 +99,15 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: N
     settings.DATABASES["default"].get("OPTIONS", {}).pop("pool", None)
 
 
+@pytest.fixture(autouse=True)
+def _empty_cache() -> Iterator[None]:
+    """Throttle counters live in Django's cache (local memory here): none leak between tests."""
+    yield
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Every skip of the run, grouped by reason, so a missing service is never silent."""
     reasons: Counter[str] = Counter()
