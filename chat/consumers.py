@@ -63,13 +63,13 @@ from connections.close_codes import (
 )
 from connections.instance import instance_id, instance_start
 from connections.layer import RealtimeChannelLayer
+from connections.lifecycle import drain_is_active
 from connections.registry import get_registry
 from connections.sockets import local_sockets
 from health import metrics
-from health.drain import drain_is_active
-from health.logging import log_event
 from presence.services import presence_connect, presence_disconnect, presence_set
 from realtime_project.conf import realtime_settings
+from realtime_project.runtime.logging import log_event
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,9 @@ from typing import Any, Literal
 
 from django.db import connection
 
-from health.drain import drain_is_active
+from connections.lifecycle import drain_is_active
+from connections.status import layer_view, registry_view
+from presence.services import presence_is_behind, presence_store_check
 from realtime_project.conf import realtime_settings
 
 logger = logging.getLogger(__name__)
@@ -58,19 +60,14 @@ async def check_redis(*, timeout_seconds: float) -> dict[str, Any]:
     if not realtime_settings.REDIS_URL:
         return {"status": "disabled"}
     started = time.monotonic()
-    from channels.layers import get_channel_layer
-
-    from connections.registry import get_registry
-
-    layer: Any = get_channel_layer()
-    probes: list[Awaitable[bool]] = [get_registry().check(timeout_seconds)]
-    layer_check = getattr(layer, "check", None)
-    if layer_check is not None:
-        probes.append(layer_check(timeout_seconds))
+    layer = layer_view()
+    probes: list[Awaitable[bool]] = [registry_view().check(timeout_seconds)]
+    if layer is not None:
+        probes.append(layer.check(timeout_seconds))
     answers = await asyncio.gather(*(_bounded(p, timeout_seconds) for p in probes))
-    layer_status = getattr(layer, "status", None)
+    layer_status = layer.status if layer is not None else None
     up = all(answers) and layer_status != "degraded"
-    extra = {"layer": str(layer_status)} if layer_status is not None else {}
+    extra = {"layer": layer_status} if layer_status is not None else {}
     return _result("up" if up else "down", started, **extra)
 
 
@@ -79,10 +76,6 @@ async def check_firestore(*, timeout_seconds: float) -> dict[str, Any]:
     if not realtime_settings.FIRESTORE_PROJECT_ID:
         return {"status": "disabled"}
     started = time.monotonic()
-    try:
-        from presence.services import presence_is_behind, presence_store_check
-    except ImportError:
-        return _result("down", started, detail="presence store not available")
     if not await _bounded(presence_store_check(timeout_seconds), timeout_seconds):
         return _result("down", started)
     behind = bool(presence_is_behind())
@@ -126,9 +119,7 @@ def _overall(checks: dict[str, dict[str, Any]]) -> OverallStatus:
 
 
 def _connection_count() -> int:
-    from connections.registry import get_registry
-
-    return int(get_registry().local_connection_count())
+    return registry_view().local_connection_count()
 
 
 async def health_evaluate() -> HealthReport:

@@ -21,6 +21,7 @@ from realtime_project.env import (
     env_choice,
     env_float,
     env_int,
+    env_ip_networks,
     env_list,
     env_optional_str,
     env_str,
@@ -203,6 +204,12 @@ REALTIME: dict[str, Any] = {
     "HEARTBEAT_INTERVAL_SECONDS": env_float("HEARTBEAT_INTERVAL_SECONDS", 20, minimum=0.1),
     "MESSAGE_MAX_LENGTH": env_int("MESSAGE_MAX_LENGTH", 4000, minimum=1),
     "WS_MAX_FRAME_BYTES": env_int("WS_MAX_FRAME_BYTES", 64 * 1024, minimum=256),
+    # What the server may hold unsent for one socket (a client that stops reading); past it,
+    # the socket is closed with 4008 (realtime_project/runtime/daphne.py).
+    "WS_MAX_BUFFERED_BYTES": env_int("WS_MAX_BUFFERED_BYTES", 2 * 1024 * 1024, minimum=4096),
+    # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (addresses or networks):
+    # the load balancer. Anyone else's are ignored (realtime_project/runtime/proxy_headers.py).
+    "TRUSTED_PROXIES": env_ip_networks("TRUSTED_PROXIES", ["127.0.0.1", "::1"]),
     "MAX_SOCKETS_PER_USER": env_int("MAX_SOCKETS_PER_USER", 20, minimum=1),
     "TYPING_TIMEOUT_SECONDS": env_float("TYPING_TIMEOUT_SECONDS", 6, minimum=0.1),
     # Per-socket token bucket for client frames; a socket that keeps flooding is closed 4429.
@@ -289,16 +296,17 @@ if _LAYER_BACKEND and CHANNEL_LAYERS["default"]["BACKEND"] != _LAYER_BACKEND:
     CHANNEL_LAYERS = {"default": {"BACKEND": _LAYER_BACKEND, "CONFIG": _hosts}}
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
-# "kv": key=value lines with the instance id (health/logging.py); "json": one object a line.
+# "kv": key=value lines with the instance id (realtime_project/runtime/logging.py);
+# "json": one object a line.
 LOG_FORMAT = env_choice("LOG_FORMAT", "kv", {"kv", "json", "plain"})
 LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"instance": {"()": "health.logging.InstanceFilter"}},
+    "filters": {"instance": {"()": "realtime_project.runtime.logging.InstanceFilter"}},
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        "kv": {"()": "health.logging.KeyValueFormatter"},
-        "json": {"()": "health.logging.JsonFormatter"},
+        "kv": {"()": "realtime_project.runtime.logging.KeyValueFormatter"},
+        "json": {"()": "realtime_project.runtime.logging.JsonFormatter"},
     },
     "handlers": {
         "console": {

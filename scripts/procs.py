@@ -340,7 +340,6 @@ class DaphneInstance(WebServer):
         return [
             venv_bin("daphne"),
             "-e", endpoint,
-            "--proxy-headers",
             *self.extra_args,
             "realtime_project.asgi:application",
         ]  # fmt: skip
