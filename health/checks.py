@@ -50,12 +50,17 @@ async def _bounded(probe: Awaitable[bool], limit_seconds: float) -> bool:
 
 
 async def check_redis(*, timeout_seconds: float) -> dict[str, Any]:
-    """A real round trip through the registry's client plus the layer's own view of Redis.
+    """A real round trip to every node of the topology plus the layer's own view of Redis.
 
     A round trip alone would miss a subscriber connection that died silently; the layer's
-    status and its own probe (``layer.check``) cover that.
+    status and its own probe (``layer.check``) cover that. ``nodes`` counts off each node the
+    shared state depends on (every master of a cluster) and whether it answered; ``slots`` is
+    down while part of a cluster's slots has no reachable master.
     """
-    if not realtime_settings.REDIS_URL:
+    from connections.topology import get_topology
+
+    topology = get_topology()
+    if not topology.enabled:
         return {"status": "disabled"}
     started = time.monotonic()
     from channels.layers import get_channel_layer
@@ -63,14 +68,40 @@ async def check_redis(*, timeout_seconds: float) -> dict[str, Any]:
     from connections.registry import get_registry
 
     layer: Any = get_channel_layer()
-    probes: list[Awaitable[bool]] = [get_registry().check(timeout_seconds)]
+    registry: Any = get_registry()
+    node_check = getattr(registry, "check_nodes", None)
+
+    async def nodes() -> dict[str, bool]:
+        if node_check is None:
+            return {topology.describe(): bool(await registry.check(timeout_seconds))}
+        answer: dict[str, bool] = await node_check(timeout_seconds)
+        return answer
+
+    async def bounded_nodes() -> dict[str, bool]:
+        try:
+            return await asyncio.wait_for(nodes(), timeout_seconds)
+        except Exception:
+            return {topology.describe(): False}
+
+    probes: list[Awaitable[bool]] = []
     layer_check = getattr(layer, "check", None)
     if layer_check is not None:
         probes.append(layer_check(timeout_seconds))
-    answers = await asyncio.gather(*(_bounded(p, timeout_seconds) for p in probes))
+    node_answers, answers = await asyncio.gather(
+        bounded_nodes(), asyncio.gather(*(_bounded(p, timeout_seconds) for p in probes))
+    )
     layer_status = getattr(layer, "status", None)
-    up = all(answers) and layer_status != "degraded"
-    extra = {"layer": str(layer_status)} if layer_status is not None else {}
+    up = all(node_answers.values()) and all(answers) and layer_status != "degraded"
+    # Nodes by position, never by address: the probe is public and reveals no configuration.
+    extra: dict[str, Any] = {
+        "topology": topology.mode,
+        "nodes": {
+            (name if name == "slots" else f"node-{index}"): "up" if ok else "down"
+            for index, (name, ok) in enumerate(sorted(node_answers.items()), start=1)
+        },
+    }
+    if layer_status is not None:
+        extra["layer"] = str(layer_status)
     return _result("up" if up else "down", started, **extra)
 
 

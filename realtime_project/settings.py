@@ -16,6 +16,7 @@ from typing import Any
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from connections.topology import RedisTopology
 from realtime_project.env import (
     env_bool,
     env_choice,
@@ -173,6 +174,8 @@ REALTIME: dict[str, Any] = {
     # Redis Sentinel: "host:port,host:port" plus the monitored master's name.
     "REDIS_SENTINELS": env_list("REDIS_SENTINELS", []),
     "REDIS_SENTINEL_MASTER": env_str("REDIS_SENTINEL_MASTER", "mymaster"),
+    # A Redis Cluster: REDIS_URL names one or more seed nodes (docs/topology.md).
+    "REDIS_CLUSTER": env_bool("REDIS_CLUSTER", False),
     # Timeouts for Redis commands; blocking reads always use a shorter one (see docs).
     "REDIS_SOCKET_TIMEOUT_SECONDS": env_float("REDIS_SOCKET_TIMEOUT_SECONDS", 5.0, minimum=0.1),
     "REDIS_CONNECT_TIMEOUT_SECONDS": env_float("REDIS_CONNECT_TIMEOUT_SECONDS", 2.0, minimum=0.1),
@@ -212,14 +215,26 @@ REALTIME: dict[str, Any] = {
     "HEALTH_CACHE_SECONDS": env_float("HEALTH_CACHE_SECONDS", 0.5, minimum=0),
 }
 
-# The custom layer (docs/channel-layer.md); without REDIS_URL it runs local-only.
+# One description of where Redis is, for the layer, the registry, presence, the cache and
+# health (connections/topology.py).
+REDIS_TOPOLOGY = RedisTopology.from_values(
+    redis_url=REALTIME["REDIS_URL"],
+    sentinels=REALTIME["REDIS_SENTINELS"],
+    sentinel_master=REALTIME["REDIS_SENTINEL_MASTER"],
+    cluster=REALTIME["REDIS_CLUSTER"],
+    socket_timeout=REALTIME["REDIS_SOCKET_TIMEOUT_SECONDS"],
+    connect_timeout=REALTIME["REDIS_CONNECT_TIMEOUT_SECONDS"],
+)
+
+# The throttles' counters (and any other cache use) on the same Redis; local memory without.
+CACHES = {"default": REDIS_TOPOLOGY.cache_config()}
+
+# The custom layer (docs/channel-layer.md); without Redis it runs local-only.
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "connections.layer.RealtimeChannelLayer",
         "CONFIG": {
-            "hosts": REALTIME["REDIS_URL"],
-            "sentinels": REALTIME["REDIS_SENTINELS"],
-            "sentinel_master": REALTIME["REDIS_SENTINEL_MASTER"],
+            **REDIS_TOPOLOGY.layer_config(),
             "socket_timeout": REALTIME["REDIS_SOCKET_TIMEOUT_SECONDS"],
             "connect_timeout": REALTIME["REDIS_CONNECT_TIMEOUT_SECONDS"],
             "capacity": REALTIME["CHANNEL_CAPACITY"],
