@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import SSLConnection, parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
@@ -181,7 +182,8 @@ class RedisTopology:
         if self.mode == "cluster":
             # A failover takes a few seconds to promote a replica; the client re-reads the
             # slot map on MOVED and on connection errors, and the callers keep local truth.
-            return RedisCluster.from_url(self.urls[0], **common)
+            seeds = [_cluster_node(url) for url in self.urls]
+            return RedisCluster(startup_nodes=seeds, **_url_auth(self.urls[0]), **common)
         if not self.urls:
             raise RuntimeError("no Redis configured")
         return aioredis.Redis.from_url(
@@ -263,6 +265,19 @@ class RedisTopology:
                 "socket_connect_timeout": self.connect_timeout,
             },
         }
+
+
+def _cluster_node(url: str) -> ClusterNode:
+    parsed = parse_url(url)
+    return ClusterNode(str(parsed.get("host", "127.0.0.1")), int(parsed.get("port", 6379)))
+
+
+def _url_auth(url: str) -> dict[str, Any]:
+    parsed = parse_url(url)
+    auth: dict[str, Any] = {k: parsed[k] for k in ("username", "password") if parsed.get(k)}
+    if parsed.get("connection_class") is SSLConnection:
+        auth["ssl"] = True
+    return auth
 
 
 def _slot_ranges(client: RedisCluster) -> list[tuple[int, int]]:
