@@ -56,7 +56,9 @@ async def race(
 
 
 @pytest.fixture
-async def on_cluster(redis_cluster: RedisClusterSet) -> AsyncIterator[list[RedisConnectionRegistry]]:
+async def on_cluster(
+    redis_cluster: RedisClusterSet,
+) -> AsyncIterator[list[RedisConnectionRegistry]]:
     regs = await registries(cluster_topology(redis_cluster))
     yield regs
     for registry in regs:
