@@ -206,8 +206,16 @@ REALTIME: dict[str, Any] = {
     "RATE_LIMIT_FRAMES_PER_SECOND": env_float("RATE_LIMIT_FRAMES_PER_SECOND", 20, minimum=0.1),
     "RATE_LIMIT_BURST": env_int("RATE_LIMIT_BURST", 40, minimum=1),
     "RATE_LIMIT_MAX_STRIKES": env_int("RATE_LIMIT_MAX_STRIKES", 20, minimum=1),
-    # Per-socket queue in the channel layer.
+    # Per-socket queue in the channel layer; a socket whose queue overflows is closed 4008.
     "CHANNEL_CAPACITY": env_int("CHANNEL_CAPACITY", 1000, minimum=1),
+    # Delivery (docs/delivery.md): the most events one resume (or one events page) replays,
+    # and how often each instance checks its sockets against the event log.
+    "RESUME_MAX_EVENTS": env_int("RESUME_MAX_EVENTS", 1000, minimum=1),
+    "HEAL_INTERVAL_SECONDS": env_float("HEAL_INTERVAL_SECONDS", 2.0, minimum=0.05),
+    # Membership caps: participants of one conversation, conversations of one user (each is
+    # a group every socket of that user joins).
+    "CONVERSATION_MAX_PARTICIPANTS": env_int("CONVERSATION_MAX_PARTICIPANTS", 1000, minimum=2),
+    "USER_MAX_CONVERSATIONS": env_int("USER_MAX_CONVERSATIONS", 1000, minimum=1),
     "DRAIN_DELAY_SECONDS": env_float("DRAIN_DELAY_SECONDS", 5, minimum=0),
     "DRAIN_BATCH_SIZE": env_int("DRAIN_BATCH_SIZE", 200, minimum=1),
     "METRICS_ACCESS": env_choice("METRICS_ACCESS", "open", {"open", "staff"}),
@@ -230,17 +238,15 @@ REDIS_TOPOLOGY = RedisTopology.from_values(
 CACHES = {"default": REDIS_TOPOLOGY.cache_config()}
 
 # The custom layer (docs/channel-layer.md); without Redis it runs local-only.
-CHANNEL_LAYERS = {
-    "default": {
-        "BACKEND": "connections.layer.RealtimeChannelLayer",
-        "CONFIG": {
-            **REDIS_TOPOLOGY.layer_config(),
-            "socket_timeout": REALTIME["REDIS_SOCKET_TIMEOUT_SECONDS"],
-            "connect_timeout": REALTIME["REDIS_CONNECT_TIMEOUT_SECONDS"],
-            "capacity": REALTIME["CHANNEL_CAPACITY"],
-            "instance_id": REALTIME["INSTANCE_ID"],
-        },
-    },
+_LAYER_CONFIG: dict[str, Any] = REDIS_TOPOLOGY.layer_config()
+_LAYER_CONFIG.update(
+    socket_timeout=REALTIME["REDIS_SOCKET_TIMEOUT_SECONDS"],
+    connect_timeout=REALTIME["REDIS_CONNECT_TIMEOUT_SECONDS"],
+    capacity=REALTIME["CHANNEL_CAPACITY"],
+    instance_id=REALTIME["INSTANCE_ID"],
+)
+CHANNEL_LAYERS: dict[str, Any] = {
+    "default": {"BACKEND": "connections.layer.RealtimeChannelLayer", "CONFIG": _LAYER_CONFIG},
 }
 # Another layer in place of ours, for comparisons (bench/e2e): a dotted class path such as
 # channels_redis.pubsub.RedisPubSubChannelLayer, given REDIS_URL the way channels_redis takes it.

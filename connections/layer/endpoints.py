@@ -32,6 +32,11 @@ class RedisEndpoint:
     sentinel_master: str = ""
     name: str = field(default="")
 
+    @property
+    def sharded(self) -> bool:
+        """Whether this node takes sharded pub/sub (SPUBLISH/SSUBSCRIBE): a cluster master."""
+        return False
+
     @classmethod
     def from_url(cls, url: str) -> RedisEndpoint:
         kwargs = parse_url(url)
@@ -90,8 +95,10 @@ class RedisEndpoint:
                 await client.aclose()
         return str(host), int(port)
 
-    def client(self, *, socket_timeout: float, connect_timeout: float) -> aioredis.Redis:
-        """A pooled redis-py client for commands off the hot path (PING for health)."""
+    def client(
+        self, *, socket_timeout: float, connect_timeout: float, max_connections: int | None = 4
+    ) -> aioredis.Redis:
+        """A pooled redis-py client for commands off the hot path (PING, named channels)."""
         if self.sentinels:
             sentinel = Sentinel(
                 list(self.sentinels),
@@ -114,7 +121,7 @@ class RedisEndpoint:
             ssl=self.tls,
             socket_timeout=socket_timeout,
             socket_connect_timeout=connect_timeout,
-            max_connections=4,
+            max_connections=max_connections,
         )
 
 
