@@ -245,14 +245,14 @@ _LAYER_CONFIG.update(
     capacity=REALTIME["CHANNEL_CAPACITY"],
     instance_id=REALTIME["INSTANCE_ID"],
 )
-CHANNEL_LAYERS: dict[str, Any] = {
+CHANNEL_LAYERS: dict[str, dict[str, Any]] = {
     "default": {"BACKEND": "connections.layer.RealtimeChannelLayer", "CONFIG": _LAYER_CONFIG},
 }
 # Another layer in place of ours, for comparisons (bench/e2e): a dotted class path such as
 # channels_redis.pubsub.RedisPubSubChannelLayer, given REDIS_URL the way channels_redis takes it.
 _LAYER_BACKEND = env_optional_str("CHANNEL_LAYER_BACKEND")
 if _LAYER_BACKEND and CHANNEL_LAYERS["default"]["BACKEND"] != _LAYER_BACKEND:
-    _hosts = {"hosts": [REALTIME["REDIS_URL"]]} if REALTIME["REDIS_URL"] else {}
+    _hosts: dict[str, Any] = {"hosts": [REALTIME["REDIS_URL"]]} if REALTIME["REDIS_URL"] else {}
     CHANNEL_LAYERS = {"default": {"BACKEND": _LAYER_BACKEND, "CONFIG": _hosts}}
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
