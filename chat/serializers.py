@@ -37,6 +37,15 @@ class StrictCharField(serializers.CharField):
         return str(super().to_internal_value(data))
 
 
+class StrictIntegerField(serializers.IntegerField):
+    """Only JSON integers: ``"1"`` or ``true`` where a number belongs is a client bug."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return int(super().to_internal_value(data))
+
+
 class TokenInputSerializer(serializers.Serializer):
     username = serializers.CharField()
     password = serializers.CharField(style={"input_type": "password"})
@@ -121,7 +130,7 @@ class MessageOutputSerializer(serializers.Serializer):
 class ResumeFrameSerializer(serializers.Serializer):
     """``{"positions": {"<conversation_id>": <last seq the client has>, ...}}``."""
 
-    positions = serializers.DictField(child=serializers.IntegerField(min_value=0))
+    positions = serializers.DictField(child=StrictIntegerField(min_value=0))
 
     def validate_positions(self, value: dict[str, int]) -> dict[str, int]:
         limit = int(realtime_settings.USER_MAX_CONVERSATIONS)
