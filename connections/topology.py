@@ -258,6 +258,7 @@ class RedisTopology:
         return {
             "BACKEND": "connections.cache.TopologyRedisCache",
             "LOCATION": location,
+            "KEY_PREFIX": "realtime",
             "OPTIONS": {
                 "mode": self.mode,
                 "sentinel_master": self.sentinel_master,

@@ -13,6 +13,7 @@ import contextlib
 import json
 import re
 import resource
+import secrets
 import shutil
 import signal
 from collections.abc import Mapping
@@ -136,6 +137,8 @@ class Cluster:
         self.instances: list[DaphneInstance] = []
         self.haproxy: HAProxy | None = None
         self.demo: dict[str, Any] = {}
+        # Every instance signs with one key: several instances refuse to start without it.
+        self.secret_key = secrets.token_urlsafe(50)
 
     # -- the environment every instance shares ------------------------------------------------
 
@@ -143,6 +146,9 @@ class Cluster:
         env = {
             "DJANGO_SETTINGS_MODULE": "realtime_project.settings",
             "DATABASE_URL": self.database.url,
+            "SECRET_KEY": self.secret_key,
+            # Loopback over plain http: cookies that a browser sends back without TLS.
+            "SECURE_COOKIES": "false",
             "LOG_FORMAT": "kv",
             **self.redis_env(),
         }
