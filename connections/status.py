@@ -49,6 +49,11 @@ class RegistryView(Protocol):
         """A real round trip to the registry's store, answered within ``timeout``."""
         ...
 
+    async def check_nodes(self, timeout: float) -> dict[str, bool]:  # noqa: ASYNC109
+        """Each node the registry depends on (every master of a cluster), and whether it
+        answered within ``timeout``."""
+        ...
+
 
 def layer_view() -> LayerView | None:
     """The configured layer when it is ours; None for another backend (bench comparisons)."""

@@ -62,7 +62,7 @@ async def test_membership_changes_reach_sockets_on_both_instances(
         on=cluster.a,
     )
     assert status == 204
-    removed_seq = None
+    removed_seq = 0
     for socket in (carol_a, carol_b):
         removed = await socket.recv_until(frame_is("member", action="removed"))
         removed_seq = removed["seq"]
