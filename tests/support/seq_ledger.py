@@ -11,11 +11,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import websockets
 
 from tests.support.ws_client import WsClient
+
+
+class HasFrames(Protocol):
+    """A test socket, or a reconnecting client (every frame of every connection)."""
+
+    @property
+    def frames(self) -> list[dict[str, Any]]: ...
 
 
 @dataclass(frozen=True)
@@ -40,7 +49,7 @@ class SeqLedger:
     def owe(self, seq: int) -> None:
         self.owed.add(int(seq))
 
-    def seqs(self, client: WsClient) -> list[int]:
+    def seqs(self, client: HasFrames) -> list[int]:
         return [
             int(frame["seq"])
             for frame in client.frames
@@ -49,7 +58,7 @@ class SeqLedger:
             and str(frame.get("conversation_id")) == self.conversation_id
         ]
 
-    def report(self, client: WsClient) -> SocketReport:
+    def report(self, client: HasFrames) -> SocketReport:
         seqs = [seq for seq in self.seqs(client) if seq in self.owed]
         counts = Counter(seqs)
         return SocketReport(
@@ -59,10 +68,10 @@ class SeqLedger:
             in_order=seqs == sorted(seqs),
         )
 
-    def complete(self, clients: list[WsClient]) -> bool:
+    def complete(self, clients: Sequence[HasFrames]) -> bool:
         return all(not self.report(client).lost for client in clients)
 
-    def summary(self, clients: list[WsClient]) -> str:
+    def summary(self, clients: Sequence[HasFrames]) -> str:
         rows = []
         for index, client in enumerate(clients):
             r = self.report(client)
