@@ -5,8 +5,9 @@ WebSocket never moves on its own: an instance that comes back, or a new one, wou
 while the others stay full. So every instance, every ``REBALANCE_INTERVAL_SECONDS``, reads the
 registry's per-instance connection counts (one ``HLEN`` per live instance) and, when it holds
 more than ``ceil(mean * (1 + REBALANCE_THRESHOLD))``, closes what it holds above the mean (its
-oldest sockets) with ``1012``, at most ``REBALANCE_CLOSE_RATE`` a second. The clients reconnect
-through the balancer (``leastconn`` sends them to the emptiest instance) and resume: nothing
+oldest sockets, if at least ``REBALANCE_MIN_SURPLUS``) with ``1012``, at most
+``REBALANCE_CLOSE_RATE`` a second. The clients reconnect through the balancer (``leastconn``
+sends them to the emptiest instance) and resume: nothing
 durable is lost (docs/delivery.md).
 
 It never acts on a view it cannot trust: not while the registry or the layer is degraded, not
@@ -29,21 +30,23 @@ from realtime_project.conf import realtime_settings
 logger = logging.getLogger(__name__)
 
 
-def rebalance_surplus(counts: dict[str, int], me: str, threshold: float) -> int:
+def rebalance_surplus(counts: dict[str, int], me: str, threshold: float, minimum: int = 1) -> int:
     """How many sockets ``me`` should hand back.
 
     ``counts`` holds every live instance (``me`` included). Nothing while ``me`` holds at most
     ``ceil(mean * (1 + threshold))``; above that, everything above ``ceil(mean)``: the
     threshold decides *when* to act, the mean *how far* (a hysteresis, so an instance that just
     came back is filled to its share, not to the edge of the threshold, and counts that differ
-    by rounding never churn).
+    by rounding never churn). A surplus below ``minimum`` is left alone: a handful of sockets
+    is not worth a reconnect.
     """
     if len(counts) < 2 or me not in counts:
         return 0
     mean = sum(counts.values()) / len(counts)
     if counts[me] <= math.ceil(mean * (1 + max(0.0, threshold))):
         return 0
-    return counts[me] - math.ceil(mean)
+    surplus = counts[me] - math.ceil(mean)
+    return surplus if surplus >= max(1, minimum) else 0
 
 
 async def rebalance_once() -> int:
@@ -60,7 +63,12 @@ async def rebalance_once() -> int:
         return 0
     me = registry.instance_id
     counts[me] = local_sockets.count()  # local truth: the registry may be a write behind
-    surplus = rebalance_surplus(counts, me, float(realtime_settings.REBALANCE_THRESHOLD))
+    surplus = rebalance_surplus(
+        counts,
+        me,
+        float(realtime_settings.REBALANCE_THRESHOLD),
+        int(realtime_settings.REBALANCE_MIN_SURPLUS),
+    )
     interval = float(realtime_settings.REBALANCE_INTERVAL_SECONDS)
     budget = min(surplus, max(1, math.floor(rate * interval)))
     if budget <= 0:

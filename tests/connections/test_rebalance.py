@@ -20,3 +20,8 @@ def test_above_the_threshold_hands_back_down_to_the_mean() -> None:
 
 def test_an_unknown_instance_does_nothing() -> None:
     assert rebalance_surplus({"a": 10, "b": 0}, "z", 0.25) == 0
+
+
+def test_a_small_surplus_is_left_alone() -> None:
+    assert rebalance_surplus({"a": 15, "b": 15, "c": 0}, "a", 0.25, minimum=10) == 0
+    assert rebalance_surplus({"a": 150, "b": 150, "c": 0}, "a", 0.25, minimum=10) == 50
