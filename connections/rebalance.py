@@ -7,8 +7,8 @@ registry's per-instance connection counts (one ``HLEN`` per live instance) and, 
 more than ``ceil(mean * (1 + REBALANCE_THRESHOLD))``, closes what it holds above the mean (its
 oldest sockets, if at least ``REBALANCE_MIN_SURPLUS``) with ``1012``, at most
 ``REBALANCE_CLOSE_RATE`` a second. The clients reconnect through the balancer (``leastconn``
-sends them to the emptiest instance) and resume: nothing
-durable is lost (docs/delivery.md).
+sends them to the emptiest instance) and resume: nothing durable is lost
+(docs/delivery.md).
 
 It never acts on a view it cannot trust: not while the registry or the layer is degraded, not
 while this instance drains, not with fewer than two live instances.
