@@ -16,7 +16,8 @@ COPY . .
 RUN python manage.py collectstatic --noinput \
     && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin app \
     && chown -R app:app /app/staticfiles
-USER app
+# Numeric, so the platform can check it is not root without reading /etc/passwd.
+USER 10001
 
 EXPOSE 8000
 # The balancer probes the same endpoint (deploy/haproxy.cfg); 503 while draining.
