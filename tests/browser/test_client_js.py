@@ -267,7 +267,8 @@ def test_resumes_after_every_reconnect_and_delivers_each_seq_once_in_order(page:
           // The first connect resumes too: the app's positions came from REST before it.
           const first = socket.sent[0];
           socket.push(messageFrame("c1", 5));
-          socket.push({ type: "ack", ref: first.ref, conversations: { c1: { recovered: true, seq: 5 } } });
+          socket.push({ type: "ack", ref: first.ref,
+                        conversations: { c1: { recovered: true, seq: 5 } } });
           await until(() => resumed.length === 1);
           socket.push(messageFrame("c2", 7)); // a conversation nobody told the client about
           socket.drop(1006);
@@ -337,7 +338,7 @@ def test_an_unrecovered_resume_refetches_by_rest_or_resets(page: Any) -> None:
           calls.length = 0;
           // Two pages for c1 (the server pages at RESUME_MAX_EVENTS); c9 is not ours any more.
           h.answer = (url) => {
-            if (url.includes("/c9/")) return { status: 403, body: { detail: "no" } };
+            if (url.includes("/c8/")) return { status: 403, body: { detail: "no" } };
             const after = Number(new URL(url).searchParams.get("after_seq"));
             const events = after < 12 ? [messageFrame("c1", 11), messageFrame("c1", 12)]
                                        : [messageFrame("c1", 13)];
@@ -345,7 +346,7 @@ def test_an_unrecovered_resume_refetches_by_rest_or_resets(page: Any) -> None:
           };
           const client = new mod.RealtimeClient({ url: "ws://x/ws/", token: "t", apiBase: "http://api",
             WebSocket: FakeSocket, fetch: h.fakeFetch, refetchLimit: 50,
-            positions: { c1: 10, c9: 3, cbig: 1 } });
+            positions: { c1: 10, c8: 2, c9: 3, cbig: 1 } });
           const got = [], resets = [];
           client.on("message", (ev) => got.push(ev.seq));
           client.on("reset", (ev) => resets.push(ev));
@@ -353,8 +354,9 @@ def test_an_unrecovered_resume_refetches_by_rest_or_resets(page: Any) -> None:
           socket.push(connectedFrame());
           socket.push({ type: "ack", ref: socket.sent[0].ref, conversations: {
             c1: { recovered: false, seq: 13 }, c9: { recovered: false, seq: null },
+            c8: { recovered: false, seq: 9 }, // removed between the resume and the refetch
             cbig: { recovered: false, seq: 5000 } } });
-          await until(() => got.length === 3 && resets.length === 2);
+          await until(() => got.length === 3 && resets.length === 3);
           const positions = client.positions;
           client.close();
           return { got, resets, positions, urls: calls.map((c) => c.url) };
@@ -362,15 +364,16 @@ def test_an_unrecovered_resume_refetches_by_rest_or_resets(page: Any) -> None:
     )
     assert result["got"] == [11, 12, 13]
     assert sorted(result["resets"], key=lambda r: r["conversation_id"]) == [
+        {"conversation_id": "c8", "reason": "not_participant", "seq": None},
         {"conversation_id": "c9", "reason": "not_participant", "seq": None},
         {"conversation_id": "cbig", "reason": "too_far_behind", "seq": 5000},
     ]
-    # c9 is forgotten: no position for it in the next resume.
+    # c8 and c9 are forgotten: no position for them in the next resume.
     assert result["positions"] == {"c1": 13, "cbig": 5000}
     assert sorted(result["urls"]) == [
         "http://api/api/conversations/c1/events?after_seq=10",
         "http://api/api/conversations/c1/events?after_seq=12",
-        "http://api/api/conversations/c9/events?after_seq=3",
+        "http://api/api/conversations/c8/events?after_seq=2",
     ]
 
 
@@ -398,7 +401,8 @@ def test_an_unacknowledged_message_is_sent_again_with_its_client_id(page: Any) -
           // "hello" was stored before the drop: the replay holds it, so it is not sent again.
           const [helloId, againId] = sentFirst.map((f) => f.client_id);
           socket.push(messageFrame("c1", 2, { sender_id: "1", body: "hello", client_id: helloId }));
-          socket.push({ type: "ack", ref: resume.ref, conversations: { c1: { recovered: true, seq: 2 } } });
+          socket.push({ type: "ack", ref: resume.ref,
+                        conversations: { c1: { recovered: true, seq: 2 } } });
           await until(() => client.resuming === null);
           await window.harness.tick(30); // room for a (wrong) resend of "hello" too
           const resent = socket.sent.filter((f) => f.type === "message");
@@ -463,7 +467,8 @@ def test_a_refused_message_rejects_and_leaves_the_outbox(page: Any) -> None:
     result = page.evaluate(
         """async () => {
           const { mod, FakeSocket, connectedFrame } = window.harness;
-          const client = new mod.RealtimeClient({ url: "ws://x/ws/", token: "t", WebSocket: FakeSocket });
+          const client = new mod.RealtimeClient({ url: "ws://x/ws/", token: "t",
+            WebSocket: FakeSocket });
           const socket = FakeSocket.all.at(-1);
           socket.push(connectedFrame());
           const sent = client.sendMessage("c1", "x").catch((e) => e.code);
@@ -482,8 +487,8 @@ def test_slow_consumer_and_draining_reconnect_and_resume_but_4401_signs_out(page
     result = page.evaluate(
         """async () => {
           const { mod, FakeSocket, connectedFrame, messageFrame, until } = window.harness;
-          const client = new mod.RealtimeClient({ url: "ws://x/ws/", token: "t", WebSocket: FakeSocket,
-            backoff: { initial: 10, max: 20 } });
+          const client = new mod.RealtimeClient({ url: "ws://x/ws/", token: "t",
+            WebSocket: FakeSocket, backoff: { initial: 10, max: 20 } });
           const states = [];
           client.on("state", (s) => states.push([s.state, s.code ?? null, s.signedOut ?? false]));
           const resumes = [];
@@ -547,7 +552,8 @@ def test_the_users_own_removal_is_the_last_event_of_that_conversation(page: Any)
     result = page.evaluate(
         """async () => {
           const { mod, FakeSocket, connectedFrame, messageFrame } = window.harness;
-          const client = new mod.RealtimeClient({ url: "ws://x/ws/", token: "t", WebSocket: FakeSocket });
+          const client = new mod.RealtimeClient({ url: "ws://x/ws/", token: "t",
+            WebSocket: FakeSocket });
           const socket = FakeSocket.all.at(-1);
           socket.push(connectedFrame({ user_id: "1" }));
           const got = [];
