@@ -432,6 +432,15 @@ export class RealtimeClient {
     this.drain(id, stream);
   }
 
+  /**
+   * Follow `conversationId` from `seq` unless it is followed already. Use it for a conversation
+   * list loaded by REST: a position the client has is never moved past events it has not yet
+   * delivered (a resume may be replaying them at this very moment).
+   */
+  track(conversationId, seq) {
+    if (!this.streams.has(String(conversationId))) this.setPosition(conversationId, seq);
+  }
+
   /** Stop following a conversation (the user left it): no resume, no refetch for it. */
   forget(conversationId) {
     const stream = this.streams.get(String(conversationId));
