@@ -77,9 +77,13 @@ def trace_sockets(page: Any, label: str) -> None:
     def trace(direction: str, payload: Any) -> None:
         print(f"{label} {time.monotonic() - started:7.3f} {direction} {payload}")
 
+    def sent(payload: Any) -> None:
+        trace(">>", payload)
+        keep(payload)
+
     def on_socket(socket: Any) -> None:
         trace("open", socket.url.split("?")[0])
-        socket.on("framesent", lambda payload: (trace(">>", payload), keep(payload)))
+        socket.on("framesent", sent)
         socket.on("framereceived", lambda payload: trace("<<", payload))
         socket.on("close", lambda _: trace("closed", ""))
 
