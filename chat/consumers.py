@@ -51,6 +51,7 @@ from chat.serializers import (
     message_to_dict,
 )
 from chat.typing_state import TypingTimers
+from connections.authority import SocketAuthorityMixin, TokenRejected
 from connections.close_codes import (
     WS_1000_NORMAL_CLOSURE,
     WS_1009_MESSAGE_TOO_BIG,
@@ -62,13 +63,18 @@ from connections.close_codes import (
 )
 from connections.instance import instance_id, instance_start
 from connections.layer import RealtimeChannelLayer
-from connections.registry import get_registry
+from connections.lifecycle import drain_is_active
+from connections.registry import SocketLimitReached, get_registry
 from connections.sockets import local_sockets
 from health import metrics
-from health.drain import drain_is_active
-from health.logging import log_event
-from presence.services import presence_connect, presence_disconnect, presence_set
+from presence.services import (
+    presence_admit,
+    presence_disconnect,
+    presence_mark_online,
+    presence_set,
+)
 from realtime_project.conf import realtime_settings
+from realtime_project.runtime.logging import log_event
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +177,7 @@ def connection_metadata(scope: dict[str, Any]) -> dict[str, str]:
     return {"user_agent": _header(scope, b"user-agent")[:256], "address": str(client[0] or "")}
 
 
-class ChatConsumer(AsyncWebsocketConsumer):
+class ChatConsumer(SocketAuthorityMixin, AsyncWebsocketConsumer):
     user_id: str
     connection_id: str
 
@@ -182,6 +188,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # The conversations this socket follows, each with its delivery cursor: the socket's
         # authority too (frames and events of any other conversation are refused).
         self.positions = Positions()
+        # The seq of each removal this socket applied: an older "added" that healing or a
+        # late delivery brings afterwards must not bring the conversation back.
+        self.removed_at: dict[str, int] = {}
         # Set at connect: only kept when the layer does not already drop repeated event ids.
         self.seen: SeenIds | None = None
         self.bucket = TokenBucket(
@@ -199,6 +208,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             "read": self.on_read,
             "status": self.on_status,
             "message": self.on_message,
+            "auth": self.on_auth,
             "resume": self.on_resume,
         }
 
@@ -237,9 +247,24 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.refuse(WS_1012_SERVICE_RESTART)
             return
         await instance_start()
-        if await self._too_many_sockets():
+        metadata = connection_metadata(self.scope)
+        try:
+            # The limit is checked and the socket registered in one atomic step across every
+            # instance (docs/registry.md): 40 sockets racing with a limit of 20 admit 20.
+            await presence_admit(
+                user_id=self.user_id,
+                connection_id=self.connection_id,
+                metadata=metadata,
+                max_sockets=int(realtime_settings.MAX_SOCKETS_PER_USER),
+            )
+        except SocketLimitReached:
             await self.refuse(WS_4429_TOO_MANY)
             return
+        except Exception:
+            # The registry degrades on its own when Redis fails; a bug there must still not
+            # cost the user their socket.
+            logger.exception("presence_admit failed for user=%s", self.user_id)
+        self.registered = True
 
         positions = await database_sync_to_async(selectors.conversation_positions_for_user)(
             user_id=self.user_id
@@ -248,21 +273,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
             # Overflow closes this socket (4008) instead of dropping a durable event from it.
             self.channel_layer.set_overflow_policy(self.channel_name, "close")
         await self.channel_layer.group_add(events.user_group(self.user_id), self.channel_name)
+        # From here a revocation reaches this socket; its token's expiry closes it too.
+        self.authority_start()
         for conversation_id, seq in positions.items():
             await self._join(conversation_id, seq)
         healing_register(self)
         await self.accept()
         try:
-            await presence_connect(
-                user_id=self.user_id,
-                connection_id=self.connection_id,
-                metadata=connection_metadata(self.scope),
-            )
+            await presence_mark_online(user_id=self.user_id)
         except Exception:
-            # Presence degrades on its own when Redis or Firestore fail; a bug there must
-            # still not cost the user their socket.
-            logger.exception("presence_connect failed for user=%s", self.user_id)
-        self.registered = True
+            # Presence degrades on its own when Firestore fails.
+            logger.exception("presence_mark_online failed for user=%s", self.user_id)
         local_sockets.add(self)
         metrics.connection_opened()
         log_event(
@@ -270,7 +291,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             "ws_connect",
             connection_id=self.connection_id,
             user_id=self.user_id,
-            address=connection_metadata(self.scope)["address"],
+            address=metadata["address"],
         )
         await self.send_frame(
             event_frame(
@@ -289,17 +310,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.accept()
         await self.server_close(code=code)
 
-    async def _too_many_sockets(self) -> bool:
-        # Checked before registering, so two sockets racing may both get in: the limit is a
-        # guard against runaway clients, not an exact quota.
-        try:
-            count = await get_registry().user_connection_count(self.user_id)
-        except Exception:
-            logger.exception("cannot count sockets of user=%s; letting it in", self.user_id)
-            return False
-        return int(count) >= int(realtime_settings.MAX_SOCKETS_PER_USER)
-
     async def disconnect(self, code: int) -> None:
+        self.authority_stop()
         if not self.registered:
             return
         self.registered = False
@@ -445,6 +457,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
         )
         return ack_frame(ref=frame.ref, result={"message": message})
 
+    async def on_auth(self, frame: ClientFrame) -> dict[str, Any]:
+        try:
+            result = await self.authority_swap(frame.data.get("token"))
+        except TokenRejected as exc:
+            raise FrameError(INVALID_PAYLOAD, ref=frame.ref, message=str(exc)) from None
+        return ack_frame(ref=frame.ref, result=result)
+
     async def _typing_emit(self, conversation_id: str, *, is_typing: bool) -> dict[str, Any]:
         return await services.typing_notify_async(
             conversation_id=conversation_id,
@@ -483,7 +502,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         conversation_id = str(event["conversation_id"])
         seq = int(event["seq"])
         if conversation_id not in self.positions:
-            if not self._added_here(event):
+            if not self._added_here(event) or seq <= self.removed_at.get(conversation_id, 0):
                 return  # not (or no longer) this socket's conversation
             # The event that adds this user: follow the conversation from just before it.
             await self._join(conversation_id, seq - 1)
@@ -541,6 +560,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             and event.get("action") == "removed"
             and str(event.get("user_id")) == self.user_id
         ):
+            self.removed_at[conversation_id] = int(event["seq"])
             await self._leave(conversation_id)
 
     async def on_resume(self, frame: ClientFrame) -> dict[str, Any]:
@@ -599,7 +619,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def realtime_join(self, message: dict[str, Any]) -> None:
         conversation_id = message.get("conversation_id")
-        if self.registered and isinstance(conversation_id, str) and conversation_id:
+        if (
+            self.registered
+            and isinstance(conversation_id, str)
+            and conversation_id
+            and conversation_id not in self.removed_at
+        ):
             await self._join(conversation_id, int(message.get("seq", 0)))
 
     async def channel_overflow(self, message: dict[str, Any]) -> None:

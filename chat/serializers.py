@@ -37,13 +37,13 @@ class StrictCharField(serializers.CharField):
         return str(super().to_internal_value(data))
 
 
-class TokenInputSerializer(serializers.Serializer):
-    username = serializers.CharField()
-    password = serializers.CharField(style={"input_type": "password"})
+class StrictIntegerField(serializers.IntegerField):
+    """Only JSON integers: ``"1"`` or ``true`` where a number belongs is a client bug."""
 
-
-class TokenOutputSerializer(serializers.Serializer):
-    token = serializers.CharField()
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return int(super().to_internal_value(data))
 
 
 class StatusInputSerializer(serializers.Serializer):
@@ -121,7 +121,7 @@ class MessageOutputSerializer(serializers.Serializer):
 class ResumeFrameSerializer(serializers.Serializer):
     """``{"positions": {"<conversation_id>": <last seq the client has>, ...}}``."""
 
-    positions = serializers.DictField(child=serializers.IntegerField(min_value=0))
+    positions = serializers.DictField(child=StrictIntegerField(min_value=0))
 
     def validate_positions(self, value: dict[str, int]) -> dict[str, int]:
         limit = int(realtime_settings.USER_MAX_CONVERSATIONS)

@@ -16,20 +16,29 @@ from typing import Any
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from connections.topology import RedisTopology
 from realtime_project.env import (
     env_bool,
     env_choice,
     env_float,
     env_int,
+    env_ip_networks,
     env_list,
     env_optional_str,
     env_str,
 )
+from realtime_project.secret_key import embedded_secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-_EMBEDDED_SECRET_KEY = "embedded-default-secret-key-change-me-in-production-0123456789"
-SECRET_KEY = env_str("SECRET_KEY", _EMBEDDED_SECRET_KEY)
+_REDIS_URL = env_optional_str("REDIS_URL")
+# Several instances must share one key (sessions, signed values): a key made up by each
+# process would not do, so they refuse to start without one. One process alone makes a
+# random key once and keeps it in a git-ignored file.
+SECRET_KEY = env_optional_str("SECRET_KEY") or embedded_secret_key(
+    path=Path(env_str("SECRET_KEY_FILE", str(BASE_DIR / ".secret-key"))),
+    several_instances=_REDIS_URL is not None,
+)
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
 
@@ -43,7 +52,6 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
@@ -135,10 +143,12 @@ WHITENOISE_USE_FINDERS = env_bool("WHITENOISE_USE_FINDERS", True)
 REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: its WWW-Authenticate header turns "not authenticated" into 401.
-        "rest_framework.authentication.TokenAuthentication",
+        "connections.tokens.ExpiringTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # REST writes per user at the WebSocket frame rate, on the shared cache (docs/auth.md).
+    "DEFAULT_THROTTLE_CLASSES": ["connections.throttles.UserWriteThrottle"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 
@@ -161,8 +171,6 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
-_REDIS_URL = env_optional_str("REDIS_URL")
-
 # The project's own settings. Everything has a default; everything can be overridden by the
 # environment variable of the same name.
 REALTIME: dict[str, Any] = {
@@ -173,6 +181,8 @@ REALTIME: dict[str, Any] = {
     # Redis Sentinel: "host:port,host:port" plus the monitored master's name.
     "REDIS_SENTINELS": env_list("REDIS_SENTINELS", []),
     "REDIS_SENTINEL_MASTER": env_str("REDIS_SENTINEL_MASTER", "mymaster"),
+    # A Redis Cluster: REDIS_URL names one or more seed nodes (docs/topology.md).
+    "REDIS_CLUSTER": env_bool("REDIS_CLUSTER", False),
     # Timeouts for Redis commands; blocking reads always use a shorter one (see docs).
     "REDIS_SOCKET_TIMEOUT_SECONDS": env_float("REDIS_SOCKET_TIMEOUT_SECONDS", 5.0, minimum=0.1),
     "REDIS_CONNECT_TIMEOUT_SECONDS": env_float("REDIS_CONNECT_TIMEOUT_SECONDS", 2.0, minimum=0.1),
@@ -197,6 +207,12 @@ REALTIME: dict[str, Any] = {
     "HEARTBEAT_INTERVAL_SECONDS": env_float("HEARTBEAT_INTERVAL_SECONDS", 20, minimum=0.1),
     "MESSAGE_MAX_LENGTH": env_int("MESSAGE_MAX_LENGTH", 4000, minimum=1),
     "WS_MAX_FRAME_BYTES": env_int("WS_MAX_FRAME_BYTES", 64 * 1024, minimum=256),
+    # What the server may hold unsent for one socket (a client that stops reading); past it,
+    # the socket is closed with 4008 (realtime_project/runtime/daphne.py).
+    "WS_MAX_BUFFERED_BYTES": env_int("WS_MAX_BUFFERED_BYTES", 2 * 1024 * 1024, minimum=4096),
+    # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (addresses or networks):
+    # the load balancer. Anyone else's are ignored (realtime_project/runtime/proxy_headers.py).
+    "TRUSTED_PROXIES": env_ip_networks("TRUSTED_PROXIES", ["127.0.0.1", "::1"]),
     "MAX_SOCKETS_PER_USER": env_int("MAX_SOCKETS_PER_USER", 20, minimum=1),
     "TYPING_TIMEOUT_SECONDS": env_float("TYPING_TIMEOUT_SECONDS", 6, minimum=0.1),
     # Per-socket token bucket for client frames; a socket that keeps flooding is closed 4429.
@@ -215,44 +231,80 @@ REALTIME: dict[str, Any] = {
     "USER_MAX_CONVERSATIONS": env_int("USER_MAX_CONVERSATIONS", 1000, minimum=1),
     "DRAIN_DELAY_SECONDS": env_float("DRAIN_DELAY_SECONDS", 5, minimum=0),
     "DRAIN_BATCH_SIZE": env_int("DRAIN_BATCH_SIZE", 200, minimum=1),
-    "METRICS_ACCESS": env_choice("METRICS_ACCESS", "open", {"open", "staff"}),
+    # "staff": /metrics wants ``Authorization: Bearer <METRICS_TOKEN>`` or a staff session.
+    "METRICS_ACCESS": env_choice("METRICS_ACCESS", "staff", {"open", "staff"}),
+    "METRICS_TOKEN": env_optional_str("METRICS_TOKEN"),
+    # How long /metrics reuses one scrape's registry round trips.
+    "METRICS_CACHE_SECONDS": env_float("METRICS_CACHE_SECONDS", 2.0, minimum=0),
+    # Tokens (docs/auth.md): lifetime, and how often each instance re-checks its sockets'.
+    "TOKEN_TTL_SECONDS": env_float("TOKEN_TTL_SECONDS", 30 * 24 * 3600, minimum=1),
+    "TOKEN_RECHECK_SECONDS": env_float("TOKEN_RECHECK_SECONDS", 30, minimum=0.05),
+    # Failed POST /api/auth/token attempts within a minute, per username and per address.
+    "AUTH_FAILURES_PER_MINUTE": env_int("AUTH_FAILURES_PER_MINUTE", 10, minimum=1),
+    "AUTH_FAILURES_PER_ADDRESS_PER_MINUTE": env_int(
+        "AUTH_FAILURES_PER_ADDRESS_PER_MINUTE", 30, minimum=1
+    ),
     "HEALTH_TIMEOUT_SECONDS": env_float("HEALTH_TIMEOUT_SECONDS", 1.0, minimum=0.05),
     "HEALTH_CACHE_SECONDS": env_float("HEALTH_CACHE_SECONDS", 0.5, minimum=0),
 }
 
-# The custom layer (docs/channel-layer.md); without REDIS_URL it runs local-only.
-CHANNEL_LAYERS = {
-    "default": {
-        "BACKEND": "connections.layer.RealtimeChannelLayer",
-        "CONFIG": {
-            "hosts": REALTIME["REDIS_URL"],
-            "sentinels": REALTIME["REDIS_SENTINELS"],
-            "sentinel_master": REALTIME["REDIS_SENTINEL_MASTER"],
-            "socket_timeout": REALTIME["REDIS_SOCKET_TIMEOUT_SECONDS"],
-            "connect_timeout": REALTIME["REDIS_CONNECT_TIMEOUT_SECONDS"],
-            "capacity": REALTIME["CHANNEL_CAPACITY"],
-            "instance_id": REALTIME["INSTANCE_ID"],
-        },
-    },
+# One description of where Redis is, for the layer, the registry, presence, the cache and
+# health (connections/topology.py).
+REDIS_TOPOLOGY = RedisTopology.from_values(
+    redis_url=REALTIME["REDIS_URL"],
+    sentinels=REALTIME["REDIS_SENTINELS"],
+    sentinel_master=REALTIME["REDIS_SENTINEL_MASTER"],
+    cluster=REALTIME["REDIS_CLUSTER"],
+    socket_timeout=REALTIME["REDIS_SOCKET_TIMEOUT_SECONDS"],
+    connect_timeout=REALTIME["REDIS_CONNECT_TIMEOUT_SECONDS"],
+)
+
+# The throttles' counters (connections/throttles.py) must be shared by every instance: on the
+# topology's Redis (Sentinel and Cluster too) when there is one, else this process's memory.
+CACHES: dict[str, Any] = {"default": REDIS_TOPOLOGY.cache_config()}
+
+# HTTPS: on unless DEBUG; SECURE_COOKIES=false for a deployment served over plain http
+# (the loopback demo and the tests). HSTS only where cookies are secure.
+SECURE_COOKIES = env_bool("SECURE_COOKIES", not DEBUG)
+SESSION_COOKIE_SECURE = SECURE_COOKIES
+CSRF_COOKIE_SECURE = SECURE_COOKIES
+SESSION_COOKIE_HTTPONLY = True
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000 if SECURE_COOKIES else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+
+
+# The custom layer (docs/channel-layer.md); without Redis it runs local-only.
+_LAYER_CONFIG: dict[str, Any] = REDIS_TOPOLOGY.layer_config()
+_LAYER_CONFIG.update(
+    socket_timeout=REALTIME["REDIS_SOCKET_TIMEOUT_SECONDS"],
+    connect_timeout=REALTIME["REDIS_CONNECT_TIMEOUT_SECONDS"],
+    capacity=REALTIME["CHANNEL_CAPACITY"],
+    instance_id=REALTIME["INSTANCE_ID"],
+)
+CHANNEL_LAYERS: dict[str, dict[str, Any]] = {
+    "default": {"BACKEND": "connections.layer.RealtimeChannelLayer", "CONFIG": _LAYER_CONFIG},
 }
 # Another layer in place of ours, for comparisons (bench/e2e): a dotted class path such as
 # channels_redis.pubsub.RedisPubSubChannelLayer, given REDIS_URL the way channels_redis takes it.
 _LAYER_BACKEND = env_optional_str("CHANNEL_LAYER_BACKEND")
 if _LAYER_BACKEND and CHANNEL_LAYERS["default"]["BACKEND"] != _LAYER_BACKEND:
-    _hosts = {"hosts": [REALTIME["REDIS_URL"]]} if REALTIME["REDIS_URL"] else {}
+    _hosts: dict[str, Any] = {"hosts": [REALTIME["REDIS_URL"]]} if REALTIME["REDIS_URL"] else {}
     CHANNEL_LAYERS = {"default": {"BACKEND": _LAYER_BACKEND, "CONFIG": _hosts}}
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
-# "kv": key=value lines with the instance id (health/logging.py); "json": one object a line.
+# "kv": key=value lines with the instance id (realtime_project/runtime/logging.py);
+# "json": one object a line.
 LOG_FORMAT = env_choice("LOG_FORMAT", "kv", {"kv", "json", "plain"})
 LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"instance": {"()": "health.logging.InstanceFilter"}},
+    "filters": {"instance": {"()": "realtime_project.runtime.logging.InstanceFilter"}},
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        "kv": {"()": "health.logging.KeyValueFormatter"},
-        "json": {"()": "health.logging.JsonFormatter"},
+        "kv": {"()": "realtime_project.runtime.logging.KeyValueFormatter"},
+        "json": {"()": "realtime_project.runtime.logging.JsonFormatter"},
     },
     "handlers": {
         "console": {
