@@ -833,13 +833,20 @@ export class RealtimeClient {
   /**
    * Use a fresh token from now on: for REST calls, for the next reconnect, and (with an `auth`
    * frame) for the open socket, so a long-lived socket outlives its first token. Resolves with
-   * the `ack` (or at once when the socket is down).
+   * the `ack` (`{user_id, expires_at}`; `null` when the socket is down and the token is simply
+   * kept for the next connect). A token the server refuses (`invalid_payload`) rejects, and the
+   * client keeps the one it had, as the socket does.
    */
   setToken(token) {
     if (!token) throw new Error("setToken needs a token");
-    this.token = token;
-    if (!this.isOpen || !this.socket) return Promise.resolve(null);
-    return this.sendFrame("auth", { token });
+    if (!this.isOpen || !this.socket) {
+      this.token = token;
+      return Promise.resolve(null);
+    }
+    return this.sendFrame("auth", { token }).then((ack) => {
+      this.token = token;
+      return ack;
+    });
   }
 }
 

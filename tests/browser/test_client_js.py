@@ -531,6 +531,12 @@ def test_set_token_swaps_the_token_on_the_open_socket_and_for_what_follows(page:
             WebSocket: FakeSocket, fetch: h.fakeFetch });
           const socket = FakeSocket.all.at(-1);
           socket.push(connectedFrame());
+          // A token the server refuses changes nothing.
+          const refused = client.setToken("bad").catch((e) => e.code);
+          socket.push({ type: "error", ref: socket.sent.at(-1).ref, code: "invalid_payload",
+                        message: "The token is revoked." });
+          const refusal = await refused;
+          const kept = client.token;
           const acked = client.setToken("new");
           const frame = socket.sent.at(-1);
           socket.push({ type: "ack", ref: frame.ref });
@@ -540,9 +546,10 @@ def test_set_token_swaps_the_token_on_the_open_socket_and_for_what_follows(page:
           await h.until(() => FakeSocket.all.at(-1) !== socket, 3000);
           const url = FakeSocket.all.at(-1).url;
           client.close();
-          return { frame, auth: calls.at(-1).headers.Authorization, url };
+          return { frame, auth: calls.at(-1).headers.Authorization, url, refusal, kept };
         }"""
     )
+    assert (result["refusal"], result["kept"]) == ("invalid_payload", "old")
     assert result["frame"]["type"] == "auth" and result["frame"]["token"] == "new"
     assert result["auth"] == "Token new"
     assert result["url"] == "ws://x/ws/?token=new"
