@@ -350,3 +350,27 @@ def test_participants_by_name_add_and_leave_across_instances(
     say(alice, f"after bob left {title}")
     shoot(alice, screenshot_dir / "alice-membership.png")
     assert alice.errors == [] and bob.errors == []
+
+
+def test_page_says_signed_out_when_its_token_is_revoked_and_stops_reconnecting(
+    open_page: Callable[..., Any], cluster: Cluster
+) -> None:
+    alice = open_page(cluster.url, LAPTOP)
+    sign_in(alice, "alice", re.compile(r"^instance-\d+$"))
+    opened: list[str] = []
+    alice.on("websocket", lambda socket: opened.append(socket.url))
+    # The page's own token (each sign-in issues a new one), revoked from elsewhere.
+    status = alice.evaluate(
+        """async () => (await fetch("/api/auth/logout", { method: "POST",
+             headers: { Authorization: "Token " + window.realtimeClient.token } })).status"""
+    )
+    assert status == 204
+    badge = alice.locator("#connection-badge")
+    expect(badge).to_have_text("Signed out")
+    expect(badge).to_have_attribute("data-state", "closed")
+    expect(alice.locator("#sign-in-error")).to_contain_text("signed out")
+    assert alice.evaluate("window.realtimeClient.lastClose.code") == 4401
+    # A revoked token is not retried: no reconnect is scheduled, no socket opened since.
+    assert alice.evaluate("!window.realtimeClient.wanted && !window.realtimeClient.reconnectTimer")
+    assert opened == []
+    assert alice.errors == []
