@@ -385,9 +385,12 @@ export class RealtimeClient {
         this.attempt = 0;
         if (frame.heartbeat_interval) this.heartbeatInterval = Number(frame.heartbeat_interval);
         this.startHeartbeat();
+        // The resume goes first, with the positions as they are: nothing a handler does in
+        // answer to `connected` (a send, a track) can come between it and the socket's start.
+        const resuming = this.resume();
         this.setState(STATES.OPEN, { instanceId: frame.instance_id });
         this.emit("connected", frame);
-        this.resume();
+        if (!resuming) this.flushOutbox(); // else once the resume is answered
         return;
       case "pong":
         return;
@@ -520,14 +523,14 @@ export class RealtimeClient {
     this.offer({ ...frame, conversation_id: conversationId, seq }, { own: true });
   }
 
-  /** Send `resume` for every followed conversation, then the outbox. */
+  /**
+   * Send `resume` for every followed conversation; the outbox goes once it is answered. False
+   * when there is nothing to resume.
+   */
   resume() {
     const positions = this.positions;
     const socket = this.socket;
-    if (!Object.keys(positions).length) {
-      this.flushOutbox();
-      return;
-    }
+    if (!Object.keys(positions).length) return false;
     const pending = this.sendFrame("resume", { positions });
     this.resuming = pending;
     pending.then(
@@ -547,6 +550,7 @@ export class RealtimeClient {
         this.flushOutbox();
       },
     );
+    return true;
   }
 
   applyResume(conversations) {

@@ -576,3 +576,43 @@ def test_the_users_own_removal_is_the_last_event_of_that_conversation(page: Any)
     )
     assert result["got"] == ["added 3 @1", "removed 1 @2"]
     assert result["positions"] == {}
+
+
+def test_own_acks_keep_positions_contiguous_and_track_never_moves_a_followed_one(
+    page: Any,
+) -> None:
+    result = page.evaluate(
+        """async () => {
+          const { mod, FakeSocket, connectedFrame, messageFrame, until } = window.harness;
+          const client = new mod.RealtimeClient({ url: "ws://x/ws/", token: "t",
+            WebSocket: FakeSocket, gapTimeout: 60000 });
+          const socket = FakeSocket.all.at(-1);
+          socket.push(connectedFrame());
+          const got = [];
+          client.on("message", (ev) => got.push(ev.seq));
+          client.on("read", (ev) => got.push(`read ${ev.seq}`));
+          client.track("c1", 3);
+          client.track("c1", 9); // followed already: a REST list must not skip a replay
+          const read = client.markRead("c1", ["m-c1-3"]);
+          socket.push({ type: "ack", ref: socket.sent.at(-1).ref, conversation_id: "c1",
+                        message_ids: ["m-c1-3"], read_at: "2026-12-01T08:00:00+00:00", seq: 4 });
+          await read;
+          // Our own read receipt was seq 4 (not sent back to us): 5 follows without a gap.
+          socket.push(messageFrame("c1", 5));
+          const sent = client.sendMessage("c1", "mine");
+          await until(() => socket.sent.at(-1).type === "message");
+          socket.push({ type: "ack", ref: socket.sent.at(-1).ref, message: { id: "m6",
+            conversation_id: "c1", sender_id: "1", body: "mine", seq: 6,
+            client_id: socket.sent.at(-1).client_id } });
+          await sent;
+          socket.push(messageFrame("c1", 7));
+          client.setPosition("c1", 8); // forward: the app has 8 by REST
+          socket.push(messageFrame("c1", 8));
+          socket.push(messageFrame("c1", 9));
+          const positions = client.positions;
+          client.close();
+          return { got, positions };
+        }"""
+    )
+    assert result["got"] == [5, 7, 9]
+    assert result["positions"] == {"c1": 9}
