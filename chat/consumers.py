@@ -24,6 +24,8 @@ from rest_framework.exceptions import ValidationError
 
 from chat import events, selectors, services
 from chat.dedup import SeenIds
+from chat.delivery import Offer, Positions
+from chat.event_types import DURABLE_TYPES, ConnectedEvent, event_frame
 from chat.frames import (
     INVALID_JSON,
     INVALID_PAYLOAD,
@@ -38,10 +40,12 @@ from chat.frames import (
     frame_parse,
     pong_frame,
 )
+from chat.healing import healing_register, healing_unregister
 from chat.ratelimit import TokenBucket, Verdict
 from chat.serializers import (
     MessageFrameSerializer,
     ReadInputSerializer,
+    ResumeFrameSerializer,
     StatusInputSerializer,
     TypingFrameSerializer,
     message_to_dict,
@@ -50,11 +54,14 @@ from chat.typing_state import TypingTimers
 from connections.close_codes import (
     WS_1000_NORMAL_CLOSURE,
     WS_1009_MESSAGE_TOO_BIG,
+    WS_1011_INTERNAL_ERROR,
     WS_1012_SERVICE_RESTART,
+    WS_4008_SLOW_CONSUMER,
     WS_4401_UNAUTHORIZED,
     WS_4429_TOO_MANY,
 )
 from connections.instance import instance_id, instance_start
+from connections.layer import RealtimeChannelLayer
 from connections.registry import get_registry
 from connections.sockets import local_sockets
 from health import metrics
@@ -97,8 +104,13 @@ def _service_call(ref: str | None, call: Callable[[], Any]) -> Any:
 
 
 @database_sync_to_async
-def _check_participant(*, conversation_id: str, user_id: str, ref: str | None) -> None:
-    _conversation_for(conversation_id=conversation_id, user_id=user_id, ref=ref)
+def _participant_seq(*, conversation_id: str, user_id: str, ref: str | None) -> int:
+    """The conversation's ``last_seq`` for a participant; the ``error`` for anyone else."""
+    seq = selectors.participant_conversation_seq(conversation_id=conversation_id, user_id=user_id)
+    if seq is None:
+        _conversation_for(conversation_id=conversation_id, user_id=user_id, ref=ref)
+        raise FrameError(NOT_PARTICIPANT, ref=ref)  # it joined and left in between
+    return seq
 
 
 @database_sync_to_async
@@ -127,16 +139,24 @@ def _message_send(
     conversation = _conversation_for(
         conversation_id=data["conversation_id"], user_id=user_id, ref=ref
     )
-    message = _service_call(
+    message, _ = _service_call(
         ref,
-        lambda: services.message_send(
+        lambda: services.message_send_or_get(
             conversation=conversation,
             sender_id=user_id,
             body=data["body"],
+            client_id=data.get("client_id"),
             origin_channel=origin_channel,
         ),
     )
     return message_to_dict(message)
+
+
+def _canonical_id(value: str) -> str | None:
+    try:
+        return str(uuid.UUID(value))
+    except (TypeError, ValueError, AttributeError):
+        return None
 
 
 def _header(scope: dict[str, Any], name: bytes) -> str:
@@ -159,7 +179,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         super().__init__(*args, **kwargs)
         self.registered = False
         self.closing = False
-        self.conversation_ids: set[str] = set()
+        # The conversations this socket follows, each with its delivery cursor: the socket's
+        # authority too (frames and events of any other conversation are refused).
+        self.positions = Positions()
         # Set at connect: only kept when the layer does not already drop repeated event ids.
         self.seen: SeenIds | None = None
         self.bucket = TokenBucket(
@@ -177,6 +199,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             "read": self.on_read,
             "status": self.on_status,
             "message": self.on_message,
+            "resume": self.on_resume,
         }
 
     async def dispatch(self, message: dict[str, Any]) -> None:
@@ -218,12 +241,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.refuse(WS_4429_TOO_MANY)
             return
 
-        conversation_ids = await database_sync_to_async(selectors.conversation_ids_for_user)(
+        positions = await database_sync_to_async(selectors.conversation_positions_for_user)(
             user_id=self.user_id
         )
+        if isinstance(self.channel_layer, RealtimeChannelLayer):
+            # Overflow closes this socket (4008) instead of dropping a durable event from it.
+            self.channel_layer.set_overflow_policy(self.channel_name, "close")
         await self.channel_layer.group_add(events.user_group(self.user_id), self.channel_name)
-        for conversation_id in conversation_ids:
-            await self._join(conversation_id)
+        for conversation_id, seq in positions.items():
+            await self._join(conversation_id, seq)
+        healing_register(self)
         await self.accept()
         try:
             await presence_connect(
@@ -246,14 +273,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
             address=connection_metadata(self.scope)["address"],
         )
         await self.send_frame(
-            events.event_build(
-                "connected",
-                {
-                    "connection_id": self.connection_id,
-                    "instance_id": instance_id(),
-                    "user_id": self.user_id,
-                    "heartbeat_interval": float(realtime_settings.HEARTBEAT_INTERVAL_SECONDS),
-                },
+            event_frame(
+                ConnectedEvent(
+                    connection_id=self.connection_id,
+                    instance_id=instance_id(),
+                    user_id=self.user_id,
+                    heartbeat_interval=float(realtime_settings.HEARTBEAT_INTERVAL_SECONDS),
+                )
             )
         )
 
@@ -288,9 +314,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         )
         for conversation_id in self.typing.stop_all():
             await self._typing_emit(conversation_id, is_typing=False)
+        healing_unregister(self)
         layer = self.channel_layer
         await layer.group_discard(events.user_group(self.user_id), self.channel_name)
-        for conversation_id in self.conversation_ids:
+        for conversation_id in list(self.positions.cursors):
             await layer.group_discard(events.conversation_group(conversation_id), self.channel_name)
         try:
             await presence_disconnect(user_id=self.user_id, connection_id=self.connection_id)
@@ -310,11 +337,21 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if not self.closing:
             await self.send(text_data=json.dumps(frame, separators=(",", ":")))
 
-    async def _join(self, conversation_id: str) -> None:
-        self.conversation_ids.add(conversation_id)
-        await self.channel_layer.group_add(
-            events.conversation_group(conversation_id), self.channel_name
-        )
+    async def _join(self, conversation_id: str, seq: int) -> None:
+        """Follow a conversation from ``seq`` on (what came before is not owed to this socket)."""
+        if self.positions.join(conversation_id, seq):
+            await self.channel_layer.group_add(
+                events.conversation_group(conversation_id), self.channel_name
+            )
+
+    async def _leave(self, conversation_id: str) -> None:
+        """Stop following a conversation: no event of it reaches the socket any more."""
+        if self.positions.leave(conversation_id):
+            if self.typing.stopped(conversation_id):
+                await self._typing_emit(conversation_id, is_typing=False)
+            await self.channel_layer.group_discard(
+                events.conversation_group(conversation_id), self.channel_name
+            )
 
     # -- client frames -----------------------------------------------------------------------
 
@@ -369,11 +406,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         is_typing = bool(data["is_typing"])
         # Typing is the hottest frame: the groups joined at connect (and on join) already
         # say where the user takes part, so only a stranger costs a database query.
-        if conversation_id not in self.conversation_ids:
-            await _check_participant(
+        if conversation_id not in self.positions:
+            seq = await _participant_seq(
                 conversation_id=conversation_id, user_id=self.user_id, ref=frame.ref
             )
-            await self._join(conversation_id)
+            await self._join(conversation_id, seq)
         if is_typing:
             self.typing.started(conversation_id)
         else:
@@ -425,18 +462,153 @@ class ChatConsumer(AsyncWebsocketConsumer):
         event = message.get("event")
         if not isinstance(event, dict):
             return
-        if message.get("exclude_channel") == self.channel_name:
-            return
-        event_id = event.get("event_id")
         seen = self.seen
+        event_id = event.get("event_id")
         if seen is not None and isinstance(event_id, str) and not seen.first_time(event_id):
             return
-        await self.send_frame(event)
+        excluded = message.get("exclude_channel") == self.channel_name
+        conversation_id = event.get("conversation_id")
+        if conversation_id is None:  # presence: no conversation, no seq
+            if not excluded:
+                await self.send_frame(event)
+            return
+        if event.get("type") not in DURABLE_TYPES:  # typing
+            if not excluded and conversation_id in self.positions:
+                await self.send_frame(event)
+            return
+        await self._durable_offer(event, excluded=excluded)
+
+    async def _durable_offer(self, event: dict[str, Any], *, excluded: bool) -> None:
+        """A live durable event: deliver it in ``seq`` order, once, filling any gap first."""
+        conversation_id = str(event["conversation_id"])
+        seq = int(event["seq"])
+        if conversation_id not in self.positions:
+            if not self._added_here(event):
+                return  # not (or no longer) this socket's conversation
+            # The event that adds this user: follow the conversation from just before it.
+            await self._join(conversation_id, seq - 1)
+        cursor = self.positions.get(conversation_id)
+        assert cursor is not None
+        verdict = cursor.offer(seq)
+        if verdict is Offer.HAD:
+            return
+        if verdict is Offer.GAP and not await self._fill_gap(conversation_id, before=seq):
+            return
+        await self._deliver(event, excluded=excluded)
+
+    def _added_here(self, event: dict[str, Any]) -> bool:
+        return (
+            event.get("type") == "member"
+            and event.get("action") == "added"
+            and str(event.get("user_id")) == self.user_id
+        )
+
+    async def _fill_gap(self, conversation_id: str, *, before: int) -> bool:
+        """Send the logged events between the cursor and ``before``; False if the socket had to
+        close instead (the log unreachable, or more missing than a resume would replay)."""
+        cursor = self.positions.get(conversation_id)
+        assert cursor is not None
+        limit = int(realtime_settings.RESUME_MAX_EVENTS)
+        try:
+            logged = await database_sync_to_async(selectors.events_after)(
+                positions={conversation_id: cursor.high}, limit_per_conversation=limit
+            )
+        except Exception:
+            logger.exception("cannot read the event log to fill a gap; closing to resume")
+            await self.server_close(code=WS_1011_INTERNAL_ERROR)
+            return False
+        for entry in logged[conversation_id]:
+            if entry.seq >= before:
+                break
+            if entry.seq != cursor.high + 1:
+                await self.server_close(code=WS_4008_SLOW_CONSUMER)
+                return False
+            await self._deliver(entry.frame, excluded=entry.origin_channel == self.channel_name)
+            if conversation_id not in self.positions:
+                return False  # that was this user's removal
+        return before == cursor.high + 1
+
+    async def _deliver(self, event: dict[str, Any], *, excluded: bool) -> None:
+        """Send the next durable event of a followed conversation and move its cursor."""
+        conversation_id = str(event["conversation_id"])
+        cursor = self.positions.get(conversation_id)
+        assert cursor is not None
+        cursor.high = int(event["seq"])
+        if not excluded:
+            await self.send_frame(event)
+        if (
+            event.get("type") == "member"
+            and event.get("action") == "removed"
+            and str(event.get("user_id")) == self.user_id
+        ):
+            await self._leave(conversation_id)
+
+    async def on_resume(self, frame: ClientFrame) -> dict[str, Any]:
+        """Replay, per listed conversation, every logged event after the client's position."""
+        data = _validated(ResumeFrameSerializer, frame)
+        limit = int(realtime_settings.RESUME_MAX_EVENTS)
+        answers: dict[str, dict[str, Any]] = {}
+        wanted: dict[str, int] = {}
+        for key, position in data["positions"].items():
+            conversation_id = _canonical_id(key)
+            cursor = self.positions.get(conversation_id) if conversation_id else None
+            if cursor is None or conversation_id is None:
+                answers[key] = {"recovered": False, "seq": None}
+                continue
+            if position >= cursor.floor:
+                # Nothing below the floor is missing; what the client already has above it
+                # must not come again live.
+                if position > cursor.high:
+                    cursor.floor = cursor.high = position
+                answers[key] = {"recovered": True, "seq": cursor.high}
+            elif cursor.high - position > limit:
+                answers[key] = {"recovered": False, "seq": cursor.high}
+            else:
+                wanted[conversation_id] = position
+                answers[key] = {"recovered": True, "seq": cursor.high}
+        keys = {(_canonical_id(key) or key): key for key in data["positions"]}
+        if wanted:
+            logged = await database_sync_to_async(selectors.events_after)(
+                positions=wanted, limit_per_conversation=limit
+            )
+            for conversation_id, entries in logged.items():
+                key = keys[conversation_id]
+                cursor = self.positions.get(conversation_id)
+                if cursor is None:
+                    answers[key] = {"recovered": False, "seq": None}
+                    continue
+                if len(entries) > limit:
+                    answers[key] = {"recovered": False, "seq": cursor.high}
+                    continue
+                for entry in entries:
+                    if cursor.owes(entry.seq):
+                        await self._replay(conversation_id, entry.frame)
+                    if conversation_id not in self.positions:
+                        break
+                cursor.floor = min(cursor.floor, wanted[conversation_id])
+                answers[key] = {"recovered": True, "seq": cursor.high}
+        return ack_frame(ref=frame.ref, result={"conversations": answers})
+
+    async def _replay(self, conversation_id: str, event: dict[str, Any]) -> None:
+        cursor = self.positions.get(conversation_id)
+        assert cursor is not None
+        if int(event["seq"]) == cursor.high + 1:
+            await self._deliver(event, excluded=False)
+        else:  # below the floor: owed, but the cursor's range above stays as it is
+            await self.send_frame(event)
 
     async def realtime_join(self, message: dict[str, Any]) -> None:
         conversation_id = message.get("conversation_id")
         if self.registered and isinstance(conversation_id, str) and conversation_id:
-            await self._join(conversation_id)
+            await self._join(conversation_id, int(message.get("seq", 0)))
+
+    async def channel_overflow(self, message: dict[str, Any]) -> None:
+        """The layer could not queue an event for this socket: the client reads too slowly.
+
+        Nothing durable is dropped from a socket that stays open, so it does not stay open:
+        the client reconnects and resumes from its last ``seq``.
+        """
+        await self.server_close(code=WS_4008_SLOW_CONSUMER)
 
     async def connection_close(self, message: dict[str, Any]) -> None:
         await self.server_close(code=int(message.get("code", WS_1000_NORMAL_CLOSURE)))

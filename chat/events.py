@@ -1,29 +1,31 @@
-"""The one place that emits real-time events (docs/events.md).
+"""The one place that emits real-time events (docs/events.md, docs/delivery.md).
 
-Services call ``event_emit_on_commit`` after writing; nothing else calls ``group_send`` with
-an event. An event is one JSON frame of the wire contract, stamped here with a unique
-``event_id`` and a ``ts``, and sent to channel-layer groups:
+Services call ``frame_emit_on_commit`` after writing; nothing else calls ``group_send`` with
+an event. An event is one JSON frame of the wire contract, built from its type in
+``chat.event_types`` (which stamps a unique ``event_id`` and a ``ts``), and sent to
+channel-layer groups:
 
 - ``user.<user_id>``: every socket of one user (also carries control messages);
 - ``conv.<conversation_id>``: every socket of every participant of a conversation.
 
 A socket may hear one event through several groups (a presence change reaches it through
-every conversation it shares with the user); the consumer drops repeated ``event_id``s.
-``exclude_channel`` keeps the event from the socket whose frame caused it (that socket gets
-an ``ack`` instead).
+every conversation it shares with the user); the layer delivers a given ``dedup_key`` (the
+event id) to a channel once. ``exclude_channel`` keeps the event from the socket whose frame
+caused it (that socket gets an ``ack`` instead). Durable events were already written to the
+event log with their ``seq`` by the service; the frame emitted here is the logged one.
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
+
+from chat.event_types import AnyEvent, event_frame
 
 logger = logging.getLogger(__name__)
 
@@ -40,64 +42,65 @@ def conversation_group(conversation_id: object) -> str:
     return f"conv.{conversation_id}"
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat()
-
-
-def event_build(event_type: str, payload: dict[str, Any]) -> dict[str, Any]:
-    """A server -> client frame with a fresh ``event_id`` and ``ts``."""
-    return {"type": event_type, "event_id": uuid.uuid4().hex, "ts": now_iso(), **payload}
-
-
-async def event_emit(
-    *,
-    event_type: str,
-    payload: dict[str, Any],
-    groups: Iterable[str],
-    exclude_channel: str | None = None,
-    ephemeral: bool = False,
+def event_message(
+    frame: dict[str, Any], *, exclude_channel: str | None = None, ephemeral: bool = False
 ) -> dict[str, Any]:
-    """Send one event to every socket in ``groups`` (each socket at most once)."""
-    event = event_build(event_type, payload)
+    """The channel-layer message that carries ``frame`` to sockets."""
     message: dict[str, Any] = {
         "type": EVENT_MESSAGE_TYPE,
-        "event": event,
+        "event": frame,
         "exclude_channel": exclude_channel,
+        "dedup_key": frame["event_id"],
     }
     if ephemeral:
         message["ephemeral"] = True
-    layer = get_channel_layer()
-    if layer is None:
-        return event
-    for group in dict.fromkeys(groups):
-        # The layer never raises on a Redis failure; anything else is a bug worth logging
-        # without losing the other groups' delivery.
-        try:
-            await layer.group_send(group, message)
-        except Exception:
-            logger.exception("event_emit failed for group=%s type=%s", group, event_type)
-    return event
+    return message
 
 
-def event_emit_on_commit(
+async def frame_emit(
     *,
-    event_type: str,
-    payload: dict[str, Any],
+    frame: dict[str, Any],
     groups: Iterable[str],
     exclude_channel: str | None = None,
     ephemeral: bool = False,
 ) -> None:
-    """Emit once the current transaction commits (at once outside a transaction)."""
+    """Send one built frame to every socket in ``groups`` (each socket at most once)."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    message = event_message(frame, exclude_channel=exclude_channel, ephemeral=ephemeral)
+    for group in dict.fromkeys(groups):
+        # The layer never raises on a Redis failure; anything else is a bug worth logging
+        # without losing the other groups' delivery (durable events heal from the log).
+        try:
+            await layer.group_send(group, message)
+        except Exception:
+            logger.exception("event emit failed for group=%s type=%s", group, frame.get("type"))
+
+
+async def event_emit(
+    *,
+    event: AnyEvent,
+    groups: Iterable[str],
+    exclude_channel: str | None = None,
+    ephemeral: bool = False,
+) -> dict[str, Any]:
+    """Build an ephemeral (unlogged) event's frame and send it; returns the frame."""
+    frame = event_frame(event)
+    await frame_emit(
+        frame=frame, groups=groups, exclude_channel=exclude_channel, ephemeral=ephemeral
+    )
+    return frame
+
+
+def frame_emit_on_commit(
+    *, frame: dict[str, Any], groups: Iterable[str], exclude_channel: str | None = None
+) -> None:
+    """Emit a logged durable frame once the current transaction commits."""
     group_list = list(groups)
 
     def _emit() -> None:
-        async_to_sync(event_emit)(
-            event_type=event_type,
-            payload=payload,
-            groups=group_list,
-            exclude_channel=exclude_channel,
-            ephemeral=ephemeral,
-        )
+        async_to_sync(frame_emit)(frame=frame, groups=group_list, exclude_channel=exclude_channel)
 
     transaction.on_commit(_emit)
 

@@ -12,6 +12,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 
 from chat import events, selectors
+from chat.event_types import PresenceEvent
 
 
 async def presence_changed_receiver(
@@ -27,12 +28,11 @@ async def presence_changed_receiver(
     # not be closed under it. Consumers' own database calls tidy stale connections.
     conversation_ids = await sync_to_async(selectors.conversation_ids_for_user)(user_id=user_id)
     await events.event_emit(
-        event_type="presence",
-        payload={
-            "user_id": str(user_id),
-            "status": status,
-            "last_seen": last_seen.isoformat() if last_seen else None,
-        },
+        event=PresenceEvent(
+            user_id=str(user_id),
+            status=status,  # type: ignore[arg-type]  # presence validated it
+            last_seen=last_seen.isoformat() if last_seen else None,
+        ),
         groups=[events.user_group(user_id)]
         + [events.conversation_group(cid) for cid in conversation_ids],
     )

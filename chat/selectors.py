@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from typing import Any, NamedTuple
 
 from django.contrib.auth import get_user_model
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet
 
-from chat.models import Conversation, Message, Participant
+from chat.models import Conversation, Event, Message, Participant
 
 
 class ConversationNotFound(Exception):
@@ -57,6 +58,105 @@ def conversation_ids_for_user(*, user_id: int | str) -> list[str]:
             "conversation_id", flat=True
         )
     ]
+
+
+def conversation_positions_for_user(*, user_id: int | str) -> dict[str, int]:
+    """Each conversation of ``user_id`` with its ``last_seq``: where a new socket starts."""
+    return {
+        str(pk): int(last_seq)
+        for pk, last_seq in Participant.objects.filter(user_id=user_id).values_list(
+            "conversation_id", "conversation__last_seq"
+        )
+    }
+
+
+def conversation_last_seqs(*, conversation_ids: Iterable[str]) -> dict[str, int]:
+    pks = [pk for pk in (_as_uuid(cid) for cid in conversation_ids) if pk is not None]
+    return {
+        str(pk): int(last_seq)
+        for pk, last_seq in Conversation.objects.filter(pk__in=pks).values_list("pk", "last_seq")
+    }
+
+
+def participant_conversation_seq(*, conversation_id: object, user_id: int | str) -> int | None:
+    """The conversation's ``last_seq`` if ``user_id`` takes part in it, else ``None``."""
+    pk = _as_uuid(conversation_id)
+    if pk is None:
+        return None
+    row = (
+        Participant.objects.filter(conversation_id=pk, user_id=user_id)
+        .values_list("conversation__last_seq", flat=True)
+        .first()
+    )
+    return None if row is None else int(row)
+
+
+class LoggedEvent(NamedTuple):
+    seq: int
+    frame: dict[str, Any]
+    origin_channel: str
+
+
+def events_after(
+    *, positions: dict[str, int], limit_per_conversation: int
+) -> dict[str, list[LoggedEvent]]:
+    """The logged frames after each conversation's position, in ``seq`` order: one query.
+
+    A conversation with more than ``limit_per_conversation`` such events comes back with
+    ``limit_per_conversation + 1`` of them, so the caller can tell it is too far behind.
+    """
+    condition = Q()
+    for conversation_id, after in positions.items():
+        pk = _as_uuid(conversation_id)
+        if pk is not None:
+            condition |= Q(
+                conversation_id=pk, seq__gt=after, seq__lte=after + limit_per_conversation + 1
+            )
+    result: dict[str, list[LoggedEvent]] = {cid: [] for cid in positions}
+    if not condition:
+        return result
+    rows = Event.objects.filter(condition).order_by("conversation_id", "seq")
+    for pk, seq, frame, origin in rows.values_list(
+        "conversation_id", "seq", "frame", "origin_channel"
+    ):
+        result[str(pk)].append(LoggedEvent(int(seq), frame, origin))
+    return result
+
+
+def event_list_after(
+    *, conversation: Conversation, after_seq: int, limit: int
+) -> list[dict[str, Any]]:
+    return list(
+        Event.objects.filter(conversation=conversation, seq__gt=after_seq)
+        .order_by("seq")
+        .values_list("frame", flat=True)[:limit]
+    )
+
+
+def message_by_client_id(*, sender_id: int | str, client_id: str) -> Message | None:
+    return Message.objects.filter(sender_id=int(sender_id), client_id=client_id).first()
+
+
+def users_at_conversation_limit(*, user_ids: Iterable[str], limit: int) -> bool:
+    """Whether any of ``user_ids`` already takes part in ``limit`` conversations."""
+    numeric = [int(uid) for uid in user_ids if str(uid).isdigit()]
+    return (
+        Participant.objects.filter(user_id__in=numeric)
+        .values("user_id")
+        .annotate(n=Count("id"))
+        .filter(n__gte=limit)
+        .exists()
+    )
+
+
+def usernames(*, user_ids: Iterable[str]) -> dict[str, str]:
+    numeric = [int(uid) for uid in user_ids if str(uid).isdigit()]
+    return {
+        str(pk): name
+        for pk, name in get_user_model()
+        .objects.filter(pk__in=numeric)
+        .values_list("pk", "username")
+    }
 
 
 def participant_ids(*, conversation_id: uuid.UUID | str) -> list[str]:

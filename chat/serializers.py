@@ -6,10 +6,12 @@ accept and refuse exactly the same data.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from rest_framework import serializers
 
+from chat.event_types import MessageBody
 from realtime_project.conf import realtime_settings
 
 STATUS_CHOICES = ("online", "away", "busy", "offline")
@@ -33,6 +35,15 @@ class StrictCharField(serializers.CharField):
         if not isinstance(data, str):
             self.fail("invalid")
         return str(super().to_internal_value(data))
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """Only JSON integers: ``"1"`` or ``true`` where a number belongs is a client bug."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return int(super().to_internal_value(data))
 
 
 class TokenInputSerializer(serializers.Serializer):
@@ -88,6 +99,8 @@ class ReadOutputSerializer(serializers.Serializer):
 
 class MessageInputSerializer(serializers.Serializer):
     body = StrictCharField(trim_whitespace=False)
+    # The sender's idempotency key: a resend with the same one creates nothing.
+    client_id = StrictCharField(max_length=64, required=False, allow_blank=False)
 
     def validate_body(self, value: str) -> str:
         limit = int(realtime_settings.MESSAGE_MAX_LENGTH)
@@ -110,6 +123,40 @@ class MessageOutputSerializer(serializers.Serializer):
     sender_id = serializers.CharField()
     body = serializers.CharField()
     created_at = serializers.DateTimeField()
+    seq = serializers.IntegerField()
+    client_id = serializers.CharField(allow_null=True)
+
+
+class ResumeFrameSerializer(serializers.Serializer):
+    """``{"positions": {"<conversation_id>": <last seq the client has>, ...}}``."""
+
+    positions = serializers.DictField(child=StrictIntegerField(min_value=0))
+
+    def validate_positions(self, value: dict[str, int]) -> dict[str, int]:
+        limit = int(realtime_settings.USER_MAX_CONVERSATIONS)
+        if len(value) > limit:
+            raise serializers.ValidationError(f"At most {limit} conversations.")
+        return value
+
+
+class EventsQuerySerializer(serializers.Serializer):
+    after_seq = serializers.IntegerField(min_value=0, default=0)
+
+
+class EventsOutputSerializer(serializers.Serializer):
+    events = serializers.ListField(child=serializers.DictField())
+    last_seq = serializers.IntegerField()
+
+
+class ParticipantsInputSerializer(serializers.Serializer):
+    user_ids = serializers.ListField(
+        child=serializers.CharField(max_length=32), min_length=1, max_length=1000
+    )
+
+
+class ParticipantOutputSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    username = serializers.CharField()
 
 
 class ConversationInputSerializer(serializers.Serializer):
@@ -123,15 +170,23 @@ class ConversationOutputSerializer(serializers.Serializer):
     id = serializers.CharField()
     title = serializers.CharField()
     participant_ids = serializers.ListField(child=serializers.CharField())
+    participants = ParticipantOutputSerializer(many=True)
     created_at = serializers.DateTimeField()
+    last_seq = serializers.IntegerField()
+
+
+def message_body(message: Any) -> MessageBody:
+    """A message as the wire shows it (REST 201 body, ``message`` event, ``ack``)."""
+    return MessageBody(
+        id=str(message.id),
+        conversation_id=str(message.conversation_id),
+        sender_id=str(message.sender_id),
+        body=message.body,
+        created_at=message.created_at.isoformat(),
+        seq=int(message.seq),
+        client_id=message.client_id,
+    )
 
 
 def message_to_dict(message: Any) -> dict[str, Any]:
-    """A message as the wire shows it (REST 201 body, ``message`` event, ``ack``)."""
-    return {
-        "id": str(message.id),
-        "conversation_id": str(message.conversation_id),
-        "sender_id": str(message.sender_id),
-        "body": message.body,
-        "created_at": message.created_at.isoformat(),
-    }
+    return dataclasses.asdict(message_body(message))

@@ -14,67 +14,263 @@ from datetime import UTC, datetime
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from django.db import transaction
+from django.db import IntegrityError, connection, transaction
 from rest_framework.exceptions import ValidationError
 
 from chat import events, selectors
-from chat.models import Conversation, Message, Participant
-from chat.serializers import message_to_dict
+from chat.event_types import MemberEvent, MessageEvent, ReadEvent, TypingEvent, event_frame
+from chat.models import Conversation, Event, Message, Participant
+from chat.serializers import message_body
+from realtime_project.conf import realtime_settings
+
+
+def _seq_next(conversation_id: uuid.UUID) -> int:
+    """Take the conversation's next ``seq``, holding its row's lock until commit.
+
+    The lock is what makes ``seq`` commit order: a second writer to the conversation waits
+    here until the first commits, then gets the next number. It is taken before anything
+    else a service locks (a participant's row), so two services never wait on each other.
+    """
+    table = Conversation._meta.db_table
+    pk = Conversation._meta.pk
+    assert pk is not None
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET last_seq = last_seq + 1 WHERE {pk.column} = %s RETURNING last_seq",
+            [pk.get_db_prep_value(conversation_id, connection)],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        raise Conversation.DoesNotExist
+    return int(row[0])
+
+
+def _event_log(
+    *, conversation_id: uuid.UUID, event: MessageEvent | ReadEvent | MemberEvent, origin: str
+) -> dict[str, Any]:
+    """Write the durable event's row; the frame is what live delivery and replays send."""
+    frame = event_frame(event)
+    Event.objects.create(
+        conversation_id=conversation_id,
+        seq=event.seq,
+        type=event.type,
+        frame=frame,
+        origin_channel=origin,
+    )
+    return frame
+
+
+def _durable_emit(
+    *,
+    conversation_id: uuid.UUID,
+    frame: dict[str, Any],
+    origin_channel: str | None,
+    extra_groups: Sequence[str] = (),
+) -> None:
+    events.frame_emit_on_commit(
+        frame=frame,
+        groups=[events.conversation_group(conversation_id), *extra_groups],
+        exclude_channel=origin_channel,
+    )
+
+
+def _users_checked(*, user_ids: Sequence[object], field: str) -> set[str]:
+    """The ids as strings, or a 400 that does not say which id is unknown (no enumeration)."""
+    wanted = {str(uid) for uid in user_ids}
+    if selectors.existing_user_ids(user_ids=wanted) != wanted:
+        raise ValidationError({field: ["Unknown or inactive user ids."]})
+    return wanted
+
+
+def _conversation_caps_check(
+    *, conversation_id: uuid.UUID | None, adding: set[str], field: str
+) -> None:
+    """Refuse a change past ``CONVERSATION_MAX_PARTICIPANTS`` or ``USER_MAX_CONVERSATIONS``."""
+    current = (
+        0
+        if conversation_id is None
+        else Participant.objects.filter(conversation_id=conversation_id).count()
+    )
+    limit = int(realtime_settings.CONVERSATION_MAX_PARTICIPANTS)
+    if current + len(adding) > limit:
+        raise ValidationError({field: [f"A conversation holds at most {limit} participants."]})
+    per_user = int(realtime_settings.USER_MAX_CONVERSATIONS)
+    if selectors.users_at_conversation_limit(user_ids=adding, limit=per_user):
+        raise ValidationError({field: [f"A user takes part in at most {per_user} conversations."]})
 
 
 @transaction.atomic
 def conversation_create(
     *, creator_id: int | str, title: str, participant_ids: Sequence[str]
 ) -> Conversation:
-    """Create a conversation with the creator and ``participant_ids`` (400 on unknown ids)."""
+    """Create a conversation with the creator and ``participant_ids`` (400 on unknown ids).
+
+    A new conversation's members are its starting state, not changes: no ``member`` events;
+    the first durable event (a message, usually) has ``seq`` 1.
+    """
     wanted = {str(uid) for uid in participant_ids} | {str(creator_id)}
-    known = selectors.existing_user_ids(user_ids=wanted)
-    unknown = sorted(wanted - known)
-    if unknown:
-        raise ValidationError({"participant_ids": [f"Unknown user ids: {', '.join(unknown)}."]})
+    _users_checked(user_ids=sorted(wanted), field="participant_ids")
+    _conversation_caps_check(conversation_id=None, adding=wanted, field="participant_ids")
     conversation = Conversation.objects.create(title=title, created_by_id=creator_id)
     Participant.objects.bulk_create(
         [Participant(conversation=conversation, user_id=int(uid)) for uid in sorted(wanted)]
     )
     for uid in sorted(wanted):
-        _tell_sockets_to_join(user_id=uid, conversation_id=conversation.id)
+        events.control_send_on_commit(
+            group=events.user_group(uid),
+            message={
+                "type": events.JOIN_MESSAGE_TYPE,
+                "conversation_id": str(conversation.id),
+                "seq": 0,
+            },
+        )
     return conversation
 
 
 @transaction.atomic
-def participant_add(*, conversation: Conversation, user_id: int | str) -> Participant:
-    """Add a participant; their live sockets start receiving the conversation's events."""
-    participant, created = Participant.objects.get_or_create(
-        conversation=conversation, user_id=user_id
-    )
-    if created:
-        _tell_sockets_to_join(user_id=user_id, conversation_id=conversation.id)
-    return participant
+def participants_add(
+    *, conversation: Conversation, user_ids: Sequence[object], by_id: int | str
+) -> list[str]:
+    """Add users; each new one is a ``member`` event, and their sockets join at once.
+
+    Users already taking part are left as they are. Returns the ids actually added.
+    """
+    wanted = _users_checked(user_ids=user_ids, field="user_ids")
+    present = set(selectors.participant_ids(conversation_id=conversation.id))
+    adding = sorted(wanted - present, key=int)
+    if not adding:
+        return []
+    _conversation_caps_check(conversation_id=conversation.id, adding=set(adding), field="user_ids")
+    for uid in adding:
+        seq = _seq_next(conversation.id)
+        Participant.objects.create(conversation=conversation, user_id=int(uid))
+        frame = _event_log(
+            conversation_id=conversation.id,
+            event=MemberEvent(
+                conversation_id=str(conversation.id),
+                seq=seq,
+                user_id=uid,
+                action="added",
+                by=str(by_id),
+            ),
+            origin="",
+        )
+        # The added user's sockets are not in the conversation's group yet: their own group
+        # carries the event, and receiving it is what makes them join.
+        _durable_emit(
+            conversation_id=conversation.id,
+            frame=frame,
+            origin_channel=None,
+            extra_groups=[events.user_group(uid)],
+        )
+    return adding
 
 
-def _tell_sockets_to_join(*, user_id: int | str, conversation_id: uuid.UUID) -> None:
-    events.control_send_on_commit(
-        group=events.user_group(user_id),
-        message={"type": events.JOIN_MESSAGE_TYPE, "conversation_id": str(conversation_id)},
+def participant_add(*, conversation: Conversation, user_id: int | str) -> None:
+    """Add one participant (admin and tests); the conversation's creator is named as ``by``."""
+    participants_add(
+        conversation=conversation,
+        user_ids=[user_id],
+        by_id=conversation.created_by_id or user_id,
     )
 
 
 @transaction.atomic
+def participant_remove(*, conversation: Conversation, user_id: int | str, by_id: int | str) -> None:
+    """Remove a participant (they leave, or the creator removes them).
+
+    The ``member`` event is the last event of the conversation the removed user's sockets
+    get; they leave its group on receiving it. Raises ``Participant.DoesNotExist`` when the
+    user takes no part.
+    """
+    seq = _seq_next(conversation.id)
+    deleted, _ = Participant.objects.filter(conversation=conversation, user_id=user_id).delete()
+    if not deleted:
+        raise Participant.DoesNotExist
+    frame = _event_log(
+        conversation_id=conversation.id,
+        event=MemberEvent(
+            conversation_id=str(conversation.id),
+            seq=seq,
+            user_id=str(user_id),
+            action="removed",
+            by=str(by_id),
+        ),
+        origin="",
+    )
+    _durable_emit(
+        conversation_id=conversation.id,
+        frame=frame,
+        origin_channel=None,
+        extra_groups=[events.user_group(user_id)],
+    )
+
+
 def message_send(
     *,
     conversation: Conversation,
     sender_id: int | str,
     body: str,
+    client_id: str | None = None,
     origin_channel: str | None = None,
 ) -> Message:
-    message = Message.objects.create(conversation=conversation, sender_id=sender_id, body=body)
-    events.event_emit_on_commit(
-        event_type="message",
-        payload={"conversation_id": str(conversation.id), "message": message_to_dict(message)},
-        groups=[events.conversation_group(conversation.id)],
-        exclude_channel=origin_channel,
+    message, _ = message_send_or_get(
+        conversation=conversation,
+        sender_id=sender_id,
+        body=body,
+        client_id=client_id,
+        origin_channel=origin_channel,
     )
     return message
+
+
+def message_send_or_get(
+    *,
+    conversation: Conversation,
+    sender_id: int | str,
+    body: str,
+    client_id: str | None = None,
+    origin_channel: str | None = None,
+) -> tuple[Message, bool]:
+    """Send a message, or return the sender's earlier one with the same ``client_id``.
+
+    The second element says whether this call created it. A repeat creates nothing and
+    emits nothing; the unique constraint on (sender, client_id) decides between two copies
+    that arrive at two instances at the same moment: the loser's transaction (its ``seq``
+    included) rolls back, so the sequence keeps no gap.
+    """
+    if client_id is not None:
+        earlier = selectors.message_by_client_id(sender_id=sender_id, client_id=client_id)
+        if earlier is not None:
+            return earlier, False
+    try:
+        with transaction.atomic():
+            seq = _seq_next(conversation.id)
+            message = Message.objects.create(
+                conversation=conversation,
+                sender_id=sender_id,
+                body=body,
+                seq=seq,
+                client_id=client_id,
+            )
+            frame = _event_log(
+                conversation_id=conversation.id,
+                event=MessageEvent(
+                    conversation_id=str(conversation.id), seq=seq, message=message_body(message)
+                ),
+                origin=origin_channel or "",
+            )
+            _durable_emit(
+                conversation_id=conversation.id, frame=frame, origin_channel=origin_channel
+            )
+    except IntegrityError:
+        if client_id is None:
+            raise
+        earlier = selectors.message_by_client_id(sender_id=sender_id, client_id=client_id)
+        if earlier is None:
+            raise
+        return earlier, False
+    return message, True
 
 
 @transaction.atomic
@@ -90,6 +286,7 @@ def receipt_mark_read(
     The participant's read marker only moves forward: reading an older message again does not
     move it back.
     """
+    seq = _seq_next(conversation.id)
     unique_ids = list(dict.fromkeys(message_ids))
     outside = selectors.messages_outside_conversation(
         conversation_id=conversation.id, message_ids=unique_ids
@@ -108,18 +305,21 @@ def receipt_mark_read(
         participant.last_read_message = newest
     participant.last_read_at = read_at
     participant.save(update_fields=["last_read_message", "last_read_at"])
-    result = {
-        "conversation_id": str(conversation.id),
-        "message_ids": [str(pk) for pk in unique_ids],
-        "read_at": read_at.isoformat(),
-    }
-    events.event_emit_on_commit(
-        event_type="read",
-        payload={"user_id": str(user_id), **result},
-        groups=[events.conversation_group(conversation.id)],
-        exclude_channel=origin_channel,
+    event = ReadEvent(
+        conversation_id=str(conversation.id),
+        seq=seq,
+        user_id=str(user_id),
+        message_ids=[str(pk) for pk in unique_ids],
+        read_at=read_at.isoformat(),
     )
-    return result
+    frame = _event_log(conversation_id=conversation.id, event=event, origin=origin_channel or "")
+    _durable_emit(conversation_id=conversation.id, frame=frame, origin_channel=origin_channel)
+    return {
+        "conversation_id": event.conversation_id,
+        "message_ids": event.message_ids,
+        "read_at": event.read_at,
+        "seq": seq,
+    }
 
 
 def typing_notify(
@@ -154,12 +354,12 @@ async def typing_notify_async(
     Typing is the hottest and most ephemeral frame; it writes nothing, so it skips the
     thread hop and the database.
     """
-    result = {"conversation_id": conversation_id, "is_typing": is_typing}
     await events.event_emit(
-        event_type="typing",
-        payload={"user_id": str(user_id), **result},
+        event=TypingEvent(
+            conversation_id=conversation_id, user_id=str(user_id), is_typing=is_typing
+        ),
         groups=[events.conversation_group(conversation_id)],
         exclude_channel=origin_channel,
         ephemeral=True,
     )
-    return result
+    return {"conversation_id": conversation_id, "is_typing": is_typing}

@@ -18,6 +18,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status, viewsets
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -30,8 +31,11 @@ from chat.schema import BAD_CURSOR, FIELD_ERRORS, FORBIDDEN, NOT_FOUND, UNAUTHEN
 from chat.serializers import (
     ConversationInputSerializer,
     ConversationOutputSerializer,
+    EventsOutputSerializer,
+    EventsQuerySerializer,
     MessageInputSerializer,
     MessageOutputSerializer,
+    ParticipantsInputSerializer,
     ReadInputSerializer,
     ReadOutputSerializer,
     TokenInputSerializer,
@@ -40,6 +44,7 @@ from chat.serializers import (
     TypingOutputSerializer,
     message_to_dict,
 )
+from realtime_project.conf import realtime_settings
 
 # Keys a browser form adds on its own; never a client's typo.
 _FORM_KEYS = frozenset({"csrfmiddlewaretoken"})
@@ -75,14 +80,22 @@ def conversation_to_dict(conversation: Conversation) -> dict[str, Any]:
     """A conversation as the wire shows it; uses prefetched memberships when there are some."""
     cache = getattr(conversation, "_prefetched_objects_cache", {})
     if "memberships" in cache:
-        ids = sorted(str(m.user_id) for m in cache["memberships"])
+        members = sorted(
+            ((str(m.user_id), m.user.username) for m in cache["memberships"]),
+            key=lambda item: int(item[0]),
+        )
     else:
-        ids = selectors.participant_ids(conversation_id=conversation.id)
+        names = selectors.usernames(
+            user_ids=selectors.participant_ids(conversation_id=conversation.id)
+        )
+        members = sorted(names.items(), key=lambda item: int(item[0]))
     return {
         "id": str(conversation.id),
         "title": conversation.title,
-        "participant_ids": ids,
+        "participant_ids": [uid for uid, _ in members],
+        "participants": [{"id": uid, "username": name} for uid, name in members],
         "created_at": conversation.created_at.isoformat(),
+        "last_seq": conversation.last_seq,
     }
 
 
@@ -125,7 +138,12 @@ class ConversationViewSet(viewsets.GenericViewSet):
         queryset: QuerySet[Conversation] = selectors.conversation_list_for_user(
             user_id=caller_id(request)
         ).prefetch_related(
-            Prefetch("memberships", queryset=Participant.objects.only("conversation_id", "user_id"))
+            Prefetch(
+                "memberships",
+                queryset=Participant.objects.select_related("user").only(
+                    "conversation_id", "user_id", "user__username"
+                ),
+            )
         )
         page = self.paginate_queryset(queryset)
         assert page is not None  # pagination_class is set
@@ -175,6 +193,7 @@ class ConversationViewSet(viewsets.GenericViewSet):
         parameters=[CONVERSATION_ID],
         request=MessageInputSerializer,
         responses={
+            200: MessageOutputSerializer,
             201: MessageOutputSerializer,
             400: FIELD_ERRORS,
             401: UNAUTHENTICATED,
@@ -192,13 +211,95 @@ class ConversationViewSet(viewsets.GenericViewSet):
         conversation = self._conversation()
         if request.method == "POST":
             data = validated_input(MessageInputSerializer, request.data)
-            message = services.message_send(
-                conversation=conversation, sender_id=caller_id(request), body=data["body"]
+            message, created = services.message_send_or_get(
+                conversation=conversation,
+                sender_id=caller_id(request),
+                body=data["body"],
+                client_id=data.get("client_id"),
             )
-            return Response(message_to_dict(message), status=status.HTTP_201_CREATED)
+            # A resend with the same client_id gets the first one's body, and a 200.
+            code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+            return Response(message_to_dict(message), status=code)
         page = self.paginate_queryset(selectors.message_list(conversation=conversation))
         assert page is not None
         return self.get_paginated_response([message_to_dict(m) for m in page])
+
+    @extend_schema(
+        summary="The conversation's durable events after a seq (what a resume replays)",
+        parameters=[
+            CONVERSATION_ID,
+            OpenApiParameter(
+                "after_seq",
+                OpenApiTypes.INT,
+                OpenApiParameter.QUERY,
+                description="The last seq the caller has (0: from the start).",
+            ),
+        ],
+        responses={
+            200: EventsOutputSerializer,
+            400: FIELD_ERRORS,
+            401: UNAUTHENTICATED,
+            403: FORBIDDEN,
+            404: NOT_FOUND,
+        },
+    )
+    @action(detail=True, methods=["get"], serializer_class=EventsOutputSerializer)
+    def events(self, request: Request, id: str) -> Response:
+        conversation = self._conversation()
+        query = validated_input(EventsQuerySerializer, request.query_params)
+        limit = int(realtime_settings.RESUME_MAX_EVENTS)
+        frames = selectors.event_list_after(
+            conversation=conversation, after_seq=query["after_seq"], limit=limit
+        )
+        return Response({"events": frames, "last_seq": conversation.last_seq})
+
+    @extend_schema(
+        summary="Add participants (each a `member` event; their sockets join at once)",
+        parameters=[CONVERSATION_ID],
+        request=ParticipantsInputSerializer,
+        responses={
+            200: ConversationOutputSerializer,
+            400: FIELD_ERRORS,
+            401: UNAUTHENTICATED,
+            403: FORBIDDEN,
+            404: NOT_FOUND,
+        },
+    )
+    @action(detail=True, methods=["post"], serializer_class=ConversationOutputSerializer)
+    def participants(self, request: Request, id: str) -> Response:
+        conversation = self._conversation()
+        data = validated_input(ParticipantsInputSerializer, request.data)
+        services.participants_add(
+            conversation=conversation, user_ids=data["user_ids"], by_id=caller_id(request)
+        )
+        conversation.refresh_from_db()
+        return Response(conversation_to_dict(conversation))
+
+    @extend_schema(
+        summary="Remove a participant: the user themself (leave) or the conversation's creator",
+        parameters=[
+            CONVERSATION_ID,
+            OpenApiParameter("user_id", OpenApiTypes.STR, OpenApiParameter.PATH),
+        ],
+        request=None,
+        responses={204: None, 401: UNAUTHENTICATED, 403: FORBIDDEN, 404: NOT_FOUND},
+    )
+    @action(
+        detail=True,
+        methods=["delete"],
+        url_path=r"participants/(?P<user_id>[^/]+)",
+        url_name="participant",
+    )
+    def participant(self, request: Request, id: str, user_id: str) -> Response:
+        conversation = self._conversation()
+        me = caller_id(request)
+        if str(user_id) != str(me) and conversation.created_by_id != me:
+            raise PermissionDenied("Only the conversation's creator removes other participants.")
+        try:
+            services.participant_remove(conversation=conversation, user_id=user_id, by_id=me)
+        except (Participant.DoesNotExist, ValueError):
+            raise NotFound("No such participant.") from None
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
         summary="Say the caller started or stopped typing (emits a `typing` event)",

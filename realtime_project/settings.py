@@ -203,8 +203,16 @@ REALTIME: dict[str, Any] = {
     "RATE_LIMIT_FRAMES_PER_SECOND": env_float("RATE_LIMIT_FRAMES_PER_SECOND", 20, minimum=0.1),
     "RATE_LIMIT_BURST": env_int("RATE_LIMIT_BURST", 40, minimum=1),
     "RATE_LIMIT_MAX_STRIKES": env_int("RATE_LIMIT_MAX_STRIKES", 20, minimum=1),
-    # Per-socket queue in the channel layer.
+    # Per-socket queue in the channel layer; a socket whose queue overflows is closed 4008.
     "CHANNEL_CAPACITY": env_int("CHANNEL_CAPACITY", 1000, minimum=1),
+    # Delivery (docs/delivery.md): the most events one resume (or one events page) replays,
+    # and how often each instance checks its sockets against the event log.
+    "RESUME_MAX_EVENTS": env_int("RESUME_MAX_EVENTS", 1000, minimum=1),
+    "HEAL_INTERVAL_SECONDS": env_float("HEAL_INTERVAL_SECONDS", 2.0, minimum=0.05),
+    # Membership caps: participants of one conversation, conversations of one user (each is
+    # a group every socket of that user joins).
+    "CONVERSATION_MAX_PARTICIPANTS": env_int("CONVERSATION_MAX_PARTICIPANTS", 1000, minimum=2),
+    "USER_MAX_CONVERSATIONS": env_int("USER_MAX_CONVERSATIONS", 1000, minimum=1),
     "DRAIN_DELAY_SECONDS": env_float("DRAIN_DELAY_SECONDS", 5, minimum=0),
     "DRAIN_BATCH_SIZE": env_int("DRAIN_BATCH_SIZE", 200, minimum=1),
     "METRICS_ACCESS": env_choice("METRICS_ACCESS", "open", {"open", "staff"}),
@@ -213,7 +221,7 @@ REALTIME: dict[str, Any] = {
 }
 
 # The custom layer (docs/channel-layer.md); without REDIS_URL it runs local-only.
-CHANNEL_LAYERS = {
+CHANNEL_LAYERS: dict[str, Any] = {
     "default": {
         "BACKEND": "connections.layer.RealtimeChannelLayer",
         "CONFIG": {

@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
+import inspect
 import itertools
+import logging
+import math
 import re
 import secrets
 import threading
 import time
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -21,11 +27,17 @@ from channels.exceptions import ChannelFull
 from channels.layers import BaseChannelLayer
 
 from connections.layer.endpoints import HashRing, RedisEndpoint
-from connections.layer.links import DEGRADED, HEALTHY, LinkSettings, ShardLink
+from connections.layer.links import DEGRADED, HEALTHY, REDIS_FAILURES, LinkSettings, ShardLink
 from connections.layer.loops import LoopLink, run_on_loop
-from connections.layer.queues import DROPPED_EPHEMERAL, ChannelQueue
+from connections.layer.queues import (
+    POLICIES,
+    REFUSED,
+    ChannelQueue,
+)
 
 __all__ = ["ChannelFull", "RealtimeChannelLayer"]
+
+logger = logging.getLogger(__name__)
 
 STATUS_LOCAL = "local"
 STATUS_HEALTHY = HEALTHY
@@ -38,12 +50,22 @@ COUNTER_NAMES = (
     "delivered_remote",
     "echoes_dropped",
     "duplicates_dropped",
+    # Every message a full or overflowed queue did not keep, whatever the kind below.
     "queue_overflows",
-    "ephemeral_dropped",
+    "channel_full",  # a local send() refused with ChannelFull
+    "remote_send_refused",  # a send() from another instance refused (its sender got ChannelFull)
+    "group_full_dropped",  # a group_send's message not queued for one full member
+    "ephemeral_shed",  # an ephemeral message shed by a full "close" channel
+    "overflow_closed",  # "close" channels that overflowed (the consumer is told to close)
+    "overflow_dropped",  # messages dropped by a "close" channel that overflowed
+    "expired",  # messages older than expiry, never delivered
+    "channels_expired",  # queues of channels nobody read for longer than expiry, reaped
+    "send_unconfirmed",  # a send() to another instance that got no verdict in time
     "undeliverable",
     "redis_errors",
     "reconnects",
     "resubscribed",
+    "recoveries",
     "probe_failures",
     "subscribe_timeouts",
 )
@@ -52,6 +74,22 @@ _TOKEN_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 # Cache of group names decoded from Redis channel names; bounded by clearing.
 _GROUP_NAME_CACHE_MAX = 10_000
 
+# The verdict an instance sends back for a direct send() from another instance.
+VERDICT_OK = "ok"
+VERDICT_FULL = "full"
+VERDICT_GONE = "gone"
+
+# A named channel's list: refuse at capacity, push, and let the key die one expiry after the
+# last push (a name nobody reads is not kept forever).
+_NAMED_PUSH = """
+if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[2]) then
+    return 0
+end
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
 _pack = msgpack.Packer(use_bin_type=True).pack
 
 
@@ -59,21 +97,29 @@ def _unpack(data: bytes) -> dict[str, Any]:
     return msgpack.unpackb(data, raw=False)
 
 
-def _explicit_event_id(message: dict[str, Any]) -> str | None:
-    event = message.get("event")
-    if type(event) is dict:
-        event_id = event.get("event_id")
-        if type(event_id) is str:
-            return event_id
-    return None
+def _dedup_key(message: dict[str, Any]) -> str | None:
+    key = message.get("dedup_key")
+    return key if type(key) is str else None
+
+
+def _token(instance_id: str) -> str:
+    return _TOKEN_UNSAFE.sub("-", instance_id)[:40]
+
+
+def _known_options() -> list[str]:
+    return [
+        name
+        for name in inspect.signature(RealtimeChannelLayer.__init__).parameters
+        if name not in ("self", "unknown")
+    ]
 
 
 class RealtimeChannelLayer(BaseChannelLayer):
     """Channels layer over Redis pub/sub, local-only when no Redis is configured."""
 
     extensions = ["groups", "flush"]
-    # Each channel gets a given message["event"]["event_id"] at most once (queues.py), so a
-    # consumer on this layer needs no memory of its own for that.
+    # Each channel gets a given message["dedup_key"] at most once (queues.py), so a consumer
+    # on this layer needs no memory of its own for that.
     delivers_event_ids_once = True
 
     def __init__(
@@ -94,9 +140,22 @@ class RealtimeChannelLayer(BaseChannelLayer):
         backoff_max: float = 1.0,
         subscribe_batch: int = 500,
         subscribe_timeout: float | None = None,
-        expiry: int = 60,
-        **_ignored: Any,
+        expiry: float = 60,
+        **unknown: object,
     ) -> None:
+        if unknown:
+            # A typo in CHANNEL_LAYERS["CONFIG"] must not silently fall back to a default.
+            known = _known_options()
+            hints = []
+            for name in sorted(unknown):
+                close = difflib.get_close_matches(name, known, n=1)
+                hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise TypeError(
+                f"RealtimeChannelLayer: unknown option {', '.join(hints)}; "
+                f"known options: {', '.join(known)}"
+            )
+        if not expiry > 0:
+            raise ValueError(f"RealtimeChannelLayer: expiry must be > 0 seconds, got {expiry!r}")
         super().__init__(expiry=expiry, capacity=capacity, channel_capacity=channel_capacity)
         self.channel_capacity = self.compile_capacities(channel_capacity or {})
         if isinstance(hosts, str):
@@ -109,10 +168,11 @@ class RealtimeChannelLayer(BaseChannelLayer):
         self.endpoints = endpoints
         self._ring = HashRing([endpoint.name for endpoint in endpoints])
         self.instance_id = instance_id or f"instance-{secrets.token_hex(4)}"
-        self._token = _TOKEN_UNSAFE.sub("-", self.instance_id)[:40]
+        self._token = _token(self.instance_id)
         self.prefix = prefix
         self._group_prefix = f"{prefix}:g:".encode()
-        self._inbox = f"{prefix}:i:{self._token}".encode()
+        self._inbox_name = f"{prefix}:i:{self._token}"
+        self._inbox = self._inbox_name.encode()
         # Blocking waits stay below the socket timeout (redis-py 8's 5 s default broke
         # channels_redis: issue 422); see docs/channel-layer.md.
         bounded = max(0.05, min(socket_timeout * 0.8, socket_timeout - 0.05))
@@ -125,15 +185,28 @@ class RealtimeChannelLayer(BaseChannelLayer):
             subscribe_batch=subscribe_batch,
             subscribe_timeout=min(subscribe_timeout or bounded, bounded),
         )
+        # A BLPOP on a named channel, and the wait for another instance's verdict on a send:
+        # short, so a cancelled receive or a dead instance costs at most this long.
+        self._block_seconds = min(1.0, bounded)
+        self._verdict_seconds = min(1.0, bounded)
         self._channels: dict[str, ChannelQueue] = {}
         self._groups: dict[str, dict[str, None]] = {}
         self._links: dict[asyncio.AbstractEventLoop, LoopLink] = {}
         self._links_lock = threading.Lock()
+        self._hooked: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
         self._group_names: dict[bytes, str] = {}
-        self._seq = itertools.count(1)
+        self._requests = itertools.count(1)
+        self._verdicts: dict[int, asyncio.Future[str]] = {}
+        self._listeners: dict[int, tuple[asyncio.AbstractEventLoop, Callable[[], None]]] = {}
+        self._listener_ids = itertools.count(1)
         self._counters = dict.fromkeys(COUNTER_NAMES, 0)
         self._degraded_since: float | None = None
         self._degraded_total = 0.0
+        # Expiry's clocks: monotonic for this process's queues, wall time for named channels'
+        # Redis lists (their senders are other processes). Tests move them.
+        self._clock: Callable[[], float] = time.monotonic
+        self._wall_clock: Callable[[], float] = time.time
+        self._next_sweep = self._clock() + self._sweep_every()
 
     # Health and metrics
 
@@ -158,15 +231,6 @@ class RealtimeChannelLayer(BaseChannelLayer):
         result["queued"] = sum(len(chan.items) for chan in list(self._channels.values()))
         return result
 
-    def channel_overflowed(self, channel: str) -> int:
-        """Non-ephemeral messages this channel lost to overflow: how far behind its consumer is."""
-        chan = self._channels.get(channel)
-        return chan.overflowed if chan is not None else 0
-
-    def channel_depth(self, channel: str) -> int:
-        chan = self._channels.get(channel)
-        return len(chan.items) if chan is not None else 0
-
     async def check(self, timeout: float) -> bool:  # noqa: ASYNC109 (the interface)
         """A real round trip: PING every node on the pool, and the subscriber links alive."""
         if not self.endpoints:
@@ -179,6 +243,29 @@ class RealtimeChannelLayer(BaseChannelLayer):
             return all(shard.state != DEGRADED for shard in link.shards)
         except Exception:
             return False
+
+    # Overflow policy and recovery (the layer API beyond Channels', docs/channel-layer.md)
+
+    def set_overflow_policy(self, channel: str, policy: str) -> None:
+        """ "refuse" (default: a full channel refuses the new message) or "close" (see queues)."""
+        if policy not in POLICIES:
+            raise ValueError(f"overflow policy must be one of {POLICIES}, got {policy!r}")
+        self.require_valid_channel_name(channel)
+        self._refuse_named_with_redis(channel, "an overflow policy")
+        self._channel(channel).policy = policy
+
+    def add_recovery_listener(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` on this event loop each time a degraded Redis link is healthy
+        again with its subscriptions restored (what was published meanwhile did not arrive).
+        Returns the function that removes the listener."""
+        loop = asyncio.get_running_loop()
+        key = next(self._listener_ids)
+        self._listeners[key] = (loop, callback)
+
+        def remove() -> None:
+            self._listeners.pop(key, None)
+
+        return remove
 
     # Callbacks from the links
 
@@ -196,24 +283,53 @@ class RealtimeChannelLayer(BaseChannelLayer):
             self._degraded_total += now - self._degraded_since
             self._degraded_since = None
 
+    def on_recovered(self) -> None:
+        self._counters["recoveries"] += 1
+        for key, (loop, callback) in list(self._listeners.items()):
+            if loop.is_closed():
+                self._listeners.pop(key, None)
+            else:
+                loop.call_soon_threadsafe(_run_listener, callback)
+
     def on_remote(self, link: ShardLink, channel: bytes, data: bytes) -> None:
         """An envelope from Redis: drop our own echo, then deliver to members homed here."""
         try:
-            origin, event_id, target, ephemeral, payload = msgpack.unpackb(data, raw=False)
-        except (ValueError, TypeError, msgpack.UnpackException):
+            envelope = msgpack.unpackb(data, raw=False)
+            origin = envelope[0]
+        except (ValueError, TypeError, IndexError, msgpack.UnpackException):
             self._counters["undeliverable"] += 1
             return
         if origin == self.instance_id:
             self._counters["echoes_dropped"] += 1
             return
+        if len(envelope) == 3:  # [origin, request, verdict]: the answer to our send()
+            self._on_verdict(envelope[1], envelope[2])
+            return
+        try:
+            _, dedup_key, target, ephemeral, payload, *rest = envelope
+        except ValueError:
+            self._counters["undeliverable"] += 1
+            return
         loop_link = link.loop_link
-        explicit_id = event_id if type(event_id) is str else None
+        key = dedup_key if type(dedup_key) is str else None
+        now = self._now()
         if target is not None:
+            verdict = VERDICT_GONE
             chan = self._channels.get(target)
-            if chan is None or not self._homed(chan, loop_link):
+            if chan is not None and not self._homed(chan, loop_link):
+                return  # the loop this channel lives on delivers (and answers) it
+            if chan is None:
                 self._counters["undeliverable"] += 1
-                return
-            self._deliver_remote(chan, payload, ephemeral, explicit_id)
+            else:
+                outcome = chan.offer(
+                    payload, ephemeral, key, now, self._counters, "delivered_remote",
+                    "remote_send_refused",
+                )  # fmt: skip
+                verdict = VERDICT_FULL if outcome == REFUSED else VERDICT_OK
+            if rest and rest[0] is not None:
+                inbox = f"{self.prefix}:i:{_token(origin)}"
+                answer = _pack((self.instance_id, rest[0], verdict))
+                self._shard(loop_link, inbox).publish(inbox, answer)
             return
         group = self._group_names.get(channel)
         if group is None:
@@ -228,7 +344,24 @@ class RealtimeChannelLayer(BaseChannelLayer):
         for name in tuple(members):
             chan = channels.get(name)
             if chan is not None and self._homed(chan, loop_link):
-                self._deliver_remote(chan, payload, ephemeral, explicit_id)
+                chan.offer(
+                    payload, ephemeral, key, now, self._counters, "delivered_remote",
+                    "group_full_dropped",
+                )  # fmt: skip
+
+    def _on_verdict(self, request: object, verdict: object) -> None:
+        if type(request) is not int:
+            return
+        waiter = self._verdicts.get(request)
+        if waiter is None or waiter.done():
+            return
+        loop = waiter.get_loop()
+        if loop.is_closed():
+            return
+        if loop is asyncio.get_running_loop():
+            waiter.set_result(str(verdict))
+        else:
+            loop.call_soon_threadsafe(_resolve, waiter, str(verdict))
 
     @staticmethod
     def _homed(chan: ChannelQueue, link: LoopLink) -> bool:
@@ -240,21 +373,31 @@ class RealtimeChannelLayer(BaseChannelLayer):
             return True
         return False
 
-    def _deliver_remote(
-        self, chan: ChannelQueue, payload: bytes, ephemeral: bool, event_id: str | None
-    ) -> None:
-        if event_id is not None and chan.is_duplicate(event_id):
-            self._counters["duplicates_dropped"] += 1
-            return
-        self._counters["delivered_remote"] += 1
-        dropped = chan.put(payload, ephemeral)
-        if dropped:
-            self._count_overflow(dropped)
+    # Time, expiry and the reaping of channels nobody reads
 
-    def _count_overflow(self, dropped: int) -> None:
-        self._counters["queue_overflows"] += 1
-        if dropped == DROPPED_EPHEMERAL:
-            self._counters["ephemeral_dropped"] += 1
+    def _sweep_every(self) -> float:
+        return max(0.05, min(self.expiry / 4, 15.0))
+
+    def _now(self) -> float:
+        now = self._clock()
+        if now >= self._next_sweep:
+            self._sweep(now)
+        return now
+
+    def _sweep(self, now: float) -> None:
+        """Expire old messages; forget channels that nobody has read for longer than expiry
+        and that no group routes to (a consumer that is gone), with whatever they held."""
+        self._next_sweep = now + self._sweep_every()
+        counters = self._counters
+        expiry = self.expiry
+        for name, chan in list(self._channels.items()):
+            chan.expire(now, counters)
+            if chan.waiters or chan.groups or now - chan.last_used <= expiry:
+                continue
+            if chan.overflowed or chan.newest_age(now) > expiry:
+                del self._channels[name]
+                counters["channels_expired"] += 1
+                counters["expired"] += sum(1 for _, _, at in chan.items if at != math.inf)
 
     # Loops and links
 
@@ -271,7 +414,52 @@ class RealtimeChannelLayer(BaseChannelLayer):
                 del self._links[old_loop]
             link = LoopLink(endpoints=self.endpoints, settings=self.link_settings, layer=self)
             self._links[loop] = link
+        self._hook_loop_close(loop)
+        self._adopt_orphans(link)
         return link
+
+    def _adopt_orphans(self, link: LoopLink) -> None:
+        """Members whose loop link closed (``close()``, or their loop ended) move to ``link``
+        and are subscribed again, so other instances' group_send keeps reaching them."""
+        for name, chan in list(self._channels.items()):
+            home = chan.link
+            if chan.groups and (home is None or not home.alive):
+                chan.link = link
+                for group in chan.groups:
+                    link.group_members.setdefault(group, set()).add(name)
+                    self._shard(link, group).want(self._group_prefix + group.encode())
+
+    def _hook_loop_close(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Close this loop's link when the loop is closed without ``await layer.close()``
+        (an ``async_to_sync`` call, ``asyncio.run``): no Redis socket or task is left behind."""
+        if loop in self._hooked:
+            return
+        self._hooked.add(loop)
+        original = loop.close
+        layer_ref = weakref.ref(self)
+
+        def close() -> None:
+            layer = layer_ref()
+            if layer is not None and not loop.is_running() and not loop.is_closed():
+                with layer._links_lock:
+                    link = layer._links.pop(loop, None)
+                if link is not None:
+                    try:
+                        loop.run_until_complete(link.close())
+                    except Exception:
+                        logger.exception("Closing the channel layer's Redis link failed")
+                    layer._after_close(link)
+            original()
+
+        setattr(loop, "close", close)  # noqa: B010 (an instance attribute over the method)
+
+    def _after_close(self, closed: LoopLink) -> None:
+        self.on_state_change()
+        for link in self._live_links():
+            if link is not closed:
+                with contextlib.suppress(RuntimeError):  # that loop closed meanwhile
+                    link.loop.call_soon_threadsafe(self._adopt_orphans, link)
+                return
 
     def _shard(self, link: LoopLink, name: str) -> ShardLink:
         return link.shards[self._ring.node_for(name)]
@@ -281,19 +469,31 @@ class RealtimeChannelLayer(BaseChannelLayer):
     def _owns(self, channel: str) -> bool:
         return channel[: channel.index("!")].rpartition(".")[2] == self._token
 
+    def _refuse_named_with_redis(self, channel: str, what: str) -> None:
+        if self.endpoints and "!" not in channel:
+            raise TypeError(
+                f"{what} needs a channel made by new_channel(): {channel!r} is a named channel, "
+                "a Redis list shared by every process (docs/channel-layer.md)"
+            )
+
     def _channel(self, name: str) -> ChannelQueue:
         chan = self._channels.get(name)
         if chan is None:
-            chan = ChannelQueue(name, self.get_capacity(name), self._link())
+            link = None
+            if self.endpoints:
+                with contextlib.suppress(RuntimeError):  # no running loop: adopted later
+                    link = self._link()
+            now = self._clock()
+            chan = ChannelQueue(name, self.get_capacity(name), self.expiry, link, now)
             self._channels[name] = chan
         return chan
 
-    async def _publish(self, route: str, channel_name: str, envelope: bytes) -> None:
+    async def _publish(self, route: str, channel_name: str, envelope: bytes) -> bool:
         shard = self._shard(self._link(), route)
         if shard.state != HEALTHY:
             await shard.wait_settled()
         await shard.wait_writable()
-        shard.publish(channel_name, envelope)
+        return shard.publish(channel_name, envelope)
 
     # Channel layer API
 
@@ -303,50 +503,105 @@ class RealtimeChannelLayer(BaseChannelLayer):
         name = f"{prefix}{separator}{self._token}!{secrets.token_hex(8)}"
         self._channel(name)
         if self.endpoints:
-            link = self._link()
-            if not link.inbox_subscribed:
-                link.inbox_subscribed = True
-                await self._shard(link, self._inbox.decode()).subscribe(self._inbox)
+            # Every caller waits for the confirmation (the shard shares one SUBSCRIBE among
+            # concurrent callers), so a send right after new_channel() returns is received.
+            await self._shard(self._link(), self._inbox_name).subscribe(self._inbox)
         return name
 
     async def send(self, channel: str, message: dict[str, Any]) -> None:
-        """Deliver to a local channel at once, or publish to the inbox of its instance."""
+        """Queue for a channel of this instance, or have its instance queue it; either way a
+        full channel refuses the new message with ``ChannelFull`` (nothing old is dropped)."""
         assert isinstance(message, dict), "message is not a dict"
         self.require_valid_channel_name(channel)
         payload = _pack(message)
         ephemeral = message.get("ephemeral") is True
-        if "!" not in channel or self._owns(channel):
-            chan = self._channel(channel)
-            if chan.full() and not ephemeral:
-                raise ChannelFull(channel)
-            event_id = _explicit_event_id(message)
-            if event_id is not None and chan.is_duplicate(event_id):
-                self._counters["duplicates_dropped"] += 1
+        key = _dedup_key(message)
+        if "!" not in channel:
+            if self.endpoints:
+                await self._send_named(channel, payload)
                 return
-            self._counters["delivered_local"] += 1
-            dropped = chan.put(payload, ephemeral)
-            if dropped:
-                self._count_overflow(dropped)
+        elif not self._owns(channel):
+            await self._send_remote(channel, payload, ephemeral, key)
             return
+        chan = self._channel(channel)
+        outcome = chan.offer(
+            payload, ephemeral, key, self._now(), self._counters, "delivered_local",
+            "channel_full",
+        )  # fmt: skip
+        if outcome == REFUSED:
+            raise ChannelFull(channel)
+
+    async def _send_remote(
+        self, channel: str, payload: bytes, ephemeral: bool, key: str | None
+    ) -> None:
         if not self.endpoints:
             self._counters["undeliverable"] += 1
             return
         token = channel[: channel.index("!")].rpartition(".")[2]
         inbox = f"{self.prefix}:i:{token}"
-        envelope_id: str | int = _explicit_event_id(message) or next(self._seq)
-        envelope = _pack((self.instance_id, envelope_id, channel, ephemeral, payload))
-        await self._publish(inbox, inbox, envelope)
+        link = self._link()
+        # The verdict comes back on our own inbox.
+        await self._shard(link, self._inbox_name).subscribe(self._inbox)
+        request = next(self._requests)
+        waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._verdicts[request] = waiter
+        try:
+            envelope = _pack((self.instance_id, key, channel, ephemeral, payload, request))
+            if not await self._publish(inbox, inbox, envelope):
+                return  # degraded: counted as a publish failure, never raised
+            try:
+                async with asyncio.timeout(self._verdict_seconds):
+                    verdict = await waiter
+            except TimeoutError:
+                # Its instance is gone or slow: as with a channel nobody reads, no error.
+                self._counters["send_unconfirmed"] += 1
+                return
+        finally:
+            self._verdicts.pop(request, None)
+        if verdict == VERDICT_FULL:
+            raise ChannelFull(channel)
+
+    async def _send_named(self, channel: str, payload: bytes) -> None:
+        """A named channel is one Redis list shared by every process: any receiver takes it."""
+        node = self._ring.node_for(channel)
+        client = self._link().named_client(node)
+        entry = _pack((self._wall_clock(), payload))
+        try:
+            pushed = await client.eval(
+                _NAMED_PUSH,
+                1,
+                f"{self.prefix}:n:{channel}",
+                entry,
+                self.get_capacity(channel),
+                max(1, math.ceil(self.expiry)),
+            )
+        except REDIS_FAILURES as exc:
+            self._counters["publish_failures"] += 1
+            logger.warning("send to named channel %s failed: %r", channel, exc)
+            return
+        if not pushed:
+            self._counters["channel_full"] += 1
+            self._counters["queue_overflows"] += 1
+            raise ChannelFull(channel)
+        self._counters["delivered_local"] += 1
 
     async def receive(self, channel: str) -> dict[str, Any]:
-        """The next message for a channel of this process; waits without any Redis call."""
+        """The next message for a channel of this process (waits without any Redis call), or
+        for a named channel (from its Redis list, whichever process sent it)."""
         chan = self._channels.get(channel)
         if chan is None:  # names already queued here were validated when first seen
             self.require_valid_channel_name(channel)
             if "!" in channel:
                 assert self._owns(channel), "receive() is for channels made by this instance"
+            elif self.endpoints:
+                return await self._receive_named(channel)
             chan = self._channel(channel)
+        elif self.endpoints and chan.groups and (chan.link is None or not chan.link.alive):
+            self._link()  # this loop's link was closed: its members subscribe again
         loop = asyncio.get_running_loop()
-        while not chan.items:
+        counters = self._counters
+        chan.last_used = self._clock()
+        while (payload := chan.pop(self._now(), counters)) is None:
             waiter: asyncio.Future[None] = loop.create_future()
             chan.waiters.append(waiter)
             try:
@@ -359,13 +614,45 @@ class RealtimeChannelLayer(BaseChannelLayer):
                 elif not chan.items and not chan.groups and not chan.waiters:
                     # Nobody waits and nothing routes here: forget the channel.
                     self._channels.pop(channel, None)
+                chan.last_used = self._clock()
                 raise
-        return _unpack(chan.pop())
+        chan.last_used = self._clock()
+        return _unpack(payload)
+
+    async def _receive_named(self, channel: str) -> dict[str, Any]:
+        key = f"{self.prefix}:n:{channel}"
+        while True:
+            client = self._link().named_client(self._ring.node_for(channel))
+            # BLPOP for less than the socket timeout (FINDINGS: redis-py 8's 5 s timeout).
+            pop = asyncio.ensure_future(client.blpop([key], timeout=self._block_seconds))
+            try:
+                reply = await asyncio.shield(pop)
+            except asyncio.CancelledError:
+                # Redis may already have handed us a message: put it back at the head for
+                # the next receiver instead of losing it (waits at most one BLPOP).
+                with contextlib.suppress(Exception):
+                    late = await pop
+                    if late is not None:
+                        await client.lpush(key, late[1])
+                raise
+            except REDIS_FAILURES as exc:
+                self._counters["redis_errors"] += 1
+                logger.warning("receive on named channel %s: Redis failed: %r", channel, exc)
+                await asyncio.sleep(self.link_settings.backoff_max)
+                continue
+            if reply is None:
+                continue
+            sent_at, payload = msgpack.unpackb(reply[1], raw=False)
+            if self._wall_clock() - sent_at > self.expiry:
+                self._counters["expired"] += 1
+                continue
+            return _unpack(payload)
 
     async def group_add(self, group: str, channel: str) -> None:
         """Join; returns once Redis confirmed the group's subscription (when one was needed)."""
         self.require_valid_group_name(group)
         self.require_valid_channel_name(channel)
+        self._refuse_named_with_redis(channel, "group_add")
         chan = self._channel(channel)
         self._groups.setdefault(group, {})[channel] = None
         chan.groups.add(group)
@@ -417,46 +704,61 @@ class RealtimeChannelLayer(BaseChannelLayer):
             link.loop.call_soon_threadsafe(self._member_removed, link, group, channel)
 
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
-        """Deliver to local members now, then publish one envelope for other instances."""
+        """Deliver to local members now, then publish one envelope for other instances.
+
+        A full member does not get this message (counted in ``group_full_dropped``; a
+        "close" member overflows instead); nothing already queued is dropped."""
         assert isinstance(message, dict), "message is not a dict"
         self.require_valid_group_name(group)
         payload = _pack(message)
         ephemeral = message.get("ephemeral") is True
-        event_id = _explicit_event_id(message)
+        key = _dedup_key(message)
         members = self._groups.get(group)
         if members:
             channels = self._channels
             counters = self._counters
+            now = self._now()
             for name in tuple(members):
                 chan = channels.get(name)
-                if chan is None:
-                    continue
-                if event_id is not None and chan.is_duplicate(event_id):
-                    counters["duplicates_dropped"] += 1
-                    continue
-                counters["delivered_local"] += 1
-                dropped = chan.put(payload, ephemeral)
-                if dropped:
-                    self._count_overflow(dropped)
+                if chan is not None:
+                    chan.offer(
+                        payload, ephemeral, key, now, counters, "delivered_local",
+                        "group_full_dropped",
+                    )  # fmt: skip
         if self.endpoints:
-            envelope_id = event_id or next(self._seq)
-            envelope = _pack((self.instance_id, envelope_id, None, ephemeral, payload))
+            envelope = _pack((self.instance_id, key, None, ephemeral, payload))
             name = f"{self.prefix}:g:{group}"
             await self._publish(group, name, envelope)
 
     async def flush(self) -> None:
-        """Forget every local channel and group, and close this loop's Redis connections."""
+        """Forget every local channel and group, and close this loop's Redis connections.
+
+        Named channels' Redis lists are left to expire: they may hold other processes' work
+        (channels_redis's flush deletes every key of its prefix, theirs included)."""
         self._channels.clear()
         self._groups.clear()
         await self.close()
 
     async def close(self) -> None:
-        """Stop this event loop's background tasks and Redis connections."""
+        """Stop this event loop's background tasks and Redis connections. Members homed on
+        this loop subscribe again on this loop's next use of the layer (or another loop's)."""
         loop = asyncio.get_running_loop()
         with self._links_lock:
             link = self._links.pop(loop, None)
         if link is not None:
             await link.close()
-            self.on_state_change()
+            self._after_close(link)
 
     aclose = close
+
+
+def _run_listener(callback: Callable[[], None]) -> None:
+    try:
+        callback()
+    except Exception:
+        logger.exception("A channel layer recovery listener failed")
+
+
+def _resolve(waiter: asyncio.Future[str], verdict: str) -> None:
+    if not waiter.done():
+        waiter.set_result(verdict)

@@ -90,8 +90,10 @@ class RedisEndpoint:
                 await client.aclose()
         return str(host), int(port)
 
-    def client(self, *, socket_timeout: float, connect_timeout: float) -> aioredis.Redis:
-        """A pooled redis-py client for commands off the hot path (PING for health)."""
+    def client(
+        self, *, socket_timeout: float, connect_timeout: float, max_connections: int | None = 4
+    ) -> aioredis.Redis:
+        """A pooled redis-py client for commands off the hot path (PING, named channels)."""
         if self.sentinels:
             sentinel = Sentinel(
                 list(self.sentinels),
@@ -114,7 +116,7 @@ class RedisEndpoint:
             ssl=self.tls,
             socket_timeout=socket_timeout,
             socket_connect_timeout=connect_timeout,
-            max_connections=4,
+            max_connections=max_connections,
         )
 
 

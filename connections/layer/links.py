@@ -67,6 +67,8 @@ class LayerCallbacks(Protocol):
 
     def count(self, name: str, amount: int = 1) -> None: ...
 
+    def on_recovered(self) -> None: ...
+
 
 class ShardLink:
     """One event loop's connections to one Redis node."""
@@ -205,6 +207,14 @@ class ShardLink:
         except TimeoutError:
             self.layer.count("subscribe_timeouts")
 
+    def want(self, channel: bytes) -> None:
+        """Subscribe without waiting for Redis to confirm (a reconnect subscribes it anyway)."""
+        if channel in self.wanted:
+            return
+        self.wanted.add(channel)
+        if self.state == HEALTHY:
+            self._send_subscribe([channel])
+
     def unsubscribe(self, channel: bytes) -> None:
         self.wanted.discard(channel)
         self.confirmed.discard(channel)
@@ -311,11 +321,15 @@ class ShardLink:
                     attempt += 1
                     await asyncio.sleep(self._backoff(attempt))
                     continue
-                if attempt:
-                    self.layer.count("reconnects")
-                    logger.info("Redis %s is back; subscriptions restored", self.endpoint.name)
+                recovered = attempt > 0
                 attempt = 0
                 self._set_state(HEALTHY)
+                if recovered:
+                    # Healthy again and every wanted channel re-subscribed: whatever was
+                    # published meanwhile is gone, and the layer's listeners may heal it.
+                    self.layer.count("reconnects")
+                    logger.info("Redis %s is back; subscriptions restored", self.endpoint.name)
+                    self.layer.on_recovered()
                 await self._watch()
                 stale = self._detach()
                 self.layer.count("redis_errors")

@@ -1,8 +1,9 @@
 """What the layer holds per event loop; see docs/channel-layer.md.
 
 Redis sockets belong to one event loop each, so every loop that uses the layer gets a
-``LoopLink``: its shard links (one per Redis node), its group membership refcounts, and a small
-redis-py pool for health checks.
+``LoopLink``: its shard links (one per Redis node), its group membership refcounts, a small
+redis-py pool for health checks, and a pool for named channels (their lists block in BLPOP, one
+connection per waiting receiver).
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ class LoopLink:
         ]
         # group -> channels homed on this loop that are members (the subscription refcount).
         self.group_members: dict[str, set[str]] = {}
-        self.inbox_subscribed = False
         self._clients: list[aioredis.Redis] | None = None
+        self._named: list[aioredis.Redis] | None = None
 
     @property
     def alive(self) -> bool:
@@ -58,15 +59,28 @@ class LoopLink:
             ]
         return self._clients
 
+    def named_client(self, node: int) -> aioredis.Redis:
+        """The pool for named channels on one node (unbounded: each BLPOP holds a connection)."""
+        if self._named is None:
+            self._named = [
+                endpoint.client(
+                    socket_timeout=self.settings.socket_timeout,
+                    connect_timeout=self.settings.connect_timeout,
+                    max_connections=None,
+                )
+                for endpoint in self.endpoints
+            ]
+        return self._named[node]
+
     async def close(self) -> None:
         self.closed = True
         for shard in self.shards:
             await shard.close()
-        if self._clients is not None:
-            for client in self._clients:
+        for pools in (self._clients, self._named):
+            for client in pools or ():
                 with contextlib.suppress(Exception):
                     await client.aclose()
-            self._clients = None
+        self._clients = self._named = None
 
 
 def run_on_loop(link: LoopLink, make: Callable[[], Any]) -> asyncio.Future[Any]:

@@ -9,6 +9,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
 from chat import events, services
+from chat.event_types import PresenceEvent, event_frame
 from chat.models import Conversation
 from connections.close_codes import WS_1012_SERVICE_RESTART
 from connections.sockets import local_sockets, sockets_close_all
@@ -77,16 +78,13 @@ def any_layer(request, settings):
 
 async def test_an_event_heard_through_two_groups_arrives_once(any_layer, open_socket, demo) -> None:
     bob = await connected(open_socket, demo.bob)
-    event = events.event_build("presence", {"user_id": "x", "status": "away", "last_seen": None})
+    event = event_frame(PresenceEvent(user_id="x", status="away", last_seen=None))
     layer = get_channel_layer()
-    message = {"type": events.EVENT_MESSAGE_TYPE, "event": event, "exclude_channel": None}
+    message = events.event_message(event)
     for title in ("ab", "abc"):
         await layer.group_send(events.conversation_group(demo.conversations[title]), message)
-    barrier = events.event_build("presence", {"user_id": "y", "status": "busy", "last_seen": None})
-    await layer.group_send(
-        events.user_group(demo.bob.id),
-        {"type": events.EVENT_MESSAGE_TYPE, "event": barrier, "exclude_channel": None},
-    )
+    barrier = event_frame(PresenceEvent(user_id="y", status="busy", last_seen=None))
+    await layer.group_send(events.user_group(demo.bob.id), events.event_message(barrier))
     await bob.recv_until(frame_is("presence", user_id="y"))
     seen = [f for f in bob.frames if f.get("event_id") == event["event_id"]]
     assert seen == [event]

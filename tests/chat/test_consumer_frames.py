@@ -56,7 +56,15 @@ async def test_message_ack_is_the_rest_201_body(open_socket, demo: Demo) -> None
     )
     assert ack["type"] == "ack"
     message = ack["message"]
-    assert set(message) == {"id", "conversation_id", "sender_id", "body", "created_at"}
+    assert set(message) == {
+        "id",
+        "conversation_id",
+        "sender_id",
+        "body",
+        "created_at",
+        "seq",
+        "client_id",
+    }
     assert (message["conversation_id"], message["sender_id"], message["body"]) == (
         conversation_id,
         demo.alice.id,

@@ -20,7 +20,7 @@ def test_create_adds_the_caller_and_answers_the_contract_shape(client_for, alice
     )
     assert response.status_code == 201
     body = response.json()
-    assert set(body) == {"id", "title", "participant_ids", "created_at"}
+    assert set(body) == {"id", "title", "participant_ids", "participants", "created_at", "last_seq"}
     assert body["title"] == "lunch"
     assert body["participant_ids"] == sorted([str(alice.pk), str(bob.pk)])
     assert datetime.fromisoformat(body["created_at"]).utcoffset() is not None

@@ -25,7 +25,15 @@ def test_post_answers_201_with_the_contract_shape(client_for, bob, alice_bob) ->
     )
     assert response.status_code == 201
     body = response.json()
-    assert set(body) == {"id", "conversation_id", "sender_id", "body", "created_at"}
+    assert set(body) == {
+        "id",
+        "conversation_id",
+        "sender_id",
+        "body",
+        "created_at",
+        "seq",
+        "client_id",
+    }
     assert body["conversation_id"] == str(alice_bob.id)
     assert body["sender_id"] == str(bob.pk)
     assert body["body"] == "hello"

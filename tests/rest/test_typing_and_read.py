@@ -61,7 +61,7 @@ def test_read_records_the_newest_message_and_answers_the_contract_shape(
     )
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"conversation_id", "message_ids", "read_at"}
+    assert set(body) == {"conversation_id", "message_ids", "read_at", "seq"}
     assert body["message_ids"] == [ids[2], ids[0]]
     participant = Participant.objects.get(conversation=alice_bob, user=bob)
     assert str(participant.last_read_message_id) == ids[2]

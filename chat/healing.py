@@ -1,0 +1,154 @@
+"""Healing while connected: each instance delivers the durable events its sockets missed.
+
+Design note: docs/delivery.md. Live delivery rides on Redis and can lose an event (an outage,
+a dropped subscriber connection, a publish that failed). The database cannot: every durable
+event is in the log with its ``seq``. So every instance runs one loop that compares, for the
+conversations of its local sockets, how far each socket got (its cursor's ``high``) with the
+conversation's ``last_seq``, reads what is missing from the log in one query, and hands it to
+the sockets through their own channel, where the consumer's normal path drops what it already
+has. The client does nothing.
+
+The loop runs every ``HEAL_INTERVAL_SECONDS``, and at once when the channel layer says its
+Redis link came back. On the periodic pass a socket is healed only up to the ``last_seq``
+seen by the *previous* pass: an event committed a moment ago is normally still on its way
+live, and fetching it as well would only be wasted work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from typing import Protocol
+
+from channels.db import database_sync_to_async
+from channels.exceptions import ChannelFull
+from channels.layers import get_channel_layer
+
+from chat import events, selectors
+from chat.delivery import Positions
+from connections.close_codes import WS_4008_SLOW_CONSUMER
+from connections.layer import RealtimeChannelLayer
+from realtime_project.conf import realtime_settings
+
+logger = logging.getLogger(__name__)
+
+
+class HealTarget(Protocol):
+    channel_name: str
+    positions: Positions
+
+    async def server_close(self, *, code: int) -> None: ...
+
+
+class _LoopState:
+    def __init__(self) -> None:
+        self.targets: dict[str, HealTarget] = {}
+        self.wake = asyncio.Event()
+        self.previous: dict[str, int] = {}
+
+
+_states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _state() -> _LoopState:
+    loop = asyncio.get_running_loop()
+    state = _states.get(loop)
+    if state is None:
+        state = _states[loop] = _LoopState()
+    return state
+
+
+def healing_register(target: HealTarget) -> None:
+    _state().targets[target.channel_name] = target
+
+
+def healing_unregister(target: HealTarget) -> None:
+    _state().targets.pop(target.channel_name, None)
+
+
+def healing_wake() -> None:
+    """Heal this event loop's sockets now (the layer's Redis link came back)."""
+    _state().wake.set()
+
+
+async def heal_once(*, fully: bool) -> int:
+    """One pass over this event loop's sockets; how many events were handed to sockets."""
+    state = _state()
+    targets = list(state.targets.values())
+    if not targets:
+        state.previous = {}
+        return 0
+    conversation_ids = {cid for target in targets for cid in target.positions.cursors}
+    current = await database_sync_to_async(selectors.conversation_last_seqs)(
+        conversation_ids=conversation_ids
+    )
+    goal = (
+        current
+        if fully
+        else {cid: min(seq, current.get(cid, 0)) for cid, seq in state.previous.items()}
+    )
+    state.previous = current
+    behind: dict[str, list[tuple[HealTarget, int]]] = {}
+    for target in targets:
+        for cid, cursor in target.positions.cursors.items():
+            if cursor.high < goal.get(cid, 0):
+                behind.setdefault(cid, []).append((target, cursor.high))
+    if not behind:
+        return 0
+    limit = int(realtime_settings.RESUME_MAX_EVENTS)
+    logged = await database_sync_to_async(selectors.events_after)(
+        positions={cid: min(high for _, high in items) for cid, items in behind.items()},
+        limit_per_conversation=limit,
+    )
+    layer = get_channel_layer()
+    assert layer is not None
+    handed = 0
+    for cid, items in behind.items():
+        for target, high in items:
+            for entry in logged.get(cid, [])[:limit]:
+                if entry.seq <= high:
+                    continue
+                message = events.event_message(
+                    entry.frame, exclude_channel=entry.origin_channel or None
+                )
+                try:
+                    await layer.send(target.channel_name, message)
+                except ChannelFull:
+                    # Too far behind to catch up in its queue: the client resumes instead.
+                    await target.server_close(code=WS_4008_SLOW_CONSUMER)
+                    break
+                handed += 1
+    if handed:
+        logger.info("healing handed %d missed events to local sockets", handed)
+    return handed
+
+
+async def healing_loop() -> None:
+    """The instance's healing loop (started by ``connections.instance`` on each event loop)."""
+    state = _state()
+    layer = get_channel_layer()
+    remove = (
+        layer.add_recovery_listener(state.wake.set)
+        if isinstance(layer, RealtimeChannelLayer)
+        else None
+    )
+    try:
+        while True:
+            interval = float(realtime_settings.HEAL_INTERVAL_SECONDS)
+            try:
+                await asyncio.wait_for(state.wake.wait(), timeout=interval)
+                fully = True
+            except TimeoutError:
+                fully = False
+            state.wake.clear()
+            try:
+                await heal_once(fully=fully)
+            except Exception:
+                # The database is down: the next pass tries again; nothing is lost meanwhile.
+                logger.exception("healing pass failed")
+    finally:
+        if remove is not None:
+            remove()
