@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 
 from connections.layer import RealtimeChannelLayer
 from scripts.cluster import Cluster
@@ -60,6 +61,12 @@ def _socket_count(cluster: Cluster, name: str) -> int:
     return int(body["connection_count"])
 
 
+@pytest.mark.xfail(
+    "WS_MAX_BUFFERED_BYTES" not in settings.REALTIME,
+    reason="no bound yet on what Daphne buffers for one socket (WS_MAX_BUFFERED_BYTES): "
+    "a client that stops reading stays open and its data piles up in Twisted",
+    strict=True,
+)
 async def test_client_that_stops_reading_is_closed_then_resumes_with_everything(
     start_cluster,
 ) -> None:
@@ -104,7 +111,14 @@ async def test_client_that_stops_reading_is_closed_then_resumes_with_everything(
         # close frame was still there to read, an abort if the server gave up waiting for
         # the client to take it. Open is the one wrong answer.
         slow.resume_reading()
-        code = await slow.wait_closed(within=10)
+        try:
+            code = await slow.wait_closed(within=10)
+        except TimeoutError:
+            pytest.fail(
+                f"a client that stopped reading for {STOPPED_SECONDS}s while ~{sent_bytes >> 10} "
+                f"KiB were sent to it is still open; instance RSS {rss_before >> 20} -> "
+                f"{peak_rss >> 20} MiB"
+            )
         assert code in (WS_4008_SLOW_CONSUMER, 1006), f"closed with {code}"
         assert peak_rss - rss_before < RSS_GROWTH_LIMIT_BYTES, (
             f"RSS grew {(peak_rss - rss_before) >> 20} MiB for one socket that stopped reading"

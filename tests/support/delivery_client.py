@@ -28,9 +28,8 @@ from urllib.parse import urlsplit
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
+from chat.event_types import DURABLE_TYPES, EVENT_CLASSES, EventSchemaError, event_check
 from tests.support.frames import Frame, auth_query
-
-DURABLE_TYPES = frozenset({"message", "read", "member"})
 
 _refs = itertools.count(1)
 
@@ -67,6 +66,8 @@ class SocketRecord:
     # Seqs of this socket's own acknowledged sends: the socket gets the ack, not the event.
     own: dict[str, set[int]] = field(default_factory=dict)
     other_frames: list[Frame] = field(default_factory=list)
+    # Every event is checked against its one typed definition (chat/event_types.py).
+    schema_errors: list[str] = field(default_factory=list)
     closed_at: float | None = None
     close_code: int | None = None
 
@@ -246,6 +247,11 @@ class DeliveryClient:
 
     def _take(self, record: SocketRecord, frame: Frame) -> None:
         kind = frame.get("type")
+        if kind in EVENT_CLASSES:
+            try:
+                event_check(frame)
+            except EventSchemaError as exc:
+                record.schema_errors.append(str(exc))
         if kind in DURABLE_TYPES and "seq" in frame:
             conversation_id = str(frame.get("conversation_id"))
             record.received.append(

@@ -28,6 +28,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from chat.event_types import EventSchemaError, event_check
 from tests.support.delivery_client import DeliveryClient, SocketRecord
 from tests.support.frames import Frame
 
@@ -92,6 +93,10 @@ def committed_log(base_url: str, *, token: str, conversation_id: str) -> Committ
         after = int(page[-1]["seq"])
     log = CommittedLog(conversation_id, last_seq, {})
     for frame in frames:
+        try:
+            event_check(frame)
+        except EventSchemaError as exc:
+            log.problems.append(f"off its schema: {exc}")
         seq = int(frame["seq"])
         if seq in log.by_seq:
             log.problems.append(f"seq {seq} twice in the log")
@@ -251,6 +256,7 @@ class DeliveryReport:
     client_lost: dict[str, list[str]]
     log_problems: dict[str, list[str]]
     unrecovered: dict[str, list[str]]  # resume acks that said recovered: false
+    schema_errors: dict[str, list[str]]
 
     @property
     def ok(self) -> bool:
@@ -259,6 +265,7 @@ class DeliveryReport:
             and not any(self.client_lost.values())
             and not any(self.log_problems.values())
             and not any(self.unrecovered.values())
+            and not any(self.schema_errors.values())
         )
 
     def total(self) -> Tally:
@@ -286,6 +293,9 @@ class DeliveryReport:
         for name, convs in self.unrecovered.items():
             if convs:
                 lines.append(f"BAD {name} resumed with recovered=false for {convs}")
+        for name, errors in self.schema_errors.items():
+            if errors:
+                lines.append(f"BAD {name} received events off their schema: {errors[:3]}")
         return "\n".join(lines)
 
 
@@ -299,10 +309,12 @@ def delivery_report(
     per_socket: dict[str, Tally] = {}
     lost: dict[str, list[str]] = {}
     unrecovered: dict[str, list[str]] = {}
+    schema_errors: dict[str, list[str]] = {}
     for client in clients:
         for record in client.sockets:
             name = f"{client.name}/{record.index}@{record.instance_id}"
             per_socket[name] = socket_tally(record, logs, seqs=only)
+            schema_errors[name] = record.schema_errors
             ack = record.resume_ack or {}
             refused = [
                 c
@@ -317,6 +329,7 @@ def delivery_report(
         client_lost=lost,
         log_problems={c: log.problems for c, log in logs.items()},
         unrecovered=unrecovered,
+        schema_errors=schema_errors,
     )
 
 
