@@ -3,8 +3,13 @@
 One invocation starts its own redis-server and runs every layer on the same workloads:
   1. in-process group_send to 1 local member (msg/s)
   2. cross-process delivery to a 1-member group at full speed (msg/s, loss counted)
-  3. a 100-member group, in one process and split over 2 processes (deliveries/s)
+  3. a 100-member group, in one process and split over 2 processes (deliveries/s, loss counted)
   4. cross-process latency p50/p99 at a fixed 2,000 msg/s
+
+Every layer runs at its default capacity (this layer: 1,000 a channel, the project's
+CHANNEL_CAPACITY default), so a receiver that falls behind loses messages and the loss is
+part of the result: "lost" is what was sent and never received, and for this layer the
+receiver's own counters say why (a full queue refused the new message: group_full_dropped).
 
 Run: .venv/bin/python -m bench.layer_bench [--quick]
 """
@@ -30,7 +35,7 @@ def make_layer(kind: str, url: str, instance: str = "bench") -> Any:
     if kind == "realtime":
         from connections.layer import RealtimeChannelLayer
 
-        return RealtimeChannelLayer(hosts=url, instance_id=instance, capacity=100_000)
+        return RealtimeChannelLayer(hosts=url, instance_id=instance)
     if kind == "pubsub":
         from channels_redis.pubsub import RedisPubSubChannelLayer
 
@@ -41,7 +46,7 @@ def make_layer(kind: str, url: str, instance: str = "bench") -> Any:
         return RedisChannelLayer(hosts=[url])  # default capacity: its loss is part of the result
     from channels.layers import InMemoryChannelLayer
 
-    return InMemoryChannelLayer(capacity=100_000)
+    return InMemoryChannelLayer()
 
 
 async def close_layer(layer: Any) -> None:
@@ -127,7 +132,16 @@ async def _receiver(
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    results.put({"received": received, "last": last, "latencies": latencies, "lags": lags})
+    counters = layer.counters() if hasattr(layer, "counters") else {}
+    results.put(
+        {
+            "received": received,
+            "last": last,
+            "latencies": latencies,
+            "lags": lags,
+            "refused": int(counters.get("group_full_dropped", 0)),
+        }
+    )
     await close_layer(layer)
 
 
@@ -146,7 +160,7 @@ def start_receiver(kind: str, url: str, members: int, expected: int) -> tuple[An
 # Workloads 2-4
 
 
-async def cross_process(kind: str, url: str, count: int) -> tuple[float, int]:
+async def cross_process(kind: str, url: str, count: int) -> tuple[float, int, int]:
     proc, results = start_receiver(kind, url, 1, count)
     layer = make_layer(kind, url)
     await asyncio.sleep(0.2)
@@ -157,10 +171,11 @@ async def cross_process(kind: str, url: str, count: int) -> tuple[float, int]:
     proc.join(30)
     await close_layer(layer)
     received = result["received"]
-    return received / max(result["last"] - started, 1e-9), count - received
+    rate = received / max(result["last"] - started, 1e-9)
+    return rate, count - received, result["refused"]
 
 
-async def fan_out(kind: str, url: str, sends: int, split: bool) -> float:
+async def fan_out(kind: str, url: str, sends: int, split: bool) -> tuple[float, int]:
     local_members = 50 if split else 100
     proc = results = None
     if split:
@@ -206,7 +221,7 @@ async def fan_out(kind: str, url: str, sends: int, split: bool) -> float:
     for channel in channels:
         await layer.group_discard(GROUP, channel)
     await close_layer(layer)
-    return total / (end - started)
+    return total / (end - started), 100 * sends - total
 
 
 def percentile_ms(values: list[float], fraction: float) -> float:
@@ -272,10 +287,11 @@ def main() -> None:
         two: dict[str, float] = {}
         for kind in ("realtime", "pubsub", "core"):
             count = int((5_000 if kind == "core" else 50_000) * scale)
-            rate, lost = run(cross_process(kind, url, count))
+            rate, lost, refused = run(cross_process(kind, url, count))
             two[kind] = rate
+            why = f" ({refused} refused by the full queue)" if refused else ""
             rows.append(
-                ("2 cross-process, 1 member", kind, f"{rate:,.0f} msg/s, lost {lost}/{count}")
+                ("2 cross-process, 1 member", kind, f"{rate:,.0f} msg/s, lost {lost}/{count}{why}")
             )
         three: dict[tuple[str, bool], float] = {}
         for kind in ("realtime", "pubsub", "core"):
@@ -283,10 +299,11 @@ def main() -> None:
                 # 2,000 sends: long enough (about a second for pubsub) to outlast the noise of
                 # a shared machine; at 500 the realtime runs lasted 0.1-0.2 s and varied 2.5x.
                 sends = int((100 if kind == "core" else 2_000) * scale)
-                rate = run(fan_out(kind, url, sends, split))
+                rate, lost = run(fan_out(kind, url, sends, split))
                 three[(kind, split)] = rate
                 where = "2 processes" if split else "1 process"
-                rows.append((f"3 100-member group, {where}", kind, f"{rate:,.0f} deliveries/s"))
+                result = f"{rate:,.0f} deliveries/s, lost {lost}/{100 * sends}"
+                rows.append((f"3 100-member group, {where}", kind, result))
         for kind in ("realtime", "pubsub"):
             p50, p99, lost, lag = run(latency(kind, url, 2.0 * max(scale, 0.5), 2_000))
             summary = (

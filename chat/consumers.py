@@ -51,6 +51,7 @@ from chat.serializers import (
     message_to_dict,
 )
 from chat.typing_state import TypingTimers
+from connections.authority import SocketAuthorityMixin, TokenRejected
 from connections.close_codes import (
     WS_1000_NORMAL_CLOSURE,
     WS_1009_MESSAGE_TOO_BIG,
@@ -171,7 +172,7 @@ def connection_metadata(scope: dict[str, Any]) -> dict[str, str]:
     return {"user_agent": _header(scope, b"user-agent")[:256], "address": str(client[0] or "")}
 
 
-class ChatConsumer(AsyncWebsocketConsumer):
+class ChatConsumer(SocketAuthorityMixin, AsyncWebsocketConsumer):
     user_id: str
     connection_id: str
 
@@ -199,6 +200,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             "read": self.on_read,
             "status": self.on_status,
             "message": self.on_message,
+            "auth": self.on_auth,
             "resume": self.on_resume,
         }
 
@@ -248,6 +250,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             # Overflow closes this socket (4008) instead of dropping a durable event from it.
             self.channel_layer.set_overflow_policy(self.channel_name, "close")
         await self.channel_layer.group_add(events.user_group(self.user_id), self.channel_name)
+        # From here a revocation reaches this socket; its token's expiry closes it too.
+        self.authority_start()
         for conversation_id, seq in positions.items():
             await self._join(conversation_id, seq)
         healing_register(self)
@@ -300,6 +304,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         return int(count) >= int(realtime_settings.MAX_SOCKETS_PER_USER)
 
     async def disconnect(self, code: int) -> None:
+        self.authority_stop()
         if not self.registered:
             return
         self.registered = False
@@ -444,6 +449,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
             user_id=self.user_id, data=data, origin_channel=self.channel_name, ref=frame.ref
         )
         return ack_frame(ref=frame.ref, result={"message": message})
+
+    async def on_auth(self, frame: ClientFrame) -> dict[str, Any]:
+        try:
+            result = await self.authority_swap(frame.data.get("token"))
+        except TokenRejected as exc:
+            raise FrameError(INVALID_PAYLOAD, ref=frame.ref, message=str(exc)) from None
+        return ack_frame(ref=frame.ref, result=result)
 
     async def _typing_emit(self, conversation_id: str, *, is_typing: bool) -> dict[str, Any]:
         return await services.typing_notify_async(

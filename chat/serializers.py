@@ -46,15 +46,6 @@ class StrictIntegerField(serializers.IntegerField):
         return int(super().to_internal_value(data))
 
 
-class TokenInputSerializer(serializers.Serializer):
-    username = serializers.CharField()
-    password = serializers.CharField(style={"input_type": "password"})
-
-
-class TokenOutputSerializer(serializers.Serializer):
-    token = serializers.CharField()
-
-
 class StatusInputSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=STATUS_CHOICES)
 

@@ -15,7 +15,6 @@ router.include_format_suffixes = False
 router.register("conversations", views.ConversationViewSet, basename="conversation")
 
 urlpatterns = [
-    re_path(r"^auth/token/?$", views.ObtainTokenView.as_view(), name="auth-token"),
     re_path(r"^messages/read/?$", views.MessagesReadView.as_view(), name="messages-read"),
     *router.urls,
 ]

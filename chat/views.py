@@ -16,7 +16,6 @@ from django.db.models import Prefetch, QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status, viewsets
-from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.request import Request
@@ -38,8 +37,6 @@ from chat.serializers import (
     ParticipantsInputSerializer,
     ReadInputSerializer,
     ReadOutputSerializer,
-    TokenInputSerializer,
-    TokenOutputSerializer,
     TypingInputSerializer,
     TypingOutputSerializer,
     message_to_dict,
@@ -97,18 +94,6 @@ def conversation_to_dict(conversation: Conversation) -> dict[str, Any]:
         "created_at": conversation.created_at.isoformat(),
         "last_seq": conversation.last_seq,
     }
-
-
-class ObtainTokenView(ObtainAuthToken):
-    """Exchange a username and password for the user's API token (400 on bad credentials)."""
-
-    @extend_schema(
-        request=TokenInputSerializer,
-        responses={200: TokenOutputSerializer, 400: FIELD_ERRORS},
-        auth=[],
-    )
-    def post(self, request: Request, *args: object, **kwargs: object) -> Response:
-        return super().post(request, *args, **kwargs)
 
 
 class ConversationViewSet(viewsets.GenericViewSet):

@@ -5,8 +5,13 @@ process's memory in the embedded default). So there is no ModelAdmin; the page i
 wrapped in ``admin.site.admin_view`` (staff only, the admin's login and chrome), mounted at
 ``/admin/connections/live/`` by ``connections.admin_urls`` and linked from the admin index.
 
-Disconnecting a user sends one control message to their group ``user.<id>``; the channel layer
-carries it to every instance holding one of their sockets, and each socket closes with 4401.
+Disconnecting a user sends one control message to their group ``user.<id>``
+(``connections.control``); the channel layer carries it to every instance holding one of their
+sockets, and each socket closes with 4401. A client may reconnect at once with the same token;
+"revoke and disconnect" deletes the user's tokens first, so it cannot (docs/auth.md).
+
+API tokens (``connections.models.AuthToken``) have a plain ModelAdmin: deleting one there
+closes its sockets like a logout does.
 """
 
 from __future__ import annotations
@@ -18,13 +23,17 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from connections.close_codes import WS_4401_UNAUTHORIZED
+from connections.control import sockets_close, sockets_revoke_on_commit
+from connections.models import AuthToken
 from connections.registry import ConnectionInfo, get_registry
+from connections.tokens import token_issue
 
 # The page is for looking at, not for exporting: past this many rows, filter.
 MAX_ROWS = 500
@@ -63,14 +72,18 @@ async def live_connections_list(
 
 async def user_sockets_close(*, user_id: str) -> None:
     """Close every socket of ``user_id`` on every instance (4401: sign in again)."""
-    # The one module that sends to sockets lives in chat; connections leans on it only here,
-    # at call time, so importing connections never drags chat in.
-    from chat import events
+    await sockets_close(user_id=user_id, code=WS_4401_UNAUTHORIZED)
 
-    await events.control_send(
-        group=events.user_group(user_id),
-        message={"type": events.CLOSE_MESSAGE_TYPE, "code": WS_4401_UNAUTHORIZED},
-    )
+
+@transaction.atomic
+def user_tokens_revoke(*, user_id: str) -> int:
+    """Delete every token of ``user_id`` and close all their sockets; how many tokens."""
+    tokens = list(AuthToken.objects.filter(user_id=user_id))
+    for token in tokens:
+        token.delete()  # each deletion revokes that token's sockets after commit
+    # Session-authenticated sockets hold no token: close every socket of the user too.
+    sockets_revoke_on_commit(user_id=user_id, token_hash=None)
+    return len(tokens)
 
 
 def _resolve_user_id(raw: str) -> str | None:
@@ -127,3 +140,57 @@ def disconnect_user_view(request: HttpRequest) -> HttpResponse:
     async_to_sync(user_sockets_close)(user_id=user_id)
     messages.success(request, f"Asked every instance to close user {user_id}'s sockets (4401).")
     return HttpResponseRedirect(target)
+
+
+@require_POST
+def revoke_user_view(request: HttpRequest) -> HttpResponse:
+    user_id = request.POST.get("user_id", "").strip()
+    target = reverse("admin-live-connections")
+    back = request.POST.get("next", "")
+    if back.startswith(target):
+        target = back
+    if not user_id.isdigit():
+        messages.error(request, "Choose a user to revoke.")
+        return HttpResponseRedirect(target)
+    count = user_tokens_revoke(user_id=user_id)
+    messages.success(
+        request,
+        f"Revoked {count} token(s) of user {user_id} and asked every instance to close "
+        "their sockets (4401).",
+    )
+    return HttpResponseRedirect(target)
+
+
+@admin.register(AuthToken)
+class AuthTokenAdmin(admin.ModelAdmin):
+    """Tokens by user; deleting one revokes it (its sockets close on every instance)."""
+
+    list_display = ("digest_prefix", "user", "created", "expires_at")
+    list_filter = ("expires_at",)
+    search_fields = ("user__username",)
+    raw_id_fields = ("user",)
+    readonly_fields = ("digest", "created", "expires_at")
+    fields = ("user", "digest", "created", "expires_at")
+
+    @admin.display(description="token")
+    def digest_prefix(self, obj: AuthToken) -> str:
+        return f"{obj.digest[:12]}…"
+
+    def save_model(self, request: HttpRequest, obj: AuthToken, form: Any, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        # Only the digest is kept: the key is shown this once.
+        grant = token_issue(user=obj.user)
+        obj.pk, obj.digest, obj.created, obj.expires_at = (
+            grant.token.pk,
+            grant.token.digest,
+            grant.token.created,
+            grant.token.expires_at,
+        )
+        messages.warning(request, f"The new token is {grant.key} (shown only now).")
+
+    def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
+        # One by one, so each token's post_delete revokes its sockets.
+        for token in queryset:
+            token.delete()

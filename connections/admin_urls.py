@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import path
 
-from connections.admin import disconnect_user_view, live_connections_view
+from connections.admin import disconnect_user_view, live_connections_view, revoke_user_view
 
 urlpatterns = [
     path(
@@ -17,5 +17,10 @@ urlpatterns = [
         "live/disconnect/",
         admin.site.admin_view(disconnect_user_view),
         name="admin-live-connections-disconnect",
+    ),
+    path(
+        "live/revoke/",
+        admin.site.admin_view(revoke_user_view),
+        name="admin-live-connections-revoke",
     ),
 ]

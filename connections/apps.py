@@ -4,3 +4,15 @@ from django.apps import AppConfig
 class ConnectionsConfig(AppConfig):
     name = "connections"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django.contrib.auth import get_user_model
+        from django.db.models.signals import post_save
+
+        from connections import schema  # noqa: F401  (registers the OpenAPI extension)
+        from connections.tokens import user_saved_receiver
+
+        # Deactivating a user closes every socket of theirs (docs/auth.md).
+        post_save.connect(
+            user_saved_receiver, sender=get_user_model(), dispatch_uid="connections.user_saved"
+        )

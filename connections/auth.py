@@ -16,9 +16,10 @@ from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
 from channels.security.websocket import OriginValidator
 from django.contrib.auth.models import AnonymousUser
-from rest_framework.authtoken.models import Token
 
+from connections.authority import SCOPE_KEY
 from connections.close_codes import WS_4401_UNAUTHORIZED, WS_4403_FORBIDDEN
+from connections.tokens import TokenIdentity, token_lookup
 
 ASGIApp = Any
 
@@ -30,26 +31,28 @@ def _query_param(scope: dict[str, Any], name: str) -> str | None:
 
 
 @database_sync_to_async
-def _user_for_token(key: str) -> Any:
-    try:
-        token = Token.objects.select_related("user").get(key=key)
-    except Token.DoesNotExist:
-        return None
-    return token.user
+def _user_for_token(key: str) -> tuple[Any, TokenIdentity | None]:
+    token = token_lookup(key)
+    if token is None:
+        return None, None
+    return token.user, TokenIdentity(digest=token.digest, expires_at=token.expires_at)
 
 
 class WebSocketAuthMiddleware(BaseMiddleware):
     """Sets ``scope["user"]`` from ``?token=`` (or the session) and ``scope["auth_close_code"]``.
 
     ``auth_close_code`` is ``None`` when the socket may proceed, else the close code the
-    consumer must use right after accepting.
+    consumer must use right after accepting. ``scope["auth_token"]`` is the token's
+    ``TokenIdentity`` (``None`` for a session), which ends the socket when the token does.
     """
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         scope = dict(scope)
         token = _query_param(scope, "token")
+        identity: TokenIdentity | None = None
         if token is not None:
-            user = await _user_for_token(token) if token else None
+            # An unknown, revoked or expired token, or an inactive user: 4401.
+            user, identity = await _user_for_token(token) if token else (None, None)
         else:
             user = scope.get("user")
         close_code: int | None = None
@@ -62,6 +65,7 @@ class WebSocketAuthMiddleware(BaseMiddleware):
                 close_code = WS_4403_FORBIDDEN
         scope["user"] = user
         scope["auth_close_code"] = close_code
+        scope[SCOPE_KEY] = identity
         return await super().__call__(scope, receive, send)
 
 

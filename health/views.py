@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from health import metrics
 from health.asgi import health_payload
+from health.metrics_access import ALLOWED, NO_CREDENTIALS, metrics_access, snapshot_cache
 from realtime_project.conf import realtime_settings
 
 logger = logging.getLogger(__name__)
@@ -33,22 +34,6 @@ async def health_view(request: HttpRequest) -> HttpResponse:
         # Expected while draining: not an error for Django's request log at every probe.
         response._has_been_logged = True  # type: ignore[attr-defined]
     return response
-
-
-def _is_staff(request: HttpRequest) -> bool:
-    # Session (browser) or ``Authorization: Token <key>`` (a Prometheus bearer-style header).
-    user = getattr(request, "user", None)
-    if user is not None and user.is_authenticated:
-        return bool(user.is_staff)
-    from rest_framework.authentication import TokenAuthentication
-    from rest_framework.exceptions import AuthenticationFailed
-    from rest_framework.request import Request
-
-    try:
-        found = TokenAuthentication().authenticate(Request(request))
-    except AuthenticationFailed:
-        return False
-    return bool(found and found[0].is_active and found[0].is_staff)
 
 
 async def _snapshot() -> metrics.ScrapeSnapshot:
@@ -67,7 +52,13 @@ async def _snapshot() -> metrics.ScrapeSnapshot:
 @never_cache
 @require_GET
 async def metrics_view(request: HttpRequest) -> HttpResponse:
-    if realtime_settings.METRICS_ACCESS == "staff" and not await sync_to_async(_is_staff)(request):
-        return JsonResponse({"detail": "Staff only."}, status=403)
-    metrics.collector.snapshot = await _snapshot()
+    access = await sync_to_async(metrics_access)(request)
+    if access != ALLOWED:
+        # 401 names the scheme a scraper should use; 403 for wrong or non-staff credentials.
+        status = 401 if access == NO_CREDENTIALS else 403
+        response = JsonResponse({"detail": "METRICS_TOKEN or a staff user only."}, status=status)
+        if status == 401:
+            response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    metrics.collector.snapshot = await snapshot_cache.get(_snapshot)
     return HttpResponse(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST)

@@ -25,11 +25,18 @@ from realtime_project.env import (
     env_optional_str,
     env_str,
 )
+from realtime_project.secret_key import embedded_secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-_EMBEDDED_SECRET_KEY = "embedded-default-secret-key-change-me-in-production-0123456789"
-SECRET_KEY = env_str("SECRET_KEY", _EMBEDDED_SECRET_KEY)
+_REDIS_URL = env_optional_str("REDIS_URL")
+# Several instances must share one key (sessions, signed values): a key made up by each
+# process would not do, so they refuse to start without one. One process alone makes a
+# random key once and keeps it in a git-ignored file.
+SECRET_KEY = env_optional_str("SECRET_KEY") or embedded_secret_key(
+    path=Path(env_str("SECRET_KEY_FILE", str(BASE_DIR / ".secret-key"))),
+    several_instances=_REDIS_URL is not None,
+)
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
 
@@ -43,7 +50,6 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
@@ -135,10 +141,12 @@ WHITENOISE_USE_FINDERS = env_bool("WHITENOISE_USE_FINDERS", True)
 REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: its WWW-Authenticate header turns "not authenticated" into 401.
-        "rest_framework.authentication.TokenAuthentication",
+        "connections.tokens.ExpiringTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # REST writes per user at the WebSocket frame rate, on the shared cache (docs/auth.md).
+    "DEFAULT_THROTTLE_CLASSES": ["connections.throttles.UserWriteThrottle"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 
@@ -160,8 +168,6 @@ SPECTACULAR_SETTINGS = {
         "InstanceStatusEnum": "connections.views.INSTANCE_STATUSES",
     },
 }
-
-_REDIS_URL = env_optional_str("REDIS_URL")
 
 # The project's own settings. Everything has a default; everything can be overridden by the
 # environment variable of the same name.
@@ -215,10 +221,50 @@ REALTIME: dict[str, Any] = {
     "USER_MAX_CONVERSATIONS": env_int("USER_MAX_CONVERSATIONS", 1000, minimum=1),
     "DRAIN_DELAY_SECONDS": env_float("DRAIN_DELAY_SECONDS", 5, minimum=0),
     "DRAIN_BATCH_SIZE": env_int("DRAIN_BATCH_SIZE", 200, minimum=1),
-    "METRICS_ACCESS": env_choice("METRICS_ACCESS", "open", {"open", "staff"}),
+    # "staff": /metrics wants ``Authorization: Bearer <METRICS_TOKEN>`` or a staff session.
+    "METRICS_ACCESS": env_choice("METRICS_ACCESS", "staff", {"open", "staff"}),
+    "METRICS_TOKEN": env_optional_str("METRICS_TOKEN"),
+    # How long /metrics reuses one scrape's registry round trips.
+    "METRICS_CACHE_SECONDS": env_float("METRICS_CACHE_SECONDS", 2.0, minimum=0),
+    # Tokens (docs/auth.md): lifetime, and how often each instance re-checks its sockets'.
+    "TOKEN_TTL_SECONDS": env_float("TOKEN_TTL_SECONDS", 30 * 24 * 3600, minimum=1),
+    "TOKEN_RECHECK_SECONDS": env_float("TOKEN_RECHECK_SECONDS", 30, minimum=0.05),
+    # Failed POST /api/auth/token attempts within a minute, per username and per address.
+    "AUTH_FAILURES_PER_MINUTE": env_int("AUTH_FAILURES_PER_MINUTE", 10, minimum=1),
+    "AUTH_FAILURES_PER_ADDRESS_PER_MINUTE": env_int(
+        "AUTH_FAILURES_PER_ADDRESS_PER_MINUTE", 30, minimum=1
+    ),
     "HEALTH_TIMEOUT_SECONDS": env_float("HEALTH_TIMEOUT_SECONDS", 1.0, minimum=0.05),
     "HEALTH_CACHE_SECONDS": env_float("HEALTH_CACHE_SECONDS", 0.5, minimum=0),
 }
+
+# The throttles' counters (connections/throttles.py) must be shared by every instance: Redis
+# when there is one (the first URL of a list), else this process's memory.
+if _REDIS_URL:
+    CACHES: dict[str, Any] = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": _REDIS_URL.split(",")[0].strip(),
+            "KEY_PREFIX": "realtime",
+            "OPTIONS": {
+                "socket_timeout": REALTIME["REDIS_SOCKET_TIMEOUT_SECONDS"],
+                "socket_connect_timeout": REALTIME["REDIS_CONNECT_TIMEOUT_SECONDS"],
+            },
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# HTTPS: on unless DEBUG; SECURE_COOKIES=false for a deployment served over plain http
+# (the loopback demo and the tests). HSTS only where cookies are secure.
+SECURE_COOKIES = env_bool("SECURE_COOKIES", not DEBUG)
+SESSION_COOKIE_SECURE = SECURE_COOKIES
+CSRF_COOKIE_SECURE = SECURE_COOKIES
+SESSION_COOKIE_HTTPONLY = True
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000 if SECURE_COOKIES else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
 
 # The custom layer (docs/channel-layer.md); without REDIS_URL it runs local-only.
 CHANNEL_LAYERS: dict[str, Any] = {

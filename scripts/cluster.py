@@ -15,6 +15,7 @@ import json
 import os
 import re
 import resource
+import secrets
 import shutil
 import signal
 import sys
@@ -133,6 +134,8 @@ class Cluster:
         self.instances: list[DaphneInstance] = []
         self.haproxy: HAProxy | None = None
         self.demo: dict[str, Any] = {}
+        # Every instance signs with one key: several instances refuse to start without it.
+        self.secret_key = secrets.token_urlsafe(50)
 
     # -- the environment every instance shares ------------------------------------------------
 
@@ -141,6 +144,9 @@ class Cluster:
             "DJANGO_SETTINGS_MODULE": "realtime_project.settings",
             "DATABASE_URL": self.database.url,
             "REDIS_URL": self.redis.url,
+            "SECRET_KEY": self.secret_key,
+            # Loopback over plain http: cookies that a browser sends back without TLS.
+            "SECURE_COOKIES": "false",
             "LOG_FORMAT": "kv",
         }
         if self.firestore is not None:

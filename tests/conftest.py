@@ -96,3 +96,12 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: N
     from django.conf import settings
 
     settings.DATABASES["default"].get("OPTIONS", {}).pop("pool", None)
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache() -> Iterator[None]:
+    """Throttle counters live in Django's cache (local memory here): none leak between tests."""
+    yield
+    from django.core.cache import cache
+
+    cache.clear()

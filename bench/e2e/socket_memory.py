@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import sys
 import tempfile
 import tracemalloc
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                 "DJANGO_SETTINGS_MODULE": "realtime_project.settings",
                 "DATABASE_URL": f"sqlite:///{tmp}/db.sqlite3",
                 "REDIS_URL": redis.url,
+                "SECRET_KEY": secrets.token_urlsafe(50),
                 "LOG_LEVEL": "WARNING",
                 "MAX_SOCKETS_PER_USER": "1000",
             }

@@ -30,6 +30,7 @@ from connections.layer.endpoints import HashRing, RedisEndpoint
 from connections.layer.links import DEGRADED, HEALTHY, REDIS_FAILURES, LinkSettings, ShardLink
 from connections.layer.loops import LoopLink, run_on_loop
 from connections.layer.queues import (
+    DROPPED,
     POLICIES,
     REFUSED,
     ChannelQueue,
@@ -73,6 +74,9 @@ COUNTER_NAMES = (
 _TOKEN_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 # Cache of group names decoded from Redis channel names; bounded by clearing.
 _GROUP_NAME_CACHE_MAX = 10_000
+
+# A send() whose message a full channel did not queue raises ChannelFull, whatever the policy.
+NOT_QUEUED = (REFUSED, DROPPED)
 
 # The verdict an instance sends back for a direct send() from another instance.
 VERDICT_OK = "ok"
@@ -194,6 +198,8 @@ class RealtimeChannelLayer(BaseChannelLayer):
         self._links: dict[asyncio.AbstractEventLoop, LoopLink] = {}
         self._links_lock = threading.Lock()
         self._hooked: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+        # Set when a link that had members closed: some channels may wait for adoption.
+        self._orphaned = False
         self._group_names: dict[bytes, str] = {}
         self._requests = itertools.count(1)
         self._verdicts: dict[int, asyncio.Future[str]] = {}
@@ -325,7 +331,7 @@ class RealtimeChannelLayer(BaseChannelLayer):
                     payload, ephemeral, key, now, self._counters, "delivered_remote",
                     "remote_send_refused",
                 )  # fmt: skip
-                verdict = VERDICT_FULL if outcome == REFUSED else VERDICT_OK
+                verdict = VERDICT_FULL if outcome in NOT_QUEUED else VERDICT_OK
             if rest and rest[0] is not None:
                 inbox = f"{self.prefix}:i:{_token(origin)}"
                 answer = _pack((self.instance_id, rest[0], verdict))
@@ -415,12 +421,14 @@ class RealtimeChannelLayer(BaseChannelLayer):
             link = LoopLink(endpoints=self.endpoints, settings=self.link_settings, layer=self)
             self._links[loop] = link
         self._hook_loop_close(loop)
-        self._adopt_orphans(link)
+        if self._orphaned:
+            self._adopt_orphans(link)
         return link
 
     def _adopt_orphans(self, link: LoopLink) -> None:
         """Members whose loop link closed (``close()``, or their loop ended) move to ``link``
         and are subscribed again, so other instances' group_send keeps reaching them."""
+        self._orphaned = False
         for name, chan in list(self._channels.items()):
             home = chan.link
             if chan.groups and (home is None or not home.alive):
@@ -455,6 +463,9 @@ class RealtimeChannelLayer(BaseChannelLayer):
 
     def _after_close(self, closed: LoopLink) -> None:
         self.on_state_change()
+        if not closed.group_members:
+            return  # nothing was homed there (a short async_to_sync loop that only sent)
+        self._orphaned = True
         for link in self._live_links():
             if link is not closed:
                 with contextlib.suppress(RuntimeError):  # that loop closed meanwhile
@@ -528,7 +539,7 @@ class RealtimeChannelLayer(BaseChannelLayer):
             payload, ephemeral, key, self._now(), self._counters, "delivered_local",
             "channel_full",
         )  # fmt: skip
-        if outcome == REFUSED:
+        if outcome in NOT_QUEUED:
             raise ChannelFull(channel)
 
     async def _send_remote(
@@ -597,7 +608,7 @@ class RealtimeChannelLayer(BaseChannelLayer):
                 return await self._receive_named(channel)
             chan = self._channel(channel)
         elif self.endpoints and chan.groups and (chan.link is None or not chan.link.alive):
-            self._link()  # this loop's link was closed: its members subscribe again
+            self._adopt_orphans(self._link())  # its link was closed: subscribe again here
         loop = asyncio.get_running_loop()
         counters = self._counters
         chan.last_used = self._clock()
@@ -713,11 +724,11 @@ class RealtimeChannelLayer(BaseChannelLayer):
         payload = _pack(message)
         ephemeral = message.get("ephemeral") is True
         key = _dedup_key(message)
+        now = self._now()  # also the sweep's tick: group_send is the busiest call
         members = self._groups.get(group)
         if members:
             channels = self._channels
             counters = self._counters
-            now = self._now()
             for name in tuple(members):
                 chan = channels.get(name)
                 if chan is not None:
@@ -748,8 +759,6 @@ class RealtimeChannelLayer(BaseChannelLayer):
         if link is not None:
             await link.close()
             self._after_close(link)
-
-    aclose = close
 
 
 def _run_listener(callback: Callable[[], None]) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -31,7 +30,6 @@ class LoopLink:
         layer: LayerCallbacks,
     ) -> None:
         self.loop = asyncio.get_running_loop()
-        self.thread_id = threading.get_ident()
         self.closed = False
         self.settings = settings
         self.endpoints = endpoints

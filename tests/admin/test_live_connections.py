@@ -12,9 +12,11 @@ from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from chat.events import CLOSE_MESSAGE_TYPE, user_group
 from connections.close_codes import WS_4401_UNAUTHORIZED
+from connections.control import CLOSE_MESSAGE_TYPE, REVOKE_MESSAGE_TYPE, user_group
+from connections.models import AuthToken
 from connections.registry import get_registry, reset_registry
+from connections.tokens import token_issue
 
 URL = "/admin/connections/live/"
 
@@ -120,3 +122,66 @@ def test_disconnect_needs_a_user_and_a_post(staff_browser) -> None:
     assert staff_browser.get(URL + "disconnect/").status_code == 405
     response = staff_browser.post(URL + "disconnect/", {"user_id": "x"}, follow=True)
     assert "Choose a user" in response.content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_revoke_and_disconnect_deletes_the_tokens_and_closes_every_socket(
+    staff_browser, users
+) -> None:
+    alice = users["alice"]
+    grants = [token_issue(user=alice), token_issue(user=alice)]
+    token_issue(user=users["bob"])
+    layer = get_channel_layer()
+    assert layer is not None
+    channel = async_to_sync(layer.new_channel)()
+    group = user_group(alice.pk)
+    async_to_sync(layer.group_add)(group, channel)
+    try:
+        response = staff_browser.post(URL + "revoke/", {"user_id": str(alice.pk)}, follow=True)
+        assert "Revoked 2 token(s)" in response.content.decode()
+        assert not AuthToken.objects.filter(user=alice).exists()
+        assert AuthToken.objects.filter(user=users["bob"]).count() == 1
+
+        async def receive(count: int) -> list[dict[str, Any]]:
+            return [dict(await asyncio.wait_for(layer.receive(channel), 2)) for _ in range(count)]
+
+        received = async_to_sync(receive)(3)
+        assert {m["type"] for m in received} == {REVOKE_MESSAGE_TYPE}
+        assert {m["token_hash"] for m in received} == {
+            grants[0].token.digest,
+            grants[1].token.digest,
+            None,
+        }
+    finally:
+        async_to_sync(layer.group_discard)(group, channel)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_deleting_a_token_in_the_admin_revokes_it(staff_browser, users) -> None:
+    users["admin"].is_superuser = True  # the model's delete permission
+    users["admin"].save()
+    grant = token_issue(user=users["alice"])
+    layer = get_channel_layer()
+    assert layer is not None
+    channel = async_to_sync(layer.new_channel)()
+    group = user_group(users["alice"].pk)
+    async_to_sync(layer.group_add)(group, channel)
+    try:
+        changelist = "/admin/connections/authtoken/"
+        assert staff_browser.get(changelist).status_code == 200
+        response = staff_browser.post(
+            changelist,
+            {"action": "delete_selected", "_selected_action": [grant.token.pk], "post": "yes"},
+        )
+        assert response.status_code == 302
+        assert not AuthToken.objects.filter(pk=grant.token.pk).exists()
+
+        async def receive() -> dict[str, Any]:
+            return dict(await asyncio.wait_for(layer.receive(channel), 2))
+
+        assert async_to_sync(receive)() == {
+            "type": REVOKE_MESSAGE_TYPE,
+            "token_hash": grant.token.digest,
+        }
+    finally:
+        async_to_sync(layer.group_discard)(group, channel)

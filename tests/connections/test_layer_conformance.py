@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -480,6 +481,6 @@ def test_an_unknown_option_is_refused_with_its_likely_meaning() -> None:
 def test_the_projects_layer_settings_use_only_known_options() -> None:
     from django.conf import settings
 
-    config = settings.CHANNEL_LAYERS["default"]
+    config: dict[str, Any] = settings.CHANNEL_LAYERS["default"]
     if config["BACKEND"] == "connections.layer.RealtimeChannelLayer":
         RealtimeChannelLayer(**config.get("CONFIG", {}))

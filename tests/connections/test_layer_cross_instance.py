@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from connections.layer import RealtimeChannelLayer
-from scripts.procs import RedisServer
+from connections.layer import ChannelFull, RealtimeChannelLayer
+from scripts.procs import RedisServer, wait_until
 from tests.support.async_poll import async_wait_until
 
 pytestmark = pytest.mark.redis
@@ -56,10 +56,10 @@ async def test_group_send_reaches_members_on_both_instances(pair) -> None:
     await a.group_add("conv.1", on_a)
     await b.group_add("conv.1", on_b)
 
-    await a.group_send("conv.1", {"type": "realtime.event", "event": {"event_id": "e1"}})
+    await a.group_send("conv.1", {"type": "realtime.event", "event": {"n": 1}, "dedup_key": "e1"})
 
-    assert (await receive_within(a, on_a))["event"]["event_id"] == "e1"
-    assert (await receive_within(b, on_b))["event"]["event_id"] == "e1"
+    assert (await receive_within(a, on_a))["dedup_key"] == "e1"
+    assert (await receive_within(b, on_b))["dedup_key"] == "e1"
     assert a.counters()["delivered_local"] == 1
     assert b.counters()["delivered_remote"] == 1
 
@@ -88,34 +88,139 @@ async def test_own_publications_are_dropped_as_echoes(pair) -> None:
     assert await nothing_within(a, on_a)
 
 
-async def test_a_member_never_gets_the_same_event_id_twice(pair) -> None:
+async def test_a_member_never_gets_the_same_dedup_key_twice(pair) -> None:
     a, b = pair
     on_b = await b.new_channel()
     await b.group_add("user.1", on_b)
     await b.group_add("conv.x", on_b)
-    event = {"type": "realtime.event", "event": {"event_id": "same"}, "exclude_channel": None}
+    event: dict[str, object] = {"type": "realtime.event", "dedup_key": "same"}
 
     # One event reaches the socket through two groups, from another instance.
     await a.group_send("user.1", event)
     await a.group_send("conv.x", event)
-    await a.group_send("conv.x", {**event, "event": {"event_id": "next"}})
+    await a.group_send("conv.x", {**event, "dedup_key": "next"})
 
-    assert (await receive_within(b, on_b))["event"]["event_id"] == "same"
-    assert (await receive_within(b, on_b))["event"]["event_id"] == "next"
+    assert (await receive_within(b, on_b))["dedup_key"] == "same"
+    assert (await receive_within(b, on_b))["dedup_key"] == "next"
     assert b.counters()["duplicates_dropped"] == 1
 
 
-async def test_membership_outlives_any_expiry(pair) -> None:
+async def test_membership_of_a_live_socket_outlives_any_expiry(redis_url: str) -> None:
+    # channels_redis forgets members after group_expiry; here only group_discard ends one.
+    a, b = make_layer(redis_url, "inst-a", expiry=0.2), make_layer(redis_url, "inst-b")
+    try:
+        member, gone = await a.new_channel(), await a.new_channel()
+        await a.group_add("conv.long", member)
+        await a.send(gone, {"type": "nobody reads this"})
+        joined = asyncio.get_running_loop().time()
+
+        async def expiry_ran() -> bool:
+            await a.group_send("conv.tick", {"type": "tick"})  # any use runs the sweep
+            return a.counters()["channels_expired"] == 1
+
+        # The gone channel is reaped: the sweep has judged the member too, past expiry.
+        await async_wait_until(expiry_ran, timeout=5, what="the gone channel reaped")
+        assert asyncio.get_running_loop().time() - joined > 0.2
+        await b.group_send("conv.long", {"type": "realtime.event", "dedup_key": "late"})
+
+        assert (await receive_within(a, member))["dedup_key"] == "late"
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_send_to_a_full_channel_on_another_instance_raises_channel_full(
+    redis_url: str,
+) -> None:
+    a, b = make_layer(redis_url, "inst-a"), make_layer(redis_url, "inst-b", capacity=2)
+    try:
+        on_b = await b.new_channel()
+        await a.send(on_b, {"type": "m", "n": 0})
+        await a.send(on_b, {"type": "m", "n": 1})
+        with pytest.raises(ChannelFull):
+            await a.send(on_b, {"type": "m", "n": 2})
+
+        # The earlier messages are all there; the refused one is not.
+        assert [(await receive_within(b, on_b))["n"] for _ in range(2)] == [0, 1]
+        assert await nothing_within(b, on_b)
+        assert b.counters()["remote_send_refused"] == 1
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_send_to_a_channel_whose_consumer_is_gone_is_quiet(pair) -> None:
     a, b = pair
-    # channels_redis forgets members after group_expiry/expiry; here only group_discard does.
-    a.expiry = 0
-    on_a = await a.new_channel()
-    await a.group_add("conv.long", on_a)
-    await asyncio.sleep(1.2)  # longer than every timeout configured above, on purpose
+    gone = await b.new_channel()
+    b._channels.pop(gone)  # its consumer left; Channels raises nothing for that
+    await a.new_channel()
 
-    await b.group_send("conv.long", {"type": "realtime.event", "event": {"event_id": "late"}})
+    await a.send(gone, {"type": "m"})
+    await a.send("specific.inst-nowhere!abc", {"type": "m"})  # no such instance: bounded wait
 
-    assert (await receive_within(a, on_a))["event"]["event_id"] == "late"
+    assert b.counters()["undeliverable"] == 1
+    assert a.counters()["send_unconfirmed"] == 1
+
+
+async def test_a_second_concurrent_new_channel_waits_for_the_inbox_subscription(pair) -> None:
+    a, b = pair
+    first = asyncio.create_task(a.new_channel())
+    await asyncio.sleep(0)  # the first is now waiting for its SUBSCRIBE
+    second = await a.new_channel()
+
+    (shard,) = a._link().shards
+    assert a._inbox in shard.confirmed
+    await b.send(second, {"type": "early"})
+    assert (await receive_within(a, second))["type"] == "early"
+    await first
+
+
+async def test_after_close_a_loops_members_subscribe_again_on_next_use(pair) -> None:
+    a, b = pair
+    member = await a.new_channel()
+    await a.group_add("conv.back", member)
+    await a.close()
+
+    receiving = asyncio.create_task(receive_within(a, member))  # the next use of the layer
+    await async_wait_until(lambda: a.counters()["subscriptions"] == 1, timeout=2, what="resub")
+    await b.group_send("conv.back", {"type": "after close"})
+
+    assert (await receiving)["type"] == "after close"
+
+
+def redis_clients(url: str) -> int:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        return len(client.client_list()) - 1  # not this one
+    finally:
+        client.close()
+
+
+def test_a_loop_closed_without_layer_close_leaves_no_socket_or_task(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import gc
+
+    from asgiref.sync import async_to_sync
+
+    layer = make_layer(redis_url, "inst-loop")
+    before = redis_clients(redis_url)
+
+    async def use_and_forget() -> None:
+        channel = await layer.new_channel()
+        await layer.group_add("conv.gone", channel)
+        await layer.group_send("conv.gone", {"type": "x"})
+        assert await layer.check(1.0)  # the pooled client too
+        assert redis_clients(redis_url) > before
+
+    async_to_sync(use_and_forget)()  # its loop ends here, without await layer.close()
+    gc.collect()
+
+    assert not layer._links
+    assert "Task was destroyed" not in caplog.text
+    wait_until(lambda: redis_clients(redis_url) == before, timeout=2, what="sockets closed")
 
 
 async def test_group_discard_of_last_member_unsubscribes(pair) -> None:
@@ -141,16 +246,21 @@ async def test_redis_outage_degrades_then_recovers_by_itself(
         await a.group_add("conv.f", on_a)
         await b.group_add("conv.f", on_b)
         assert a.status == "healthy"
+        recovered: list[str] = []
+        b.add_recovery_listener(lambda: recovered.append("b"))
+        remove = a.add_recovery_listener(lambda: recovered.append("removed"))
+        remove()
 
         server.kill()
         # Sending while Redis is gone: no exception, local members still served.
         for n in range(20):
-            await a.group_send("conv.f", {"type": "realtime.event", "event": {"event_id": f"d{n}"}})
+            await a.group_send("conv.f", {"type": "realtime.event", "dedup_key": f"d{n}"})
             await a.send(on_b, {"type": "x"})
         await async_wait_until(lambda: a.status == "degraded", timeout=2, what="degraded")
-        assert [(await receive_within(a, on_a))["event"]["event_id"] for _ in range(20)] == [
+        assert [(await receive_within(a, on_a))["dedup_key"] for _ in range(20)] == [
             f"d{n}" for n in range(20)
         ]
+        assert recovered == []
         assert a.counters()["publish_failures"] > 0
         assert not await a.check(0.2)
 
@@ -158,11 +268,15 @@ async def test_redis_outage_degrades_then_recovers_by_itself(
         await async_wait_until(
             lambda: a.status == "healthy" and b.status == "healthy", timeout=2, what="recovery"
         )
-        await a.group_send("conv.f", {"type": "realtime.event", "event": {"event_id": "back"}})
+        # b's listener ran once b's link was healthy and its subscriptions were restored.
+        await async_wait_until(lambda: recovered, timeout=2, what="the recovery listener")
+        assert recovered == ["b"]
+        assert b.counters()["recoveries"] == 1
+        await a.group_send("conv.f", {"type": "realtime.event", "dedup_key": "back"})
         message = await receive_within(b, on_b)
         while message["type"] == "x":  # a direct send may have got through before the kill
             message = await receive_within(b, on_b)
-        assert message["event"]["event_id"] == "back"
+        assert message["dedup_key"] == "back"
         assert await a.check(0.5)
         assert a.counters()["degraded_seconds"] > 0
     finally:

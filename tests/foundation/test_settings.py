@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +20,7 @@ PRINT_REALTIME = (
 )
 
 
-def _run(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def _run(env: dict[str, str], code: str = PRINT_REALTIME) -> subprocess.CompletedProcess[str]:
     clean = {
         k: v
         for k, v in os.environ.items()
@@ -31,11 +33,13 @@ def _run(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
             "REDIS_URL",
             "FIRESTORE_PROJECT_ID",
             "DEBUG",
+            "SECRET_KEY",
+            "SECRET_KEY_FILE",
         }
     }
     clean["DJANGO_SETTINGS_MODULE"] = "realtime_project.settings"
     return subprocess.run(
-        [sys.executable, "-c", PRINT_REALTIME],
+        [sys.executable, "-c", code],
         env={**clean, **env},
         cwd=REPO_ROOT,
         capture_output=True,
@@ -65,6 +69,7 @@ def test_environment_overrides_defaults() -> None:
             "PRESENCE_GRACE_SECONDS": "2.5",
             "INSTANCE_ID": "api-7",
             "REDIS_URL": "redis://127.0.0.1:1/0",
+            "SECRET_KEY": "a-shared-key-" + "x" * 50,
         }
     )
     assert result.returncode == 0, result.stderr
@@ -87,3 +92,56 @@ def test_bad_value_fails_at_start_naming_the_variable(name: str, value: str) -> 
     result = _run({name: value})
     assert result.returncode != 0
     assert name in result.stderr
+
+
+PRINT_SECURITY = (
+    "import django, json; django.setup(); from django.conf import settings as s; "
+    "print(json.dumps({'key': s.SECRET_KEY, 'secure': s.SESSION_COOKIE_SECURE, "
+    "'csrf': s.CSRF_COOKIE_SECURE, 'hsts': s.SECURE_HSTS_SECONDS}))"
+)
+
+
+def test_several_instances_without_a_secret_key_refuse_to_start(tmp_path) -> None:
+    """A real instance (Daphne) with REDIS_URL and no SECRET_KEY exits, naming the variable."""
+    env = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "SECRET_KEY_FILE"}}
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "realtime_project.settings",
+            "REDIS_URL": "redis://127.0.0.1:1/0",
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        }
+    )
+    daphne = [
+        str(Path(sys.executable).parent / "daphne"),
+        "-p",
+        "0",
+        "realtime_project.asgi:application",
+    ]
+    result = subprocess.run(
+        daphne, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set when REDIS_URL is set" in result.stderr
+
+
+def test_one_process_makes_a_random_key_once_and_keeps_it(tmp_path) -> None:
+    key_file = tmp_path / "keys" / "secret"
+    first = _run({"SECRET_KEY_FILE": str(key_file)}, PRINT_SECURITY)
+    second = _run({"SECRET_KEY_FILE": str(key_file)}, PRINT_SECURITY)
+    assert first.returncode == 0, first.stderr
+    key = json.loads(first.stdout)["key"]
+    assert len(key) >= 50
+    assert json.loads(second.stdout)["key"] == key == key_file.read_text().strip()
+    assert key_file.stat().st_mode & 0o077 == 0
+    other = _run({"SECRET_KEY_FILE": str(tmp_path / "elsewhere")}, PRINT_SECURITY)
+    assert json.loads(other.stdout)["key"] != key
+
+
+def test_secure_cookies_and_hsts_unless_debug_or_turned_off(tmp_path) -> None:
+    key_file = {"SECRET_KEY_FILE": str(tmp_path / "k")}
+    production = json.loads(_run(key_file, PRINT_SECURITY).stdout)
+    assert production["secure"] and production["csrf"] and production["hsts"] >= 31536000
+    debug = json.loads(_run({**key_file, "DEBUG": "true"}, PRINT_SECURITY).stdout)
+    assert not debug["secure"] and not debug["csrf"] and debug["hsts"] == 0
+    plain_http = json.loads(_run({**key_file, "SECURE_COOKIES": "false"}, PRINT_SECURITY).stdout)
+    assert not plain_http["secure"] and plain_http["hsts"] == 0

@@ -13,11 +13,13 @@ from channels.layers import channel_layers
 from connections.registry import reset_registry
 from health.checks import health_cache
 from health.drain import drain_reset
+from health.metrics_access import snapshot_cache
 
 
 @pytest.fixture(autouse=True)
 def fresh_health() -> Iterator[None]:
     health_cache.clear()
+    snapshot_cache.clear()
     drain_reset()
     reset_registry()
     yield

@@ -1,13 +1,16 @@
-"""``GET /metrics``: Prometheus text, open or staff-only."""
+"""``GET /metrics``: Prometheus text for METRICS_TOKEN or staff, or open when set so."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
+from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 from django.test import AsyncClient
 from prometheus_client.parser import text_string_to_metric_families
-from rest_framework.authtoken.models import Token
 
+from connections.tokens import token_issue
 from health import metrics
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -21,7 +24,16 @@ def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
+SCRAPE_TOKEN = "scrape-secret-0123456789"
+
+
+@pytest.fixture(autouse=True)
+def scrape_token(realtime) -> None:
+    realtime(METRICS_TOKEN=SCRAPE_TOKEN)
+
+
 async def _scrape(**headers: str) -> dict:
+    headers = {"authorization": f"Bearer {SCRAPE_TOKEN}", **headers}
     response = await AsyncClient().get("/metrics", headers=headers)
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/plain")
@@ -59,20 +71,51 @@ async def test_exports_connections_layer_state_and_consumer_counts() -> None:
     assert ("realtime_presence_writes", ()) in after
 
 
-async def test_staff_only_when_configured(realtime) -> None:
-    realtime(METRICS_ACCESS="staff")
-    assert (await AsyncClient().get("/metrics")).status_code == 403
+async def test_an_anonymous_scrape_is_refused_by_default() -> None:
+    response = await AsyncClient().get("/metrics")
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"].startswith("Bearer")
+    wrong = await AsyncClient().get("/metrics", headers={"authorization": "Bearer guess"})
+    assert wrong.status_code == 403
+
+
+async def test_open_only_when_set_explicitly(realtime) -> None:
+    realtime(METRICS_ACCESS="open")
+    assert (await AsyncClient().get("/metrics")).status_code == 200
+
+
+async def test_staff_users_may_scrape_with_a_session_or_their_token(realtime) -> None:
+    realtime(METRICS_TOKEN=None)
     user_model = get_user_model()
     staff = await user_model.objects.acreate(username="ops", is_staff=True)
     plain = await user_model.objects.acreate(username="someone")
-    staff_token = await Token.objects.acreate(user=staff)
-    plain_token = await Token.objects.acreate(user=plain)
-    denied = await AsyncClient().get(
-        "/metrics", headers={"authorization": f"Token {plain_token.key}"}
-    )
+    staff_key = (await sync_to_async(token_issue)(user=staff)).key
+    plain_key = (await sync_to_async(token_issue)(user=plain)).key
+    denied = await AsyncClient().get("/metrics", headers={"authorization": f"Token {plain_key}"})
     assert denied.status_code == 403
-    allowed = await AsyncClient().get(
-        "/metrics", headers={"authorization": f"Token {staff_token.key}"}
-    )
+    allowed = await AsyncClient().get("/metrics", headers={"authorization": f"Token {staff_key}"})
     assert allowed.status_code == 200
     assert b"realtime_connections " in allowed.content
+    browser = AsyncClient()
+    await browser.aforce_login(staff)
+    assert (await browser.get("/metrics")).status_code == 200
+    await browser.aforce_login(plain)
+    assert (await browser.get("/metrics")).status_code == 403
+
+
+async def test_scrapes_share_one_registry_snapshot(realtime, monkeypatch) -> None:
+    from health import views
+
+    realtime(METRICS_CACHE_SECONDS=60)
+    calls = 0
+    real = views._snapshot
+
+    async def counted() -> metrics.ScrapeSnapshot:
+        nonlocal calls
+        calls += 1
+        return await real()
+
+    monkeypatch.setattr(views, "_snapshot", counted)
+    await asyncio.gather(*(_scrape() for _ in range(5)))
+    await _scrape()
+    assert calls == 1

@@ -9,11 +9,11 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from chat import services
 from chat.models import Conversation
+from connections.tokens import token_issue
 
 
 def _user(username: str, *, staff: bool = False) -> Any:
@@ -46,8 +46,7 @@ def client_for() -> Callable[[Any], APIClient]:
 
     def make(user: Any) -> APIClient:
         client = APIClient()
-        token, _ = Token.objects.get_or_create(user=user)
-        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token_issue(user=user).key}")
         return client
 
     return make

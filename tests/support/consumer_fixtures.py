@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from channels.layers import channel_layers
 from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
 
 from chat.models import Conversation, Participant
 from connections.instance import instance_stop
 from connections.registry import reset_registry
+from connections.tokens import token_issue
 from tests.support.consumer import InProcessSocket
 from tests.support.demo_user import DemoUser
 
@@ -55,7 +55,7 @@ def demo(transactional_db: None) -> Demo:
     for name in ("alice", "bob", "carol", "dave"):
         # No password: hashing one costs ~0.5 s and sockets authenticate by token.
         user = user_model.objects.create_user(username=name, password=None)
-        users[name] = DemoUser(name, str(user.pk), Token.objects.create(user=user).key)
+        users[name] = DemoUser(name, str(user.pk), token_issue(user=user).key)
     conversations = {}
     for title, members in {"ab": ("alice", "bob"), "abc": ("alice", "bob", "carol")}.items():
         conversation = Conversation.objects.create(title=title)

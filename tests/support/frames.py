@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from chat.event_types import event_check
+
 Frame = dict[str, Any]
 Predicate = Callable[[Frame], bool]
 
@@ -63,9 +65,16 @@ class FrameReader:
         """Said in a timeout's message, after the deadline."""
         return ""
 
+    def _record(self, frame: Frame) -> None:
+        # Every event any test socket receives is checked against its schema (a frame with an
+        # event_id is an event; acks, errors and pongs are replies).
+        if "event_id" in frame:
+            event_check(frame)
+        self.frames.append(frame)
+
     def _keep(self, frame: Frame) -> None:
         """Record a frame read outside ``recv_until``, so a later ``recv_until`` finds it."""
-        self.frames.append(frame)
+        self._record(frame)
         self._pending.append(frame)
 
     async def request(self, frame: Frame, *, within: float = 5.0) -> Frame:
@@ -91,7 +100,7 @@ class FrameReader:
                 frame = await self._read_frame(within=remaining)
             except TimeoutError:
                 continue
-            self.frames.append(frame)
+            self._record(frame)
             if predicate(frame):
                 return frame
             self._pending.append(frame)

@@ -17,9 +17,9 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import make_password
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
-from rest_framework.authtoken.models import Token
 
 from chat.models import Conversation, Participant
+from connections.tokens import tokens_issue_bulk
 
 
 class Command(BaseCommand):
@@ -55,11 +55,8 @@ def bench_seed(*, users: int, size: int, prefix: str = "bench") -> dict[str, Any
     )
     by_name = dict(user_model.objects.filter(username__in=names).values_list("username", "pk"))
     ids = [by_name[name] for name in names]
-    have_token = set(Token.objects.filter(user_id__in=ids).values_list("user_id", flat=True))
-    Token.objects.bulk_create(
-        [Token(key=Token.generate_key(), user_id=pk) for pk in ids if pk not in have_token]
-    )
-    tokens = dict(Token.objects.filter(user_id__in=ids).values_list("user_id", "key"))
+    # Only digests are stored, so every run hands out fresh tokens.
+    tokens = tokens_issue_bulk(user_ids=ids)
 
     groups = [ids[start : start + size] for start in range(0, users, size)]
     conversations = [

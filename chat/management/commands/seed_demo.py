@@ -12,9 +12,9 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
-from rest_framework.authtoken.models import Token
 
 from chat.models import Conversation, Participant
+from connections.tokens import token_issue
 
 DEMO_PASSWORD = "demo-password"
 DEMO_USERS = ("alice", "bob", "carol")
@@ -72,7 +72,8 @@ def seed_demo() -> dict[str, Any]:
         conversations[title] = {"id": str(conversation.id), "participant_ids": participant_ids}
     return {
         "users": {
-            name: {"id": str(user.pk), "token": Token.objects.get_or_create(user=user)[0].key}
+            # A fresh token each run; earlier ones stay valid until they expire.
+            name: {"id": str(user.pk), "token": token_issue(user=user).key}
             for name, user in users.items()
         },
         "conversations": conversations,

@@ -1,0 +1,156 @@
+"""Token lifecycle: issue, look up, revoke; the REST authentication class (docs/auth.md).
+
+A token is valid while it exists, has not reached ``expires_at`` and its user is active.
+Whatever ends that (logout, deletion in the admin, the user's deactivation or deletion) sends
+``connection.revoke`` after commit, so live sockets close with 4401 on every instance; a
+token that expires closes its sockets by a timer on each socket (``connections.authority``).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
+from django.utils import timezone
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication, get_authorization_header
+from rest_framework.request import Request
+
+from connections.control import sockets_revoke_on_commit
+from connections.models import AuthToken, token_digest
+from realtime_project.conf import realtime_settings
+
+KEYWORD = "Token"
+# Digests per query when re-checking an instance's sockets (SQLite caps bound parameters).
+_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class TokenGrant:
+    """A freshly issued token: the key is shown once, only its digest is kept."""
+
+    key: str
+    token: AuthToken
+
+
+@dataclass(frozen=True)
+class TokenIdentity:
+    """What a socket remembers of the token it authenticated with."""
+
+    digest: str
+    expires_at: datetime
+
+
+def token_ttl() -> timedelta:
+    return timedelta(seconds=float(realtime_settings.TOKEN_TTL_SECONDS))
+
+
+@transaction.atomic
+def token_issue(*, user: Any) -> TokenGrant:
+    """A new token for ``user``; the user's expired tokens are pruned on the way."""
+    now = timezone.now()
+    AuthToken.objects.filter(user=user, expires_at__lte=now).delete()
+    key = secrets.token_urlsafe(32)
+    token = AuthToken.objects.create(
+        digest=token_digest(key), user=user, expires_at=now + token_ttl()
+    )
+    return TokenGrant(key=key, token=token)
+
+
+def tokens_issue_bulk(*, user_ids: list[int]) -> dict[int, str]:
+    """A new token for each of ``user_ids`` in one INSERT (seeding load tests)."""
+    expires_at = timezone.now() + token_ttl()
+    keys = {pk: secrets.token_urlsafe(32) for pk in user_ids}
+    AuthToken.objects.bulk_create(
+        [
+            AuthToken(digest=token_digest(key), user_id=pk, expires_at=expires_at)
+            for pk, key in keys.items()
+        ]
+    )
+    return keys
+
+
+def token_lookup(key: str) -> AuthToken | None:
+    """The valid token for ``key`` with its user, or ``None`` (unknown, expired, inactive)."""
+    if not key:
+        return None
+    token = (
+        AuthToken.objects.select_related("user")
+        .filter(digest=token_digest(key), expires_at__gt=timezone.now())
+        .first()
+    )
+    if token is None or not token.user.is_active:
+        return None
+    return token
+
+
+def token_revoke(*, token: AuthToken) -> None:
+    """Delete ``token``; the post_delete receiver closes its sockets after commit."""
+    token.delete()
+
+
+def tokens_valid(*, digests: list[str]) -> set[str]:
+    """Which of ``digests`` still name a valid token (one query)."""
+    found: set[str] = set()
+    now = timezone.now()
+    for start in range(0, len(digests), _CHUNK):
+        found.update(
+            AuthToken.objects.filter(
+                digest__in=digests[start : start + _CHUNK], expires_at__gt=now, user__is_active=True
+            ).values_list("digest", flat=True)
+        )
+    return found
+
+
+def users_active(*, user_ids: list[str]) -> set[str]:
+    """Which of ``user_ids`` are active users (sockets authenticated by a session)."""
+    ids = [int(u) for u in user_ids if u.isdigit()]
+    if not ids:
+        return set()
+    found = get_user_model().objects.filter(pk__in=ids, is_active=True).values_list("pk", flat=True)
+    return {str(pk) for pk in found}
+
+
+class ExpiringTokenAuthentication(BaseAuthentication):
+    """``Authorization: Token <key>``; an unknown, revoked or expired token is a 401."""
+
+    def authenticate(self, request: Request) -> tuple[Any, AuthToken] | None:
+        auth = get_authorization_header(request).split()
+        if not auth or auth[0].lower() != KEYWORD.lower().encode():
+            return None
+        if len(auth) != 2:
+            raise exceptions.AuthenticationFailed("Invalid token header.")
+        try:
+            key = auth[1].decode()
+        except UnicodeError:
+            raise exceptions.AuthenticationFailed("Invalid token header.") from None
+        token = token_lookup(key)
+        if token is None:
+            raise exceptions.AuthenticationFailed("Invalid, revoked or expired token.")
+        return token.user, token
+
+    def authenticate_header(self, request: Request) -> str:
+        return KEYWORD
+
+
+# -- revocation reaches live sockets ----------------------------------------------------------
+
+
+@receiver(post_delete, sender=AuthToken, dispatch_uid="connections.token_deleted")
+def _token_deleted(sender: Any, instance: AuthToken, **kwargs: Any) -> None:
+    # Logout, the admin's delete (one or many), the user's deletion (cascade): all come here.
+    sockets_revoke_on_commit(user_id=instance.user_id, token_hash=instance.digest)
+
+
+def user_saved_receiver(sender: Any, instance: Any, created: bool, **kwargs: Any) -> None:
+    if created:
+        return
+    if not instance.is_active:
+        # Every socket of the user, session-authenticated ones too.
+        sockets_revoke_on_commit(user_id=instance.pk, token_hash=None)
