@@ -110,7 +110,7 @@ def sequencing_cost(*, seconds: float, rounds: int, writers: list[int]) -> list[
     seed = bench_seed(users=2 * max(writers), size=2, prefix="seqcost")
     results = []
     for count in writers:
-        for shared in (True, False):
+        for shared in (True, False) if count > 1 else (True,):
             rates: dict[str, list[float]] = {"sequenced": [], "unsequenced": []}
             for index in range(rounds):
                 # Alternate which goes first: the database warms up and the machine's load
