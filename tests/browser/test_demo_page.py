@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from scripts.cluster import Cluster
+from scripts.deployment import Cluster
 from tests.browser.conftest import LAPTOP, PHONE
 
 pytestmark = [pytest.mark.browser, pytest.mark.cluster, pytest.mark.redis]
