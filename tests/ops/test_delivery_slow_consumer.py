@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 
 from connections.layer import RealtimeChannelLayer
 from scripts.cluster import Cluster
@@ -64,12 +63,6 @@ def _socket_count(cluster: Cluster, name: str) -> int:
     return int(body["connection_count"])
 
 
-@pytest.mark.xfail(
-    "WS_MAX_BUFFERED_BYTES" not in settings.REALTIME,
-    reason="no bound yet on what Daphne buffers for one socket (WS_MAX_BUFFERED_BYTES): "
-    "a client that stops reading stays open and its data piles up in Twisted",
-    run=False,
-)
 async def test_client_that_stops_reading_is_closed_then_resumes_with_everything(
     start_cluster,
 ) -> None:
