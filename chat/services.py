@@ -12,7 +12,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from asgiref.sync import async_to_sync
 from django.db import IntegrityError, connection, transaction
@@ -145,26 +145,37 @@ def participants_add(
     for uid in adding:
         seq = _seq_next(conversation.id)
         Participant.objects.create(conversation=conversation, user_id=int(uid))
-        frame = _event_log(
-            conversation_id=conversation.id,
-            event=MemberEvent(
-                conversation_id=str(conversation.id),
-                seq=seq,
-                user_id=uid,
-                action="added",
-                by=str(by_id),
-            ),
-            origin="",
-        )
-        # The added user's sockets are not in the conversation's group yet: their own group
-        # carries the event, and receiving it is what makes them join.
-        _durable_emit(
-            conversation_id=conversation.id,
-            frame=frame,
-            origin_channel=None,
-            extra_groups=[events.user_group(uid)],
-        )
+        _member_event(conversation=conversation, seq=seq, user_id=uid, action="added", by=by_id)
     return adding
+
+
+def _member_event(
+    *,
+    conversation: Conversation,
+    seq: int,
+    user_id: int | str,
+    action: Literal["added", "removed"],
+    by: int | str,
+) -> None:
+    """Log a membership change and emit it after commit, to the conversation and the user.
+
+    An added user's sockets are not in the conversation's group yet: their own group carries
+    the event, and receiving it is what makes them follow the conversation. A removed user's
+    sockets hear it through both (once), as the last event of that conversation.
+    """
+    event = MemberEvent(
+        conversation_id=str(conversation.id),
+        seq=seq,
+        user_id=str(user_id),
+        action=action,
+        by=str(by),
+    )
+    _durable_emit(
+        conversation_id=conversation.id,
+        frame=_event_log(conversation_id=conversation.id, event=event, origin=""),
+        origin_channel=None,
+        extra_groups=[events.user_group(user_id)],
+    )
 
 
 def participant_add(*, conversation: Conversation, user_id: int | str) -> None:
@@ -188,23 +199,7 @@ def participant_remove(*, conversation: Conversation, user_id: int | str, by_id:
     deleted, _ = Participant.objects.filter(conversation=conversation, user_id=user_id).delete()
     if not deleted:
         raise Participant.DoesNotExist
-    frame = _event_log(
-        conversation_id=conversation.id,
-        event=MemberEvent(
-            conversation_id=str(conversation.id),
-            seq=seq,
-            user_id=str(user_id),
-            action="removed",
-            by=str(by_id),
-        ),
-        origin="",
-    )
-    _durable_emit(
-        conversation_id=conversation.id,
-        frame=frame,
-        origin_channel=None,
-        extra_groups=[events.user_group(user_id)],
-    )
+    _member_event(conversation=conversation, seq=seq, user_id=user_id, action="removed", by=by_id)
 
 
 def _message_write_one_statement(
