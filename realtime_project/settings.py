@@ -210,6 +210,8 @@ REALTIME: dict[str, Any] = {
     # What the server may hold unsent for one socket (a client that stops reading); past it,
     # the socket is closed with 4008 (realtime_project/runtime/daphne.py).
     "WS_MAX_BUFFERED_BYTES": env_int("WS_MAX_BUFFERED_BYTES", 2 * 1024 * 1024, minimum=4096),
+    # A socket whose unsent bytes stay over that bound this long has stopped reading: 4008.
+    "WS_SEND_STALL_SECONDS": env_float("WS_SEND_STALL_SECONDS", 5.0, minimum=0.1),
     # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (addresses or networks):
     # the load balancer. Anyone else's are ignored (realtime_project/runtime/proxy_headers.py).
     "TRUSTED_PROXIES": env_ip_networks("TRUSTED_PROXIES", ["127.0.0.1", "::1"]),

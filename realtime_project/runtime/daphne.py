@@ -14,13 +14,18 @@ Daphne, whatever command line started it:
   fragmented message's running total) exceeds the cap, and discards the rest of the payload
   as it streams in, buffering none of it. Frames between ``WS_MAX_FRAME_BYTES`` and Daphne's
   cap reach the consumer, which closes with 1009 too; the client sees 1009 either way.
-- **A bound on what one socket buffers.** A client that stops reading (its TCP window full)
-  leaves everything sent to it in Twisted's write buffer, without limit. Past
-  ``WS_MAX_BUFFERED_BYTES`` buffered for one socket, the server stops writing to it and queues
-  a 4008 close frame. Autobahn aborts the TCP connection (dropping the buffer) when the
-  client has not answered that close within its close-handshake timeout (1 s, which Daphne
-  leaves at autobahn's default): a client that is merely slow still reads the 4008, one that
-  never reads is cut off, and the consumer's disconnect handler cleans up either way.
+- **Back-pressure, and a bound on what one socket buffers.** A client that reads slowly, or
+  not at all (its TCP window full), leaves what is sent to it in Twisted's write buffer,
+  without limit. Here the application's ``websocket.send`` waits while more than
+  ``WS_MAX_BUFFERED_BYTES`` are buffered for that socket, until the buffer drains below the
+  bound: a client that reads, however slowly, gets everything (a resume replaying megabytes
+  included), and the socket's own queue in the channel layer fills meanwhile (it overflows
+  into 4008 if the client stays behind). A buffer that makes no progress for
+  ``WS_SEND_STALL_SECONDS`` belongs to a client that stopped reading: the server queues a 4008
+  close frame, and autobahn aborts the TCP connection (dropping the buffer) when the client
+  has not answered it within its close-handshake timeout (1 s, Daphne leaves autobahn's
+  default); the consumer's disconnect handler cleans up either way. Anything written without
+  waiting (there is nothing else today) is cut off at four times the bound.
 - **No blind proxy headers.** ``--proxy-headers`` makes Daphne believe ``X-Forwarded-For``
   from any peer. That option is turned off here: ``realtime_project.runtime.proxy_headers``
   reads the header, and only from ``TRUSTED_PROXIES``.
@@ -28,7 +33,9 @@ Daphne, whatever command line started it:
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import Any, Final
 
 from twisted.internet.abstract import FileDescriptor
@@ -74,10 +81,38 @@ def _max_buffered_bytes() -> int:
     return int(realtime_settings.WS_MAX_BUFFERED_BYTES)
 
 
+# How often a waiting send looks at its socket's buffer again.
+DRAIN_POLL_SECONDS: Final = 0.005
+# Only writes that did not wait for the buffer (none today) ever pass the bound by this much.
+HARD_LIMIT_FACTOR: Final = 4
+
+
+async def send_drained(protocol: Any) -> None:
+    """Return once ``protocol``'s buffer is under the bound; close 4008 if it stops draining."""
+    limit = _max_buffered_bytes()
+    buffered = transport_buffered_bytes(protocol.transport)
+    if buffered <= limit:
+        return
+    stall = float(realtime_settings.WS_SEND_STALL_SECONDS)
+    lowest, progressed = buffered, time.monotonic()
+    while protocol.state == protocol.STATE_OPEN:
+        await asyncio.sleep(DRAIN_POLL_SECONDS)
+        buffered = transport_buffered_bytes(protocol.transport)
+        if buffered <= limit:
+            return
+        now = time.monotonic()
+        if buffered < lowest:
+            lowest, progressed = buffered, now
+        elif now - progressed > stall:
+            slow_consumer_close(protocol, buffered)
+            return
+
+
 def daphne_patch() -> bool:
     """Apply every change above to Daphne's protocol, once; False when Daphne is not installed."""
     try:
         from daphne import http_protocol, ws_protocol
+        from daphne.server import Server
         from daphne.ws_protocol import WebSocketProtocol
     except ImportError:
         return False
@@ -88,6 +123,12 @@ def daphne_patch() -> bool:
     ws_protocol.parse_x_forwarded_for = _keep_peer
     original_close = WebSocketProtocol.serverClose
     original_send = WebSocketProtocol.serverSend
+    original_reply = Server.handle_reply
+
+    async def handle_reply(self: Any, protocol: Any, message: dict[str, Any]) -> None:
+        await original_reply(self, protocol, message)
+        if isinstance(protocol, WebSocketProtocol) and message.get("type") == "websocket.send":
+            await send_drained(protocol)
 
     def server_close(self: Any, code: int | None = None) -> None:
         if code in SERVER_CLOSE_CODES:
@@ -115,9 +156,10 @@ def daphne_patch() -> bool:
             return
         original_send(self, content, binary)
         buffered = transport_buffered_bytes(self.transport)
-        if buffered > _max_buffered_bytes() and self.state == self.STATE_OPEN:
+        if buffered > HARD_LIMIT_FACTOR * _max_buffered_bytes() and self.state == self.STATE_OPEN:
             slow_consumer_close(self, buffered)
 
+    Server.handle_reply = handle_reply
     WebSocketProtocol.serverClose = server_close
     WebSocketProtocol.serverSend = server_send
     WebSocketProtocol._max_message_size_exceeded = max_message_size_exceeded

@@ -24,6 +24,9 @@ CLIENT_ADDRESS = "127.0.0.2"
 
 RUNTIME_ENV = {
     "WS_MAX_BUFFERED_BYTES": str(MAX_BUFFERED_BYTES),
+    # A reader that stopped is told from a slow one after this long without progress; while
+    # it waits, the socket's layer queue holds what is sent to it (60 KB messages here).
+    "WS_SEND_STALL_SECONDS": "1",
     "RATE_LIMIT_FRAMES_PER_SECOND": "2000",
     "RATE_LIMIT_BURST": "2000",
     # Big messages fill a socket's buffers in a few dozen messages, at any database speed.
