@@ -9,10 +9,8 @@ mean, and every client, across all its reconnects, has every message exactly onc
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 
@@ -24,8 +22,14 @@ from scripts.procs import ServiceUnavailable
 from tests.ops.support import registry_connections
 from tests.support.async_poll import async_wait_until
 from tests.support.cluster import E2E_ENV
-from tests.support.reconnecting_client import ReconnectingClient
-from tests.support.seq_ledger import SeqLedger
+from tests.support.delivery_client import DeliveryClient
+from tests.support.delivery_ledger import (
+    assert_exactly_once,
+    committed_log,
+    committed_logs,
+    last_seqs,
+    rest_call,
+)
 from tests.support.services import service_unavailable
 
 pytestmark = [pytest.mark.cluster, pytest.mark.redis]
@@ -64,30 +68,6 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         cluster.stop()
 
 
-def post_message(cluster: Cluster, conversation_id: str, body: str) -> int:
-    request = urllib.request.Request(
-        f"{cluster.url}/api/conversations/{conversation_id}/messages",
-        method="POST",
-        data=json.dumps({"body": body}).encode(),
-        headers={
-            "Authorization": f"Token {cluster.demo['users']['alice']['token']}",
-            "Content-Type": "application/json",
-        },
-    )
-    with urllib.request.urlopen(request, timeout=5) as response:
-        assert response.status == 201
-        return int(json.loads(response.read())["seq"])
-
-
-def last_seq(cluster: Cluster, conversation_id: str) -> int:
-    request = urllib.request.Request(
-        f"{cluster.url}/api/conversations/{conversation_id}/events?after_seq=0",
-        headers={"Authorization": f"Token {cluster.demo['users']['alice']['token']}"},
-    )
-    with urllib.request.urlopen(request, timeout=5) as response:
-        return int(json.loads(response.read())["last_seq"])
-
-
 def balanced(counts: dict[str, int], instances: int) -> bool:
     if len(counts) != instances:
         return False
@@ -98,54 +78,72 @@ def balanced(counts: dict[str, int], instances: int) -> bool:
     )
 
 
+async def keep_connected(client: DeliveryClient, url: str, stop: asyncio.Event) -> None:
+    """What a client library does: reconnect through the balancer on any close, and resume."""
+    await client.reconnect(url)
+    while not stop.is_set():
+        try:
+            await client.wait_closed(within=0.2)
+        except TimeoutError:
+            continue
+        if not stop.is_set():
+            await client.reconnect(url)
+
+
 async def test_a_restarted_instance_gets_its_share_back_and_nothing_is_lost(
     deployment: Cluster,
 ) -> None:
     abc = str(deployment.demo["conversations"]["alice-bob-carol"]["id"])
-    start = last_seq(deployment, abc)
+    token = deployment.demo["users"]["alice"]["token"]
+    start = committed_log(deployment.url, token=token, conversation_id=abc).last_seq
     names = ["alice", "bob", "carol"]
     clients = [
-        ReconnectingClient(
-            deployment.ws_url,
+        DeliveryClient(
+            name=f"{names[n % 3]}-{n}",
             token=deployment.demo["users"][names[n % 3]]["token"],
+            conversations=[abc],
             positions={abc: start},
         )
         for n in range(CLIENTS)
     ]
-    ledger = SeqLedger(abc)
-    stop = asyncio.Event()
+    stop, sending = asyncio.Event(), asyncio.Event()
+    keepers = [asyncio.create_task(keep_connected(c, deployment.ws_url, stop)) for c in clients]
 
     async def send_steadily() -> None:
         n = 0
-        while not stop.is_set():
-            ledger.owe(await asyncio.to_thread(post_message, deployment, abc, f"m{n}"))
+        while not sending.is_set():
+            code, body = await asyncio.to_thread(
+                rest_call,
+                deployment.url,
+                "POST",
+                f"/api/conversations/{abc}/messages",
+                token=token,
+                body={"body": f"m{n}"},
+            )
+            assert code == 201, (code, body)
             n += 1
             await asyncio.sleep(0.05)
 
-    def live_counts() -> dict[str, int]:
-        return dict(Counter(str(c.instance_id) for c in clients if c.current is not None))
+    async def counts_now() -> dict[str, int]:
+        # Off the event loop: the clients and the sender keep running meanwhile.
+        return await asyncio.to_thread(registry_connections, deployment)
+
+    async def spread() -> dict[str, int] | None:
+        counts = await counts_now()
+        return counts if balanced(counts, 3) else None
+
+    async def on_survivors() -> bool:
+        counts = await counts_now()
+        return sum(counts.get(i.instance_id, 0) for i in deployment.instances[:2]) == CLIENTS
 
     sender: asyncio.Task[None] | None = None
     try:
-        await asyncio.gather(*(c.wait_connected() for c in clients))
-
-        async def counts_now() -> dict[str, int]:
-            # Off the event loop: the clients and the sender keep running meanwhile.
-            return await asyncio.to_thread(registry_connections, deployment)
-
-        async def spread() -> dict[str, int] | None:
-            counts = await counts_now()
-            return counts if balanced(counts, 3) else None
-
-        async def on_survivors() -> bool:
-            counts = await counts_now()
-            return sum(counts.get(i.instance_id, 0) for i in deployment.instances[:2]) == CLIENTS
-
         await async_wait_until(
-            spread,
-            timeout=10,
-            what="clients spread over three instances",
+            lambda: all(c.sockets and c.current.open for c in clients),
+            timeout=20,
+            what="every client connected",
         )
+        await async_wait_until(spread, timeout=10, what="clients spread over three instances")
         sender = asyncio.create_task(send_steadily())
         victim = deployment.instances[2]
         victim.kill()
@@ -162,29 +160,27 @@ async def test_a_restarted_instance_gets_its_share_back_and_nothing_is_lost(
             what=f"counts within {THRESHOLD:.0%} of the mean",
         )
         converged = time.monotonic() - restarted
-        stop.set()
+        sending.set()
         await sender
-        await async_wait_until(
-            lambda: ledger.complete(clients),
-            timeout=15,
-            interval=0.1,
-            what=f"every client complete:\n{ledger.summary(clients)}",
-        )
-        await asyncio.sleep(0.5)  # not an assertion's wait: a late duplicate gets the chance
-        codes = Counter(code for c in clients for code in c.close_codes)
-        print(
-            f"converged {converged:.1f}s after the restart: {counts}; live {live_counts()}; "
-            f"{len(ledger.owed)} messages; closes {dict(codes)}"
-        )
+        logs = committed_logs(deployment.url, token=token, conversation_ids=[abc])
         for client in clients:
-            report = ledger.report(client)
-            assert report.exact, ledger.summary(clients)
+            await client.wait_reached(last_seqs(logs), within=15)
+        await asyncio.sleep(0.5)  # not an assertion's wait: a late duplicate gets the chance
+        report = assert_exactly_once(clients, logs)
+        codes = Counter(r.close_code for c in clients for r in c.sockets if not r.open)
+        total = report.total().summary()
+        print(
+            f"converged {converged:.1f}s after the restart: {counts}; "
+            f"{last_seqs(logs)[abc] - start} messages; closes {dict(codes)}; {total}"
+        )
         # The survivors handed sockets back with 1012, and the restarted one holds its share.
         assert codes[WS_1012_SERVICE_RESTART] >= 1
         assert counts[victim.instance_id] >= math.floor(CLIENTS / 3 * (1 - THRESHOLD))
-        assert all(c.resumes_refused == 0 for c in clients)
     finally:
+        sending.set()
         stop.set()
         if sender is not None and not sender.done():
             await asyncio.gather(sender, return_exceptions=True)
-        await asyncio.gather(*(c.stop() for c in clients))
+        await asyncio.gather(*keepers, return_exceptions=True)
+        for client in clients:
+            await client.close()

@@ -22,9 +22,15 @@ import pytest
 from scripts.deployment import Cluster, RedisKind
 from scripts.procs import DaphneInstance, RedisServer, ServiceUnavailable
 from tests.ops.support import health, open_sockets
-from tests.support.async_poll import async_wait_until
 from tests.support.cluster import E2E_ENV
-from tests.support.seq_ledger import SeqLedger, SocketPump
+from tests.support.delivery_client import DeliveryClient
+from tests.support.delivery_ledger import (
+    assert_exactly_once,
+    committed_log,
+    committed_logs,
+    last_seqs,
+    rest_call,
+)
 from tests.support.services import service_unavailable
 from tests.support.ws_client import frame_is
 
@@ -58,25 +64,6 @@ def deployment(
         yield cluster
     finally:
         cluster.stop()
-
-
-def post(cluster: Cluster, on: DaphneInstance, path: str, user: str, body: Any) -> tuple[int, Any]:
-    request = urllib.request.Request(
-        f"{on.base_url}{path}",
-        method="POST",
-        data=json.dumps(body).encode(),
-        headers={
-            "Authorization": f"Token {cluster.demo['users'][user]['token']}",
-            "Content-Type": "application/json",
-        },
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return int(response.status), json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), None
-    except OSError:
-        return 0, None
 
 
 def get(cluster: Cluster, on: DaphneInstance, path: str, user: str) -> Any:
@@ -121,11 +108,20 @@ def _victim(deployment: Cluster, conversation_id: str) -> RedisServer:
 async def test_master_killed_mid_stream_loses_and_duplicates_nothing(deployment: Cluster) -> None:
     a, b = deployment.instances
     abc = str(deployment.demo["conversations"]["alice-bob-carol"]["id"])
-    receivers = await open_sockets(
-        deployment, ("bob", a), ("bob", b), ("carol", a), ("carol", b), ("alice", b)
-    )
-    pump = SocketPump(receivers)
-    ledger = SeqLedger(abc)
+    alice_token = deployment.demo["users"]["alice"]["token"]
+    start = committed_log(a.base_url, token=alice_token, conversation_id=abc).last_seq
+    placements = [("bob", a), ("bob", b), ("carol", a), ("carol", b), ("alice", b)]
+    clients = [
+        DeliveryClient(
+            name=f"{user}@{instance.instance_id}",
+            token=deployment.demo["users"][user]["token"],
+            conversations=[abc],
+            positions={abc: start},
+        )
+        for user, instance in placements
+    ]
+    for client, (_, instance) in zip(clients, placements, strict=True):
+        await client.connect(instance.ws_url)
     seen: dict[str, list[str]] = {a.instance_id: [], b.instance_id: []}
     stop = asyncio.Event()
 
@@ -133,10 +129,9 @@ async def test_master_killed_mid_stream_loses_and_duplicates_nothing(deployment:
         while not stop.is_set():
             for instance in (a, b):
                 status = (await asyncio.to_thread(health, instance.base_url))[1].get("status")
-                if status and (
-                    not seen[instance.instance_id] or seen[instance.instance_id][-1] != status
-                ):
-                    seen[instance.instance_id].append(status)
+                statuses = seen[instance.instance_id]
+                if status and (not statuses or statuses[-1] != status):
+                    statuses.append(status)
             await asyncio.sleep(0.05)
 
     sent = 0
@@ -144,10 +139,15 @@ async def test_master_killed_mid_stream_loses_and_duplicates_nothing(deployment:
     async def send(n: int) -> None:
         nonlocal sent
         on = (a, b)[n % 2]
-        path = f"/api/conversations/{abc}/messages"
-        code, body = await asyncio.to_thread(post, deployment, on, path, "alice", {"body": f"m{n}"})
+        code, body = await asyncio.to_thread(
+            rest_call,
+            on.base_url,
+            "POST",
+            f"/api/conversations/{abc}/messages",
+            token=alice_token,
+            body={"body": f"m{n}"},
+        )
         assert code == 201, (code, body)
-        ledger.owe(body["seq"])
         sent += 1
 
     watcher = asyncio.create_task(watch_health())
@@ -174,24 +174,19 @@ async def test_master_killed_mid_stream_loses_and_duplicates_nothing(deployment:
             await send(n)
             n += 1
         # Healing (HEAL_INTERVAL_SECONDS=1) fills whatever pub/sub dropped while the master was
-        # down; wait for it, then a little longer for any duplicate to show.
-        await async_wait_until(
-            lambda: ledger.complete(receivers),
-            timeout=15,
-            interval=0.1,
-            what=f"every socket complete:\n{ledger.summary(receivers)}",
-        )
+        # down: every client reaches the committed log's end.
+        logs = committed_logs(a.base_url, token=alice_token, conversation_ids=[abc])
+        assert last_seqs(logs) == {abc: start + sent}
+        for client in clients:
+            await client.wait_reached(last_seqs(logs), within=15)
         await asyncio.sleep(0.5)  # not an assertion's wait: a late duplicate gets the chance
+        report = assert_exactly_once(clients, logs)
         print(f"{deployment.redis_kind}: {sent} messages, failover {failover_seconds:.1f}s, {seen}")
-        print(ledger.summary(receivers))
-        for socket in receivers:
-            report = ledger.report(socket)
-            assert report.exact, ledger.summary(receivers)
-            assert socket.is_open
-        assert len(ledger.owed) == sent
+        print(report.describe())
+        # One socket each, never closed by the failover.
+        assert all(len(c.sockets) == 1 and c.current.open for c in clients)
     finally:
         stop.set()
         await watcher
-        await pump.stop()
-        for socket in receivers:
-            await socket.close()
+        for client in clients:
+            await client.close()
