@@ -1,10 +1,11 @@
 """Two real Daphne instances on a Redis Cluster (3 masters, 3 replicas) and on a Sentinel set.
 
-Everything that crosses instances works as on one Redis (typing, messages, presence, the
-registry). Then the Redis master under a busy conversation is killed mid-stream: its replica is
-promoted, health says ``degraded`` and then ``healthy``, no socket is closed, and once healing
-has run every receiving socket has every message exactly once, in ``seq`` order
-(docs/topology.md, docs/delivery.md).
+Everything that crosses instances works as on one Redis (typing, messages, presence and its
+offline deadline, the registry). Then the Redis master under a busy conversation is killed
+mid-stream: its replica is promoted, health says ``degraded`` and then ``healthy``, no socket
+is closed, and once healing has run every receiving socket has every message exactly once, in
+``seq`` order (docs/topology.md, docs/delivery.md; counted by the shared delivery ledger
+against the committed log).
 """
 
 from __future__ import annotations
@@ -93,6 +94,10 @@ async def test_cross_instance_typing_messages_presence_and_registry(deployment: 
         info = get(deployment, a, "/api/connections/info", "alice")
         assert info["connection_count"] == 2
         assert {c["instance_id"] for c in info["connections"]} == {a.instance_id, b.instance_id}
+        # Bob's last socket goes: his offline deadline (on his user bucket's slot) fires after
+        # the grace period on whichever instance claims it, and alice hears it on the other.
+        await bob.close()
+        await alice.recv_until(frame_is("presence", user_id=bob_id, status="offline"), within=8)
     finally:
         for socket in (alice, bob, alice_b):
             await socket.close()
