@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -57,6 +58,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         state_dir=tmp_path_factory.mktemp("rebalance"),
         env=ENV,
         with_firestore=False,
+        database_url=os.environ.get("DATABASE_URL"),
     )
     try:
         cluster.start()

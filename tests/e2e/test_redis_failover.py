@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 import urllib.error
 import urllib.request
@@ -55,6 +56,7 @@ def deployment(
         state_dir=tmp_path_factory.mktemp(f"failover-{kind}"),
         env=ENV,
         with_firestore=False,
+        database_url=os.environ.get("DATABASE_URL"),
         redis=kind,
     )
     try:
