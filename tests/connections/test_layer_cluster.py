@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from pathlib import Path
 
 import pytest
 from redis.crc import key_slot
 
 from connections.layer import RealtimeChannelLayer
 from connections.layer.cluster import ClusterEndpoint, SlotRouter, slot_map_remap
-from scripts.procs import RedisClusterSet, RedisServer, redis_cli
+from scripts.procs import (
+    CLUSTER_NODE_ARGS,
+    RedisClusterSet,
+    RedisServer,
+    free_cluster_port,
+    redis_cli,
+    wait_until,
+)
 from tests.support.async_poll import async_wait_until
 
 pytestmark = pytest.mark.redis
@@ -156,6 +164,73 @@ async def test_a_resharding_after_start_is_followed_without_a_restart(
         if redis_cluster.master_for_key(moved_key) is target:
             move_slot(redis_cluster, slot, target, source)
         redis_cluster.wait_healthy(timeout=30)
+
+
+async def test_a_slot_moved_to_a_master_added_after_start_gets_its_own_link(
+    redis_cluster: RedisClusterSet, tmp_path: Path
+) -> None:
+    seed = redis_cluster.primaries()[0]
+    added = RedisServer(
+        port=free_cluster_port(), log_dir=tmp_path / "added", extra_args=CLUSTER_NODE_ARGS
+    ).start()
+    a, b = layer(redis_cluster, "inst-a"), layer(redis_cluster, "inst-b")
+    key = "rt:g:conv.to-new"
+    source, slot = redis_cluster.master_for_key(key), key_slot(key.encode())
+    try:
+        redis_cli("--cluster", "add-node", added.address, seed.address)
+        added_id = _node_id(added)
+        wait_until(
+            lambda: all(
+                added_id in redis_cli("-p", str(n.port), "CLUSTER", "NODES")
+                for n in redis_cluster.primaries()
+            ),
+            timeout=10,
+            what="every master knows the added one",
+        )
+        channel = await b.new_channel()
+        await b.group_add("conv.to-new", channel)
+        assert len(b._link().shards) == 3
+        move_slot(redis_cluster, slot, source, added)
+
+        async def delivered() -> bool:
+            await a.group_send("conv.to-new", {"type": "x", "n": 1})
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.3):
+                    return (await b.receive(channel))["n"] == 1
+            return False
+
+        await async_wait_until(delivered, timeout=10, what="delivery through the added master")
+        # Both layers made a fourth link, for the added master, and route the slot to it.
+        for instance in (a, b):
+            shards = instance._link().shards
+            assert len(shards) == 4
+            assert shards[3].address == ("127.0.0.1", added.port)
+        assert channel_slot_on(b, key) == 3
+    finally:
+        await a.close()
+        await b.close()
+        if not _serves(source, slot):
+            move_slot(redis_cluster, slot, added, source)
+        with contextlib.suppress(Exception):
+            redis_cli("--cluster", "del-node", seed.address, _node_id(added))
+        added.stop()
+        redis_cluster.wait_healthy(timeout=30)
+
+
+def _serves(node: RedisServer, slot: int) -> bool:
+    for line in redis_cli("-p", str(node.port), "CLUSTER", "NODES").splitlines():
+        fields = line.split()
+        if len(fields) > 8 and "myself" in fields[2]:
+            for item in fields[8:]:
+                lo, _, hi = item.partition("-")
+                if lo.isdigit() and int(lo) <= slot <= int(hi or lo):
+                    return True
+    return False
+
+
+def channel_slot_on(instance: RealtimeChannelLayer, redis_name: str) -> int:
+    """The index of the link the layer routes ``redis_name`` to."""
+    return instance._ring.node_for(redis_name)
 
 
 def test_a_remap_keeps_indexes_and_appends_a_new_master() -> None:
