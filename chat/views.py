@@ -46,6 +46,14 @@ from realtime_project.conf import realtime_settings
 # Keys a browser form adds on its own; never a client's typo.
 _FORM_KEYS = frozenset({"csrfmiddlewaretoken"})
 
+# What a write about one conversation can answer besides its success (see the module doc).
+CONVERSATION_WRITE_ERRORS = {
+    400: FIELD_ERRORS,
+    401: UNAUTHENTICATED,
+    403: FORBIDDEN,
+    404: NOT_FOUND,
+}
+
 CONVERSATION_ID = OpenApiParameter(
     "id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The conversation's id."
 )
@@ -180,10 +188,7 @@ class ConversationViewSet(viewsets.GenericViewSet):
         responses={
             200: MessageOutputSerializer,
             201: MessageOutputSerializer,
-            400: FIELD_ERRORS,
-            401: UNAUTHENTICATED,
-            403: FORBIDDEN,
-            404: NOT_FOUND,
+            **CONVERSATION_WRITE_ERRORS,
         },
     )
     @action(
@@ -222,10 +227,7 @@ class ConversationViewSet(viewsets.GenericViewSet):
         ],
         responses={
             200: EventsOutputSerializer,
-            400: FIELD_ERRORS,
-            401: UNAUTHENTICATED,
-            403: FORBIDDEN,
-            404: NOT_FOUND,
+            **CONVERSATION_WRITE_ERRORS,
         },
     )
     @action(detail=True, methods=["get"], serializer_class=EventsOutputSerializer)
@@ -244,10 +246,7 @@ class ConversationViewSet(viewsets.GenericViewSet):
         request=ParticipantsInputSerializer,
         responses={
             200: ConversationOutputSerializer,
-            400: FIELD_ERRORS,
-            401: UNAUTHENTICATED,
-            403: FORBIDDEN,
-            404: NOT_FOUND,
+            **CONVERSATION_WRITE_ERRORS,
         },
     )
     @action(detail=True, methods=["post"], serializer_class=ConversationOutputSerializer)
@@ -292,10 +291,7 @@ class ConversationViewSet(viewsets.GenericViewSet):
         request=TypingInputSerializer,
         responses={
             200: TypingOutputSerializer,
-            400: FIELD_ERRORS,
-            401: UNAUTHENTICATED,
-            403: FORBIDDEN,
-            404: NOT_FOUND,
+            **CONVERSATION_WRITE_ERRORS,
         },
     )
     @action(detail=True, methods=["post"], serializer_class=TypingOutputSerializer)
@@ -316,10 +312,7 @@ class MessagesReadView(APIView):
         request=ReadInputSerializer,
         responses={
             200: ReadOutputSerializer,
-            400: FIELD_ERRORS,
-            401: UNAUTHENTICATED,
-            403: FORBIDDEN,
-            404: NOT_FOUND,
+            **CONVERSATION_WRITE_ERRORS,
         },
     )
     def post(self, request: Request) -> Response:

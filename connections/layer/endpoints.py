@@ -32,6 +32,11 @@ class RedisEndpoint:
     sentinel_master: str = ""
     name: str = field(default="")
 
+    @property
+    def sharded(self) -> bool:
+        """Whether this node takes sharded pub/sub (SPUBLISH/SSUBSCRIBE): a cluster master."""
+        return False
+
     @classmethod
     def from_url(cls, url: str) -> RedisEndpoint:
         kwargs = parse_url(url)

@@ -217,8 +217,8 @@ async def test_redis_down_never_raises_and_local_truth_is_replayed(
         assert not a.degraded
         client = aioredis.Redis.from_url(server.url, decode_responses=True)
         try:
-            assert await client.hkeys("rt:reg:conns:inst-a") == ["c1"]
-            assert await client.hgetall("rt:reg:user:1") == {}
+            assert await client.hkeys(a.key_conns("inst-a")) == ["c1"]
+            assert await client.hgetall(a.key_user("1")) == {}
             # Every key the registry wrote has a TTL.
             keys = await client.keys("rt:reg:*")
             assert keys
