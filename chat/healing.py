@@ -143,7 +143,7 @@ async def _memberships_heal(targets: list[HealTarget]) -> int:
     there, and the next pass fills in what came after), or, for a user who was there from a
     new conversation's start, told to follow it from ``seq`` 0.
     """
-    members = await database_sync_to_async(selectors.memberships_of)(
+    members = await database_async(selectors.memberships_of)(
         user_ids={target.user_id for target in targets}
     )
     missing = [
@@ -154,7 +154,7 @@ async def _memberships_heal(targets: list[HealTarget]) -> int:
     ]
     if not missing:
         return 0
-    added = await database_sync_to_async(selectors.member_added_events)(
+    added = await database_async(selectors.member_added_events)(
         pairs={(target.user_id, cid) for target, cid in missing}
     )
     layer = get_channel_layer()
