@@ -1,6 +1,6 @@
 """Sequence numbers and idempotent sends under concurrent writers on two instances.
 
-The trap (issue: an autoincrement id is not commit order): two instances writing to one
+The trap (an autoincrement id is not commit order): two instances writing to one
 conversation at once on PostgreSQL must still produce seqs 1..N with no gap and no repeat, in
 commit order. Commit order is checked the way a client would break on it: a reader tails the
 log with ``after_seq`` while the writes go on; a seq that committed after a higher one would
