@@ -27,6 +27,7 @@ from chat.dedup import SeenIds
 from chat.delivery import Offer, Positions
 from chat.event_types import DURABLE_TYPES, ConnectedEvent, event_frame
 from chat.frames import (
+    ENVELOPE_KEYS,
     INVALID_JSON,
     INVALID_PAYLOAD,
     NOT_FOUND,
@@ -46,7 +47,6 @@ from chat.serializers import (
     MessageFrameSerializer,
     ReadInputSerializer,
     ResumeFrameSerializer,
-    StatusInputSerializer,
     TypingFrameSerializer,
     message_to_dict,
 )
@@ -68,8 +68,10 @@ from connections.sockets import local_sockets
 from health import metrics
 from health.drain import drain_is_active
 from health.logging import log_event
+from presence.serializers import StatusInputSerializer, status_to_dict
 from presence.services import presence_connect, presence_disconnect, presence_set
 from realtime_project.conf import realtime_settings
+from realtime_project.inputs import input_validate
 
 logger = logging.getLogger(__name__)
 
@@ -79,10 +81,11 @@ Handler = Callable[[ClientFrame], Awaitable[dict[str, Any]]]
 
 
 def _validated(serializer_class: type[drf_serializers.Serializer], frame: ClientFrame) -> Any:
-    serializer = serializer_class(data=frame.data)
-    if not serializer.is_valid():
-        raise FrameError(INVALID_PAYLOAD, ref=frame.ref, details=serializer.errors)
-    return serializer.validated_data
+    """A frame's fields, validated exactly as the REST twin's body (unknown keys refused)."""
+    try:
+        return input_validate(serializer_class, frame.data, envelope=ENVELOPE_KEYS)
+    except ValidationError as exc:
+        raise FrameError(INVALID_PAYLOAD, ref=frame.ref, details=exc.detail) from None
 
 
 def _conversation_for(*, conversation_id: object, user_id: str, ref: str | None) -> Any:
@@ -433,15 +436,7 @@ class ChatConsumer(SocketAuthorityMixin, AsyncWebsocketConsumer):
     async def on_status(self, frame: ClientFrame) -> dict[str, Any]:
         data = _validated(StatusInputSerializer, frame)
         state = await presence_set(user_id=self.user_id, status=data["status"])
-        updated_at = state.updated_at.isoformat() if state.updated_at else None
-        return ack_frame(
-            ref=frame.ref,
-            result={
-                "user_id": str(state.user_id),
-                "status": state.status,
-                "updated_at": updated_at,
-            },
-        )
+        return ack_frame(ref=frame.ref, result=status_to_dict(state))
 
     async def on_message(self, frame: ClientFrame) -> dict[str, Any]:
         data = _validated(MessageFrameSerializer, frame)

@@ -1,7 +1,8 @@
 """Chat's side of presence: turn a stored presence change into ``presence`` events.
 
 Presence knows nothing of conversations; it sends ``presence_changed`` and chat decides who
-hears it (the user's own sockets and every conversation they are in).
+hears it: the user's own sockets and the conversations of ``selectors.presence_conversation_ids``,
+the same rule by which ``selectors.presence_audience`` says who may read the status over REST.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ async def presence_changed_receiver(
     # Plain sync_to_async, not Channels' database_sync_to_async: this runs inside whatever
     # called presence (a REST view's thread, possibly mid-transaction), whose connection must
     # not be closed under it. Consumers' own database calls tidy stale connections.
-    conversation_ids = await sync_to_async(selectors.conversation_ids_for_user)(user_id=user_id)
+    conversation_ids = await sync_to_async(selectors.presence_conversation_ids)(user_id=user_id)
     await events.event_emit(
         event=PresenceEvent(
             user_id=str(user_id),

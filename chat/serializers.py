@@ -1,7 +1,10 @@
-"""Input and output serializers, shared by REST views and WebSocket frames.
+"""Chat's input and output serializers, shared by REST views and WebSocket frames.
 
-A WebSocket frame is validated by the same Input serializer as its REST twin, so both paths
-accept and refuse exactly the same data.
+A WebSocket frame is validated by the same Input serializer as its REST twin, through the same
+``realtime_project.inputs.input_validate``, so both paths accept and refuse exactly the same
+data with the same field errors. A ``*FrameSerializer`` is its REST twin plus the
+``conversation_id`` that REST carries in the path. The ``status`` input is presence's
+(``presence.serializers``).
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ from rest_framework import serializers
 from chat.event_types import MessageBody
 from realtime_project.conf import realtime_settings
 
-STATUS_CHOICES = ("online", "away", "busy", "offline")
 MAX_MESSAGE_IDS = 500
 
 
@@ -44,22 +46,6 @@ class StrictIntegerField(serializers.IntegerField):
         if isinstance(data, bool) or not isinstance(data, int):
             self.fail("invalid")
         return int(super().to_internal_value(data))
-
-
-class StatusInputSerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=STATUS_CHOICES)
-
-
-class StatusOutputSerializer(serializers.Serializer):
-    user_id = serializers.CharField()
-    status = serializers.ChoiceField(choices=STATUS_CHOICES)
-    updated_at = serializers.DateTimeField(allow_null=True)
-
-
-class UserStatusSerializer(serializers.Serializer):
-    user_id = serializers.CharField()
-    status = serializers.ChoiceField(choices=STATUS_CHOICES)
-    last_seen = serializers.DateTimeField(allow_null=True)
 
 
 class TypingInputSerializer(serializers.Serializer):

@@ -164,7 +164,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     # Presence's and an instance's "status" are different choice sets; name each.
     "ENUM_NAME_OVERRIDES": {
-        "PresenceStatusEnum": "presence.views.STATUSES",
+        "PresenceStatusEnum": "presence.store.STATUSES",
         "InstanceStatusEnum": "connections.views.INSTANCE_STATUSES",
     },
 }
