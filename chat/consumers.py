@@ -23,7 +23,7 @@ from rest_framework import serializers as drf_serializers
 from rest_framework.exceptions import ValidationError
 
 from chat import events, selectors, services
-from chat.dedup import SeenIds
+from chat.dedup import SeenIds, socket_seen_ids
 from chat.delivery import Offer, Positions
 from chat.event_types import DURABLE_TYPES, ConnectedEvent, event_frame
 from chat.frames import (
@@ -61,6 +61,7 @@ from connections.close_codes import (
     WS_4401_UNAUTHORIZED,
     WS_4429_TOO_MANY,
 )
+from connections.control import user_group
 from connections.instance import instance_id, instance_start
 from connections.layer import RealtimeChannelLayer
 from connections.registry import get_registry
@@ -186,7 +187,7 @@ class ChatConsumer(SocketAuthorityMixin, AsyncWebsocketConsumer):
         # The conversations this socket follows, each with its delivery cursor: the socket's
         # authority too (frames and events of any other conversation are refused).
         self.positions = Positions()
-        # Set at connect: only kept when the layer does not already drop repeated event ids.
+        # Set at connect (chat.dedup says when a socket needs a memory of its own).
         self.seen: SeenIds | None = None
         self.bucket = TokenBucket(
             rate=float(realtime_settings.RATE_LIMIT_FRAMES_PER_SECOND),
@@ -235,8 +236,7 @@ class ChatConsumer(SocketAuthorityMixin, AsyncWebsocketConsumer):
             return
         self.user_id = str(user.pk)
         self.connection_id = uuid.uuid4().hex
-        if not getattr(self.channel_layer, "delivers_event_ids_once", False):
-            self.seen = SeenIds()
+        self.seen = socket_seen_ids(self.channel_layer)
         if drain_is_active():
             # The load balancer has not noticed the drain yet: send the client elsewhere.
             await self.refuse(WS_1012_SERVICE_RESTART)
@@ -252,7 +252,7 @@ class ChatConsumer(SocketAuthorityMixin, AsyncWebsocketConsumer):
         if isinstance(self.channel_layer, RealtimeChannelLayer):
             # Overflow closes this socket (4008) instead of dropping a durable event from it.
             self.channel_layer.set_overflow_policy(self.channel_name, "close")
-        await self.channel_layer.group_add(events.user_group(self.user_id), self.channel_name)
+        await self.channel_layer.group_add(user_group(self.user_id), self.channel_name)
         # From here a revocation reaches this socket; its token's expiry closes it too.
         self.authority_start()
         for conversation_id, seq in positions.items():
@@ -324,7 +324,7 @@ class ChatConsumer(SocketAuthorityMixin, AsyncWebsocketConsumer):
             await self._typing_emit(conversation_id, is_typing=False)
         healing_unregister(self)
         layer = self.channel_layer
-        await layer.group_discard(events.user_group(self.user_id), self.channel_name)
+        await layer.group_discard(user_group(self.user_id), self.channel_name)
         for conversation_id in list(self.positions.cursors):
             await layer.group_discard(events.conversation_group(conversation_id), self.channel_name)
         try:

@@ -14,6 +14,7 @@ from asgiref.sync import sync_to_async
 
 from chat import events, selectors
 from chat.event_types import PresenceEvent
+from connections.control import user_group
 
 
 async def presence_changed_receiver(
@@ -34,6 +35,5 @@ async def presence_changed_receiver(
             status=status,  # type: ignore[arg-type]  # presence validated it
             last_seen=last_seen.isoformat() if last_seen else None,
         ),
-        groups=[events.user_group(user_id)]
-        + [events.conversation_group(cid) for cid in conversation_ids],
+        groups=[user_group(user_id)] + [events.conversation_group(cid) for cid in conversation_ids],
     )

@@ -21,6 +21,7 @@ from chat import events, selectors
 from chat.event_types import MemberEvent, MessageEvent, ReadEvent, TypingEvent, event_frame
 from chat.models import Conversation, Event, Message, Participant
 from chat.serializers import message_body
+from connections.control import user_group
 from realtime_project.conf import realtime_settings
 
 
@@ -116,14 +117,7 @@ def conversation_create(
         [Participant(conversation=conversation, user_id=int(uid)) for uid in sorted(wanted)]
     )
     for uid in sorted(wanted):
-        events.control_send_on_commit(
-            group=events.user_group(uid),
-            message={
-                "type": events.JOIN_MESSAGE_TYPE,
-                "conversation_id": str(conversation.id),
-                "seq": 0,
-            },
-        )
+        events.join_send_on_commit(user_id=uid, conversation_id=str(conversation.id), seq=0)
     return conversation
 
 
@@ -161,7 +155,7 @@ def participants_add(
             conversation_id=conversation.id,
             frame=frame,
             origin_channel=None,
-            extra_groups=[events.user_group(uid)],
+            extra_groups=[user_group(uid)],
         )
     return adding
 
@@ -202,7 +196,7 @@ def participant_remove(*, conversation: Conversation, user_id: int | str, by_id:
         conversation_id=conversation.id,
         frame=frame,
         origin_channel=None,
-        extra_groups=[events.user_group(user_id)],
+        extra_groups=[user_group(user_id)],
     )
 
 
