@@ -69,11 +69,6 @@ def healing_unregister(target: HealTarget) -> None:
     _state().targets.pop(target.channel_name, None)
 
 
-def healing_wake() -> None:
-    """Heal this event loop's sockets now (the layer's Redis link came back)."""
-    _state().wake.set()
-
-
 async def heal_once(*, fully: bool) -> int:
     """One pass over this event loop's sockets; how many events were handed to sockets."""
     state = _state()

@@ -124,9 +124,6 @@ class ConnectionRegistry(ABC):
     def local_connection_count(self) -> int:
         return len(self._local)
 
-    def local_user_ids(self) -> set[str]:
-        return set(self._by_user)
-
     def local_connections(self) -> list[ConnectionInfo]:
         return [self._with_lease(info) for info in self._local.values()]
 
@@ -181,10 +178,6 @@ class ConnectionRegistry(ABC):
     @abstractmethod
     async def check(self, timeout: float) -> bool:  # noqa: ASYNC109 (the health interface)
         """Whether the backing store answers within ``timeout`` seconds."""
-
-    @abstractmethod
-    async def publish_counters(self, counters: dict[str, float]) -> None:
-        """Store this instance's counters where every instance can read them."""
 
     @abstractmethod
     async def all_instance_counters(self) -> dict[str, dict[str, float]]: ...
@@ -242,9 +235,6 @@ class MemoryConnectionRegistry(ConnectionRegistry):
 
     async def check(self, timeout: float) -> bool:  # noqa: ASYNC109 (the health interface)
         return True
-
-    async def publish_counters(self, counters: dict[str, float]) -> None:
-        self._counters = dict(counters)
 
     async def all_instance_counters(self) -> dict[str, dict[str, float]]:
         return {self.instance_id: dict(self._counters)}

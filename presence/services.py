@@ -256,10 +256,6 @@ def presence_is_behind() -> bool:
     return get_presence().is_behind()
 
 
-def presence_pending_count() -> int:
-    return get_presence().pending_count()
-
-
 async def presence_store_check(timeout: float) -> bool:  # noqa: ASYNC109 (the health interface)
     return await get_presence().store.check(timeout)
 
