@@ -81,7 +81,7 @@ INTERNAL_ERROR = "internal_error"
 Handler = Callable[[ClientFrame], Awaitable[dict[str, Any]]]
 
 
-def _validated(serializer_class: type[drf_serializers.Serializer], frame: ClientFrame) -> Any:
+def _validated(serializer_class: type[drf_serializers.Serializer[Any]], frame: ClientFrame) -> Any:
     """A frame's fields, validated exactly as the REST twin's body (unknown keys refused)."""
     try:
         return input_validate(serializer_class, frame.data, envelope=ENVELOPE_KEYS)

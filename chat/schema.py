@@ -13,7 +13,7 @@ from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
 
 
-class DetailErrorSerializer(serializers.Serializer):
+class DetailErrorSerializer(serializers.Serializer[Any]):
     detail = serializers.CharField()
 
 

@@ -48,7 +48,7 @@ class StrictIntegerField(serializers.IntegerField):
         return int(super().to_internal_value(data))
 
 
-class TypingInputSerializer(serializers.Serializer):
+class TypingInputSerializer(serializers.Serializer[Any]):
     is_typing = StrictBooleanField()
 
 
@@ -56,25 +56,25 @@ class TypingFrameSerializer(TypingInputSerializer):
     conversation_id = serializers.UUIDField()
 
 
-class TypingOutputSerializer(serializers.Serializer):
+class TypingOutputSerializer(serializers.Serializer[Any]):
     conversation_id = serializers.CharField()
     is_typing = serializers.BooleanField()
 
 
-class ReadInputSerializer(serializers.Serializer):
+class ReadInputSerializer(serializers.Serializer[Any]):
     conversation_id = serializers.UUIDField()
     message_ids = serializers.ListField(
         child=serializers.UUIDField(), min_length=1, max_length=MAX_MESSAGE_IDS
     )
 
 
-class ReadOutputSerializer(serializers.Serializer):
+class ReadOutputSerializer(serializers.Serializer[Any]):
     conversation_id = serializers.CharField()
     message_ids = serializers.ListField(child=serializers.CharField())
     read_at = serializers.DateTimeField()
 
 
-class MessageInputSerializer(serializers.Serializer):
+class MessageInputSerializer(serializers.Serializer[Any]):
     body = StrictCharField(trim_whitespace=False)
     # The sender's idempotency key: a resend with the same one creates nothing.
     client_id = StrictCharField(max_length=64, required=False, allow_blank=False)
@@ -94,7 +94,7 @@ class MessageFrameSerializer(MessageInputSerializer):
     conversation_id = serializers.UUIDField()
 
 
-class MessageOutputSerializer(serializers.Serializer):
+class MessageOutputSerializer(serializers.Serializer[Any]):
     id = serializers.CharField()
     conversation_id = serializers.CharField()
     sender_id = serializers.CharField()
@@ -104,7 +104,7 @@ class MessageOutputSerializer(serializers.Serializer):
     client_id = serializers.CharField(allow_null=True)
 
 
-class ResumeFrameSerializer(serializers.Serializer):
+class ResumeFrameSerializer(serializers.Serializer[Any]):
     """``{"positions": {"<conversation_id>": <last seq the client has>, ...}}``."""
 
     positions = serializers.DictField(child=StrictIntegerField(min_value=0))
@@ -116,34 +116,34 @@ class ResumeFrameSerializer(serializers.Serializer):
         return value
 
 
-class EventsQuerySerializer(serializers.Serializer):
+class EventsQuerySerializer(serializers.Serializer[Any]):
     after_seq = serializers.IntegerField(min_value=0, default=0)
 
 
-class EventsOutputSerializer(serializers.Serializer):
+class EventsOutputSerializer(serializers.Serializer[Any]):
     events = serializers.ListField(child=serializers.DictField())
     last_seq = serializers.IntegerField()
 
 
-class ParticipantsInputSerializer(serializers.Serializer):
+class ParticipantsInputSerializer(serializers.Serializer[Any]):
     user_ids = serializers.ListField(
         child=serializers.CharField(max_length=32), min_length=1, max_length=1000
     )
 
 
-class ParticipantOutputSerializer(serializers.Serializer):
+class ParticipantOutputSerializer(serializers.Serializer[Any]):
     id = serializers.CharField()
     username = serializers.CharField()
 
 
-class ConversationInputSerializer(serializers.Serializer):
+class ConversationInputSerializer(serializers.Serializer[Any]):
     title = StrictCharField(max_length=200, allow_blank=True, default="")
     participant_ids = serializers.ListField(
         child=serializers.CharField(max_length=32), max_length=1000, default=list
     )
 
 
-class ConversationOutputSerializer(serializers.Serializer):
+class ConversationOutputSerializer(serializers.Serializer[Any]):
     id = serializers.CharField()
     title = serializers.CharField()
     participant_ids = serializers.ListField(child=serializers.CharField())

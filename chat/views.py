@@ -79,7 +79,7 @@ def conversation_to_dict(conversation: Conversation) -> dict[str, Any]:
     }
 
 
-class ConversationViewSet(viewsets.GenericViewSet):
+class ConversationViewSet(viewsets.GenericViewSet[Any]):  # conversations and messages
     """The caller's conversations and their messages."""
 
     # For the schema only (the path parameter's type); every query goes through selectors.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.utils.module_loading import import_string
@@ -95,9 +96,9 @@ class UsersStatusView(APIView):
     """Statuses of the caller and of users who share a conversation with them."""
 
     @extend_schema_serializer(component_name="UsersStatusOutput")
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[Any]):
         @extend_schema_serializer(component_name="UserStatus")
-        class UserSerializer(serializers.Serializer):
+        class UserSerializer(serializers.Serializer[Any]):
             user_id = serializers.CharField()
             status = serializers.ChoiceField(choices=STATUSES)
             last_seen = serializers.DateTimeField(allow_null=True)
@@ -137,9 +138,9 @@ class ConnectionInfoView(APIView):
     """The caller's status and live sockets on every instance."""
 
     @extend_schema_serializer(component_name="ConnectionInfoOutput")
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[Any]):
         @extend_schema_serializer(component_name="Connection")
-        class ConnectionSerializer(serializers.Serializer):
+        class ConnectionSerializer(serializers.Serializer[Any]):
             connection_id = serializers.CharField()
             instance_id = serializers.CharField()
             connected_at = serializers.DateTimeField()

@@ -82,7 +82,8 @@ class RedisEndpoint:
         """The address to connect to now (asks the Sentinels for the current master)."""
         if not self.sentinels:
             return self.host, self.port
-        sentinel = Sentinel(list(self.sentinels), socket_timeout=limit_seconds)
+        # redis-py leaves Sentinel's constructor unannotated.
+        sentinel = Sentinel(list(self.sentinels), socket_timeout=limit_seconds)  # type: ignore[no-untyped-call]
         try:
             host, port = await sentinel.discover_master(self.sentinel_master)
         finally:
@@ -95,7 +96,7 @@ class RedisEndpoint:
     ) -> aioredis.Redis:
         """A pooled redis-py client for commands off the hot path (PING, named channels)."""
         if self.sentinels:
-            sentinel = Sentinel(
+            sentinel = Sentinel(  # type: ignore[no-untyped-call]  # unannotated in redis-py
                 list(self.sentinels),
                 socket_timeout=socket_timeout,
                 socket_connect_timeout=connect_timeout,

@@ -350,7 +350,7 @@ class ShardLink:
         )
         try:
             async with asyncio.timeout(self.settings.connect_timeout):
-                await connection.connect()
+                await connection.connect()  # type: ignore[no-untyped-call]  # as in redis-py
                 await connection.send_packed_command(_PING, check_health=False)
                 await connection.read_response(timeout=math.inf)
         except BaseException:
