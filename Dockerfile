@@ -26,6 +26,6 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
 # backlog=1024: Twisted's default of 50 overflows under bursts of reconnects.
 # --ping-interval 20: well below the balancer's tunnel timeout, so idle sockets stay up.
 # Exec form: Daphne is PID 1 and receives SIGTERM itself, which drains the instance.
-CMD ["daphne", "-e", "tcp:port=8000:interface=0.0.0.0:backlog=1024", "--proxy-headers", \
+CMD ["daphne", "-e", "tcp:port=8000:interface=0.0.0.0:backlog=1024", \
      "--ping-interval", "20", "--ping-timeout", "30", \
      "realtime_project.asgi:application"]

@@ -64,15 +64,20 @@ from connections.close_codes import (
 from connections.control import user_group
 from connections.instance import instance_id, instance_start
 from connections.layer import RealtimeChannelLayer
-from connections.registry import get_registry
+from connections.lifecycle import drain_is_active
+from connections.registry import SocketLimitReached, get_registry
 from connections.sockets import local_sockets
 from health import metrics
-from health.drain import drain_is_active
-from health.logging import log_event
 from presence.serializers import StatusInputSerializer, status_to_dict
-from presence.services import presence_connect, presence_disconnect, presence_set
+from presence.services import (
+    presence_admit,
+    presence_disconnect,
+    presence_mark_online,
+    presence_set,
+)
 from realtime_project.conf import realtime_settings
 from realtime_project.inputs import input_validate
+from realtime_project.runtime.logging import log_event
 
 logger = logging.getLogger(__name__)
 
@@ -187,6 +192,9 @@ class ChatConsumer(SocketAuthorityMixin, AsyncWebsocketConsumer):
         # The conversations this socket follows, each with its delivery cursor: the socket's
         # authority too (frames and events of any other conversation are refused).
         self.positions = Positions()
+        # The seq of each removal this socket applied: an older "added" that healing or a
+        # late delivery brings afterwards must not bring the conversation back.
+        self.removed_at: dict[str, int] = {}
         # Set at connect (chat.dedup says when a socket needs a memory of its own).
         self.seen: SeenIds | None = None
         self.bucket = TokenBucket(
@@ -242,9 +250,24 @@ class ChatConsumer(SocketAuthorityMixin, AsyncWebsocketConsumer):
             await self.refuse(WS_1012_SERVICE_RESTART)
             return
         await instance_start()
-        if await self._too_many_sockets():
+        metadata = connection_metadata(self.scope)
+        try:
+            # The limit is checked and the socket registered in one atomic step across every
+            # instance (docs/registry.md): 40 sockets racing with a limit of 20 admit 20.
+            await presence_admit(
+                user_id=self.user_id,
+                connection_id=self.connection_id,
+                metadata=metadata,
+                max_sockets=int(realtime_settings.MAX_SOCKETS_PER_USER),
+            )
+        except SocketLimitReached:
             await self.refuse(WS_4429_TOO_MANY)
             return
+        except Exception:
+            # The registry degrades on its own when Redis fails; a bug there must still not
+            # cost the user their socket.
+            logger.exception("presence_admit failed for user=%s", self.user_id)
+        self.registered = True
 
         positions = await database_sync_to_async(selectors.conversation_positions_for_user)(
             user_id=self.user_id
@@ -260,16 +283,10 @@ class ChatConsumer(SocketAuthorityMixin, AsyncWebsocketConsumer):
         healing_register(self)
         await self.accept()
         try:
-            await presence_connect(
-                user_id=self.user_id,
-                connection_id=self.connection_id,
-                metadata=connection_metadata(self.scope),
-            )
+            await presence_mark_online(user_id=self.user_id)
         except Exception:
-            # Presence degrades on its own when Redis or Firestore fail; a bug there must
-            # still not cost the user their socket.
-            logger.exception("presence_connect failed for user=%s", self.user_id)
-        self.registered = True
+            # Presence degrades on its own when Firestore fails.
+            logger.exception("presence_mark_online failed for user=%s", self.user_id)
         local_sockets.add(self)
         metrics.connection_opened()
         log_event(
@@ -277,7 +294,7 @@ class ChatConsumer(SocketAuthorityMixin, AsyncWebsocketConsumer):
             "ws_connect",
             connection_id=self.connection_id,
             user_id=self.user_id,
-            address=connection_metadata(self.scope)["address"],
+            address=metadata["address"],
         )
         await self.send_frame(
             event_frame(
@@ -295,16 +312,6 @@ class ChatConsumer(SocketAuthorityMixin, AsyncWebsocketConsumer):
         log_event(logger, "ws_refused", close_code=code, user_id=getattr(self, "user_id", None))
         await self.accept()
         await self.server_close(code=code)
-
-    async def _too_many_sockets(self) -> bool:
-        # Checked before registering, so two sockets racing may both get in: the limit is a
-        # guard against runaway clients, not an exact quota.
-        try:
-            count = await get_registry().user_connection_count(self.user_id)
-        except Exception:
-            logger.exception("cannot count sockets of user=%s; letting it in", self.user_id)
-            return False
-        return int(count) >= int(realtime_settings.MAX_SOCKETS_PER_USER)
 
     async def disconnect(self, code: int) -> None:
         self.authority_stop()
@@ -490,7 +497,7 @@ class ChatConsumer(SocketAuthorityMixin, AsyncWebsocketConsumer):
         conversation_id = str(event["conversation_id"])
         seq = int(event["seq"])
         if conversation_id not in self.positions:
-            if not self._added_here(event):
+            if not self._added_here(event) or seq <= self.removed_at.get(conversation_id, 0):
                 return  # not (or no longer) this socket's conversation
             # The event that adds this user: follow the conversation from just before it.
             await self._join(conversation_id, seq - 1)
@@ -548,6 +555,7 @@ class ChatConsumer(SocketAuthorityMixin, AsyncWebsocketConsumer):
             and event.get("action") == "removed"
             and str(event.get("user_id")) == self.user_id
         ):
+            self.removed_at[conversation_id] = int(event["seq"])
             await self._leave(conversation_id)
 
     async def on_resume(self, frame: ClientFrame) -> dict[str, Any]:
@@ -606,7 +614,12 @@ class ChatConsumer(SocketAuthorityMixin, AsyncWebsocketConsumer):
 
     async def realtime_join(self, message: dict[str, Any]) -> None:
         conversation_id = message.get("conversation_id")
-        if self.registered and isinstance(conversation_id, str) and conversation_id:
+        if (
+            self.registered
+            and isinstance(conversation_id, str)
+            and conversation_id
+            and conversation_id not in self.removed_at
+        ):
             await self._join(conversation_id, int(message.get("seq", 0)))
 
     async def channel_overflow(self, message: dict[str, Any]) -> None:

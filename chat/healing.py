@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 class HealTarget(Protocol):
     channel_name: str
+    user_id: str
     positions: Positions
 
     async def server_close(self, *, code: int) -> None: ...
@@ -46,6 +47,7 @@ class _LoopState:
         self.targets: dict[str, HealTarget] = {}
         self.wake = asyncio.Event()
         self.previous: dict[str, int] = {}
+        self.passes = 0
 
 
 _states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
@@ -69,6 +71,11 @@ def healing_unregister(target: HealTarget) -> None:
     _state().targets.pop(target.channel_name, None)
 
 
+# The periodic pass also looks for conversations a socket should follow but does not (its
+# user was added while live delivery was away) every this many passes.
+MEMBERSHIP_EVERY_PASSES = 5
+
+
 async def heal_once(*, fully: bool) -> int:
     """One pass over this event loop's sockets; how many events were handed to sockets."""
     state = _state()
@@ -76,6 +83,10 @@ async def heal_once(*, fully: bool) -> int:
     if not targets:
         state.previous = {}
         return 0
+    state.passes += 1
+    handed = 0
+    if fully or state.passes % MEMBERSHIP_EVERY_PASSES == 0:
+        handed += await _memberships_heal(targets)
     conversation_ids = {cid for target in targets for cid in target.positions.cursors}
     current = await database_sync_to_async(selectors.conversation_last_seqs)(
         conversation_ids=conversation_ids
@@ -92,7 +103,7 @@ async def heal_once(*, fully: bool) -> int:
             if cursor.high < goal.get(cid, 0):
                 behind.setdefault(cid, []).append((target, cursor.high))
     if not behind:
-        return 0
+        return handed
     limit = int(realtime_settings.RESUME_MAX_EVENTS)
     logged = await database_sync_to_async(selectors.events_after)(
         positions={cid: min(high for _, high in items) for cid, items in behind.items()},
@@ -100,7 +111,6 @@ async def heal_once(*, fully: bool) -> int:
     )
     layer = get_channel_layer()
     assert layer is not None
-    handed = 0
     for cid, items in behind.items():
         for target, high in items:
             for entry in logged.get(cid, [])[:limit]:
@@ -119,6 +129,43 @@ async def heal_once(*, fully: bool) -> int:
     if handed:
         logger.info("healing handed %d missed events to local sockets", handed)
     return handed
+
+
+async def _memberships_heal(targets: list[HealTarget]) -> int:
+    """Make sockets follow conversations their user joined while the news was lost.
+
+    The socket is handed the logged ``member`` event that added its user (it follows from
+    there, and the next pass fills in what came after), or, for a user who was there from a
+    new conversation's start, told to follow it from ``seq`` 0.
+    """
+    members = await database_sync_to_async(selectors.memberships_of)(
+        user_ids={target.user_id for target in targets}
+    )
+    missing = [
+        (target, cid)
+        for target in targets
+        for cid in members.get(target.user_id, set())
+        if cid not in target.positions
+    ]
+    if not missing:
+        return 0
+    added = await database_sync_to_async(selectors.member_added_events)(
+        pairs={(target.user_id, cid) for target, cid in missing}
+    )
+    layer = get_channel_layer()
+    assert layer is not None
+    for target, cid in missing:
+        entry = added.get((target.user_id, cid))
+        message = (
+            events.event_message(entry.frame)
+            if entry is not None
+            else {"type": events.JOIN_MESSAGE_TYPE, "conversation_id": cid, "seq": 0}
+        )
+        try:
+            await layer.send(target.channel_name, message)
+        except ChannelFull:
+            await target.server_close(code=WS_4008_SLOW_CONSUMER)
+    return len(missing)
 
 
 async def healing_loop() -> None:

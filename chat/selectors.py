@@ -69,6 +69,37 @@ def conversation_last_seqs(*, conversation_ids: Iterable[str]) -> dict[str, int]
     }
 
 
+def memberships_of(*, user_ids: Iterable[str]) -> dict[str, set[str]]:
+    """The conversations of each user (one query)."""
+    numeric = [int(uid) for uid in user_ids if str(uid).isdigit()]
+    result: dict[str, set[str]] = {}
+    for uid, cid in Participant.objects.filter(user_id__in=numeric).values_list(
+        "user_id", "conversation_id"
+    ):
+        result.setdefault(str(uid), set()).add(str(cid))
+    return result
+
+
+def member_added_events(*, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], LoggedEvent]:
+    """For (user, conversation) pairs, the logged ``member`` event that added the user, if any
+    (users who were there from the conversation's start have none)."""
+    wanted = set(pairs)
+    conversations = {pk for pk in (_as_uuid(cid) for _, cid in wanted) if pk is not None}
+    found: dict[tuple[str, str], LoggedEvent] = {}
+    rows = (
+        Event.objects.filter(conversation_id__in=conversations, type=Event.Type.MEMBER)
+        .order_by("seq")
+        .values_list("conversation_id", "seq", "frame")
+    )
+    for pk, seq, frame in rows:
+        key = (str(frame.get("user_id")), str(pk))
+        if key in wanted and frame.get("action") == "added":
+            found[key] = LoggedEvent(int(seq), frame, "")
+        elif key in wanted and frame.get("action") == "removed":
+            found.pop(key, None)
+    return found
+
+
 def participant_conversation_seq(*, conversation_id: object, user_id: int | str) -> int | None:
     """The conversation's ``last_seq`` if ``user_id`` takes part in it, else ``None``."""
     pk = _as_uuid(conversation_id)

@@ -44,6 +44,14 @@ from chat.serializers import (
 from realtime_project.conf import realtime_settings
 from realtime_project.inputs import input_validate
 
+# What a write about one conversation can answer besides its success (see the module doc).
+CONVERSATION_WRITE_ERRORS = {
+    400: FIELD_ERRORS,
+    401: UNAUTHENTICATED,
+    403: FORBIDDEN,
+    404: NOT_FOUND,
+}
+
 CONVERSATION_ID = OpenApiParameter(
     "id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The conversation's id."
 )
@@ -163,10 +171,7 @@ class ConversationViewSet(viewsets.GenericViewSet[Any]):  # conversations and me
         responses={
             200: MessageOutputSerializer,
             201: MessageOutputSerializer,
-            400: FIELD_ERRORS,
-            401: UNAUTHENTICATED,
-            403: FORBIDDEN,
-            404: NOT_FOUND,
+            **CONVERSATION_WRITE_ERRORS,
         },
     )
     @action(
@@ -205,10 +210,7 @@ class ConversationViewSet(viewsets.GenericViewSet[Any]):  # conversations and me
         ],
         responses={
             200: EventsOutputSerializer,
-            400: FIELD_ERRORS,
-            401: UNAUTHENTICATED,
-            403: FORBIDDEN,
-            404: NOT_FOUND,
+            **CONVERSATION_WRITE_ERRORS,
         },
     )
     @action(detail=True, methods=["get"], serializer_class=EventsOutputSerializer)
@@ -227,10 +229,7 @@ class ConversationViewSet(viewsets.GenericViewSet[Any]):  # conversations and me
         request=ParticipantsInputSerializer,
         responses={
             200: ConversationOutputSerializer,
-            400: FIELD_ERRORS,
-            401: UNAUTHENTICATED,
-            403: FORBIDDEN,
-            404: NOT_FOUND,
+            **CONVERSATION_WRITE_ERRORS,
         },
     )
     @action(detail=True, methods=["post"], serializer_class=ConversationOutputSerializer)
@@ -275,10 +274,7 @@ class ConversationViewSet(viewsets.GenericViewSet[Any]):  # conversations and me
         request=TypingInputSerializer,
         responses={
             200: TypingOutputSerializer,
-            400: FIELD_ERRORS,
-            401: UNAUTHENTICATED,
-            403: FORBIDDEN,
-            404: NOT_FOUND,
+            **CONVERSATION_WRITE_ERRORS,
         },
     )
     @action(detail=True, methods=["post"], serializer_class=TypingOutputSerializer)
@@ -299,10 +295,7 @@ class MessagesReadView(APIView):
         request=ReadInputSerializer,
         responses={
             200: ReadOutputSerializer,
-            400: FIELD_ERRORS,
-            401: UNAUTHENTICATED,
-            403: FORBIDDEN,
-            404: NOT_FOUND,
+            **CONVERSATION_WRITE_ERRORS,
         },
     )
     def post(self, request: Request) -> Response:

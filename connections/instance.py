@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from connections.registry import get_registry
+from connections.status import layer_view
 from realtime_project.conf import realtime_settings
 
 logger = logging.getLogger(__name__)
@@ -108,12 +109,10 @@ async def _supervised(name: str, factory: TaskFactory) -> None:
 
 
 def _layer_counters() -> dict[str, float]:
-    from channels.layers import get_channel_layer
-
-    counters = getattr(get_channel_layer(), "counters", None)
-    if not callable(counters):
+    layer = layer_view()
+    if layer is None:
         return {}
-    return {name: float(value) for name, value in counters().items()}
+    return {name: float(value) for name, value in layer.counters().items()}
 
 
 async def _heartbeat_loop() -> None:

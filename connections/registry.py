@@ -1,7 +1,8 @@
 """The connection registry: which sockets are live, on which instance. See docs/registry.md.
 
-``get_registry()`` returns the process's registry: backed by Redis when ``REALTIME["REDIS_URL"]``
-is set (``connections.registry_redis``), otherwise by this process's own memory. Both keep the
+``get_registry()`` returns the process's registry: backed by Redis whenever the topology
+(``connections.topology``) names one (a URL, Sentinel or a Cluster; ``connections.registry_redis``),
+otherwise by this process's own memory. Both keep the
 local truth (the sockets this process holds) in memory; the Redis one mirrors it into Redis so
 that every instance can answer for every user, and replays it whenever Redis lost it.
 """
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from connections.topology import get_topology
 from realtime_project.conf import realtime_settings
 
 
@@ -42,6 +44,15 @@ class ConnectionInfo:
             "expires_at": self.expires_at.isoformat(),
             "metadata": dict(self.metadata),
         }
+
+
+class SocketLimitReached(Exception):
+    """A connect refused because the user already holds ``MAX_SOCKETS_PER_USER`` sockets."""
+
+    def __init__(self, user_id: str, count: int) -> None:
+        super().__init__(f"user {user_id} already holds {count} sockets")
+        self.user_id = user_id
+        self.count = count
 
 
 class ConnectionRegistry(ABC):
@@ -131,13 +142,40 @@ class ConnectionRegistry(ABC):
 
     @abstractmethod
     async def register(
-        self, *, connection_id: str, user_id: str, metadata: dict[str, str]
+        self,
+        *,
+        connection_id: str,
+        user_id: str,
+        metadata: dict[str, str],
+        max_sockets: int | None = None,
+        deadline_key: str | None = None,
     ) -> ConnectionInfo:
-        """Record a new live socket of this instance. Never raises for a backend failure."""
+        """Record a new live socket of this instance. Never raises for a backend failure.
+
+        With ``max_sockets``, raises ``SocketLimitReached`` when the user already holds that
+        many on all instances; the check and the write are one atomic step. ``deadline_key``
+        (the presence deadline set of the user's bucket) has the user's offline deadline
+        cancelled in the same step, when ``writes_deadlines`` says the backend does that.
+        """
 
     @abstractmethod
-    async def unregister(self, *, connection_id: str, user_id: str) -> int:
-        """Forget a socket; return the user's remaining live connections on all instances."""
+    async def unregister(
+        self,
+        *,
+        connection_id: str,
+        user_id: str,
+        offline_deadline: tuple[str, float] | None = None,
+    ) -> int:
+        """Forget a socket; return the user's remaining live connections on all instances.
+
+        ``offline_deadline`` (deadline set, when) is set in the same step if that was the
+        user's last socket anywhere, when ``writes_deadlines`` says the backend does that.
+        """
+
+    @property
+    def writes_deadlines(self) -> bool:
+        """True when register/unregister carry the offline deadline themselves (Redis up)."""
+        return False
 
     async def touch(self, *, connection_id: str) -> None:
         """Note activity on a socket; Redis learns it at the next heartbeat, in bulk."""
@@ -179,6 +217,10 @@ class ConnectionRegistry(ABC):
     async def check(self, timeout: float) -> bool:  # noqa: ASYNC109 (the health interface)
         """Whether the backing store answers within ``timeout`` seconds."""
 
+    async def check_nodes(self, timeout: float) -> dict[str, bool]:  # noqa: ASYNC109
+        """Each store node the registry depends on and whether it answered (one, here)."""
+        return {"registry": await self.check(timeout)}
+
     @abstractmethod
     async def all_instance_counters(self) -> dict[str, dict[str, float]]: ...
 
@@ -199,11 +241,27 @@ class MemoryConnectionRegistry(ConnectionRegistry):
         self._counters: dict[str, float] = {}
 
     async def register(
-        self, *, connection_id: str, user_id: str, metadata: dict[str, str]
+        self,
+        *,
+        connection_id: str,
+        user_id: str,
+        metadata: dict[str, str],
+        max_sockets: int | None = None,
+        deadline_key: str | None = None,
     ) -> ConnectionInfo:
+        # One process, no await between the check and the write: atomic as it stands.
+        count = self._local_user_count(user_id)
+        if max_sockets is not None and count >= max_sockets:
+            raise SocketLimitReached(user_id, count)
         return self._local_add(connection_id=connection_id, user_id=user_id, metadata=metadata)
 
-    async def unregister(self, *, connection_id: str, user_id: str) -> int:
+    async def unregister(
+        self,
+        *,
+        connection_id: str,
+        user_id: str,
+        offline_deadline: tuple[str, float] | None = None,
+    ) -> int:
         info = self._local_remove(connection_id=connection_id, user_id=user_id)
         return self._local_user_count(info.user_id if info else user_id)
 
@@ -242,24 +300,24 @@ class MemoryConnectionRegistry(ConnectionRegistry):
 
 _lock = threading.Lock()
 _registry: ConnectionRegistry | None = None
-_registry_key: tuple[str | None, str] | None = None
+_registry_key: tuple[object, str] | None = None
 
 
 def get_registry() -> ConnectionRegistry:
-    """The process's registry; rebuilt when the Redis URL or instance id setting changes.
+    """The process's registry; rebuilt when the topology or instance id setting changes.
 
     The Redis backend keeps one client per event loop, so the same registry serves Daphne's
     loop, ``async_to_sync`` loops and the tests' per-test loops.
     """
     global _registry, _registry_key
-    url = redis_url_setting()
-    key = (url, str(realtime_settings.INSTANCE_ID))
+    topology = get_topology()
+    key = (topology, str(realtime_settings.INSTANCE_ID))
     with _lock:
         if _registry is None or _registry_key != key:
-            if url:
+            if topology.enabled:
                 from connections.registry_redis import RedisConnectionRegistry
 
-                _registry = RedisConnectionRegistry(redis_url=url, instance_id=key[1])
+                _registry = RedisConnectionRegistry(topology=topology, instance_id=key[1])
             else:
                 _registry = MemoryConnectionRegistry(instance_id=key[1])
             _registry_key = key
@@ -272,12 +330,3 @@ def reset_registry() -> None:
     with _lock:
         _registry = None
         _registry_key = None
-
-
-def redis_url_setting() -> str | None:
-    """The registry's Redis: the first of ``REDIS_URL`` when several nodes are listed."""
-    raw = realtime_settings.REDIS_URL
-    if not raw:
-        return None
-    first = str(raw).split(",")[0].strip()
-    return first or None

@@ -1,9 +1,15 @@
 """The Redis-backed connection registry. See docs/registry.md for the keys and the lease.
 
-Every write is one pipelined round trip; the heartbeat is one round trip per instance (two
-when it has to replay after Redis lost this instance's data). A Redis failure never leaves
+A connect is one Lua script on the user's slot (socket limit, registry entry, offline deadline
+cancelled) and, on a Redis Cluster, one more write on the instance's slot: one round trip on a
+single node, two on a cluster. A disconnect is one round trip (on a cluster its two writes go to
+their nodes concurrently). The heartbeat is one round trip per instance (two when it has to
+replay after Redis lost this instance's data). A Redis failure never leaves
 ``register``/``unregister``: the local truth is kept and replayed by the next heartbeat that
 reaches Redis.
+
+Keys carry hash tags (``connections.topology``): everything about one user (and the offline
+deadline set of the user's bucket) shares a slot, everything about one instance shares another.
 """
 
 from __future__ import annotations
@@ -15,8 +21,19 @@ import math
 import time
 from typing import Any
 
-from connections.redis_clients import REDIS_ERRORS, LoopClients
-from connections.registry import ConnectionInfo, ConnectionRegistry, utc_from_timestamp
+from connections.registry import (
+    ConnectionInfo,
+    ConnectionRegistry,
+    SocketLimitReached,
+    utc_from_timestamp,
+)
+from connections.topology import (
+    REDIS_ERRORS,
+    LoopClients,
+    RedisTopology,
+    instance_tag,
+    user_tag,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +54,86 @@ return 0
 """
 
 
+# The user's side of a connect, atomically: drop entries of instances known dead, refuse past
+# the limit, add the entry, cancel the offline deadline; on one node (no cluster) the
+# instance's side too. KEYS: user hash, [deadline set], [instance conns, instance users,
+# instance set]. ARGV: cid, iid, limit (0: none), data ttl ms, uid, encoded entry, local user
+# count, has deadline (0/1), has instance keys (0/1), now ms ('' once the instance has beaten:
+# before that a connect announces it), dead instance ids...
+# Returns {admitted (0/1), the user's live connections before this one}.
+_CONNECT = """
+local dead = {}
+for i = 11, #ARGV do dead[ARGV[i]] = true end
+local entries = redis.call('HGETALL', KEYS[1])
+local count = 0
+for i = 1, #entries, 2 do
+  if dead[entries[i + 1]] then
+    redis.call('HDEL', KEYS[1], entries[i])
+  elseif entries[i] ~= ARGV[1] then
+    count = count + 1
+  end
+end
+local limit = tonumber(ARGV[3])
+if limit > 0 and count >= limit then
+  return {0, count}
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+local n = 1
+if ARGV[8] == '1' then
+  n = 2
+  redis.call('ZREM', KEYS[2], ARGV[5])
+end
+if ARGV[9] == '1' then
+  redis.call('HSET', KEYS[n + 1], ARGV[1], ARGV[6])
+  redis.call('PEXPIRE', KEYS[n + 1], ARGV[4])
+  redis.call('HSET', KEYS[n + 2], ARGV[5], ARGV[7])
+  redis.call('PEXPIRE', KEYS[n + 2], ARGV[4])
+  if ARGV[10] ~= '' then
+    redis.call('ZADD', KEYS[n + 3], ARGV[10], ARGV[2])
+    redis.call('PEXPIRE', KEYS[n + 3], ARGV[4])
+  end
+end
+return {1, count}
+"""
+
+# The user's side of a disconnect: remove the entry, count the user's connections on other
+# live instances, and when none is left anywhere set the offline deadline (only if the
+# caller's own count is zero too). KEYS: user hash, [deadline set], [instance conns, users].
+# ARGV: cid, iid, uid, local user count, deadline, deadline set ttl s, has deadline,
+# has instance keys, dead instance ids... Returns the count on other instances.
+_DISCONNECT = """
+local dead = {}
+for i = 9, #ARGV do dead[ARGV[i]] = true end
+redis.call('HDEL', KEYS[1], ARGV[1])
+local entries = redis.call('HGETALL', KEYS[1])
+local remote = 0
+for i = 1, #entries, 2 do
+  local owner = entries[i + 1]
+  if owner ~= ARGV[2] and not dead[owner] then
+    remote = remote + 1
+  end
+end
+local n = 1
+if ARGV[7] == '1' then
+  n = 2
+  if remote == 0 and tonumber(ARGV[4]) == 0 then
+    redis.call('ZADD', KEYS[2], ARGV[5], ARGV[3])
+    redis.call('EXPIRE', KEYS[2], ARGV[6])
+  end
+end
+if ARGV[8] == '1' then
+  redis.call('HDEL', KEYS[n + 1], ARGV[1])
+  if tonumber(ARGV[4]) > 0 then
+    redis.call('HSET', KEYS[n + 2], ARGV[3], ARGV[4])
+  else
+    redis.call('HDEL', KEYS[n + 2], ARGV[3])
+  end
+end
+return remote
+"""
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -45,14 +142,26 @@ class RedisConnectionRegistry(ConnectionRegistry):
     def __init__(
         self,
         *,
-        redis_url: str,
         instance_id: str,
+        redis_url: str | None = None,
+        topology: RedisTopology | None = None,
         ttl_seconds: float | None = None,
         key_prefix: str = KEY_PREFIX,
     ) -> None:
         super().__init__(instance_id=instance_id, ttl_seconds=ttl_seconds)
-        self._clients = LoopClients(redis_url)
+        if topology is None:
+            if redis_url is None:
+                raise ValueError("a Redis registry needs a topology or a URL")
+            topology = RedisTopology(mode="single", urls=(redis_url,))
+        self.topology = topology
+        self._clients = LoopClients(topology)
         self._prefix = key_prefix
+        # Instances whose lease had lapsed at the last heartbeat: the connect and disconnect
+        # scripts ignore (and clean) their entries without reading the instance set, which
+        # lives on another slot of a cluster. An instance not known yet counts as alive.
+        self._dead: set[str] = set()
+        # Whether a heartbeat (or replay) has put this instance in the instance set.
+        self._announced = False
         # Set when Redis failed or lost our data: the next heartbeat rewrites everything.
         self._needs_replay = True
         # Set after a failed call so that connects do not each wait on a dead Redis.
@@ -67,22 +176,32 @@ class RedisConnectionRegistry(ConnectionRegistry):
     # -- keys --------------------------------------------------------------------------------
 
     def _k_lease(self, iid: str) -> str:
-        return f"{self._prefix}lease:{iid}"
+        return f"{self._prefix}{instance_tag(iid)}:lease"
 
     def _k_instances(self) -> str:
         return f"{self._prefix}instances"
 
     def _k_conns(self, iid: str) -> str:
-        return f"{self._prefix}conns:{iid}"
+        return f"{self._prefix}{instance_tag(iid)}:conns"
 
     def _k_iusers(self, iid: str) -> str:
-        return f"{self._prefix}iusers:{iid}"
+        return f"{self._prefix}{instance_tag(iid)}:iusers"
 
     def _k_user(self, uid: str) -> str:
-        return f"{self._prefix}user:{uid}"
+        return f"{self._prefix}{user_tag(uid)}:user:{uid}"
 
     def _k_counters(self, iid: str) -> str:
-        return f"{self._prefix}counters:{iid}"
+        return f"{self._prefix}{instance_tag(iid)}:counters"
+
+    def key_conns(self, iid: str) -> str:
+        """The hash of an instance's connections (tests and operators read it)."""
+        return self._k_conns(iid)
+
+    def key_user(self, uid: str) -> str:
+        return self._k_user(uid)
+
+    def key_lease(self, iid: str) -> str:
+        return self._k_lease(iid)
 
     @property
     def _ttl_ms(self) -> int:
@@ -146,31 +265,95 @@ class RedisConnectionRegistry(ConnectionRegistry):
     # -- writes ------------------------------------------------------------------------------
 
     async def register(
-        self, *, connection_id: str, user_id: str, metadata: dict[str, str]
+        self,
+        *,
+        connection_id: str,
+        user_id: str,
+        metadata: dict[str, str],
+        max_sockets: int | None = None,
+        deadline_key: str | None = None,
+    ) -> ConnectionInfo:
+        if self._redis_down:
+            # Redis is known to be away: the limit holds per instance, and the heartbeat
+            # replays this socket once Redis is back.
+            if max_sockets is not None and self._local_user_count(user_id) >= max_sockets:
+                raise SocketLimitReached(user_id, self._local_user_count(user_id))
+            return self._admit_locally(connection_id, user_id, metadata)
+        info = self._local_add(connection_id=connection_id, user_id=user_id, metadata=metadata)
+        self._closed_while_down.pop(connection_id, None)
+        self._generation += 1
+        cluster = self.topology.cluster
+        iid = self.instance_id
+        keys = [self._k_user(user_id)]
+        if deadline_key is not None:
+            keys.append(deadline_key)
+        if not cluster:
+            keys += [self._k_conns(iid), self._k_iusers(iid), self._k_instances()]
+        args: list[Any] = [
+            connection_id,
+            iid,
+            max_sockets or 0,
+            self._data_ttl_ms,
+            user_id,
+            self._encode(info),
+            self._local_user_count(user_id),
+            "1" if deadline_key is not None else "0",
+            "0" if cluster else "1",
+            # Until its first heartbeat a connect proves the instance's liveness, so that a
+            # crash before that beat still leaves its sockets reapable.
+            "" if self._announced else _now_ms(),
+            *sorted(self._dead),
+        ]
+        client = self._clients.get()
+        try:
+            admitted, before = await client.eval(_CONNECT, len(keys), *keys, *args)
+            if int(admitted) and cluster:
+                await self._instance_write(client, connection_id, user_id, info)
+        except REDIS_ERRORS as exc:
+            self._mark_failed("register", exc)
+            return info
+        if not int(admitted):
+            self._local_remove(connection_id=connection_id, user_id=user_id)
+            self._generation += 1
+            raise SocketLimitReached(user_id, int(before))
+        return info
+
+    def _admit_locally(
+        self, connection_id: str, user_id: str, metadata: dict[str, str]
     ) -> ConnectionInfo:
         info = self._local_add(connection_id=connection_id, user_id=user_id, metadata=metadata)
         self._closed_while_down.pop(connection_id, None)
         self._generation += 1
-        if self._redis_down:
-            return info  # Redis is known to be away; the heartbeat replays this socket
-        data_ttl = self._data_ttl_ms
-        try:
-            pipe = self._clients.get().pipeline(transaction=False)
-            pipe.hset(self._k_conns(self.instance_id), connection_id, self._encode(info))
-            pipe.pexpire(self._k_conns(self.instance_id), data_ttl)
-            pipe.hset(self._k_iusers(self.instance_id), user_id, self._local_user_count(user_id))
-            pipe.pexpire(self._k_iusers(self.instance_id), data_ttl)
-            pipe.hset(self._k_user(user_id), connection_id, self.instance_id)
-            pipe.pexpire(self._k_user(user_id), data_ttl)
-            # A connect proves liveness; it also keeps the instance visible before its first beat.
-            pipe.zadd(self._k_instances(), {self.instance_id: _now_ms()})
-            pipe.pexpire(self._k_instances(), data_ttl)
-            await pipe.execute()
-        except REDIS_ERRORS as exc:
-            self._mark_failed("register", exc)
         return info
 
-    async def unregister(self, *, connection_id: str, user_id: str) -> int:
+    async def _instance_write(
+        self, client: Any, connection_id: str, user_id: str, info: ConnectionInfo
+    ) -> None:
+        """The instance's side of a connect, on its own slot (cluster only)."""
+        data_ttl = self._data_ttl_ms
+        iid = self.instance_id
+        pipe = client.pipeline(transaction=False)
+        pipe.hset(self._k_conns(iid), connection_id, self._encode(info))
+        pipe.pexpire(self._k_conns(iid), data_ttl)
+        pipe.hset(self._k_iusers(iid), user_id, self._local_user_count(user_id))
+        pipe.pexpire(self._k_iusers(iid), data_ttl)
+        if not self._announced:
+            pipe.zadd(self._k_instances(), {iid: _now_ms()})
+            pipe.pexpire(self._k_instances(), data_ttl)
+        await pipe.execute()
+
+    @property
+    def writes_deadlines(self) -> bool:
+        """Whether the last connect/disconnect scripts could carry the offline deadline."""
+        return not self._redis_down
+
+    async def unregister(
+        self,
+        *,
+        connection_id: str,
+        user_id: str,
+        offline_deadline: tuple[str, float] | None = None,
+    ) -> int:
         info = self._local_remove(connection_id=connection_id, user_id=user_id)
         owner = info.user_id if info is not None else user_id
         self._dirty.discard(connection_id)
@@ -179,25 +362,45 @@ class RedisConnectionRegistry(ConnectionRegistry):
         if self._redis_down:
             self._closed_while_down[connection_id] = owner
             return local
+        cluster = self.topology.cluster
+        iid = self.instance_id
+        keys = [self._k_user(owner)]
+        deadline_at = 0.0
+        if offline_deadline is not None:
+            keys.append(offline_deadline[0])
+            deadline_at = offline_deadline[1]
+        if not cluster:
+            keys += [self._k_conns(iid), self._k_iusers(iid)]
+        args: list[Any] = [
+            connection_id,
+            iid,
+            owner,
+            local,
+            deadline_at,
+            int(max(3600, (deadline_at - time.time()) * 2)),
+            "1" if offline_deadline is not None else "0",
+            "0" if cluster else "1",
+            *sorted(self._dead),
+        ]
+        client = self._clients.get()
         try:
-            pipe = self._clients.get().pipeline(transaction=False)
-            pipe.hdel(self._k_conns(self.instance_id), connection_id)
-            if local:
-                pipe.hset(self._k_iusers(self.instance_id), owner, local)
+            script = client.eval(_DISCONNECT, len(keys), *keys, *args)
+            if cluster:
+                # Two slots, two nodes: both writes travel at once (one round trip of waiting).
+                pipe = client.pipeline(transaction=False)
+                pipe.hdel(self._k_conns(iid), connection_id)
+                if local:
+                    pipe.hset(self._k_iusers(iid), owner, local)
+                else:
+                    pipe.hdel(self._k_iusers(iid), owner)
+                remote, _ = await asyncio.gather(script, pipe.execute())
             else:
-                pipe.hdel(self._k_iusers(self.instance_id), owner)
-            pipe.hdel(self._k_user(owner), connection_id)
-            pipe.hgetall(self._k_user(owner))
-            pipe.zrange(self._k_instances(), 0, -1, withscores=True)
-            results = await pipe.execute()
+                remote = await script
         except REDIS_ERRORS as exc:
             self._closed_while_down[connection_id] = owner
             self._mark_failed("unregister", exc)
             return local
-        entries: dict[str, str] = results[-2]
-        alive = self._alive({str(i): float(s) for i, s in results[-1]})
-        remote = sum(1 for iid in entries.values() if iid != self.instance_id and iid in alive)
-        return local + remote
+        return local + int(remote)
 
     async def touch(self, *, connection_id: str) -> None:
         if self._local_touch(connection_id):
@@ -229,15 +432,22 @@ class RedisConnectionRegistry(ConnectionRegistry):
             for uid in self._by_user:
                 pipe.pexpire(self._k_user(uid), data_ttl)
             self._queue_counters(pipe)
+            pipe.zrange(self._k_instances(), 0, -1, withscores=True)
             results = await pipe.execute()
         except REDIS_ERRORS as exc:
             self._dirty.update(dirty)
             self._mark_failed("heartbeat", exc)
             return
+        self._note_dead(results[-1], now_ms)
+        self._announced = True
         if results[0] is None:
             logger.warning("registry: lease of %s was missing; registering again", self.instance_id)
             self._needs_replay = True
             await self._replay_or_mark()
+
+    def _note_dead(self, pairs: list[Any], now_ms: int) -> None:
+        heartbeats = {str(i): float(score) for i, score in pairs}
+        self._dead = set(heartbeats) - self._alive(heartbeats, now_ms) - {self.instance_id}
 
     def _queue_counters(self, pipe: Any) -> None:
         counters = dict(self._counters)
@@ -259,6 +469,7 @@ class RedisConnectionRegistry(ConnectionRegistry):
                 logger.debug("registry: replay failed (%r)", exc)
                 return
             self._redis_down = False
+            self._announced = True
             if generation == self._generation:
                 self._needs_replay = False
                 self._replay_count += 1
@@ -269,8 +480,11 @@ class RedisConnectionRegistry(ConnectionRegistry):
         now_ms = _now_ms()
         data_ttl = self._data_ttl_ms
         iid = self.instance_id
-        pipe = self._clients.get().pipeline(transaction=True)
-        pipe.delete(self._k_conns(iid), self._k_iusers(iid))
+        # On one node the rewrite is atomic; a cluster cannot run a transaction across slots,
+        # and the instance's own keys (one slot) are rewritten in order.
+        pipe = self._clients.get().pipeline(transaction=not self.topology.cluster)
+        pipe.delete(self._k_conns(iid))
+        pipe.delete(self._k_iusers(iid))
         if self._local:
             pipe.hset(
                 self._k_conns(iid), mapping={c: self._encode(i) for c, i in self._local.items()}
@@ -310,8 +524,9 @@ class RedisConnectionRegistry(ConnectionRegistry):
                 claimed = await client.eval(_CLAIM_DEAD, 1, self._k_instances(), iid, cutoff)
                 if int(claimed) != 1:
                     continue
-                users.update(await self._purge_instance(iid))
-                logger.info("registry: reaped instance %s (%d users)", iid, len(users))
+                lost = await self._purge_instance(iid)
+                users.update(lost)
+                logger.info("registry: reaped instance %s (%d users)", iid, len(lost))
         except REDIS_ERRORS as exc:
             logger.debug("registry: reaper could not reach Redis (%r)", exc)
             return []
@@ -330,6 +545,7 @@ class RedisConnectionRegistry(ConnectionRegistry):
         for cid, uid in owners.items():
             pipe.hdel(self._k_user(uid), cid)
         # Deleting the lease makes a stalled-but-alive owner replay at its next heartbeat.
+        # One slot (the instance's tag), so one DEL also works on a cluster.
         pipe.delete(
             self._k_conns(iid), self._k_iusers(iid), self._k_lease(iid), self._k_counters(iid)
         )
@@ -348,15 +564,6 @@ class RedisConnectionRegistry(ConnectionRegistry):
         except REDIS_ERRORS as exc:
             logger.warning("registry: could not remove instance entries (%r)", exc)
         return sorted(users)
-
-    async def publish_counters(self, counters: dict[str, float]) -> None:
-        self._counters = {str(k): float(v) for k, v in counters.items()}
-        try:
-            pipe = self._clients.get().pipeline(transaction=False)
-            self._queue_counters(pipe)
-            await pipe.execute()
-        except REDIS_ERRORS as exc:
-            logger.debug("registry: could not publish counters (%r)", exc)
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -472,10 +679,14 @@ class RedisConnectionRegistry(ConnectionRegistry):
         return counters
 
     async def check(self, timeout: float) -> bool:  # noqa: ASYNC109 (the health interface)
+        return all((await self.check_nodes(timeout)).values())
+
+    async def check_nodes(self, timeout: float) -> dict[str, bool]:  # noqa: ASYNC109
+        """Each node the registry depends on, and whether it answered within ``timeout``."""
         try:
-            return bool(await asyncio.wait_for(self._clients.get().ping(), timeout))
+            return await self.topology.node_status(self._clients.get(), timeout_seconds=timeout)
         except REDIS_ERRORS:
-            return False
+            return {self.topology.describe(): False}
 
     async def close(self) -> None:
         await self._clients.aclose_current()

@@ -3,41 +3,21 @@
 Django runs its middleware chain in a worker thread whenever one middleware is sync-only
 (WhiteNoise is), so even an async view would wait for that thread, and a busy instance would
 answer its load balancer late. This small ASGI wrapper answers the probe itself, before
-Django, and starts the instance's background loops from a clean context (not from inside a
-request's thread bridge, whose executor is gone once the request ends).
+Django. It only reads; the instance's loops are started by ``connections.lifecycle``.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from health.checks import health_cache
-
-logger = logging.getLogger(__name__)
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[Mapping[str, Any]]]
-Send = Callable[[Mapping[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+from realtime_project.runtime.asgi_types import ASGIApp, Receive, Scope, Send
 
 HEALTH_PATHS = frozenset({"/api/health", "/api/health/"})
 
 
-async def instance_start_quietly() -> None:
-    """Start the instance's loops, so an instance with no sockets yet still heartbeats."""
-    try:
-        from connections.instance import instance_start
-
-        await instance_start()
-    except Exception:
-        logger.exception("health: starting the instance's loops failed")
-
-
 async def health_payload() -> tuple[int, dict[str, Any]]:
-    await instance_start_quietly()
     report = await health_cache.get()
     return report.http_status, report.body
 

@@ -18,7 +18,10 @@ from typing import Any, Literal
 
 from django.db import connection
 
-from health.drain import drain_is_active
+from connections.lifecycle import drain_is_active
+from connections.status import layer_view, registry_view
+from connections.topology import get_topology
+from presence.services import presence_is_behind, presence_store_check
 from realtime_project.conf import realtime_settings
 
 logger = logging.getLogger(__name__)
@@ -50,27 +53,42 @@ async def _bounded(probe: Awaitable[bool], limit_seconds: float) -> bool:
 
 
 async def check_redis(*, timeout_seconds: float) -> dict[str, Any]:
-    """A real round trip through the registry's client plus the layer's own view of Redis.
+    """A real round trip to every node of the topology plus the layer's own view of Redis.
 
     A round trip alone would miss a subscriber connection that died silently; the layer's
-    status and its own probe (``layer.check``) cover that.
+    status and its own probe (``layer.check``) cover that. ``nodes`` counts off each node the
+    shared state depends on (every master of a cluster) and whether it answered; ``slots`` is
+    down while part of a cluster's slots has no reachable master.
     """
-    if not realtime_settings.REDIS_URL:
+    topology = get_topology()
+    if not topology.enabled:
         return {"status": "disabled"}
     started = time.monotonic()
-    from channels.layers import get_channel_layer
+    layer = layer_view()
+    registry = registry_view()
 
-    from connections.registry import get_registry
+    async def bounded_nodes() -> dict[str, bool]:
+        try:
+            return await asyncio.wait_for(registry.check_nodes(timeout_seconds), timeout_seconds)
+        except Exception:
+            return {topology.describe(): False}
 
-    layer: Any = get_channel_layer()
-    probes: list[Awaitable[bool]] = [get_registry().check(timeout_seconds)]
-    layer_check = getattr(layer, "check", None)
-    if layer_check is not None:
-        probes.append(layer_check(timeout_seconds))
-    answers = await asyncio.gather(*(_bounded(p, timeout_seconds) for p in probes))
-    layer_status = getattr(layer, "status", None)
-    up = all(answers) and layer_status != "degraded"
-    extra = {"layer": str(layer_status)} if layer_status is not None else {}
+    probes: list[Awaitable[bool]] = [layer.check(timeout_seconds)] if layer is not None else []
+    node_answers, answers = await asyncio.gather(
+        bounded_nodes(), asyncio.gather(*(_bounded(p, timeout_seconds) for p in probes))
+    )
+    layer_status = layer.status if layer is not None else None
+    up = all(node_answers.values()) and all(answers) and layer_status != "degraded"
+    # Nodes by position, never by address: the probe is public and reveals no configuration.
+    extra: dict[str, Any] = {
+        "topology": topology.mode,
+        "nodes": {
+            (name if name == "slots" else f"node-{index}"): "up" if ok else "down"
+            for index, (name, ok) in enumerate(sorted(node_answers.items()), start=1)
+        },
+    }
+    if layer_status is not None:
+        extra["layer"] = layer_status
     return _result("up" if up else "down", started, **extra)
 
 
@@ -79,10 +97,6 @@ async def check_firestore(*, timeout_seconds: float) -> dict[str, Any]:
     if not realtime_settings.FIRESTORE_PROJECT_ID:
         return {"status": "disabled"}
     started = time.monotonic()
-    try:
-        from presence.services import presence_is_behind, presence_store_check
-    except ImportError:
-        return _result("down", started, detail="presence store not available")
     if not await _bounded(presence_store_check(timeout_seconds), timeout_seconds):
         return _result("down", started)
     behind = bool(presence_is_behind())
@@ -126,9 +140,7 @@ def _overall(checks: dict[str, dict[str, Any]]) -> OverallStatus:
 
 
 def _connection_count() -> int:
-    from connections.registry import get_registry
-
-    return int(get_registry().local_connection_count())
+    return registry_view().local_connection_count()
 
 
 async def health_evaluate() -> HealthReport:

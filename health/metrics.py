@@ -19,6 +19,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from connections.status import layer_view, registry_view
+from presence.services import presence_counters as presence_counters_read
+
 logger = logging.getLogger(__name__)
 
 PREFIX = "realtime"
@@ -120,12 +123,10 @@ class RealtimeCollector(Collector):
         yield from self._presence()
 
     def _connections(self) -> Iterator[Metric]:
-        from connections.registry import get_registry
-
         local = GaugeMetricFamily(
             f"{PREFIX}_connections", "Live WebSockets on this instance.", labels=[]
         )
-        local.add_metric([], float(get_registry().local_connection_count()))
+        local.add_metric([], float(registry_view().local_connection_count()))
         yield local
         stats = self.snapshot.stats
         if not stats:
@@ -150,10 +151,8 @@ class RealtimeCollector(Collector):
         yield per
 
     def _layer(self) -> Iterator[Metric]:
-        from channels.layers import get_channel_layer
-
-        layer: Any = get_channel_layer()
-        status = str(getattr(layer, "status", "local"))
+        layer = layer_view()
+        status = layer.status if layer is not None else "local"
         state = GaugeMetricFamily(
             f"{PREFIX}_layer_status",
             "1 for the channel layer's current state (local, healthy, degraded).",
@@ -162,11 +161,10 @@ class RealtimeCollector(Collector):
         for name in ("local", "healthy", "degraded"):
             state.add_metric([name], 1.0 if status == name else 0.0)
         yield state
-        counters_of = getattr(layer, "counters", None)
-        if counters_of is None:
+        if layer is None:
             return
         try:
-            counters: Mapping[str, Any] = counters_of()
+            counters: Mapping[str, Any] = layer.counters()
         except Exception:
             logger.exception("metrics: reading the layer's counters failed")
             return
@@ -208,16 +206,9 @@ registry.register(collector)
 
 
 def presence_counters() -> dict[str, float]:
-    """Presence's counters (writes, retries, pending) if presence exposes them."""
+    """Presence's counters (writes, retries, pending)."""
     try:
-        from presence import services
-    except ImportError:
-        return {}
-    read = getattr(services, "presence_counters", None)
-    if read is None:
-        return {}
-    try:
-        raw = read()
+        raw = presence_counters_read()
     except Exception:
         logger.exception("metrics: reading presence counters failed")
         return {}

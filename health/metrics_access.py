@@ -19,6 +19,7 @@ from django.http import HttpRequest
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
 
+from connections.tokens import ExpiringTokenAuthentication
 from realtime_project.conf import realtime_settings
 
 ALLOWED = "allowed"
@@ -39,8 +40,6 @@ def metrics_access(request: HttpRequest) -> str:
     if user is not None and user.is_authenticated:
         return ALLOWED if user.is_staff else FORBIDDEN
     if scheme.lower() == "token":
-        from connections.tokens import ExpiringTokenAuthentication
-
         try:
             found = ExpiringTokenAuthentication().authenticate(Request(request))
         except AuthenticationFailed:

@@ -16,6 +16,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from connections.status import registry_view
 from health import metrics
 from health.asgi import health_payload
 from health.metrics_access import ALLOWED, NO_CREDENTIALS, metrics_access, snapshot_cache
@@ -37,12 +38,10 @@ async def health_view(request: HttpRequest) -> HttpResponse:
 
 
 async def _snapshot() -> metrics.ScrapeSnapshot:
-    from connections.registry import get_registry
-
     timeout = float(realtime_settings.HEALTH_TIMEOUT_SECONDS)
     stats: Any = None
     try:
-        stats = await asyncio.wait_for(get_registry().stats(), timeout)
+        stats = await asyncio.wait_for(registry_view().stats(), timeout)
     except Exception:
         # Redis down: the scrape still answers with this instance's own numbers.
         stats = None

@@ -13,7 +13,8 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from connections.registry import ConnectionInfo, ConnectionRegistry, get_registry, redis_url_setting
+from connections.registry import ConnectionInfo, ConnectionRegistry, get_registry
+from connections.topology import get_topology
 from presence.store import (
     STATUSES,
     PresenceStore,
@@ -98,13 +99,45 @@ class PresenceService:
         )
 
     async def connect(
-        self, *, user_id: str, connection_id: str, metadata: dict[str, str]
+        self,
+        *,
+        user_id: str,
+        connection_id: str,
+        metadata: dict[str, str],
+        max_sockets: int | None = None,
     ) -> ConnectionInfo:
-        info = await self.registry.register(
-            connection_id=connection_id, user_id=user_id, metadata=metadata
+        """Register (atomically within ``max_sockets``), cancel the deadline, mark online.
+
+        Raises ``SocketLimitReached`` past the limit. With Redis, the registry's connect
+        script cancels the deadline in the same round trip.
+        """
+        info = await self.admit(
+            user_id=user_id,
+            connection_id=connection_id,
+            metadata=metadata,
+            max_sockets=max_sockets,
         )
-        await self.deadlines.cancel(user_id)
         await self.mark_online(user_id=user_id)
+        return info
+
+    async def admit(
+        self,
+        *,
+        user_id: str,
+        connection_id: str,
+        metadata: dict[str, str],
+        max_sockets: int | None = None,
+    ) -> ConnectionInfo:
+        """``connect`` without the presence write: the registry entry and the deadline."""
+        info = await self.registry.register(
+            connection_id=connection_id,
+            user_id=user_id,
+            metadata=metadata,
+            max_sockets=max_sockets,
+            deadline_key=self.deadlines.key_for(user_id),
+        )
+        if not self.registry.writes_deadlines or self.deadlines.key_for(user_id) is None:
+            await self.deadlines.cancel(user_id)
         return info
 
     async def mark_online(self, *, user_id: str) -> None:
@@ -115,9 +148,15 @@ class PresenceService:
         )
 
     async def disconnect(self, *, user_id: str, connection_id: str) -> None:
-        remaining = await self.registry.unregister(connection_id=connection_id, user_id=user_id)
-        if remaining == 0:
-            await self.deadlines.schedule(user_id, time.time() + self.grace_seconds)
+        deadline = time.time() + self.grace_seconds
+        key = self.deadlines.key_for(user_id)
+        remaining = await self.registry.unregister(
+            connection_id=connection_id,
+            user_id=user_id,
+            offline_deadline=(key, deadline) if key is not None else None,
+        )
+        if remaining == 0 and (key is None or not self.registry.writes_deadlines):
+            await self.deadlines.schedule(user_id, deadline)
 
     async def users_lost(self, user_ids: list[str]) -> None:
         """Users whose sockets went with a dead instance: the grace starts now for them."""
@@ -208,12 +247,12 @@ def get_presence() -> PresenceService:
     global _service, _service_key
     registry = get_registry()
     store = get_store()
-    url = redis_url_setting()
-    key = (id(registry), id(store), url)
+    topology = get_topology()
+    key = (id(registry), id(store), topology)
     with _lock:
         if _service is None or _service_key != key:
             deadlines: DeadlineQueue = (
-                RedisDeadlineQueue(redis_url=url) if url else MemoryDeadlineQueue()
+                RedisDeadlineQueue(topology=topology) if topology.enabled else MemoryDeadlineQueue()
             )
             _service = PresenceService(registry=registry, store=store, deadlines=deadlines)
             _service_key = key
@@ -228,12 +267,38 @@ def reset_presence() -> None:
 
 
 async def presence_connect(
-    *, user_id: str, connection_id: str, metadata: dict[str, str]
+    *,
+    user_id: str,
+    connection_id: str,
+    metadata: dict[str, str],
+    max_sockets: int | None = None,
 ) -> ConnectionInfo:
-    """Register the socket, cancel a pending offline deadline, mark online if stored offline."""
+    """Register the socket, cancel a pending offline deadline, mark online if stored offline.
+
+    Past ``max_sockets`` (checked and written atomically across instances) raises
+    ``connections.registry.SocketLimitReached`` and registers nothing.
+    """
     return await get_presence().connect(
-        user_id=user_id, connection_id=connection_id, metadata=metadata
+        user_id=user_id, connection_id=connection_id, metadata=metadata, max_sockets=max_sockets
     )
+
+
+async def presence_admit(
+    *,
+    user_id: str,
+    connection_id: str,
+    metadata: dict[str, str],
+    max_sockets: int | None = None,
+) -> ConnectionInfo:
+    """The registry half of ``presence_connect`` (the handshake waits for it, not Firestore)."""
+    return await get_presence().admit(
+        user_id=user_id, connection_id=connection_id, metadata=metadata, max_sockets=max_sockets
+    )
+
+
+async def presence_mark_online(*, user_id: str) -> None:
+    """The presence half of ``presence_connect``: online unless already stored as here."""
+    await get_presence().mark_online(user_id=user_id)
 
 
 async def presence_disconnect(*, user_id: str, connection_id: str) -> None:

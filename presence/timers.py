@@ -1,9 +1,12 @@
 """Offline deadlines: a sorted set in Redis shared by every instance. See docs/presence.md.
 
 A deadline is ``user id -> when the user becomes offline``, set when their last socket went
-away. Every instance claims due deadlines with one Lua call that reads and removes them
-together, so each deadline is handled by exactly one instance. Without Redis the deadlines
-live in this process's memory.
+away. The set is split into ``USER_BUCKETS`` sorted sets, each carrying the hash tag of its
+users' registry keys, so the registry's connect and disconnect scripts cancel and set a
+deadline in the same atomic step on the same slot (``key_for``), on a Redis Cluster too. Every
+instance claims due deadlines with one Lua call per bucket that reads and removes them together,
+so each deadline is handled by exactly one instance. Without Redis the deadlines live in this
+process's memory.
 """
 
 from __future__ import annotations
@@ -13,9 +16,16 @@ import time
 from abc import ABC, abstractmethod
 from typing import Any
 
-from connections.redis_clients import REDIS_ERRORS, LoopClients
+from connections.topology import (
+    REDIS_ERRORS,
+    USER_BUCKETS,
+    LoopClients,
+    RedisTopology,
+    bucket_tag,
+    user_tag,
+)
 
-DEADLINES_KEY = "rt:presence:deadlines"
+DEADLINES_PREFIX = "rt:presence:"
 # The set outlives any deadline it holds by far; it is renewed by every schedule.
 KEY_TTL_MINIMUM_SECONDS = 3600
 
@@ -45,6 +55,10 @@ class DeadlineQueue(ABC):
 
     @abstractmethod
     async def pending(self, user_id: str) -> float | None: ...
+
+    def key_for(self, user_id: str) -> str | None:
+        """The Redis key holding the user's deadline (for the registry's scripts), if any."""
+        return None
 
     async def close(self) -> None:  # noqa: B027 (optional hook)
         """Release clients."""
@@ -80,12 +94,28 @@ class MemoryDeadlineQueue(DeadlineQueue):
 
 
 class RedisDeadlineQueue(DeadlineQueue):
-    def __init__(self, *, redis_url: str, key: str = DEADLINES_KEY) -> None:
-        self._clients = LoopClients(redis_url)
-        self._key = key
+    def __init__(
+        self,
+        *,
+        redis_url: str | None = None,
+        topology: RedisTopology | None = None,
+        prefix: str = DEADLINES_PREFIX,
+    ) -> None:
+        if topology is None:
+            if redis_url is None:
+                raise ValueError("a Redis deadline queue needs a topology or a URL")
+            topology = RedisTopology(mode="single", urls=(redis_url,))
+        self._clients = LoopClients(topology)
+        self._prefix = prefix
         # Deadlines that could not reach Redis; sent by the next claim that can.
         self._unsent: dict[str, tuple[float, bool]] = {}
         self._lock = threading.Lock()
+
+    def key_for(self, user_id: str) -> str:
+        return f"{self._prefix}{user_tag(user_id)}:deadlines"
+
+    def _bucket_keys(self) -> list[str]:
+        return [f"{self._prefix}{bucket_tag(b)}:deadlines" for b in range(USER_BUCKETS)]
 
     def _ttl_seconds(self, deadline: float) -> int:
         return int(max(KEY_TTL_MINIMUM_SECONDS, (deadline - time.time()) * 2))
@@ -94,9 +124,10 @@ class RedisDeadlineQueue(DeadlineQueue):
         self, user_id: str, deadline: float, *, only_if_absent: bool = False
     ) -> None:
         try:
+            key = self.key_for(user_id)
             pipe = self._clients.get().pipeline(transaction=False)
-            pipe.zadd(self._key, {user_id: deadline}, nx=only_if_absent)
-            pipe.expire(self._key, self._ttl_seconds(deadline))
+            pipe.zadd(key, {user_id: deadline}, nx=only_if_absent)
+            pipe.expire(key, self._ttl_seconds(deadline))
             await pipe.execute()
         except REDIS_ERRORS:
             with self._lock:
@@ -106,7 +137,7 @@ class RedisDeadlineQueue(DeadlineQueue):
         with self._lock:
             held = self._unsent.pop(user_id, None) is not None
         try:
-            removed = await self._clients.get().zrem(self._key, user_id)
+            removed = await self._clients.get().zrem(self.key_for(user_id), user_id)
         except REDIS_ERRORS:
             # The claimer re-checks the registry before writing offline, so a deadline that
             # could not be cancelled only costs a read.
@@ -123,11 +154,19 @@ class RedisDeadlineQueue(DeadlineQueue):
     async def claim_due(self, now: float, *, limit: int = 100) -> list[tuple[str, float]]:
         if self._unsent:
             await self._flush_unsent()
-        raw: list[Any] = await self._clients.get().eval(_CLAIM_DUE, 1, self._key, now, limit)
-        return [(str(raw[i]), float(raw[i + 1])) for i in range(0, len(raw), 2)]
+        # One script per bucket (each on its own slot), pipelined: one round trip per node.
+        pipe = self._clients.get().pipeline(transaction=False)
+        for key in self._bucket_keys():
+            pipe.eval(_CLAIM_DUE, 1, key, now, limit)
+        answers: list[Any] = await pipe.execute()
+        claimed: list[tuple[str, float]] = []
+        for raw in answers:
+            claimed += [(str(raw[i]), float(raw[i + 1])) for i in range(0, len(raw), 2)]
+        # ``limit`` bounds each bucket; the earliest are handled first.
+        return sorted(claimed, key=lambda item: item[1])
 
     async def pending(self, user_id: str) -> float | None:
-        score = await self._clients.get().zscore(self._key, user_id)
+        score = await self._clients.get().zscore(self.key_for(user_id), user_id)
         return None if score is None else float(score)
 
     async def close(self) -> None:

@@ -18,19 +18,27 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from chat.routing import websocket_urlpatterns  # noqa: E402
 from connections.auth import websocket_stack  # noqa: E402
-from health.access_log import daphne_access_log_scrub  # noqa: E402
+from connections.lifecycle import drain_install_on_reactor, instance_lifecycle  # noqa: E402
 from health.asgi import health_router  # noqa: E402
-from health.drain import drain_install_on_reactor  # noqa: E402
+from realtime_project.runtime.access_log import daphne_access_log_scrub  # noqa: E402
+from realtime_project.runtime.daphne import daphne_patch  # noqa: E402
+from realtime_project.runtime.proxy_headers import proxy_headers  # noqa: E402
 
-application = ProtocolTypeRouter(
-    {
-        # The load balancer's probe is answered on the event loop, before Django's middleware.
-        "http": health_router(django_asgi_app),
-        "websocket": websocket_stack(URLRouter(websocket_urlpatterns)),
-    }
+application = proxy_headers(
+    ProtocolTypeRouter(
+        {
+            # The instance's loops start with its first request (the load balancer's probe),
+            # which is answered on the event loop, before Django's middleware.
+            "http": instance_lifecycle(health_router(django_asgi_app)),
+            "websocket": websocket_stack(URLRouter(websocket_urlpatterns)),
+        }
+    )
 )
 
 # Under Daphne: its access log keeps its lines but never the ?token= of a WebSocket URL.
 daphne_access_log_scrub()
+# Under Daphne: protocol close codes, 1009 for any oversized frame, 4008 past
+# WS_MAX_BUFFERED_BYTES unsent, no blind X-Forwarded-For.
+daphne_patch()
 # Under Daphne: SIGTERM drains this instance (health 503, sockets closed 1012) before exiting.
 drain_install_on_reactor()

@@ -7,6 +7,7 @@ rather than surfacing later as a confusing runtime error.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 
 from django.core.exceptions import ImproperlyConfigured
@@ -82,3 +83,16 @@ def env_choice(name: str, default: str, choices: set[str]) -> str:
     if value not in choices:
         raise ImproperlyConfigured(f"{name} must be one of {sorted(choices)}, got {value!r}")
     return value
+
+
+def env_ip_networks(name: str, default: list[str]) -> list[str]:
+    """Comma-separated IP addresses or networks (``10.0.0.0/8``); each checked at start."""
+    values = env_list(name, default)
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name} must list IP addresses or networks, got {value!r}"
+            ) from None
+    return values

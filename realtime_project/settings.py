@@ -16,11 +16,13 @@ from typing import Any
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from connections.topology import RedisTopology
 from realtime_project.env import (
     env_bool,
     env_choice,
     env_float,
     env_int,
+    env_ip_networks,
     env_list,
     env_optional_str,
     env_str,
@@ -179,6 +181,8 @@ REALTIME: dict[str, Any] = {
     # Redis Sentinel: "host:port,host:port" plus the monitored master's name.
     "REDIS_SENTINELS": env_list("REDIS_SENTINELS", []),
     "REDIS_SENTINEL_MASTER": env_str("REDIS_SENTINEL_MASTER", "mymaster"),
+    # A Redis Cluster: REDIS_URL names one or more seed nodes (docs/topology.md).
+    "REDIS_CLUSTER": env_bool("REDIS_CLUSTER", False),
     # Timeouts for Redis commands; blocking reads always use a shorter one (see docs).
     "REDIS_SOCKET_TIMEOUT_SECONDS": env_float("REDIS_SOCKET_TIMEOUT_SECONDS", 5.0, minimum=0.1),
     "REDIS_CONNECT_TIMEOUT_SECONDS": env_float("REDIS_CONNECT_TIMEOUT_SECONDS", 2.0, minimum=0.1),
@@ -203,6 +207,14 @@ REALTIME: dict[str, Any] = {
     "HEARTBEAT_INTERVAL_SECONDS": env_float("HEARTBEAT_INTERVAL_SECONDS", 20, minimum=0.1),
     "MESSAGE_MAX_LENGTH": env_int("MESSAGE_MAX_LENGTH", 4000, minimum=1),
     "WS_MAX_FRAME_BYTES": env_int("WS_MAX_FRAME_BYTES", 64 * 1024, minimum=256),
+    # What the server may hold unsent for one socket (a client that stops reading); past it,
+    # the socket is closed with 4008 (realtime_project/runtime/daphne.py).
+    "WS_MAX_BUFFERED_BYTES": env_int("WS_MAX_BUFFERED_BYTES", 2 * 1024 * 1024, minimum=4096),
+    # A socket whose unsent bytes stay over that bound this long has stopped reading: 4008.
+    "WS_SEND_STALL_SECONDS": env_float("WS_SEND_STALL_SECONDS", 5.0, minimum=0.1),
+    # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (addresses or networks):
+    # the load balancer. Anyone else's are ignored (realtime_project/runtime/proxy_headers.py).
+    "TRUSTED_PROXIES": env_ip_networks("TRUSTED_PROXIES", ["127.0.0.1", "::1"]),
     "MAX_SOCKETS_PER_USER": env_int("MAX_SOCKETS_PER_USER", 20, minimum=1),
     "TYPING_TIMEOUT_SECONDS": env_float("TYPING_TIMEOUT_SECONDS", 6, minimum=0.1),
     # Per-socket token bucket for client frames; a socket that keeps flooding is closed 4429.
@@ -238,22 +250,20 @@ REALTIME: dict[str, Any] = {
     "HEALTH_CACHE_SECONDS": env_float("HEALTH_CACHE_SECONDS", 0.5, minimum=0),
 }
 
-# The throttles' counters (connections/throttles.py) must be shared by every instance: Redis
-# when there is one (the first URL of a list), else this process's memory.
-if _REDIS_URL:
-    CACHES: dict[str, Any] = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": _REDIS_URL.split(",")[0].strip(),
-            "KEY_PREFIX": "realtime",
-            "OPTIONS": {
-                "socket_timeout": REALTIME["REDIS_SOCKET_TIMEOUT_SECONDS"],
-                "socket_connect_timeout": REALTIME["REDIS_CONNECT_TIMEOUT_SECONDS"],
-            },
-        }
-    }
-else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# One description of where Redis is, for the layer, the registry, presence, the cache and
+# health (connections/topology.py).
+REDIS_TOPOLOGY = RedisTopology.from_values(
+    redis_url=REALTIME["REDIS_URL"],
+    sentinels=REALTIME["REDIS_SENTINELS"],
+    sentinel_master=REALTIME["REDIS_SENTINEL_MASTER"],
+    cluster=REALTIME["REDIS_CLUSTER"],
+    socket_timeout=REALTIME["REDIS_SOCKET_TIMEOUT_SECONDS"],
+    connect_timeout=REALTIME["REDIS_CONNECT_TIMEOUT_SECONDS"],
+)
+
+# The throttles' counters (connections/throttles.py) must be shared by every instance: on the
+# topology's Redis (Sentinel and Cluster too) when there is one, else this process's memory.
+CACHES: dict[str, Any] = {"default": REDIS_TOPOLOGY.cache_config()}
 
 # HTTPS: on unless DEBUG; SECURE_COOKIES=false for a deployment served over plain http
 # (the loopback demo and the tests). HSTS only where cookies are secure.
@@ -266,39 +276,37 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 
-# The custom layer (docs/channel-layer.md); without REDIS_URL it runs local-only.
-CHANNEL_LAYERS: dict[str, Any] = {
-    "default": {
-        "BACKEND": "connections.layer.RealtimeChannelLayer",
-        "CONFIG": {
-            "hosts": REALTIME["REDIS_URL"],
-            "sentinels": REALTIME["REDIS_SENTINELS"],
-            "sentinel_master": REALTIME["REDIS_SENTINEL_MASTER"],
-            "socket_timeout": REALTIME["REDIS_SOCKET_TIMEOUT_SECONDS"],
-            "connect_timeout": REALTIME["REDIS_CONNECT_TIMEOUT_SECONDS"],
-            "capacity": REALTIME["CHANNEL_CAPACITY"],
-            "instance_id": REALTIME["INSTANCE_ID"],
-        },
-    },
+
+# The custom layer (docs/channel-layer.md); without Redis it runs local-only.
+_LAYER_CONFIG: dict[str, Any] = REDIS_TOPOLOGY.layer_config()
+_LAYER_CONFIG.update(
+    socket_timeout=REALTIME["REDIS_SOCKET_TIMEOUT_SECONDS"],
+    connect_timeout=REALTIME["REDIS_CONNECT_TIMEOUT_SECONDS"],
+    capacity=REALTIME["CHANNEL_CAPACITY"],
+    instance_id=REALTIME["INSTANCE_ID"],
+)
+CHANNEL_LAYERS: dict[str, dict[str, Any]] = {
+    "default": {"BACKEND": "connections.layer.RealtimeChannelLayer", "CONFIG": _LAYER_CONFIG},
 }
 # Another layer in place of ours, for comparisons (bench/e2e): a dotted class path such as
 # channels_redis.pubsub.RedisPubSubChannelLayer, given REDIS_URL the way channels_redis takes it.
 _LAYER_BACKEND = env_optional_str("CHANNEL_LAYER_BACKEND")
 if _LAYER_BACKEND and CHANNEL_LAYERS["default"]["BACKEND"] != _LAYER_BACKEND:
-    _hosts = {"hosts": [REALTIME["REDIS_URL"]]} if REALTIME["REDIS_URL"] else {}
+    _hosts: dict[str, Any] = {"hosts": [REALTIME["REDIS_URL"]]} if REALTIME["REDIS_URL"] else {}
     CHANNEL_LAYERS = {"default": {"BACKEND": _LAYER_BACKEND, "CONFIG": _hosts}}
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
-# "kv": key=value lines with the instance id (health/logging.py); "json": one object a line.
+# "kv": key=value lines with the instance id (realtime_project/runtime/logging.py);
+# "json": one object a line.
 LOG_FORMAT = env_choice("LOG_FORMAT", "kv", {"kv", "json", "plain"})
 LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"instance": {"()": "health.logging.InstanceFilter"}},
+    "filters": {"instance": {"()": "realtime_project.runtime.logging.InstanceFilter"}},
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        "kv": {"()": "health.logging.KeyValueFormatter"},
-        "json": {"()": "health.logging.JsonFormatter"},
+        "kv": {"()": "realtime_project.runtime.logging.KeyValueFormatter"},
+        "json": {"()": "realtime_project.runtime.logging.JsonFormatter"},
     },
     "handlers": {
         "console": {

@@ -1,10 +1,9 @@
-"""A whole local deployment: Redis, the Firestore emulator, N Daphne instances, HAProxy.
+"""The command line for a local deployment: ``scripts/cluster up|down|status``.
 
-See docs/operations.md. ``scripts/cluster up|down|status`` drives it from a shell and the
-fault tests drive it from a fixture: the same ``Cluster`` class in both, so what the tests
-prove is what a developer runs. Everything listens on 127.0.0.1. The state of a cluster
-started from the command line (pids, ports, where the logs are) is kept in ``.cluster/`` so
-``down`` stops exactly what ``up`` started and nothing else.
+See docs/operations.md. The deployment itself is ``scripts.deployment.Cluster``, which the
+fault tests build from a fixture too, so what the tests prove is what a developer runs. The
+state of a cluster started from the command line (pids, ports, where the logs are) is kept
+in ``.cluster/`` so ``down`` stops exactly what ``up`` started and nothing else.
 """
 
 from __future__ import annotations
@@ -13,296 +12,19 @@ import argparse
 import contextlib
 import json
 import os
-import re
-import resource
-import secrets
 import shutil
 import signal
 import sys
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 if __package__ in {None, ""}:  # run as a file: make ``scripts.procs`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from scripts.procs import (
-    LOOPBACK,
-    REPO_ROOT,
-    DaphneInstance,
-    FirestoreEmulator,
-    HAProxy,
-    IsolatedDatabase,
-    RedisServer,
-    free_port,
-    http_get,
-    manage,
-    port_open,
-    wait_until,
-)
-
-HAPROXY_TEMPLATE = REPO_ROOT / "deploy" / "haproxy.cfg"
-DEFAULT_STATE_DIR = REPO_ROOT / ".cluster"
-# Daphne pings every socket this often; far below HAProxy's `timeout tunnel`.
-DAPHNE_PING_ARGS = ["--ping-interval", "20", "--ping-timeout", "30"]
-
-
-def haproxy_render(
-    *,
-    port: int,
-    stats_port: int,
-    servers: Mapping[str, int],
-    check: str = "inter 1s fastinter 500ms downinter 1s fall 2 rise 1",
-    template: Path = HAPROXY_TEMPLATE,
-) -> str:
-    """``deploy/haproxy.cfg`` for loopback: our ports, our instances, faster checks."""
-    text = template.read_text()
-    # HAProxy needs two descriptors per connection and refuses to start above the fd limit.
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY:
-        text = re.sub(r"(?m)^(\s*maxconn\s+)\d+", rf"\g<1>{max(256, (soft - 64) // 2)}", text)
-    text = re.sub(r"(?m)^(\s*bind\s+)\*:8080\b.*$", rf"\g<1>{LOOPBACK}:{port}", text)
-    text = re.sub(
-        r"(?m)^(\s*bind\s+)127\.0\.0\.1:8404\b.*$", rf"\g<1>{LOOPBACK}:{stats_port}", text
-    )
-    text = re.sub(
-        r"(?m)^(\s*default-server check )inter .*?(init-addr .*)$", rf"\g<1>{check} \g<2>", text
-    )
-    lines = text.splitlines()
-    server_lines = [i for i, line in enumerate(lines) if re.match(r"^\s*server\s", line)]
-    if not server_lines:
-        raise ValueError(f"{template} has no server lines to replace")
-    ours = [f"    server {name} {LOOPBACK}:{p}" for name, p in servers.items()]
-    lines[server_lines[0] : server_lines[-1] + 1] = ours
-    return "\n".join(lines) + "\n"
-
-
-@dataclass(frozen=True)
-class DatabaseTemplate:
-    """A migrated and seeded SQLite file that clusters copy instead of migrating again."""
-
-    path: Path
-    demo: dict[str, Any]
-
-    @classmethod
-    def build(cls, directory: Path) -> DatabaseTemplate:
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / "template.sqlite3"
-        env = {
-            "DATABASE_URL": f"sqlite:///{path}",
-            "DJANGO_SETTINGS_MODULE": "realtime_project.settings",
-        }
-        manage("migrate", "--noinput", env=env)
-        demo = json.loads(manage("seed_demo", "--json", env=env))
-        return cls(path=path, demo=demo)
-
-
-class Cluster:
-    """Start and stop a local deployment; every piece is a ``scripts.procs`` process."""
-
-    def __init__(
-        self,
-        *,
-        instances: int = 3,
-        state_dir: Path = DEFAULT_STATE_DIR,
-        env: Mapping[str, str] | None = None,
-        port: int | None = None,
-        with_firestore: bool = True,
-        seed: bool = True,
-        database_url: str | None = None,
-        check: str = "inter 1s fastinter 500ms downinter 1s fall 2 rise 1",
-        template: DatabaseTemplate | None = None,
-    ) -> None:
-        self.instance_count = instances
-        self.template = template
-        self.state_dir = state_dir
-        self.log_dir = state_dir / "logs"
-        self.extra_env = dict(env or {})
-        self.port = port or free_port()
-        self.stats_port = free_port()
-        self.with_firestore = with_firestore
-        self.seed = seed
-        self.check = check
-        self.database = IsolatedDatabase(database_url, state_dir / "db")
-        self.redis = RedisServer(log_dir=self.log_dir)
-        self.firestore: FirestoreEmulator | None = (
-            FirestoreEmulator(log_dir=self.log_dir) if with_firestore else None
-        )
-        self.instances: list[DaphneInstance] = []
-        self.haproxy: HAProxy | None = None
-        self.demo: dict[str, Any] = {}
-        # Every instance signs with one key: several instances refuse to start without it.
-        self.secret_key = secrets.token_urlsafe(50)
-
-    # -- the environment every instance shares ------------------------------------------------
-
-    def instance_env(self) -> dict[str, str]:
-        env = {
-            "DJANGO_SETTINGS_MODULE": "realtime_project.settings",
-            "DATABASE_URL": self.database.url,
-            "REDIS_URL": self.redis.url,
-            "SECRET_KEY": self.secret_key,
-            # Loopback over plain http: cookies that a browser sends back without TLS.
-            "SECURE_COOKIES": "false",
-            "LOG_FORMAT": "kv",
-        }
-        if self.firestore is not None:
-            env["FIRESTORE_PROJECT_ID"] = self.firestore.project_id
-            env["FIRESTORE_EMULATOR_HOST"] = self.firestore.host
-        else:
-            env.pop("FIRESTORE_EMULATOR_HOST", None)
-        env.update(self.extra_env)
-        return env
-
-    # -- lifecycle ----------------------------------------------------------------------------
-
-    def start(self) -> Cluster:
-        """Start everything and wait until HAProxy sees every instance up."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            self.redis.start()
-            # The emulator (a JVM) starts while migrations run.
-            with ThreadPoolExecutor(max_workers=1) as pool:
-                emulator = pool.submit(self.firestore.start) if self.firestore else None
-                self.database.create()
-                if self.template is not None and self.database.url.startswith("sqlite:///"):
-                    shutil.copyfile(self.template.path, self.database.url[len("sqlite:///") :])
-                    self.demo = dict(self.template.demo)
-                else:
-                    manage("migrate", "--noinput", env=self.instance_env())
-                    if self.seed:
-                        out = manage("seed_demo", "--json", env=self.instance_env())
-                        self.demo = json.loads(out)
-                if emulator is not None:
-                    emulator.result()
-            for index in range(self.instance_count):
-                self.instances.append(self._new_instance(f"instance-{index + 1}"))
-            self._start_instances(self.instances)
-            self.haproxy = HAProxy(
-                config_text=self.haproxy_config(),
-                port=self.port,
-                stats_port=self.stats_port,
-                log_dir=self.log_dir,
-            )
-            self.haproxy.start()
-            self.wait_balancer(up=[i.instance_id for i in self.instances], timeout=15)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def _new_instance(self, instance_id: str) -> DaphneInstance:
-        return DaphneInstance(
-            instance_id=instance_id,
-            env=self.instance_env(),
-            log_dir=self.log_dir,
-            extra_args=DAPHNE_PING_ARGS,
-        )
-
-    @staticmethod
-    def _start_instances(instances: list[DaphneInstance]) -> None:
-        # Spawn all, then wait for each: Django loads in parallel on every core.
-        with ThreadPoolExecutor(max_workers=max(1, len(instances))) as pool:
-            for future in [pool.submit(i.start) for i in instances]:
-                future.result()
-
-    def haproxy_config(self) -> str:
-        return haproxy_render(
-            port=self.port,
-            stats_port=self.stats_port,
-            servers={i.instance_id: i.port for i in self.instances},
-            check=self.check,
-        )
-
-    def stop(self) -> None:
-        """Stop everything this object started (in reverse order); safe to call twice."""
-        if self.haproxy is not None:
-            self.haproxy.stop(timeout=5)
-        # SIGTERM to all first so they drain side by side, not one after another.
-        for instance in self.instances:
-            instance.signal(signal.SIGTERM)
-        for instance in self.instances:
-            instance.stop(timeout=10)
-        if self.firestore is not None:
-            self.firestore.stop(timeout=10)
-        self.redis.stop(timeout=5)
-        with contextlib.suppress(Exception):
-            self.database.drop()
-
-    def restart_instance(self, instance: DaphneInstance) -> DaphneInstance:
-        """Start a stopped (or crashed) instance again, same id and port."""
-        instance.stop(timeout=5)
-        instance.start()
-        return instance
-
-    # -- what the balancer sees ---------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://{LOOPBACK}:{self.port}/ws/"
-
-    def instance(self, instance_id: str) -> DaphneInstance:
-        return next(i for i in self.instances if i.instance_id == instance_id)
-
-    def balancer_states(self) -> dict[str, str]:
-        return self.haproxy.server_states() if self.haproxy else {}
-
-    def wait_balancer(
-        self, *, up: list[str] | None = None, down: list[str] | None = None, timeout: float = 10
-    ) -> dict[str, str]:
-        """Wait until HAProxy reports ``up`` as UP and ``down`` as not UP."""
-
-        def settled() -> dict[str, str] | None:
-            states = self.balancer_states()
-            ok = all(states.get(name) == "UP" for name in up or []) and all(
-                states.get(name) not in {None, "UP"} for name in down or []
-            )
-            return states if ok else None
-
-        result: dict[str, str] = wait_until(
-            settled, timeout=timeout, interval=0.1, what=f"HAProxy: up={up} down={down}"
-        )
-        return result
-
-    # -- state for the command line -----------------------------------------------------------
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "url": self.url,
-            "ws_url": self.ws_url,
-            "haproxy": {
-                "port": self.port,
-                "stats": f"http://{LOOPBACK}:{self.stats_port}/stats",
-                "pid": self.haproxy.pid if self.haproxy else None,
-            },
-            "redis": {"url": self.redis.url, "pid": self.redis.pid},
-            "firestore": (
-                {"host": self.firestore.host, "pid": self.firestore.pid} if self.firestore else None
-            ),
-            "database": self.database.url,
-            "database_name": self.database.name,
-            "database_base_url": self.database.base_url,
-            "instances": [
-                {"instance_id": i.instance_id, "url": i.base_url, "pid": i.pid}
-                for i in self.instances
-            ],
-            "logs": str(self.log_dir),
-        }
-
-    def save_state(self) -> Path:
-        path = self.state_dir / "state.json"
-        path.write_text(json.dumps(self.describe(), indent=2) + "\n")
-        if self.demo:
-            (self.state_dir / "demo.json").write_text(json.dumps(self.demo, indent=2) + "\n")
-        return path
-
+from scripts.deployment import DEFAULT_STATE_DIR, Cluster, RedisKind
+from scripts.procs import IsolatedDatabase, http_get, port_open
 
 # -- the command line --------------------------------------------------------------------------
 
@@ -323,7 +45,9 @@ def _pids(state: Mapping[str, Any]) -> list[tuple[str, int]]:
         pids.append((instance["instance_id"], int(instance["pid"])))
     if state.get("firestore"):
         pids.append(("firestore", int(state["firestore"]["pid"])))
-    pids.append(("redis", int(state["redis"]["pid"])))
+    redis = state["redis"]
+    for pid in redis.get("pids") or [redis["pid"]]:
+        pids.append(("redis", int(pid)))
     return pids
 
 
@@ -374,12 +98,18 @@ def cmd_up(args: argparse.Namespace) -> int:
     if state_dir.exists():
         shutil.rmtree(state_dir)
     port = args.port if args.port and not port_open(args.port) else None
+    redis: RedisKind = "single"
+    if args.redis_cluster:
+        redis = "cluster"
+    elif args.sentinel:
+        redis = "sentinel"
     cluster = Cluster(
         instances=args.instances,
         state_dir=state_dir,
         port=port,
         with_firestore=not args.no_firestore,
         database_url=os.environ.get("DATABASE_URL"),
+        redis=redis,
     )
     cluster.start()
     cluster.save_state()
@@ -388,7 +118,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"HAProxy stats  {info['haproxy']['stats']}")
     for instance in info["instances"]:
         print(f"{instance['instance_id']:<14} {instance['url']}  pid {instance['pid']}")
-    print(f"Redis          {info['redis']['url']}")
+    for key, value in cluster.redis_env().items():
+        print(f"Redis          {key}={value}")
     if info["firestore"]:
         print(f"Firestore      {info['firestore']['host']} (emulator)")
     print(f"Database       {info['database']}")
@@ -457,6 +188,13 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--instances", type=int, default=3)
     up.add_argument("--port", type=int, default=8000, help="HAProxy's port (a free one if taken)")
     up.add_argument("--no-firestore", action="store_true", help="presence kept in each process")
+    kind = up.add_mutually_exclusive_group()
+    kind.add_argument(
+        "--redis-cluster", action="store_true", help="a Redis Cluster: 3 masters, 3 replicas"
+    )
+    kind.add_argument(
+        "--sentinel", action="store_true", help="a Redis master, a replica and 3 Sentinels"
+    )
     up.set_defaults(func=cmd_up)
     sub.add_parser("down", help="stop what `up` started").set_defaults(func=cmd_down)
     sub.add_parser("status", help="what runs, and what HAProxy sees").set_defaults(func=cmd_status)

@@ -37,6 +37,26 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_cluster_port() -> int:
+    """A free port for a Redis Cluster node: at most 55535, with its bus port (+10000) free."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(20000, 55535)
+        if _bindable(port) and _bindable(port + 10000):
+            return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError:
+            return False
+    return True
+
+
 def wait_until(
     predicate: Callable[[], Any], *, timeout: float = 10.0, interval: float = 0.02, what: str = ""
 ) -> Any:
@@ -148,13 +168,29 @@ class RedisServer(Process):
 
     name = "redis"
 
-    def __init__(self, port: int | None = None, log_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        log_dir: Path | None = None,
+        extra_args: list[str] | None = None,
+    ) -> None:
         super().__init__(log_dir)
         self.port = port or free_port()
+        self.extra_args = list(extra_args or [])
 
     @property
     def url(self) -> str:
         return f"redis://{LOOPBACK}:{self.port}/0"
+
+    @property
+    def address(self) -> str:
+        return f"{LOOPBACK}:{self.port}"
+
+    def info(self, section: str) -> dict[str, str]:
+        """``INFO section`` as a dict (via redis-cli; empty when it does not answer)."""
+        out = redis_cli("-p", str(self.port), "INFO", section, check=False)
+        pairs = (line.split(":", 1) for line in out.splitlines() if ":" in line)
+        return {key.strip(): value.strip() for key, value in pairs}
 
     @staticmethod
     def binary() -> str:
@@ -172,6 +208,7 @@ class RedisServer(Process):
                 "--save", "",
                 "--appendonly", "no",
                 "--dir", str(self.log_dir),
+                *self.extra_args,
             ]
         )  # fmt: skip
         wait_until(self._ready, timeout=timeout, what=f"redis-server on port {self.port}")
@@ -193,6 +230,204 @@ class RedisServer(Process):
         """Start again on the same port, empty (as a Redis restart without persistence)."""
         self.stop()
         return self.start()
+
+
+def redis_cli(*args: str, check: bool = True, timeout: float = 30) -> str:
+    path = shutil.which("redis-cli")
+    if path is None:
+        raise ServiceUnavailable("redis-cli is not installed (apt-get install redis-tools)")
+    done = subprocess.run(
+        [path, "-h", LOOPBACK, *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if check and done.returncode != 0:
+        raise RuntimeError(f"redis-cli {' '.join(args)} failed: {done.stdout}{done.stderr}")
+    return done.stdout
+
+
+# A short node timeout, so a killed master's replica is promoted within a few seconds; a
+# replica promoted after a short outage is fine for a local cluster.
+CLUSTER_NODE_ARGS = [
+    "--cluster-enabled", "yes",
+    "--cluster-config-file", "nodes.conf",
+    "--cluster-node-timeout", "1000",
+    "--cluster-replica-validity-factor", "0",
+]  # fmt: skip
+
+
+class RedisClusterSet:
+    """A Redis Cluster on loopback: ``masters`` masters, each with ``replicas`` replicas.
+
+    Short node timeout, so a killed master's replica is promoted within a few seconds. Its
+    ``url`` is the comma-separated seed list ``REDIS_URL`` takes with ``REDIS_CLUSTER=true``.
+    """
+
+    def __init__(self, *, masters: int = 3, replicas: int = 1, log_dir: Path | None = None) -> None:
+        self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="redis-cluster-"))
+        self.masters = masters
+        self.replicas = replicas
+        self.nodes: list[RedisServer] = []
+        for index in range(masters * (1 + replicas)):
+            port = free_cluster_port()
+            self.nodes.append(
+                RedisServer(
+                    port=port,
+                    log_dir=self.log_dir / f"node-{index + 1}",
+                    extra_args=CLUSTER_NODE_ARGS,
+                )
+            )
+
+    @property
+    def url(self) -> str:
+        return ",".join(node.url.removesuffix("/0") for node in self.nodes if node.alive())
+
+    def start(self, timeout: float = 30.0) -> RedisClusterSet:
+        for node in self.nodes:
+            node.start()
+        redis_cli(
+            "--cluster", "create", *(node.address for node in self.nodes),
+            "--cluster-replicas", str(self.replicas), "--cluster-yes",
+        )  # fmt: skip
+        self.wait_healthy(timeout=timeout)
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        for node in self.nodes:
+            node.signal(signal.SIGTERM)
+        for node in self.nodes:
+            node.stop(timeout=timeout)
+
+    def role(self, node: RedisServer) -> str:
+        return node.info("replication").get("role", "")
+
+    def primaries(self) -> list[RedisServer]:
+        return [node for node in self.nodes if node.alive() and self.role(node) == "master"]
+
+    def healthy(self) -> bool:
+        """Every live node says the cluster is ok and there are ``masters`` live masters."""
+        live = [node for node in self.nodes if node.alive()]
+        for node in live:
+            if node.info("cluster").get("cluster_enabled") != "1":
+                return False
+            state = redis_cli("-p", str(node.port), "CLUSTER", "INFO", check=False)
+            if "cluster_state:ok" not in state:
+                return False
+        return len(self.primaries()) == self.masters
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        wait_until(self.healthy, timeout=timeout, interval=0.1, what="the Redis Cluster ok")
+
+    def master_for_key(self, key: str) -> RedisServer:
+        slot = int(redis_cli("-p", str(self.nodes[0].port), "CLUSTER", "KEYSLOT", key).strip())
+        for node in self.primaries():
+            if any(lo <= slot <= hi for lo, hi in _own_slots(node)):
+                return node
+        raise RuntimeError(f"no master holds slot {slot}")
+
+
+def _own_slots(node: RedisServer) -> list[tuple[int, int]]:
+    """The slot ranges ``node`` serves as a master (from CLUSTER NODES, its ``myself`` line)."""
+    out = redis_cli("-p", str(node.port), "CLUSTER", "NODES", check=False)
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) > 8 and "myself" in fields[2]:
+            ranges = []
+            for item in fields[8:]:
+                if item.startswith("["):
+                    continue  # a slot being migrated
+                lo, _, hi = item.partition("-")
+                ranges.append((int(lo), int(hi or lo)))
+            return ranges
+    return []
+
+
+class RedisSentinelSet:
+    """A monitored master, one replica and three Sentinels (quorum 2) on loopback.
+
+    Sentinels judge the master down after one second, so a failover completes within a few.
+    """
+
+    MASTER_NAME = "mymaster"
+
+    def __init__(self, *, sentinels: int = 3, log_dir: Path | None = None) -> None:
+        self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="redis-sentinel-"))
+        self.master = RedisServer(log_dir=self.log_dir / "master")
+        self.replica = RedisServer(
+            log_dir=self.log_dir / "replica",
+            extra_args=["--replicaof", LOOPBACK, str(self.master.port)],
+        )
+        self.sentinel_ports = [free_port() for _ in range(sentinels)]
+        self.sentinels: list[SentinelProcess] = [
+            SentinelProcess(port=port, log_dir=self.log_dir / f"sentinel-{index + 1}")
+            for index, port in enumerate(self.sentinel_ports)
+        ]
+
+    @property
+    def addresses(self) -> str:
+        """``REDIS_SENTINELS``: host:port of every Sentinel."""
+        return ",".join(f"{LOOPBACK}:{port}" for port in self.sentinel_ports)
+
+    def start(self, timeout: float = 30.0) -> RedisSentinelSet:
+        self.master.start()
+        self.replica.start()
+        for sentinel in self.sentinels:
+            sentinel.start(master_port=self.master.port, master_name=self.MASTER_NAME)
+        wait_until(
+            lambda: (
+                self.current_master_port() == self.master.port
+                and self.replica.info("replication").get("master_link_status") == "up"
+            ),
+            timeout=timeout,
+            interval=0.1,
+            what="Sentinels watching a master with its replica in sync",
+        )
+        return self
+
+    def current_master_port(self) -> int | None:
+        for sentinel in self.sentinels:
+            if not sentinel.alive():
+                continue
+            out = redis_cli(
+                "-p", str(sentinel.port),
+                "SENTINEL", "get-master-addr-by-name", self.MASTER_NAME,
+                check=False,
+            )  # fmt: skip
+            lines = out.split()
+            if len(lines) == 2 and lines[1].isdigit():
+                return int(lines[1])
+        return None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        for process in [*self.sentinels, self.replica, self.master]:
+            process.stop(timeout=timeout)
+
+
+class SentinelProcess(Process):
+    name = "sentinel"
+
+    def __init__(self, *, port: int, log_dir: Path | None = None) -> None:
+        super().__init__(log_dir)
+        self.port = port
+
+    def start(self, *, master_port: int, master_name: str) -> SentinelProcess:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        config = self.log_dir / "sentinel.conf"
+        # A Sentinel rewrites its own file (the current master, the other Sentinels).
+        config.write_text(
+            f"port {self.port}\n"
+            f"bind {LOOPBACK}\n"
+            f"dir {self.log_dir}\n"
+            f"sentinel monitor {master_name} {LOOPBACK} {master_port} 2\n"
+            f"sentinel down-after-milliseconds {master_name} 1000\n"
+            f"sentinel failover-timeout {master_name} 3000\n"
+            f"sentinel parallel-syncs {master_name} 1\n"
+        )
+        self._spawn([RedisServer.binary(), str(config), "--sentinel"])
+        wait_until(self._ready, timeout=10, what=f"redis-sentinel on port {self.port}")
+        return self
+
+    def _ready(self) -> bool:
+        self._check_started()
+        return "PONG" in redis_cli("-p", str(self.port), "PING", check=False)
 
 
 def firestore_emulator_launcher() -> str:
@@ -340,7 +575,6 @@ class DaphneInstance(WebServer):
         return [
             venv_bin("daphne"),
             "-e", endpoint,
-            "--proxy-headers",
             *self.extra_args,
             "realtime_project.asgi:application",
         ]  # fmt: skip

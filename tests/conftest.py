@@ -7,12 +7,19 @@ the test is skipped with the reason.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from scripts.procs import FirestoreEmulator, RedisServer, ServiceUnavailable
+from scripts.procs import (
+    FirestoreEmulator,
+    RedisClusterSet,
+    RedisSentinelSet,
+    RedisServer,
+    ServiceUnavailable,
+)
 from tests.support.services import service_unavailable
 
 
@@ -61,6 +68,41 @@ def redis_factory(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
 
 
 @pytest.fixture(scope="session")
+def redis_cluster_set(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterSet]:
+    """A 3-master, 3-replica Redis Cluster for the session (a test may kill a master)."""
+    cluster = RedisClusterSet(log_dir=tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        cluster.start()
+    except ServiceUnavailable as exc:
+        service_unavailable(str(exc))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def redis_cluster(redis_cluster_set: RedisClusterSet) -> Iterator[RedisClusterSet]:
+    """The session's Redis Cluster, healthy, emptied after the test."""
+    redis_cluster_set.wait_healthy(timeout=30)
+    yield redis_cluster_set
+    from scripts.procs import redis_cli
+
+    for node in redis_cluster_set.primaries():
+        redis_cli("-p", str(node.port), "FLUSHALL", check=False)
+
+
+@pytest.fixture
+def redis_sentinels(tmp_path: Path) -> Iterator[RedisSentinelSet]:
+    """A master, a replica and three Sentinels, private to the test (it may kill the master)."""
+    sentinels = RedisSentinelSet(log_dir=tmp_path / "redis-sentinel")
+    try:
+        sentinels.start()
+    except ServiceUnavailable as exc:
+        service_unavailable(str(exc))
+    yield sentinels
+    sentinels.stop()
+
+
+@pytest.fixture(scope="session")
 def firestore_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FirestoreEmulator]:
     emulator = FirestoreEmulator(log_dir=tmp_path_factory.mktemp("firestore"))
     try:
@@ -105,3 +147,20 @@ def _empty_cache() -> Iterator[None]:
     from django.core.cache import cache
 
     cache.clear()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Every skip of the run, grouped by reason, so a missing service is never silent."""
+    reasons: Counter[str] = Counter()
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        reasons[reason.removeprefix("Skipped: ")] += 1
+    if not reasons:
+        return
+    terminalreporter.section(f"{sum(reasons.values())} skipped, and why")
+    for reason, count in reasons.most_common():
+        terminalreporter.write_line(f"{count:5d}  {reason}")
+    terminalreporter.write_line(
+        "scripts/install-system-packages (as root) installs the services the suite needs."
+    )

@@ -11,7 +11,7 @@ import resource
 from pathlib import Path
 from typing import Any
 
-from scripts.cluster import Cluster
+from scripts.deployment import Cluster
 from scripts.procs import DaphneInstance, manage
 
 PUBSUB_BACKEND = "channels_redis.pubsub.RedisPubSubChannelLayer"
@@ -96,7 +96,7 @@ class EchoDaphne(DaphneInstance):
 
 
 def echo_start(*, log_dir: Path) -> EchoDaphne:
-    from scripts.cluster import DAPHNE_PING_ARGS
+    from scripts.deployment import DAPHNE_PING_ARGS
 
     echo = EchoDaphne(instance_id="echo", log_dir=log_dir, extra_args=DAPHNE_PING_ARGS)
     echo.start()

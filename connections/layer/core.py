@@ -26,6 +26,7 @@ import msgpack
 from channels.exceptions import ChannelFull
 from channels.layers import BaseChannelLayer
 
+from connections.layer.cluster import SlotRouter, cluster_endpoints
 from connections.layer.endpoints import HashRing, RedisEndpoint
 from connections.layer.links import DEGRADED, HEALTHY, REDIS_FAILURES, LinkSettings, ShardLink
 from connections.layer.loops import LoopLink, run_on_loop
@@ -146,6 +147,7 @@ class RealtimeChannelLayer(BaseChannelLayer):
         subscribe_batch: int = 500,
         subscribe_timeout: float | None = None,
         expiry: float = 60,
+        cluster: bool = False,
         **unknown: object,
     ) -> None:
         if unknown:
@@ -170,8 +172,13 @@ class RealtimeChannelLayer(BaseChannelLayer):
             endpoints = [
                 RedisEndpoint.from_sentinels(sentinels, sentinel_master, password=sentinel_password)
             ]
+        self._ring: HashRing | SlotRouter = HashRing([endpoint.name for endpoint in endpoints])
+        if cluster and hosts:
+            # A Redis Cluster: one endpoint per master, channels routed by slot.
+            masters = cluster_endpoints(hosts, connect_timeout=connect_timeout)
+            endpoints = list(masters)
+            self._ring = SlotRouter(masters, prefix)
         self.endpoints = endpoints
-        self._ring = HashRing([endpoint.name for endpoint in endpoints])
         self.instance_id = instance_id or f"instance-{secrets.token_hex(4)}"
         self._token = _token(self.instance_id)
         self.prefix = prefix

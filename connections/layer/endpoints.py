@@ -32,6 +32,11 @@ class RedisEndpoint:
     sentinel_master: str = ""
     name: str = field(default="")
 
+    @property
+    def sharded(self) -> bool:
+        """Whether this node takes sharded pub/sub (SPUBLISH/SSUBSCRIBE): a cluster master."""
+        return False
+
     @classmethod
     def from_url(cls, url: str) -> RedisEndpoint:
         kwargs = parse_url(url)
@@ -82,8 +87,7 @@ class RedisEndpoint:
         """The address to connect to now (asks the Sentinels for the current master)."""
         if not self.sentinels:
             return self.host, self.port
-        # redis-py leaves Sentinel's constructor unannotated.
-        sentinel = Sentinel(list(self.sentinels), socket_timeout=limit_seconds)  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(list(self.sentinels), socket_timeout=limit_seconds)
         try:
             host, port = await sentinel.discover_master(self.sentinel_master)
         finally:
@@ -96,7 +100,7 @@ class RedisEndpoint:
     ) -> aioredis.Redis:
         """A pooled redis-py client for commands off the hot path (PING, named channels)."""
         if self.sentinels:
-            sentinel = Sentinel(  # type: ignore[no-untyped-call]  # unannotated in redis-py
+            sentinel = Sentinel(
                 list(self.sentinels),
                 socket_timeout=socket_timeout,
                 socket_connect_timeout=connect_timeout,

@@ -109,6 +109,16 @@ class ShardLink:
         self._lost = asyncio.Event()
         self._settled = asyncio.Event()
         self._pong = asyncio.Event()
+        # Plain or sharded pub/sub (a Redis Cluster master; connections/layer/cluster.py).
+        self._publish_verb = "SPUBLISH" if endpoint.sharded else "PUBLISH"
+        self._verbs = (
+            (b"SSUBSCRIBE", b"SUNSUBSCRIBE")
+            if endpoint.sharded
+            else (
+                b"SUBSCRIBE",
+                b"UNSUBSCRIBE",
+            )
+        )
         self._task = self.loop.create_task(self._supervise(), name=f"layer-link {endpoint.name}")
 
     # Publishing
@@ -118,7 +128,7 @@ class ShardLink:
         if self.state != HEALTHY:
             self.layer.count("publish_failures")
             return False
-        self._out.append(pack_command(("PUBLISH", channel, envelope)))
+        self._out.append(pack_command((self._publish_verb, channel, envelope)))
         self.in_flight += 1
         if not self._out_ready.is_set():
             self._out_ready.set()
@@ -219,7 +229,7 @@ class ShardLink:
         self.wanted.discard(channel)
         self.confirmed.discard(channel)
         if self.state == HEALTHY and self.reader is not None:
-            self._command(pack_command((b"UNSUBSCRIBE", channel)))
+            self._command(pack_command((self._verbs[1], channel)))
 
     def _send_subscribe(self, channels: list[bytes]) -> list[asyncio.Future[None]]:
         if self.reader is None:
@@ -229,7 +239,12 @@ class ShardLink:
             waiter: asyncio.Future[None] = self.loop.create_future()
             self.pending.setdefault(channel, []).append(waiter)
             waiters.append(waiter)
-        self._command(pack_command((b"SUBSCRIBE", *channels)))
+        if self.endpoint.sharded:
+            # SSUBSCRIBE takes channels of one slot only: one command each, one write for all.
+            for channel in channels:
+                self._command(pack_command((b"SSUBSCRIBE", channel)))
+        else:
+            self._command(pack_command((b"SUBSCRIBE", *channels)))
         return waiters
 
     def _command(self, packed: bytes) -> None:
@@ -273,10 +288,15 @@ class ShardLink:
                     self._pong.set()
                 continue
             kind = reply[0]
-            if kind == b"message":
+            if kind == b"message" or kind == b"smessage":
                 on_remote(self, reply[1], reply[2])
-            elif kind == b"subscribe":
+            elif kind == b"subscribe" or kind == b"ssubscribe":
                 self._on_subscribed(reply[1])
+            elif kind == b"sunsubscribe" and reply[1] in self.wanted:
+                # Redis dropped a sharded subscription we still want: its slot moved (a
+                # failover or a resharding). Reconnect: resolve the master again, resubscribe.
+                self._loss_reason = "a slot moved away from this node"
+                self._lost.set()
             elif kind == b"pong":
                 self._pong.set()
 
@@ -350,7 +370,7 @@ class ShardLink:
         )
         try:
             async with asyncio.timeout(self.settings.connect_timeout):
-                await connection.connect()  # type: ignore[no-untyped-call]  # as in redis-py
+                await connection.connect()
                 await connection.send_packed_command(_PING, check_health=False)
                 await connection.read_response(timeout=math.inf)
         except BaseException:

@@ -1,8 +1,10 @@
 /**
  * The demo chat page (docs/client.md): sign in, conversations with presence, messages,
- * typing indicators, read receipts and the connection state, all through RealtimeClient.
+ * typing indicators, read receipts, membership and the connection state, all through
+ * RealtimeClient. After a reconnect nothing is reloaded: the client resumes each conversation
+ * from its last `seq`, and the page places every durable event by its `seq`.
  */
-import { RealtimeClient, STATES } from "../realtime/client.js";
+import { RealtimeClient, STATES, newClientId } from "../realtime/client.js";
 
 const TOKEN_KEY = "realtime-demo.token";
 const NAME_KEY = "realtime-demo.username";
@@ -36,6 +38,10 @@ const ui = {
   send: $("send"),
   composerError: $("composer-error"),
   back: $("back"),
+  addForm: $("add-participant"),
+  addUser: $("add-participant-user"),
+  leave: $("leave"),
+  membershipError: $("membership-error"),
 };
 
 const app = {
@@ -46,7 +52,7 @@ const app = {
   presenceAsked: 0, // snapshots requested so far
   presenceApplied: 0, // the newest snapshot applied
   presenceHeardAt: new Map(), // user id -> snapshots requested when an event last told us
-  conversations: new Map(), // id -> {id, title, participant_ids, unread}
+  conversations: new Map(), // id -> {id, title, participant_ids, unread, created_by}
   current: null, // conversation id on screen
   typingPeers: new Map(), // `${conv}:${user}` -> timer
   readQueue: new Set(),
@@ -79,6 +85,10 @@ async function signIn(event) {
   const { token } = await response.json();
   sessionStorage.setItem(TOKEN_KEY, token);
   sessionStorage.setItem(NAME_KEY, username);
+  if (app.client) {
+    location.reload(); // signed out under our feet earlier: start from a clean page
+    return;
+  }
   start(token, username);
 }
 
@@ -104,7 +114,9 @@ function start(token, username) {
   ui.signIn.hidden = true;
   ui.account.hidden = false;
   ui.chat.hidden = false;
-  const client = new RealtimeClient({ token });
+  // The socket opens once the conversation list is in: its `last_seq`s are where the first
+  // `resume` starts, so nothing committed between the list and the socket is missed.
+  const client = new RealtimeClient({ token, autoConnect: false });
   app.client = client;
   window.realtimeClient = client; // handy from the devtools console
   client.on("state", renderBadge);
@@ -112,17 +124,30 @@ function start(token, username) {
   client.on("message", (ev) => onMessage(ev.message));
   client.on("typing", onTyping);
   client.on("read", onRead);
+  client.on("member", onMember);
+  client.on("reset", onReset);
   client.on("presence", (ev) => setPresence(ev.user_id, ev.status));
   client.on("error", (err) => {
-    if (err.code === "unauthorized") {
-      sessionStorage.removeItem(TOKEN_KEY);
-      location.reload();
-    }
+    if (err.code === "unauthorized") signedOut();
   });
   renderBadge({ state: client.state });
   app.healthTimer = setInterval(pollHealth, HEALTH_POLL_MS);
   // The REST API works without the socket: show the conversations at once.
-  loadIdentity().then(loadConversations);
+  loadIdentity()
+    .then(loadConversations)
+    .finally(() => client.connect());
+}
+
+/** The server closed the socket with 4401: the token is revoked or expired. */
+function signedOut() {
+  sessionStorage.removeItem(TOKEN_KEY);
+  clearInterval(app.healthTimer);
+  app.signedOut = true;
+  renderBadge({ state: STATES.CLOSED });
+  ui.signIn.hidden = false;
+  showSignInError("You were signed out. Sign in again to continue.");
+  ui.signInForm.username.value = app.me.name || "";
+  ui.input.disabled = ui.send.disabled = true;
 }
 
 async function loadIdentity() {
@@ -140,9 +165,9 @@ async function onConnected(frame) {
   ui.instance.textContent = frame.instance_id;
   document.body.dataset.instance = frame.instance_id;
   pollHealth();
-  // Events sent while the socket was down are not replayed: refresh what is on screen.
+  // The client resumes every conversation it follows; the list is reloaded only to learn of
+  // conversations this user was added to while the socket was down.
   await loadConversations();
-  if (app.current) await loadMessages(app.current);
 }
 
 async function pollHealth() {
@@ -168,7 +193,7 @@ function renderBadge({ state }) {
   } else if (state === STATES.CONNECTING) {
     label = "Connecting…";
   } else {
-    label = app.client ? "Offline" : "Signed out";
+    label = app.signedOut || !app.client ? "Signed out" : "Offline";
   }
   ui.badge.dataset.state = state || STATES.CLOSED;
   ui.badge.dataset.health = degraded ? "degraded" : "ok";
@@ -185,25 +210,30 @@ async function loadConversations() {
     return;
   }
   const items = Array.isArray(page) ? page : page?.results || [];
-  for (const item of items) {
-    const known = app.conversations.get(String(item.id));
-    const ids = (item.participant_ids || item.participants?.map((p) => p.id ?? p.user_id) || []).map(String);
-    for (const p of item.participants || []) {
-      if (p && typeof p === "object") app.names.set(String(p.id ?? p.user_id), p.username ?? p.name);
-    }
-    app.conversations.set(String(item.id), {
-      id: String(item.id),
-      title: item.title || "Untitled",
-      participant_ids: ids,
-      unread: known?.unread || 0,
-    });
-  }
-  ui.listEmpty.hidden = items.length > 0;
+  for (const item of items) rememberConversation(item);
+  ui.listEmpty.hidden = app.conversations.size > 0;
   await loadPresence();
   renderConversations();
   if (!app.current && items.length && window.matchMedia("(min-width: 48rem)").matches) {
     await openConversation(String(items[0].id));
   }
+}
+
+function rememberConversation(item) {
+  const id = String(item.id);
+  const known = app.conversations.get(id);
+  const ids = (item.participant_ids || item.participants?.map((p) => p.id ?? p.user_id) || []).map(String);
+  for (const p of item.participants || []) {
+    if (p && typeof p === "object") app.names.set(String(p.id ?? p.user_id), p.username ?? p.name);
+  }
+  app.conversations.set(id, {
+    id,
+    title: item.title || "Untitled",
+    participant_ids: ids,
+    unread: known?.unread || 0,
+  });
+  // Follow it from what the list says; a conversation the client follows keeps its own position.
+  if (item.last_seq != null) app.client.track(id, item.last_seq);
 }
 
 async function loadPresence() {
@@ -283,12 +313,126 @@ function renderConversations() {
 function renderParticipants() {
   ui.participants.replaceChildren();
   const conv = app.conversations.get(app.current);
+  ui.addForm.hidden = ui.leave.hidden = !conv;
   if (!conv) return;
   for (const id of conv.participant_ids) {
     const li = document.createElement("li");
+    li.dataset.user = id;
     li.append(presenceDot(id), document.createTextNode(id === app.me.id ? `${nameOf(id)} (you)` : nameOf(id)));
     ui.participants.append(li);
   }
+  // Anyone this user knows from another conversation can be added.
+  const candidates = [...app.names.keys()].filter((id) => id !== app.me.id && !conv.participant_ids.includes(id));
+  ui.addUser.replaceChildren(
+    ...candidates.map((id) => {
+      const option = document.createElement("option");
+      option.value = id;
+      option.textContent = nameOf(id);
+      return option;
+    }),
+  );
+  ui.addForm.hidden = candidates.length === 0;
+}
+
+/* ---------- membership ---------- */
+
+async function onAddParticipant(event) {
+  event.preventDefault();
+  const convId = app.current;
+  const userId = ui.addUser.value;
+  if (!convId || !userId) return;
+  ui.membershipError.hidden = true;
+  try {
+    const conversation = await app.client.request("POST", `/api/conversations/${convId}/participants`, {
+      user_ids: [userId],
+    });
+    rememberConversation(conversation);
+    renderParticipants();
+    renderConversations();
+  } catch (err) {
+    showMembershipError(`Could not add ${nameOf(userId)}: ${err.message || err.code}`);
+  }
+}
+
+async function onLeave() {
+  const convId = app.current;
+  if (!convId || !app.me.id) return;
+  ui.membershipError.hidden = true;
+  try {
+    await app.client.request("DELETE", `/api/conversations/${convId}/participants/${app.me.id}`);
+  } catch (err) {
+    showMembershipError(`Could not leave: ${err.message || err.code}`);
+    return;
+  }
+  dropConversation(convId);
+}
+
+function showMembershipError(text) {
+  ui.membershipError.textContent = text;
+  ui.membershipError.hidden = false;
+}
+
+function dropConversation(convId) {
+  app.conversations.delete(convId);
+  app.client.forget(convId);
+  if (app.current === convId) {
+    app.current = null;
+    document.body.dataset.view = "list";
+    ui.title.textContent = "Pick a conversation";
+    ui.messages.replaceChildren();
+    ui.input.disabled = ui.send.disabled = true;
+  }
+  ui.listEmpty.hidden = app.conversations.size > 0;
+  renderConversations();
+  renderParticipants();
+}
+
+async function onMember(ev) {
+  const convId = String(ev.conversation_id);
+  const userId = String(ev.user_id);
+  if (userId === app.me.id && ev.action === "removed") {
+    dropConversation(convId);
+    return;
+  }
+  if (convId === app.current) appendNote(ev);
+  try {
+    // The event names a user id; the conversation says who that is.
+    rememberConversation(await app.client.request("GET", `/api/conversations/${convId}`));
+  } catch (_err) {
+    return;
+  }
+  if (convId === app.current) ui.messages.querySelector(`[data-seq="${ev.seq}"]`)?.replaceWith(noteItem(ev));
+  renderConversations();
+  renderParticipants();
+}
+
+function noteItem(ev) {
+  const li = document.createElement("li");
+  li.className = "system-note";
+  li.dataset.seq = String(ev.seq);
+  const who = nameOf(ev.user_id);
+  const by = nameOf(ev.by);
+  if (ev.action === "added") {
+    li.textContent = String(ev.by) === String(ev.user_id) ? `${who} joined` : `${by} added ${who}`;
+  } else {
+    li.textContent = String(ev.by) === String(ev.user_id) ? `${who} left` : `${by} removed ${who}`;
+  }
+  return li;
+}
+
+function appendNote(ev) {
+  placeBySeq(noteItem(ev));
+}
+
+/** A conversation the server could not replay (too far behind, or no longer ours). */
+async function onReset(ev) {
+  const convId = String(ev.conversation_id);
+  if (ev.reason === "not_participant") {
+    dropConversation(convId);
+    return;
+  }
+  await loadConversations();
+  if (convId === app.current) await loadMessages(convId);
 }
 
 /* ---------- messages ---------- */
@@ -317,10 +461,33 @@ async function loadMessages(id) {
   if (app.current !== id) return;
   const items = Array.isArray(page) ? page : page?.results || [];
   resetObserver();
-  ui.messages.replaceChildren();
-  // The API pages newest first; a chat reads oldest first.
-  for (const message of [...items].reverse()) appendMessage(message);
+  // Messages still waiting in the outbox stay on screen, after the stored ones.
+  const pending = [...ui.messages.querySelectorAll(`.message.pending[data-conversation="${CSS.escape(id)}"]`)];
+  ui.messages.replaceChildren(...pending);
+  // The API pages newest first; placing by seq puts them oldest first.
+  for (const message of items) appendMessage(message);
   scrollToEnd();
+}
+
+/**
+ * Insert `li` in `seq` order: replayed events can arrive after live ones. Items without a seq
+ * (messages still being sent) stay at the end.
+ */
+function placeBySeq(li) {
+  const seq = Number(li.dataset.seq);
+  if (!li.dataset.seq || Number.isNaN(seq)) {
+    ui.messages.append(li);
+    return;
+  }
+  for (const other of ui.messages.children) {
+    if (other === li) continue;
+    const otherSeq = other.dataset.seq ? Number(other.dataset.seq) : Infinity;
+    if (otherSeq > seq) {
+      ui.messages.insertBefore(li, other);
+      return;
+    }
+  }
+  ui.messages.append(li);
 }
 
 function resetObserver() {
@@ -330,10 +497,39 @@ function resetObserver() {
 
 function appendMessage(message) {
   if (ui.messages.querySelector(`[data-id="${CSS.escape(String(message.id))}"]`)) return;
+  if (message.client_id) {
+    // Our own message, shown while it was being sent: it is stored now.
+    const pending = ui.messages.querySelector(`[data-client-id="${CSS.escape(String(message.client_id))}"]`);
+    if (pending) {
+      markSent(pending, message);
+      return;
+    }
+  }
+  const li = messageItem(message);
+  if (!li.classList.contains("mine")) app.observer?.observe(li);
+  placeBySeq(li);
+}
+
+function markSent(li, message) {
+  li.classList.remove("pending");
+  li.dataset.id = String(message.id);
+  if (message.seq != null) li.dataset.seq = String(message.seq);
+  const when = li.querySelector("time");
+  when.dateTime = message.created_at;
+  when.textContent = new Date(message.created_at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  const receipt = li.querySelector(".receipt");
+  receipt.textContent = "Sent";
+  receipt.classList.remove("failed");
+  placeBySeq(li);
+}
+
+function messageItem(message) {
   const mine = String(message.sender_id) === app.me.id;
   const li = document.createElement("li");
   li.className = mine ? "message mine" : "message";
-  li.dataset.id = String(message.id);
+  if (message.id != null) li.dataset.id = String(message.id);
+  if (message.seq != null) li.dataset.seq = String(message.seq);
+  if (message.client_id) li.dataset.clientId = String(message.client_id);
   li.dataset.sender = String(message.sender_id);
   const meta = document.createElement("p");
   meta.className = "meta";
@@ -341,8 +537,9 @@ function appendMessage(message) {
   who.className = "sender";
   who.textContent = mine ? "You" : nameOf(message.sender_id);
   const when = document.createElement("time");
-  when.dateTime = message.created_at;
-  when.textContent = new Date(message.created_at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  const created = message.created_at ? new Date(message.created_at) : new Date();
+  when.dateTime = created.toISOString();
+  when.textContent = created.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
   meta.append(who, " · ", when);
   const body = document.createElement("p");
   body.className = "body";
@@ -351,12 +548,10 @@ function appendMessage(message) {
   if (mine) {
     const receipt = document.createElement("p");
     receipt.className = "receipt";
-    receipt.textContent = "Sent";
+    receipt.textContent = message.id == null ? "Sending…" : "Sent";
     li.append(receipt);
-  } else {
-    app.observer?.observe(li);
   }
-  ui.messages.append(li);
+  return li;
 }
 
 function scrollToEnd() {
@@ -469,24 +664,33 @@ function renderTyping() {
 async function onSubmit(event) {
   event.preventDefault();
   const body = ui.input.value;
-  if (!body.trim() || !app.current) return;
+  const convId = app.current;
+  if (!body.trim() || !convId) return;
   ui.composerError.hidden = true;
-  ui.send.disabled = true;
+  ui.input.value = "";
+  app.typingSentAt = 0; // the message itself ends the typing indicator for the others
+  clearTimeout(app.typingIdleTimer);
+  // Shown at once as "Sending…": offline it waits in the client's outbox and goes out (once,
+  // thanks to its client_id) when the connection is back.
+  const clientId = newClientId();
+  const pending = messageItem({ sender_id: app.me.id, body, client_id: clientId });
+  pending.classList.add("pending");
+  pending.dataset.conversation = convId;
+  placeBySeq(pending);
+  scrollToEnd();
+  ui.input.focus();
   try {
-    const message = await app.client.sendMessage(app.current, body);
-    ui.input.value = "";
-    app.typingSentAt = 0; // the message itself ends the typing indicator for the others
-    clearTimeout(app.typingIdleTimer);
-    if (String(message.conversation_id) === app.current) {
-      appendMessage(message);
-      scrollToEnd();
-    }
+    const message = await app.client.sendMessage(convId, body, { clientId });
+    if (app.current !== convId) return;
+    const shown = ui.messages.querySelector(`[data-id="${CSS.escape(String(message.id))}"]`);
+    if (shown && shown !== pending) pending.remove();
+    else markSent(pending, message);
   } catch (err) {
+    const receipt = pending.querySelector(".receipt");
+    receipt.textContent = `Not sent: ${err.message || err.code}`;
+    receipt.classList.add("failed");
     ui.composerError.textContent = `Not sent: ${err.message || err.code}. Try again.`;
     ui.composerError.hidden = false;
-  } finally {
-    ui.send.disabled = false;
-    ui.input.focus();
   }
 }
 
@@ -509,6 +713,8 @@ ui.back.addEventListener("click", () => {
   document.body.dataset.view = "list";
   ui.list.querySelector("[aria-current]")?.focus();
 });
+ui.addForm.addEventListener("submit", onAddParticipant);
+ui.leave.addEventListener("click", onLeave);
 ui.myStatus.addEventListener("change", () => app.client?.setStatus(ui.myStatus.value).catch(() => {}));
 
 const savedToken = sessionStorage.getItem(TOKEN_KEY);

@@ -14,7 +14,7 @@ import pytest
 
 from bench.e2e.load import LoadGenerator, accounts_assign
 from bench.e2e.targets import bench_cluster, users_seed
-from scripts.cluster import Cluster
+from scripts.deployment import Cluster
 from scripts.procs import ServiceUnavailable
 from tests.support.services import service_unavailable
 

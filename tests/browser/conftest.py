@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from scripts.cluster import Cluster
+from scripts.deployment import Cluster
 from scripts.procs import REPO_ROOT, FirestoreEmulator, ServiceUnavailable
 from tests.support.services import service_unavailable
 

@@ -6,15 +6,20 @@ and connects to, its own instance; everything they see of each other crossed Red
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
 import time
+import urllib.error
+import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from scripts.cluster import Cluster
+from scripts.deployment import Cluster
 from tests.browser.conftest import LAPTOP, PHONE
 
 pytestmark = [pytest.mark.browser, pytest.mark.cluster, pytest.mark.redis]
@@ -60,15 +65,25 @@ def open_page(browser: Any) -> Iterator[Callable[..., Any]]:
 
 
 def trace_sockets(page: Any, label: str) -> None:
-    """Print every socket frame and API call of the page (pytest shows it when a test fails)."""
+    """Print every socket frame and API call of the page (pytest shows it when a test fails);
+    keep what it sent in ``page.sent_frames``."""
     started = time.monotonic()
+    page.sent_frames = []
+
+    def keep(payload: Any) -> None:
+        with contextlib.suppress(TypeError, ValueError):  # a binary frame: not ours
+            page.sent_frames.append(json.loads(payload))
 
     def trace(direction: str, payload: Any) -> None:
         print(f"{label} {time.monotonic() - started:7.3f} {direction} {payload}")
 
+    def sent(payload: Any) -> None:
+        trace(">>", payload)
+        keep(payload)
+
     def on_socket(socket: Any) -> None:
         trace("open", socket.url.split("?")[0])
-        socket.on("framesent", lambda payload: trace(">>", payload))
+        socket.on("framesent", sent)
         socket.on("framereceived", lambda payload: trace("<<", payload))
         socket.on("close", lambda _: trace("closed", ""))
 
@@ -103,6 +118,44 @@ def say(page: Any, text: str) -> None:
     box.press_sequentially(text, delay=5)
     box.press("Enter")
     expect(page.locator(".message.mine .body", has_text=text)).to_be_visible()
+
+
+def api(
+    cluster: Cluster, method: str, path: str, *, user: str, body: dict[str, Any] | None = None
+) -> tuple[int, Any]:
+    """One REST call as ``user`` through the balancer: (status, decoded JSON body)."""
+    request = urllib.request.Request(
+        f"{cluster.url}{path}",
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={
+            "Authorization": f"Token {cluster.demo['users'][user]['token']}",
+            "Content-Type": "application/json",
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return int(response.status), json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), json.loads(exc.read() or b"null")
+
+
+def set_offline(page: Any, offline: bool) -> None:
+    """Take the page's network away (or give it back) as DevTools does: sockets included."""
+    session = getattr(page, "cdp", None)
+    if session is None:
+        session = page.cdp = page.context.new_cdp_session(page)
+        session.send("Network.enable")
+    session.send(
+        "Network.emulateNetworkConditions",
+        {"offline": offline, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1},
+    )
+
+
+def sent_frames(page: Any) -> list[dict[str, Any]]:
+    """Every JSON frame the page sent on any of its sockets, oldest first."""
+    frames: list[dict[str, Any]] = page.sent_frames
+    return frames
 
 
 def shoot(page: Any, path: Path) -> None:
@@ -201,3 +254,123 @@ def test_page_sends_through_the_api_while_its_socket_cannot_connect(
     expect(alice.locator(".message.mine .body", has_text="Typed without a socket")).to_be_visible()
     expect(bob.locator(".message .body", has_text="Typed without a socket")).to_be_visible()
     assert alice.errors == [] and bob.errors == []
+
+
+def test_page_offline_then_back_shows_every_message_once_in_order_and_sends_its_own_once(
+    open_page: Callable[..., Any], cluster: Cluster, screenshot_dir: Path
+) -> None:
+    tag = uuid.uuid4().hex[:6]
+    conversation_id = cluster.demo["conversations"]["alice-bob"]["id"]
+    alice = open_page(cluster.url, LAPTOP)
+    sign_in(alice, "alice", re.compile(r"^instance-\d+$"))
+    open_conversation(alice, "alice-bob")
+    say(alice, f"before {tag}")
+
+    set_offline(alice, True)
+    badge = alice.locator("#connection-badge")
+    expect(badge).not_to_have_attribute("data-state", "open")
+    # Written while offline: shown at once, waiting for the network.
+    box = alice.get_by_role("textbox", name="Message")
+    box.press_sequentially(f"typed offline {tag}", delay=2)
+    box.press("Enter")
+    mine = alice.locator(".message.mine", has_text=f"typed offline {tag}")
+    expect(mine.locator(".receipt")).to_have_text("Sending…")
+    # Bob writes over REST meanwhile; none of it can reach alice's page yet.
+    sent = [f"while away {tag} #{n}" for n in range(5)]
+    for text in sent:
+        status, _ = api(
+            cluster, "POST", f"/api/conversations/{conversation_id}/messages", user="bob",
+            body={"body": text},
+        )  # fmt: skip
+        assert status == 201
+    shoot(alice, screenshot_dir / "alice-offline.png")
+    set_offline(alice, False)
+
+    expect(badge).to_have_attribute("data-state", "open")
+    expect(mine.locator(".receipt")).to_have_text("Sent")
+    expect(alice.locator(".message .body", has_text=sent[-1])).to_be_visible()
+    bodies = alice.locator(".message .body").all_inner_texts()
+    ours = [b for b in bodies if tag in b and "while away" in b]
+    assert ours == sent  # each once, in the order bob sent them
+    assert bodies.count(f"typed offline {tag}") == 1
+    seqs = [int(v) for v in alice.locator("#messages [data-seq]").evaluate_all(
+        "items => items.map((li) => li.dataset.seq)")]  # fmt: skip
+    assert seqs == sorted(seqs) and len(seqs) == len(set(seqs))
+    # Whether "before" was acked or its ack was lost with the socket (then the replay settles
+    # it), nothing of alice's is left waiting.
+    expect(alice.locator(".message.pending")).to_have_count(0)
+    # Nothing was reloaded: the page resumed from its last seq on the new socket.
+    resumes = [f for f in sent_frames(alice) if f.get("type") == "resume"]
+    assert len(resumes) >= 2 and conversation_id in resumes[-1]["positions"]
+    # The server stored the offline message once, however often the page tried.
+    status, page = api(cluster, "GET", f"/api/conversations/{conversation_id}/messages", user="bob")
+    assert status == 200
+    stored = [m["body"] for m in page["results"]]
+    assert stored.count(f"typed offline {tag}") == 1
+    shoot(alice, screenshot_dir / "alice-back-online.png")
+    assert alice.errors == []
+
+
+def test_participants_by_name_add_and_leave_across_instances(
+    open_page: Callable[..., Any], cluster: Cluster, screenshot_dir: Path
+) -> None:
+    web_a, web_b = cluster.instances
+    users = cluster.demo["users"]
+    title = f"team {uuid.uuid4().hex[:6]}"
+    status, conversation = api(
+        cluster, "POST", "/api/conversations", user="alice",
+        body={"title": title, "participant_ids": [users["bob"]["id"]]},
+    )  # fmt: skip
+    assert status == 201
+    assert sorted(p["username"] for p in conversation["participants"]) == ["alice", "bob"]
+
+    alice = open_page(web_a.base_url, LAPTOP)
+    sign_in(alice, "alice", web_a.instance_id)
+    open_conversation(alice, title)
+    bob = open_page(web_b.base_url, LAPTOP)
+    sign_in(bob, "bob", web_b.instance_id)
+    open_conversation(bob, title)
+    participants = alice.locator("#participants")
+    expect(participants).to_contain_text("bob")
+    expect(participants).to_contain_text("alice (you)")
+
+    # Alice adds carol (known from another conversation): both pages say so, by name.
+    alice.get_by_label("Add someone").select_option(label="carol")
+    alice.get_by_role("button", name="Add", exact=True).click()
+    expect(participants).to_contain_text("carol")
+    expect(bob.locator("#participants")).to_contain_text("carol")
+    expect(bob.locator(".system-note", has_text="alice added carol")).to_be_visible()
+    expect(alice.locator(".system-note", has_text="alice added carol")).to_be_visible()
+
+    # Bob leaves: the conversation goes from his list; alice sees him go.
+    bob.get_by_role("button", name="Leave").click()
+    expect(bob.locator(".conversation-name", has_text=title)).to_have_count(0)
+    expect(alice.locator(".system-note", has_text="bob left")).to_be_visible()
+    expect(participants.locator(f"li[data-user='{users['bob']['id']}']")).to_have_count(0)
+    say(alice, f"after bob left {title}")
+    shoot(alice, screenshot_dir / "alice-membership.png")
+    assert alice.errors == [] and bob.errors == []
+
+
+def test_page_says_signed_out_when_its_token_is_revoked_and_stops_reconnecting(
+    open_page: Callable[..., Any], cluster: Cluster
+) -> None:
+    alice = open_page(cluster.url, LAPTOP)
+    sign_in(alice, "alice", re.compile(r"^instance-\d+$"))
+    opened: list[str] = []
+    alice.on("websocket", lambda socket: opened.append(socket.url))
+    # The page's own token (each sign-in issues a new one), revoked from elsewhere.
+    status = alice.evaluate(
+        """async () => (await fetch("/api/auth/logout", { method: "POST",
+             headers: { Authorization: "Token " + window.realtimeClient.token } })).status"""
+    )
+    assert status == 204
+    badge = alice.locator("#connection-badge")
+    expect(badge).to_have_text("Signed out")
+    expect(badge).to_have_attribute("data-state", "closed")
+    expect(alice.locator("#sign-in-error")).to_contain_text("signed out")
+    assert alice.evaluate("window.realtimeClient.lastClose.code") == 4401
+    # A revoked token is not retried: no reconnect is scheduled, no socket opened since.
+    assert alice.evaluate("!window.realtimeClient.wanted && !window.realtimeClient.reconnectTimer")
+    assert opened == []
+    assert alice.errors == []

@@ -7,8 +7,9 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import generate_latest
 
+from connections import lifecycle
 from connections.close_codes import WS_1012_SERVICE_RESTART
-from health import drain, metrics
+from health import metrics
 from tests.support.consumer_fixtures import *  # noqa: F403
 from tests.support.consumer_fixtures import Demo
 from tests.support.ws_client import frame_is
@@ -23,9 +24,9 @@ def _sample(name: str, **labels: str) -> float:
 
 @pytest.fixture
 def draining() -> Iterator[None]:
-    drain.drain_begin()
+    lifecycle.drain_begin()
     yield
-    drain.drain_reset()
+    lifecycle.drain_reset()
 
 
 async def test_frame_errors_are_counted_by_code(open_socket, demo: Demo) -> None:

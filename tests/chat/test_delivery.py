@@ -241,3 +241,19 @@ async def test_an_overflowing_socket_is_closed_4008_and_others_keep_going(
     assert await slow.wait_closed() == WS_4008_SLOW_CONSUMER
     reply = await alice.request({"type": "message", "conversation_id": ab, "body": "still here"})
     assert reply["type"] == "ack"
+
+
+def test_a_resume_reads_every_conversation_in_one_query(demo, django_assert_num_queries) -> None:
+    from chat import selectors
+
+    conversations = [demo.conversations["ab"], demo.conversations["abc"]]
+    for conversation_id in conversations:
+        conversation = Conversation.objects.get(pk=conversation_id)
+        for i in range(3):
+            services.message_send(conversation=conversation, sender_id=demo.alice.id, body=str(i))
+    with django_assert_num_queries(1):
+        logged = selectors.events_after(
+            positions={conversations[0]: 1, conversations[1]: 0}, limit_per_conversation=10
+        )
+    assert [e.seq for e in logged[conversations[0]]] == [2, 3]
+    assert [e.seq for e in logged[conversations[1]]] == [1, 2, 3]

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.db import transaction
 
 from chat import services
-from chat.event_types import event_check
+from chat.event_types import MemberEvent, event_check, event_frame
+from chat.events import JOIN_MESSAGE_TYPE, event_message
+from chat.healing import heal_once
 from chat.models import Conversation
+from connections.control import user_group
 from tests.support.consumer_fixtures import *  # noqa: F403
 from tests.support.ws_client import frame_is
 
@@ -78,3 +84,73 @@ async def test_a_removed_user_gets_the_member_event_last_and_loses_authority(
     assert barrier["type"] == "ack"
     after = carol.frames[carol.frames.index(removed) + 1 :]
     assert [f for f in after if f.get("conversation_id") == abc and f.get("type") != "error"] == []
+
+
+@database_sync_to_async
+def without_live_delivery(call):
+    """Run a service with its live delivery lost (as in a Redis outage): only the log has it."""
+    with transaction.atomic():
+        result = call()
+        transaction.get_connection().run_on_commit = []
+    return result
+
+
+async def healed(socket, predicate, *, within=5.0):
+    """Run healing passes until ``socket`` has a frame matching ``predicate``."""
+    deadline = time.monotonic() + within
+    while True:
+        await heal_once(fully=True)
+        try:
+            return await socket.recv_until(predicate, within=0.1)
+        except TimeoutError:
+            if time.monotonic() > deadline:
+                raise
+
+
+async def test_healing_brings_a_conversation_whose_join_was_lost(open_socket, demo) -> None:
+    ab = demo.conversations["ab"]
+    carol = await connected(open_socket, demo.carol)
+    conv = await conversation(ab)
+    await without_live_delivery(
+        lambda: services.participants_add(
+            conversation=conv, user_ids=[demo.carol.id], by_id=demo.alice.id
+        )
+    )
+    await without_live_delivery(
+        lambda: services.message_send(conversation=conv, sender_id=demo.alice.id, body="m")
+    )
+    created = await without_live_delivery(
+        lambda: services.conversation_create(
+            creator_id=demo.alice.id, title="new", participant_ids=[demo.carol.id]
+        )
+    )
+    await without_live_delivery(
+        lambda: services.message_send(conversation=created, sender_id=demo.alice.id, body="n")
+    )
+    # One pass makes the socket follow both conversations, a later one fills what came after.
+    member = await healed(carol, frame_is("member", action="added"))
+    assert member["seq"] == 1
+    message = await healed(carol, frame_is("message", conversation_id=ab))
+    assert message["seq"] == 2
+    first = await healed(carol, frame_is("message", conversation_id=str(created.id)))
+    assert first["seq"] == 1
+    assert [f["seq"] for f in carol.frames if f.get("conversation_id") == ab] == [1, 2]
+
+
+async def test_a_late_added_event_does_not_undo_a_removal(open_socket, demo) -> None:
+    abc = demo.conversations["abc"]
+    carol = await connected(open_socket, demo.carol)
+    conv = await conversation(abc)
+    await database_sync_to_async(services.participant_remove)(
+        conversation=conv, user_id=demo.carol.id, by_id=demo.alice.id
+    )
+    await carol.recv_until(frame_is("member", action="removed"))
+    stale = event_frame(
+        MemberEvent(conversation_id=abc, seq=0, user_id=demo.carol.id, action="added", by="1")
+    )
+    await get_channel_layer().group_send(user_group(demo.carol.id), event_message(stale))
+    await get_channel_layer().group_send(
+        user_group(demo.carol.id), {"type": JOIN_MESSAGE_TYPE, "conversation_id": abc, "seq": 0}
+    )
+    reply = await carol.request({"type": "typing", "conversation_id": abc, "is_typing": True})
+    assert (reply["type"], reply["code"]) == ("error", "not_participant")

@@ -49,12 +49,12 @@ async def test_start_is_idempotent_and_runs_heartbeat_and_extra_loops(fast_insta
         client = aioredis.Redis.from_url(fast_instance, decode_responses=True)
         try:
             await async_wait_until(
-                lambda: client.exists("rt:reg:lease:inst-loop"), timeout=5, what="the lease"
+                lambda: client.exists("rt:reg:{i:inst-loop}:lease"), timeout=5, what="the lease"
             )
             # Redis loses everything; the running heartbeat writes the socket back.
             await client.flushall()
             await async_wait_until(
-                lambda: client.hexists("rt:reg:conns:inst-loop", "c1"),
+                lambda: client.hexists("rt:reg:{i:inst-loop}:conns", "c1"),
                 timeout=5,
                 what="re-registration",
             )

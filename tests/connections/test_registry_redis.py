@@ -217,8 +217,8 @@ async def test_redis_down_never_raises_and_local_truth_is_replayed(
         assert not a.degraded
         client = aioredis.Redis.from_url(server.url, decode_responses=True)
         try:
-            assert await client.hkeys("rt:reg:conns:inst-a") == ["c1"]
-            assert await client.hgetall("rt:reg:user:1") == {}
+            assert await client.hkeys(a.key_conns("inst-a")) == ["c1"]
+            assert await client.hgetall(a.key_user("1")) == {}
             # Every key the registry wrote has a TTL.
             keys = await client.keys("rt:reg:*")
             assert keys
@@ -234,8 +234,8 @@ async def test_counters_are_published_per_instance(
     pair: tuple[RedisConnectionRegistry, ...],
 ) -> None:
     a, b = pair
-    await a.publish_counters({"messages_sent": 5})
-    await b.publish_counters({"messages_sent": 2})
+    await a.heartbeat(counters={"messages_sent": 5})
+    await b.heartbeat(counters={"messages_sent": 2})
     counters = await a.all_instance_counters()
     assert counters["inst-a"]["messages_sent"] == 5
     assert counters["inst-b"]["messages_sent"] == 2

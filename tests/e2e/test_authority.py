@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from connections.close_codes import WS_4401_UNAUTHORIZED
-from scripts.cluster import Cluster
+from scripts.deployment import Cluster
 from scripts.procs import DaphneInstance, ServiceUnavailable, manage
 from tests.support.cluster import E2E_ENV
 from tests.support.services import service_unavailable

@@ -85,6 +85,8 @@ def test_environment_overrides_defaults() -> None:
         ("HEARTBEAT_INTERVAL_SECONDS", "-1"),
         ("DEBUG", "maybe"),
         ("WS_MAX_FRAME_BYTES", "lots"),
+        ("WS_MAX_BUFFERED_BYTES", "1"),
+        ("TRUSTED_PROXIES", "127.0.0.1,haproxy"),
         ("DATABASE_URL", "nosuchdb://x"),
     ],
 )

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from channels.layers import channel_layers
 
+from connections.lifecycle import drain_reset
 from connections.registry import reset_registry
 from health.checks import health_cache
-from health.drain import drain_reset
 from health.metrics_access import snapshot_cache
 
 

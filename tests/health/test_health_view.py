@@ -8,8 +8,8 @@ import time
 import pytest
 from django.test import AsyncClient
 
+from connections.lifecycle import drain_begin
 from health import checks
-from health.drain import drain_begin
 from scripts.procs import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)

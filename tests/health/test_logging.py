@@ -5,7 +5,12 @@ from __future__ import annotations
 import json
 import logging
 
-from health.logging import InstanceFilter, JsonFormatter, KeyValueFormatter, log_event
+from realtime_project.runtime.logging import (
+    InstanceFilter,
+    JsonFormatter,
+    KeyValueFormatter,
+    log_event,
+)
 
 
 def _record(msg: str, *args: object, **fields: object) -> logging.LogRecord:

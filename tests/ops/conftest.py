@@ -1,4 +1,4 @@
-"""A real local cluster per test: the ``scripts.cluster.Cluster`` that ``scripts/cluster up``
+"""A real local cluster per test: the ``scripts.deployment.Cluster`` that ``scripts/cluster up``
 runs, with short intervals so faults show within seconds. Loopback only, every process
 stopped afterwards.
 """
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from scripts.cluster import Cluster, DatabaseTemplate
+from scripts.deployment import Cluster, DatabaseTemplate
 from scripts.procs import REPO_ROOT, ServiceUnavailable
 from tests.support.services import service_unavailable
 

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from scripts.cluster import Cluster
+from scripts.deployment import Cluster
 from scripts.procs import DaphneInstance, http_get
 from tests.support.async_poll import async_wait_until
 from tests.support.ws_client import WsClient, frame_is

@@ -1,6 +1,6 @@
 """A real cluster for cross-instance tests: Redis, the Firestore emulator, two Daphne instances.
 
-Built on ``scripts.cluster.Cluster`` (what ``scripts/cluster up`` runs) with short intervals so
+Built on ``scripts.deployment.Cluster`` (what ``scripts/cluster up`` runs) with short intervals so
 leases and grace periods lapse within seconds. Use it from a test module::
 
     # conftest.py: from tests.support.cluster import cluster, e2e_cluster, sockets
@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from scripts.cluster import Cluster
+from scripts.deployment import Cluster
 from scripts.procs import DaphneInstance, ServiceUnavailable
 from tests.support.demo_user import DemoUser
 from tests.support.services import service_unavailable

@@ -1,10 +1,17 @@
-"""Draining on SIGTERM. See docs/health.md.
+"""The instance's lifecycle under a server: start-up, and draining on SIGTERM. docs/health.md.
 
-The sequence: report ``unhealthy`` at once (the load balancer stops sending new sockets), wait
-``DRAIN_DELAY_SECONDS`` for it to notice, close this instance's sockets with 1012 in batches
-of ``DRAIN_BATCH_SIZE`` (their clients reconnect through the balancer to the other instances,
-within the presence grace period, so their users never show offline), remove this instance's
-registry entries at once instead of waiting for its lease to lapse, and stop the process.
+Start-up: ``instance_lifecycle`` wraps the ASGI application and starts the instance's
+background loops (``connections.instance.instance_start``: heartbeat, reaper, presence loops)
+from the first request on each event loop, so an instance with no sockets yet still
+heartbeats once its load balancer has probed it. They start from a clean context, not from
+inside a request's thread bridge, whose executor is gone once the request ends.
+
+Draining, the sequence: report ``unhealthy`` at once (the load balancer stops sending new
+sockets), wait ``DRAIN_DELAY_SECONDS`` for it to notice, close this instance's sockets with
+1012 in batches of ``DRAIN_BATCH_SIZE`` (their clients reconnect through the balancer to the
+other instances, within the presence grace period, so their users never show offline), remove
+this instance's registry entries at once instead of waiting for its lease to lapse, and stop
+the process.
 
 Daphne runs Twisted's asyncio reactor, which installs its own SIGTERM handler (stop at once)
 when it starts; ``drain_install_on_reactor`` replaces it with ours once the reactor runs. A
@@ -23,8 +30,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from channels.layers import get_channel_layer
+
 from connections.close_codes import WS_1012_SERVICE_RESTART
+from connections.instance import instance_start, instance_stop
+from connections.layer import RealtimeChannelLayer
+from connections.registry import get_registry
+from connections.sockets import sockets_close_all
 from realtime_project.conf import realtime_settings
+from realtime_project.runtime.asgi_types import ASGIApp, Receive, Scope, Send
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +57,25 @@ class _DrainState:
 
 
 _state = _DrainState()
+
+
+async def instance_start_quietly() -> None:
+    """Start the instance's loops (once per event loop); a failure is logged, never raised."""
+    try:
+        await instance_start()
+    except Exception:
+        logger.exception("starting the instance's loops failed")
+
+
+def instance_lifecycle(app: ASGIApp) -> ASGIApp:
+    """``app`` with the instance's loops started before its first HTTP request is answered."""
+
+    async def lifecycle(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await instance_start_quietly()
+        await app(scope, receive, send)
+
+    return lifecycle
 
 
 def drain_is_active() -> bool:
@@ -71,8 +104,6 @@ async def _wait_delay(delay: float) -> None:
 
 
 async def _wait_sockets_gone(limit_seconds: float) -> None:
-    from connections.registry import get_registry
-
     step = 0.05
     for _ in range(max(1, int(limit_seconds / step))):
         if not get_registry().local_connection_count():
@@ -87,9 +118,6 @@ async def drain_run(
     pause_seconds: float = DRAIN_BATCH_PAUSE_SECONDS,
 ) -> int:
     """Drain this instance (everything but stopping the process); return the sockets closed."""
-    from connections.registry import get_registry
-    from connections.sockets import sockets_close_all
-
     drain_begin()
     delay = float(realtime_settings.DRAIN_DELAY_SECONDS if delay_seconds is None else delay_seconds)
     size = int(realtime_settings.DRAIN_BATCH_SIZE if batch_size is None else batch_size)
@@ -115,18 +143,14 @@ async def drain_run(
 
 async def _shutdown_instance() -> None:
     try:
-        from connections.instance import instance_stop
-
         await instance_stop()
     except Exception:
         logger.exception("drain: stopping the instance's loops failed")
     try:
-        from channels.layers import get_channel_layer
-
-        layer: Any = get_channel_layer()
-        close = getattr(layer, "close", None)
-        if close is not None:
-            await close()
+        layer = get_channel_layer()
+        # Another backend (bench comparisons) keeps its own connections until the process ends.
+        if isinstance(layer, RealtimeChannelLayer):
+            await layer.close()
     except Exception:
         logger.exception("drain: closing the channel layer failed")
 
@@ -171,9 +195,8 @@ def drain_install_on_reactor() -> bool:
     """
     if "twisted.internet.reactor" not in sys.modules:
         return False
-    from health.daphne_close import daphne_allow_protocol_close_codes
-
-    daphne_allow_protocol_close_codes()
+    # Imported here, not at the top: importing it installs Twisted's default reactor when
+    # none is installed yet, which must never happen outside Daphne.
     from twisted.internet import reactor as twisted_reactor
 
     reactor: Any = twisted_reactor

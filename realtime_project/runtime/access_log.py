@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from health.logging import redact
+from realtime_project.runtime.logging import redact
 
 
 def daphne_access_log_scrub() -> bool:

@@ -1,0 +1,165 @@
+"""The layer on a Redis Cluster: sharded pub/sub per master; see docs/channel-layer.md.
+
+Each master of the cluster is one ``ClusterEndpoint`` (so one ``ShardLink``, two connections,
+per event loop, however many groups there are). A channel's Redis name decides its slot
+(``SlotRouter``), the slot its master. Groups and inboxes use ``SPUBLISH``/``SSUBSCRIBE``:
+a message travels only to the master of its slot and that master's subscribers, not over the
+whole cluster bus as a plain ``PUBLISH`` does.
+
+A ``ClusterEndpoint`` is anchored to the first slot it served when the layer started: on every
+(re)connect it asks the cluster which master serves that slot now, so after a failover the link
+reconnects to the promoted replica and resubscribes everything it wants, in batches. Named
+channels (Redis lists) use a cluster client, which follows MOVED on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import parse_url
+from redis.crc import key_slot
+
+from connections.layer.endpoints import RedisEndpoint
+
+logger = logging.getLogger(__name__)
+
+SlotRange = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class ClusterEndpoint(RedisEndpoint):
+    """One master of a Redis Cluster, found again by its anchor slot after a failover."""
+
+    seeds: tuple[tuple[str, int], ...] = ()
+    slots: tuple[SlotRange, ...] = ()
+
+    @property
+    def sharded(self) -> bool:
+        return True
+
+    @property
+    def anchor_slot(self) -> int:
+        return self.slots[0][0]
+
+    async def resolve(self, *, limit_seconds: float) -> tuple[str, int]:
+        """The master serving the anchor slot now (asks each seed until one answers)."""
+        last: BaseException | None = None
+        for host, port in (*self.seeds, (self.host, self.port)):
+            client = aioredis.Redis(
+                host=host,
+                port=port,
+                username=self.username,
+                password=self.password,
+                ssl=self.tls,
+                socket_timeout=limit_seconds,
+                socket_connect_timeout=limit_seconds,
+            )
+            try:
+                async with asyncio.timeout(limit_seconds):
+                    table = await client.execute_command("CLUSTER", "SLOTS")
+                for start, end, master, *_ in _decoded_slots(table):
+                    if start <= self.anchor_slot <= end:
+                        return master
+            except Exception as exc:
+                last = exc
+            finally:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+        raise ConnectionError(f"no cluster node knows who serves slot {self.anchor_slot}: {last}")
+
+    def client(
+        self, *, socket_timeout: float, connect_timeout: float, max_connections: int | None = 4
+    ) -> Any:
+        """A cluster client: key commands (named channels' lists, PING) follow the slot map."""
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in self.seeds],
+            username=self.username,
+            password=self.password,
+            ssl=self.tls,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=connect_timeout,
+            max_connections=max_connections or 2**31,
+        )
+
+
+def _decoded_slots(table: Any) -> list[tuple[int, int, tuple[str, int], list[Any]]]:
+    rows = []
+    for entry in table:
+        start, end, master = int(entry[0]), int(entry[1]), entry[2]
+        host = master[0].decode() if isinstance(master[0], bytes) else str(master[0])
+        rows.append((start, end, (host, int(master[1])), list(entry[3:])))
+    return rows
+
+
+def cluster_endpoints(urls: list[str], *, connect_timeout: float) -> list[ClusterEndpoint]:
+    """One endpoint per master, from the first seed that answers ``CLUSTER SLOTS``.
+
+    Runs once, when the layer is built. A cluster that answers nowhere leaves the layer with
+    one endpoint per seed anchored at slot 0, degraded until a seed answers (its publishes
+    then fail and are counted, as on a single node that is down).
+    """
+    parsed = [parse_url(url) for url in urls]
+    seeds = tuple((str(p.get("host", "127.0.0.1")), int(p.get("port", 6379))) for p in parsed)
+    auth: dict[str, Any] = {k: parsed[0][k] for k in ("username", "password") if parsed[0].get(k)}
+    for host, port in seeds:
+        client = redis.Redis(host=host, port=port, socket_timeout=connect_timeout, **auth)
+        try:
+            table = client.execute_command("CLUSTER", "SLOTS")
+        except (redis.RedisError, OSError) as exc:
+            logger.warning("layer: cluster seed %s:%s did not answer (%r)", host, port, exc)
+            continue
+        finally:
+            client.close()
+        by_master: dict[tuple[str, int], list[SlotRange]] = {}
+        for start, end, master, _ in _decoded_slots(table):
+            by_master.setdefault(master, []).append((start, end))
+        return [
+            ClusterEndpoint(
+                host=host_port[0],
+                port=host_port[1],
+                name=f"cluster:{host_port[0]}:{host_port[1]}",
+                seeds=seeds,
+                slots=tuple(sorted(ranges)),
+                **auth,
+            )
+            for host_port, ranges in sorted(by_master.items(), key=lambda item: min(item[1]))
+        ]
+    return [
+        ClusterEndpoint(host=seeds[0][0], port=seeds[0][1], name="cluster:unknown",
+                        seeds=seeds, slots=((0, 16383),), **auth)
+    ]  # fmt: skip
+
+
+class SlotRouter:
+    """Which endpoint a channel lives on: the master of its Redis name's slot.
+
+    The layer asks with a group's name (its Redis channel is ``<prefix>:g:<group>``), an
+    inbox's full Redis name (it has a colon; group names cannot), or a named channel.
+    """
+
+    def __init__(self, endpoints: list[ClusterEndpoint], prefix: str) -> None:
+        self._group_prefix = f"{prefix}:g:"
+        starts: list[tuple[int, int, int]] = []
+        for index, endpoint in enumerate(endpoints):
+            for start, end in endpoint.slots:
+                starts.append((start, end, index))
+        starts.sort()
+        self._starts = [start for start, _, _ in starts]
+        self._ranges = starts
+
+    def node_for(self, name: str) -> int:
+        redis_name = name if ":" in name else self._group_prefix + name
+        slot = key_slot(redis_name.encode())
+        position = bisect.bisect_right(self._starts, slot) - 1
+        if position < 0:
+            return 0
+        start, end, index = self._ranges[position]
+        return index if start <= slot <= end else 0

@@ -1,0 +1,358 @@
+"""Where Redis is: one object, built from settings, that every Redis user of this process reads.
+
+See docs/topology.md. Three topologies, chosen by settings alone:
+
+- ``REDIS_URL`` with one URL, or several (comma-separated): the layer spreads groups over the
+  listed nodes by a consistent hash; the registry, the presence deadlines and the throttles'
+  cache live on the first node.
+- ``REDIS_SENTINELS`` (and ``REDIS_SENTINEL_MASTER``): one master, found through the
+  Sentinels and found again after a failover, for everything.
+- ``REDIS_CLUSTER=true`` with ``REDIS_URL`` naming one or more seed nodes: a Redis Cluster.
+  The layer uses sharded pub/sub (``SPUBLISH``/``SSUBSCRIBE``) per node; every multi-key script
+  touches keys of one hash tag (``user_tag``, ``instance_tag``), so it runs on one slot.
+
+The layer (``connections.layer``), the registry, the presence deadline queue, the cache
+(``connections.cache``) and the health check all take their clients and node list from here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+import zlib
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import SSLConnection, parse_url
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from realtime_project.conf import realtime_settings
+
+# What a Redis call may raise when Redis is down, slow, restarting or failing over.
+REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
+
+Mode = Literal["none", "single", "shards", "sentinel", "cluster"]
+
+# Users' registry keys and offline deadlines are grouped into this many hash tags, so that the
+# connect script (socket limit, registry entry, deadline cancel) touches one slot while the
+# deadline claimer still has only a handful of sorted sets to scan.
+USER_BUCKETS = 16
+
+# redis-py's client type for commands: a plain client, a Sentinel master or a cluster client.
+StateClient = aioredis.Redis | RedisCluster
+
+
+def user_bucket(user_id: str) -> int:
+    return zlib.crc32(user_id.encode()) % USER_BUCKETS
+
+
+def user_tag(user_id: str) -> str:
+    """The hash tag of every key about one user (and of its bucket's deadline set)."""
+    return bucket_tag(user_bucket(user_id))
+
+
+def bucket_tag(bucket: int) -> str:
+    return "{u" + str(bucket) + "}"
+
+
+def instance_tag(instance_id: str) -> str:
+    """The hash tag of every key about one instance (its lease, connections, counters)."""
+    # Braces would end the tag early; an instance id never needs them.
+    return "{i:" + instance_id.replace("{", "(").replace("}", ")") + "}"
+
+
+def _split_urls(raw: object) -> tuple[str, ...]:
+    if not raw:
+        return ()
+    items = [str(i) for i in raw] if isinstance(raw, list | tuple) else str(raw).split(",")
+    return tuple(item.strip() for item in items if item.strip())
+
+
+def _parse_sentinels(items: object) -> tuple[tuple[str, int], ...]:
+    pairs: list[tuple[str, int]] = []
+    for item in _split_urls(items):
+        host, _, port = item.rpartition(":")
+        if not host:
+            host, port = port, ""
+        pairs.append((host or "127.0.0.1", int(port or 26379)))
+    return tuple(pairs)
+
+
+@dataclass(frozen=True)
+class RedisTopology:
+    mode: Mode
+    urls: tuple[str, ...] = ()
+    sentinels: tuple[tuple[str, int], ...] = ()
+    sentinel_master: str = "mymaster"
+    socket_timeout: float = 5.0
+    connect_timeout: float = 2.0
+
+    @classmethod
+    def from_settings(cls) -> RedisTopology:
+        return cls.from_values(
+            redis_url=realtime_settings.REDIS_URL,
+            sentinels=realtime_settings.REDIS_SENTINELS,
+            sentinel_master=str(realtime_settings.REDIS_SENTINEL_MASTER),
+            cluster=bool(getattr(realtime_settings, "REDIS_CLUSTER", False)),
+            socket_timeout=float(realtime_settings.REDIS_SOCKET_TIMEOUT_SECONDS),
+            connect_timeout=float(realtime_settings.REDIS_CONNECT_TIMEOUT_SECONDS),
+        )
+
+    @classmethod
+    def from_values(
+        cls,
+        *,
+        redis_url: object,
+        sentinels: object = (),
+        sentinel_master: str = "mymaster",
+        cluster: bool = False,
+        socket_timeout: float = 5.0,
+        connect_timeout: float = 2.0,
+    ) -> RedisTopology:
+        """The topology the settings describe (settings.py builds the layer's and cache's)."""
+        urls = _split_urls(redis_url)
+        pairs = _parse_sentinels(sentinels)
+        mode: Mode
+        if pairs:
+            mode = "sentinel"
+        elif cluster:
+            if not urls:
+                raise ValueError("REDIS_CLUSTER=true needs REDIS_URL naming one or more seeds")
+            mode = "cluster"
+        elif len(urls) > 1:
+            mode = "shards"
+        elif urls:
+            mode = "single"
+        else:
+            mode = "none"
+        return cls(
+            mode=mode,
+            urls=urls,
+            sentinels=pairs,
+            sentinel_master=sentinel_master,
+            socket_timeout=socket_timeout,
+            connect_timeout=connect_timeout,
+        )
+
+    @property
+    def enabled(self) -> bool:
+        """False in the embedded single-process mode (no Redis at all)."""
+        return self.mode != "none"
+
+    @property
+    def cluster(self) -> bool:
+        return self.mode == "cluster"
+
+    def describe(self) -> str:
+        if self.mode == "sentinel":
+            where = ",".join(f"{h}:{p}" for h, p in self.sentinels)
+            return f"sentinel:{self.sentinel_master}@{where}"
+        return f"{self.mode}:{','.join(self.urls)}" if self.enabled else "none"
+
+    # -- clients -----------------------------------------------------------------------------
+
+    def state_client(self) -> StateClient:
+        """A new client for the shared state (registry, deadlines): bind it to one loop.
+
+        A plain client on the first URL, the Sentinel master, or a cluster client that follows
+        MOVED replies and failovers on its own.
+        """
+        common: dict[str, Any] = {
+            # Explicit, never redis-py 8's silent 5 s default (docs/registry.md).
+            "socket_timeout": self.socket_timeout,
+            "socket_connect_timeout": self.connect_timeout,
+            "decode_responses": True,
+        }
+        if self.mode == "sentinel":
+            sentinel = Sentinel(
+                list(self.sentinels),
+                socket_timeout=self.connect_timeout,
+                socket_connect_timeout=self.connect_timeout,
+            )
+            master: aioredis.Redis = sentinel.master_for(
+                self.sentinel_master, retry=Retry(NoBackoff(), 1), **common
+            )
+            return master
+        if self.mode == "cluster":
+            # A failover takes a few seconds to promote a replica; the client re-reads the
+            # slot map on MOVED and on connection errors, and the callers keep local truth.
+            seeds = [_cluster_node(url) for url in self.urls]
+            return RedisCluster(startup_nodes=seeds, **_url_auth(self.urls[0]), **common)
+        if not self.urls:
+            raise RuntimeError("no Redis configured")
+        return aioredis.Redis.from_url(
+            self.urls[0],
+            # One immediate retry survives a connection the server closed (a restart); more
+            # would only delay the switch to degraded mode.
+            retry=Retry(NoBackoff(), 1),
+            **common,
+        )
+
+    async def node_status(self, client: StateClient, *, timeout_seconds: float) -> dict[str, bool]:
+        """Every node the shared state depends on, and whether it answered PING in time.
+
+        For a cluster, each master the slot map names (a master that fails over is replaced
+        by its replica in the map once the client learns it).
+        """
+        results: dict[str, bool] = {}
+        if isinstance(client, RedisCluster):
+            try:
+                async with asyncio.timeout(timeout_seconds):
+                    await client.initialize()
+            except Exception:
+                return {self.urls[0]: False}
+            nodes = client.get_primaries()
+
+            async def ping(node: Any) -> bool:
+                try:
+                    async with asyncio.timeout(timeout_seconds):
+                        return bool(await client.execute_command("PING", target_nodes=node))
+                except Exception:
+                    return False
+
+            answers = await asyncio.gather(*(ping(node) for node in nodes))
+            for node, answer in zip(nodes, answers, strict=True):
+                results[f"{node.host}:{node.port}"] = answer
+            if sum(hi - lo + 1 for lo, hi in _slot_ranges(client)) < 16384:
+                # Some slots have no master the client knows of: a failover in progress.
+                results["slots"] = False
+            return results
+        name = self.describe() if self.mode == "sentinel" else self.urls[0]
+        try:
+            async with asyncio.timeout(timeout_seconds):
+                results[name] = bool(await client.ping())
+        except Exception:
+            results[name] = False
+        return results
+
+    # -- other users' configuration -----------------------------------------------------------
+
+    def layer_config(self) -> dict[str, Any]:
+        """The channel layer's CONFIG keys that say where Redis is."""
+        return {
+            "hosts": list(self.urls) or None,
+            "sentinels": [f"{h}:{p}" for h, p in self.sentinels],
+            "sentinel_master": self.sentinel_master,
+            "cluster": self.cluster,
+        }
+
+    def cache_config(self) -> dict[str, Any]:
+        """Django ``CACHES["default"]`` on this topology (the throttles share it).
+
+        Django's own ``RedisCache`` with a client class that knows Sentinel and Cluster
+        (``connections.cache``); the local-memory cache without Redis.
+        """
+        if not self.enabled:
+            return {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+        location: list[str] | str
+        if self.mode == "sentinel":
+            location = [f"redis-sentinel://{h}:{p}" for h, p in self.sentinels]
+        else:
+            location = self.urls[0]
+        return {
+            "BACKEND": "connections.cache.TopologyRedisCache",
+            "LOCATION": location,
+            "KEY_PREFIX": "realtime",
+            "OPTIONS": {
+                "mode": self.mode,
+                "sentinel_master": self.sentinel_master,
+                "socket_timeout": self.socket_timeout,
+                "socket_connect_timeout": self.connect_timeout,
+            },
+        }
+
+
+def _cluster_node(url: str) -> ClusterNode:
+    parsed = parse_url(url)
+    return ClusterNode(str(parsed.get("host", "127.0.0.1")), int(parsed.get("port", 6379)))
+
+
+def _url_auth(url: str) -> dict[str, Any]:
+    parsed = parse_url(url)
+    auth: dict[str, Any] = {k: parsed[k] for k in ("username", "password") if parsed.get(k)}
+    if parsed.get("connection_class") is SSLConnection:
+        auth["ssl"] = True
+    return auth
+
+
+def _slot_ranges(client: RedisCluster) -> list[tuple[int, int]]:
+    """The slot ranges the client's current map assigns to some master."""
+    slots = client.nodes_manager.slots_cache
+    ranges: list[tuple[int, int]] = []
+    start: int | None = None
+    for slot in range(16384):
+        if slots.get(slot):
+            if start is None:
+                start = slot
+        elif start is not None:
+            ranges.append((start, slot - 1))
+            start = None
+    if start is not None:
+        ranges.append((start, 16383))
+    return ranges
+
+
+_lock = threading.Lock()
+_topology: RedisTopology | None = None
+_topology_key: tuple[Any, ...] | None = None
+
+
+def get_topology() -> RedisTopology:
+    """The process's topology, rebuilt when the settings it reads change (tests override them)."""
+    global _topology, _topology_key
+    key = (
+        str(realtime_settings.REDIS_URL),
+        str(realtime_settings.REDIS_SENTINELS),
+        str(realtime_settings.REDIS_SENTINEL_MASTER),
+        bool(getattr(realtime_settings, "REDIS_CLUSTER", False)),
+        realtime_settings.REDIS_SOCKET_TIMEOUT_SECONDS,
+        realtime_settings.REDIS_CONNECT_TIMEOUT_SECONDS,
+    )
+    with _lock:
+        if _topology is None or _topology_key != key:
+            _topology = RedisTopology.from_settings()
+            _topology_key = key
+        return _topology
+
+
+class LoopClients:
+    """Lazily built state clients on one topology, one per running event loop.
+
+    A redis.asyncio connection belongs to the loop that opened it, and this process runs
+    several loops (Daphne's, ``async_to_sync``'s, the tests' per-test loops).
+    """
+
+    def __init__(self, topology: RedisTopology) -> None:
+        self.topology = topology
+        self._lock = threading.Lock()
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, StateClient] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    @classmethod
+    def for_url(cls, url: str) -> LoopClients:
+        """Clients on one plain Redis URL (tests; benchmarks)."""
+        return cls(RedisTopology(mode="single", urls=(url,)))
+
+    def get(self) -> StateClient:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            client = self._clients.get(loop)
+            if client is None:
+                client = self.topology.state_client()
+                self._clients[loop] = client
+            return client
+
+    async def aclose_current(self) -> None:
+        """Close the running loop's client (its sockets must be closed on their own loop)."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            client = self._clients.pop(loop, None)
+        if client is not None:
+            await client.aclose()

@@ -1,0 +1,1 @@
+"""The server runtime: logging, and what Daphne/Twisted/autobahn do for this project."""
