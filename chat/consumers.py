@@ -198,12 +198,12 @@ class ChatConsumer(SocketAuthorityMixin, AsyncWebsocketConsumer):
         # Set at connect (chat.dedup says when a socket needs a memory of its own).
         self.seen: SeenIds | None = None
         self.bucket = TokenBucket(
-            rate=float(realtime_settings.RATE_LIMIT_FRAMES_PER_SECOND),
-            burst=int(realtime_settings.RATE_LIMIT_BURST),
-            max_strikes=int(realtime_settings.RATE_LIMIT_MAX_STRIKES),
+            rate=realtime_settings.RATE_LIMIT_FRAMES_PER_SECOND,
+            burst=realtime_settings.RATE_LIMIT_BURST,
+            max_strikes=realtime_settings.RATE_LIMIT_MAX_STRIKES,
         )
         self.typing = TypingTimers(
-            timeout_seconds=float(realtime_settings.TYPING_TIMEOUT_SECONDS),
+            timeout_seconds=realtime_settings.TYPING_TIMEOUT_SECONDS,
             on_expire=self._typing_expired,
         )
         self.handlers: dict[str, Handler] = {
@@ -258,7 +258,7 @@ class ChatConsumer(SocketAuthorityMixin, AsyncWebsocketConsumer):
                 user_id=self.user_id,
                 connection_id=self.connection_id,
                 metadata=metadata,
-                max_sockets=int(realtime_settings.MAX_SOCKETS_PER_USER),
+                max_sockets=realtime_settings.MAX_SOCKETS_PER_USER,
             )
         except SocketLimitReached:
             await self.refuse(WS_4429_TOO_MANY)
@@ -302,7 +302,7 @@ class ChatConsumer(SocketAuthorityMixin, AsyncWebsocketConsumer):
                     connection_id=self.connection_id,
                     instance_id=instance_id(),
                     user_id=self.user_id,
-                    heartbeat_interval=float(realtime_settings.HEARTBEAT_INTERVAL_SECONDS),
+                    heartbeat_interval=realtime_settings.HEARTBEAT_INTERVAL_SECONDS,
                 )
             )
         )
@@ -374,7 +374,7 @@ class ChatConsumer(SocketAuthorityMixin, AsyncWebsocketConsumer):
         if self.closing or not self.registered:
             return
         size = len(text_data.encode("utf-8")) if text_data is not None else len(bytes_data or b"")
-        if size > int(realtime_settings.WS_MAX_FRAME_BYTES):
+        if size > realtime_settings.WS_MAX_FRAME_BYTES:
             await self.server_close(code=WS_1009_MESSAGE_TOO_BIG)
             return
         verdict = self.bucket.take()
@@ -522,7 +522,7 @@ class ChatConsumer(SocketAuthorityMixin, AsyncWebsocketConsumer):
         close instead (the log unreachable, or more missing than a resume would replay)."""
         cursor = self.positions.get(conversation_id)
         assert cursor is not None
-        limit = int(realtime_settings.RESUME_MAX_EVENTS)
+        limit = realtime_settings.RESUME_MAX_EVENTS
         try:
             logged = await database_sync_to_async(selectors.events_after)(
                 positions={conversation_id: cursor.high}, limit_per_conversation=limit
@@ -561,7 +561,7 @@ class ChatConsumer(SocketAuthorityMixin, AsyncWebsocketConsumer):
     async def on_resume(self, frame: ClientFrame) -> dict[str, Any]:
         """Replay, per listed conversation, every logged event after the client's position."""
         data = _validated(ResumeFrameSerializer, frame)
-        limit = int(realtime_settings.RESUME_MAX_EVENTS)
+        limit = realtime_settings.RESUME_MAX_EVENTS
         answers: dict[str, dict[str, Any]] = {}
         wanted: dict[str, int] = {}
         for key, position in data["positions"].items():

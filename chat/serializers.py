@@ -80,7 +80,7 @@ class MessageInputSerializer(serializers.Serializer[Any]):
     client_id = StrictCharField(max_length=64, required=False, allow_blank=False)
 
     def validate_body(self, value: str) -> str:
-        limit = int(realtime_settings.MESSAGE_MAX_LENGTH)
+        limit = realtime_settings.MESSAGE_MAX_LENGTH
         if not value.strip():
             raise serializers.ValidationError("This field may not be blank.")
         if len(value) > limit:
@@ -110,7 +110,7 @@ class ResumeFrameSerializer(serializers.Serializer[Any]):
     positions = serializers.DictField(child=StrictIntegerField(min_value=0))
 
     def validate_positions(self, value: dict[str, int]) -> dict[str, int]:
-        limit = int(realtime_settings.USER_MAX_CONVERSATIONS)
+        limit = realtime_settings.USER_MAX_CONVERSATIONS
         if len(value) > limit:
             raise serializers.ValidationError(f"At most {limit} conversations.")
         return value

@@ -93,10 +93,10 @@ def _conversation_caps_check(
         if conversation_id is None
         else Participant.objects.filter(conversation_id=conversation_id).count()
     )
-    limit = int(realtime_settings.CONVERSATION_MAX_PARTICIPANTS)
+    limit = realtime_settings.CONVERSATION_MAX_PARTICIPANTS
     if current + len(adding) > limit:
         raise ValidationError({field: [f"A conversation holds at most {limit} participants."]})
-    per_user = int(realtime_settings.USER_MAX_CONVERSATIONS)
+    per_user = realtime_settings.USER_MAX_CONVERSATIONS
     if selectors.users_at_conversation_limit(user_ids=adding, limit=per_user):
         raise ValidationError({field: [f"A user takes part in at most {per_user} conversations."]})
 

@@ -217,7 +217,7 @@ class ConversationViewSet(viewsets.GenericViewSet[Any]):  # conversations and me
     def events(self, request: Request, id: str) -> Response:
         conversation = self._conversation()
         query = input_validate(EventsQuerySerializer, request.query_params)
-        limit = int(realtime_settings.RESUME_MAX_EVENTS)
+        limit = realtime_settings.RESUME_MAX_EVENTS
         frames = selectors.event_list_after(
             conversation=conversation, after_seq=query["after_seq"], limit=limit
         )

@@ -70,7 +70,7 @@ class ConnectionRegistry(ABC):
     def ttl_seconds(self) -> float:
         if self._ttl_override is not None:
             return self._ttl_override
-        return float(realtime_settings.CONNECTION_TTL_SECONDS)
+        return realtime_settings.CONNECTION_TTL_SECONDS
 
     # -- local bookkeeping -------------------------------------------------------------------
 
@@ -311,7 +311,7 @@ def get_registry() -> ConnectionRegistry:
     """
     global _registry, _registry_key
     topology = get_topology()
-    key = (topology, str(realtime_settings.INSTANCE_ID))
+    key = (topology, realtime_settings.INSTANCE_ID)
     with _lock:
         if _registry is None or _registry_key != key:
             if topology.enabled:

@@ -78,7 +78,7 @@ class PresenceService:
     def grace_seconds(self) -> float:
         if self._grace is not None:
             return self._grace
-        return float(realtime_settings.PRESENCE_GRACE_SECONDS)
+        return realtime_settings.PRESENCE_GRACE_SECONDS
 
     def _change(
         self,

@@ -158,13 +158,13 @@ class FirestorePresenceStore(PresenceStore):
 
     @property
     def collection(self) -> str:
-        return self._collection or str(realtime_settings.PRESENCE_COLLECTION)
+        return self._collection or realtime_settings.PRESENCE_COLLECTION
 
     @property
     def timeout(self) -> float:
         if self._timeout is not None:
             return self._timeout
-        return float(realtime_settings.PRESENCE_STORE_TIMEOUT_SECONDS)
+        return realtime_settings.PRESENCE_STORE_TIMEOUT_SECONDS
 
     def _client(self) -> Any:
         from google.cloud import firestore
