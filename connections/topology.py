@@ -335,11 +335,6 @@ class LoopClients:
             weakref.WeakKeyDictionary()
         )
 
-    @classmethod
-    def for_url(cls, url: str) -> LoopClients:
-        """Clients on one plain Redis URL (tests; benchmarks)."""
-        return cls(RedisTopology(mode="single", urls=(url,)))
-
     def get(self) -> StateClient:
         loop = asyncio.get_running_loop()
         with self._lock:
