@@ -5,7 +5,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     DJANGO_SETTINGS_MODULE=realtime_project.settings \
-    WHITENOISE_USE_FINDERS=false
+    WHITENOISE_USE_FINDERS=false \
+    REBALANCE_CLOSE_RATE=10
 
 WORKDIR /app
 COPY requirements.txt .
@@ -16,7 +17,8 @@ COPY . .
 RUN python manage.py collectstatic --noinput \
     && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin app \
     && chown -R app:app /app/staticfiles
-USER app
+# Numeric, so the platform can check it is not root without reading /etc/passwd.
+USER 10001
 
 EXPOSE 8000
 # The balancer probes the same endpoint (deploy/haproxy.cfg); 503 while draining.

@@ -197,6 +197,11 @@ class ConnectionRegistry(ABC):
     @abstractmethod
     async def stats(self) -> dict[str, Any]: ...
 
+    async def instance_connection_counts(self) -> dict[str, int] | None:
+        """Live connections of every live instance, for rebalancing (connections/rebalance.py);
+        None when the store cannot say (only this process's own view is left)."""
+        return {self.instance_id: self.local_connection_count()}
+
     @abstractmethod
     async def heartbeat(self, *, counters: dict[str, float] | None = None) -> None:
         """Renew this instance's lease and flush last-seen times; replay after a data loss.

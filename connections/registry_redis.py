@@ -653,6 +653,18 @@ class RedisConnectionRegistry(ConnectionRegistry):
             )
         return {"total_connections": total, "unique_users": len(users), "instances": instances}
 
+    async def instance_connection_counts(self) -> dict[str, int] | None:
+        try:
+            heartbeats = await self._heartbeats()
+            alive = sorted(self._alive(heartbeats))
+            pipe = self._clients.get().pipeline(transaction=False)
+            for iid in alive:
+                pipe.hlen(self._k_conns(iid))
+            results = await pipe.execute()
+        except REDIS_ERRORS:
+            return None
+        return {iid: int(count) for iid, count in zip(alive, results, strict=True)}
+
     async def all_instance_counters(self) -> dict[str, dict[str, float]]:
         try:
             order = sorted(await self._heartbeats())

@@ -92,6 +92,11 @@ _LAYER_COUNTERS: dict[str, tuple[str, str, dict[str, str]]] = {
     "redis_errors": ("redis_errors", "Redis calls of the channel layer that failed.", {}),
     "publish_failures": ("publish_failures", "Envelopes that could not be published.", {}),
     "degraded_seconds": ("degraded_seconds", "Time this instance spent degraded.", {}),
+    "slot_map_refreshes": (
+        "slot_map_refreshes",
+        "Times the layer read a Redis Cluster's slot map again (a resharding or failover).",
+        {},
+    ),
 }
 
 

@@ -232,6 +232,14 @@ REALTIME: dict[str, Any] = {
     "CONVERSATION_MAX_PARTICIPANTS": env_int("CONVERSATION_MAX_PARTICIPANTS", 1000, minimum=2),
     "USER_MAX_CONVERSATIONS": env_int("USER_MAX_CONVERSATIONS", 1000, minimum=1),
     "DRAIN_DELAY_SECONDS": env_float("DRAIN_DELAY_SECONDS", 5, minimum=0),
+    # Rebalancing (docs/scaling.md): an instance above ceil(mean * (1 + threshold)) of the live
+    # instances' sockets closes the surplus with 1012, at most CLOSE_RATE a second (0: never).
+    "REBALANCE_THRESHOLD": env_float("REBALANCE_THRESHOLD", 0.25, minimum=0),
+    "REBALANCE_MIN_SURPLUS": env_int("REBALANCE_MIN_SURPLUS", 10, minimum=1),
+    # Off (0) for a bare process, which may be placed by hand (tests, benchmarks); the image
+    # and the shipped manifests turn it on (docs/scaling.md).
+    "REBALANCE_CLOSE_RATE": env_float("REBALANCE_CLOSE_RATE", 0, minimum=0),
+    "REBALANCE_INTERVAL_SECONDS": env_float("REBALANCE_INTERVAL_SECONDS", 5, minimum=0.1),
     "DRAIN_BATCH_SIZE": env_int("DRAIN_BATCH_SIZE", 200, minimum=1),
     # "staff": /metrics wants ``Authorization: Bearer <METRICS_TOKEN>`` or a staff session.
     "METRICS_ACCESS": env_choice("METRICS_ACCESS", "staff", {"open", "staff"}),

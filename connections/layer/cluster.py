@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +40,10 @@ class ClusterEndpoint(RedisEndpoint):
     """One master of a Redis Cluster, found again by its anchor slot after a failover."""
 
     seeds: tuple[tuple[str, int], ...] = ()
+    # The slots the layer routes to this endpoint (empty: none any more, after a resharding).
     slots: tuple[SlotRange, ...] = ()
+    # The slot whose master this endpoint follows; the first of ``slots`` unless set.
+    anchor: int | None = None
 
     @property
     def sharded(self) -> bool:
@@ -47,33 +51,17 @@ class ClusterEndpoint(RedisEndpoint):
 
     @property
     def anchor_slot(self) -> int:
-        return self.slots[0][0]
+        if self.anchor is not None:
+            return self.anchor
+        return self.slots[0][0] if self.slots else 0
 
     async def resolve(self, *, limit_seconds: float) -> tuple[str, int]:
         """The master serving the anchor slot now (asks each seed until one answers)."""
-        last: BaseException | None = None
-        for host, port in (*self.seeds, (self.host, self.port)):
-            client = aioredis.Redis(
-                host=host,
-                port=port,
-                username=self.username,
-                password=self.password,
-                ssl=self.tls,
-                socket_timeout=limit_seconds,
-                socket_connect_timeout=limit_seconds,
-            )
-            try:
-                async with asyncio.timeout(limit_seconds):
-                    table = await client.execute_command("CLUSTER", "SLOTS")
-                for start, end, master, *_ in _decoded_slots(table):
-                    if start <= self.anchor_slot <= end:
-                        return master
-            except Exception as exc:
-                last = exc
-            finally:
-                with contextlib.suppress(Exception):
-                    await client.aclose()
-        raise ConnectionError(f"no cluster node knows who serves slot {self.anchor_slot}: {last}")
+        table = await cluster_slots(self, limit_seconds=limit_seconds, covering=self.anchor_slot)
+        for start, end, master, _ in table:
+            if start <= self.anchor_slot <= end:
+                return master
+        raise ConnectionError(f"no cluster node knows who serves slot {self.anchor_slot}")
 
     def client(
         self, *, socket_timeout: float, connect_timeout: float, max_connections: int | None = 4
@@ -88,6 +76,94 @@ class ClusterEndpoint(RedisEndpoint):
             socket_connect_timeout=connect_timeout,
             max_connections=max_connections or 2**31,
         )
+
+
+async def cluster_slots(
+    endpoint: ClusterEndpoint,
+    *,
+    limit_seconds: float,
+    first: tuple[str, int] | None = None,
+    covering: int | None = None,
+) -> list[tuple[int, int, tuple[str, int], list[Any]]]:
+    """``CLUSTER SLOTS`` from the first node that answers: ``first`` (the node a MOVED reply
+    named, which knows the new owner for certain), then the seeds, then the endpoint itself.
+    With ``covering``, a node whose map has no master for that slot (a failover it has not
+    seen the end of) is passed over."""
+    last: BaseException | None = None
+    candidates = [*([first] if first else []), *endpoint.seeds, (endpoint.host, endpoint.port)]
+    for host, port in dict.fromkeys(candidates):
+        client = aioredis.Redis(
+            host=host,
+            port=port,
+            username=endpoint.username,
+            password=endpoint.password,
+            ssl=endpoint.tls,
+            socket_timeout=limit_seconds,
+            socket_connect_timeout=limit_seconds,
+        )
+        try:
+            async with asyncio.timeout(limit_seconds):
+                table = _decoded_slots(await client.execute_command("CLUSTER", "SLOTS"))
+            if covering is None or any(lo <= covering <= hi for lo, hi, _, _ in table):
+                return table
+        except Exception as exc:
+            last = exc
+        finally:
+            with contextlib.suppress(Exception):
+                await client.aclose()
+    raise ConnectionError(f"no cluster node answered CLUSTER SLOTS: {last}")
+
+
+def slot_map_remap(
+    endpoints: list[ClusterEndpoint], table: list[tuple[int, int, tuple[str, int], list[Any]]]
+) -> tuple[list[ClusterEndpoint], list[tuple[str, int] | None]]:
+    """The endpoints after a resharding, by index, and the master each should be linked to.
+
+    An existing endpoint keeps its index and follows the master now serving its anchor slot;
+    it routes that master's slots. A master no endpoint follows (added by the resharding) gets
+    a new endpoint at the end. An endpoint whose master another endpoint already follows
+    routes nothing (its link stays, idle). Indexes never change, so every loop's shard links
+    stay where they are and only new ones are appended.
+    """
+    by_master: dict[tuple[str, int], list[SlotRange]] = {}
+    for start, end, master, _ in table:
+        by_master.setdefault(master, []).append((start, end))
+
+    def master_of(slot: int) -> tuple[str, int] | None:
+        for start, end, master, _ in table:
+            if start <= slot <= end:
+                return master
+        return None
+
+    result: list[ClusterEndpoint] = []
+    addresses: list[tuple[str, int] | None] = []
+    claimed: set[tuple[str, int]] = set()
+    for endpoint in endpoints:
+        followed = master_of(endpoint.anchor_slot)
+        if followed is None or followed in claimed:
+            result.append(dataclasses.replace(endpoint, slots=(), anchor=endpoint.anchor_slot))
+            addresses.append(followed)
+            continue
+        claimed.add(followed)
+        owned = tuple(sorted(by_master[followed]))
+        result.append(dataclasses.replace(endpoint, slots=owned, anchor=owned[0][0]))
+        addresses.append(followed)
+    template = endpoints[0]
+    for added, ranges in sorted(by_master.items(), key=lambda item: min(item[1])):
+        if added in claimed:
+            continue
+        result.append(
+            dataclasses.replace(
+                template,
+                host=added[0],
+                port=added[1],
+                name=f"cluster:{added[0]}:{added[1]}",
+                slots=tuple(sorted(ranges)),
+                anchor=None,
+            )
+        )
+        addresses.append(added)
+    return result, addresses
 
 
 def _decoded_slots(table: Any) -> list[tuple[int, int, tuple[str, int], list[Any]]]:

@@ -26,7 +26,13 @@ import msgpack
 from channels.exceptions import ChannelFull
 from channels.layers import BaseChannelLayer
 
-from connections.layer.cluster import SlotRouter, cluster_endpoints
+from connections.layer.cluster import (
+    ClusterEndpoint,
+    SlotRouter,
+    cluster_endpoints,
+    cluster_slots,
+    slot_map_remap,
+)
 from connections.layer.endpoints import HashRing, RedisEndpoint
 from connections.layer.links import DEGRADED, HEALTHY, REDIS_FAILURES, LinkSettings, ShardLink
 from connections.layer.loops import LoopLink, run_on_loop
@@ -70,7 +76,13 @@ COUNTER_NAMES = (
     "recoveries",
     "probe_failures",
     "subscribe_timeouts",
+    # Cluster: MOVED/ASK replies and dropped sharded subscriptions seen, and slot map re-reads.
+    "slot_moves",
+    "slot_map_refreshes",
 )
+
+# A resharding moves slots one after another: a burst of MOVED replies makes one re-read.
+SLOT_REFRESH_PAUSE_SECONDS = 0.1
 
 _TOKEN_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 # Cache of group names decoded from Redis channel names; bounded by clearing.
@@ -179,6 +191,13 @@ class RealtimeChannelLayer(BaseChannelLayer):
             endpoints = list(masters)
             self._ring = SlotRouter(masters, prefix)
         self.endpoints = endpoints
+        # The cluster's slot map as last read (``_refresh_slot_map``); every LoopLink holds
+        # ``self.endpoints`` itself, which a refresh changes in place and only appends to.
+        self._map_version = 0
+        self._slot_addresses: list[tuple[str, int] | None] = []
+        self._refresh_task: asyncio.Task[None] | None = None
+        self._refresh_again = False
+        self._refresh_hint: tuple[str, int] | None = None
         self.instance_id = instance_id or f"instance-{secrets.token_hex(4)}"
         self._token = _token(self.instance_id)
         self.prefix = prefix
@@ -305,6 +324,86 @@ class RealtimeChannelLayer(BaseChannelLayer):
             else:
                 loop.call_soon_threadsafe(_run_listener, callback)
 
+    def on_moved(
+        self, link: ShardLink, channels: list[bytes], hint: tuple[str, int] | None
+    ) -> None:
+        """A cluster node answered MOVED/ASK or dropped sharded subscriptions: its slots moved.
+        ``channels`` (no longer wanted by ``link``) are subscribed where the new map says."""
+        self._counters["slot_moves"] += 1
+        link.loop_link.misrouted.update(channels)
+        if hint is not None:
+            self._refresh_hint = hint
+        task = self._refresh_task
+        if task is not None and not task.done():
+            self._refresh_again = True
+            return
+        self._refresh_task = link.loop.create_task(self._refresh_slot_map())
+
+    async def _refresh_slot_map(self) -> None:
+        """Read the slot map again and move every link's channels to their slots' masters."""
+        attempt = 0
+        settings = self.link_settings
+        while True:
+            self._refresh_again = False
+            await asyncio.sleep(SLOT_REFRESH_PAUSE_SECONDS)
+            hint, self._refresh_hint = self._refresh_hint, None
+            first = self.endpoints[0]
+            assert isinstance(first, ClusterEndpoint)
+            try:
+                table = await cluster_slots(
+                    first, limit_seconds=settings.connect_timeout, first=hint
+                )
+            except REDIS_FAILURES as exc:
+                attempt += 1
+                logger.warning("layer: cannot read the cluster's slot map (%r)", exc)
+                await asyncio.sleep(min(settings.backoff_max, settings.backoff_min * 2**attempt))
+                continue
+            endpoints, addresses = slot_map_remap(
+                [e for e in self.endpoints if isinstance(e, ClusterEndpoint)], table
+            )
+            self._slot_addresses = addresses
+            self.endpoints[:] = endpoints
+            self._ring = SlotRouter(endpoints, self.prefix)
+            self._map_version += 1
+            self._counters["slot_map_refreshes"] += 1
+            current = asyncio.get_running_loop()
+            for link in self._live_links():
+                if link.loop is current:
+                    self._apply_slot_map(link)
+                else:
+                    with contextlib.suppress(RuntimeError):  # that loop closed meanwhile
+                        link.loop.call_soon_threadsafe(self._apply_slot_map, link)
+            if not self._refresh_again:
+                return
+
+    def _apply_slot_map(self, link: LoopLink) -> None:
+        """On ``link``'s loop: shard links for new masters, and every wanted channel on the
+        link of its slot's master now, subscribed in batches."""
+        if not link.alive:
+            return
+        link.map_version = self._map_version
+        endpoints = list(self.endpoints)
+        while len(link.shards) < len(endpoints):
+            link.add_shard(endpoints[len(link.shards)])
+        moves: dict[int, list[bytes]] = {}
+        for index, shard in enumerate(link.shards):
+            address = self._slot_addresses[index] if index < len(self._slot_addresses) else None
+            shard.retarget(endpoints[index], address)
+            stray = [ch for ch in shard.wanted if self._ring.node_for(ch.decode()) != index]
+            shard.forget(stray)
+            for channel in stray:
+                moves.setdefault(self._ring.node_for(channel.decode()), []).append(channel)
+        for channel in link.misrouted:
+            moves.setdefault(self._ring.node_for(channel.decode()), []).append(channel)
+        link.misrouted.clear()
+        for target, channels in moves.items():
+            link.shards[target].want_many(channels)
+            self._counters["resubscribed"] += len(channels)
+        if moves:
+            # Whatever was published to a moved slot before its channels were subscribed again
+            # did not arrive: the listeners (the chat's healing) fetch it now.
+            self.on_recovered()
+
     def on_remote(self, link: ShardLink, channel: bytes, data: bytes) -> None:
         """An envelope from Redis: drop our own echo, then deliver to members homed here."""
         try:
@@ -427,6 +526,7 @@ class RealtimeChannelLayer(BaseChannelLayer):
             for old_loop in [lp for lp in self._links if lp.is_closed()]:
                 del self._links[old_loop]
             link = LoopLink(endpoints=self.endpoints, settings=self.link_settings, layer=self)
+            link.map_version = self._map_version
             self._links[loop] = link
         self._hook_loop_close(loop)
         if self._orphaned:
@@ -481,6 +581,8 @@ class RealtimeChannelLayer(BaseChannelLayer):
                 return
 
     def _shard(self, link: LoopLink, name: str) -> ShardLink:
+        if link.map_version != self._map_version:
+            self._apply_slot_map(link)  # a refresh ran on another loop and this one is behind
         return link.shards[self._ring.node_for(name)]
 
     # Names

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import hiredis
 from redis.asyncio.connection import Connection
-from redis.exceptions import RedisError, ResponseError
+from redis.crc import key_slot
+from redis.exceptions import AskError, RedisError, ResponseError
 
 from connections.layer.endpoints import RedisEndpoint
 
@@ -69,6 +70,10 @@ class LayerCallbacks(Protocol):
 
     def on_recovered(self) -> None: ...
 
+    def on_moved(
+        self, link: ShardLink, channels: list[bytes], hint: tuple[str, int] | None
+    ) -> None: ...
+
 
 class ShardLink:
     """One event loop's connections to one Redis node."""
@@ -92,6 +97,8 @@ class ShardLink:
         self.pending: dict[bytes, list[asyncio.Future[None]]] = {}
         self.writer: Connection | None = None
         self.reader: Connection | None = None
+        # The node the current connections go to (a cluster master may change under it).
+        self.address: tuple[str, int] | None = None
         self.in_flight = 0
         # Replies read so far on each connection: the watch tells progress from silence by them.
         self.writer_replies = 0
@@ -180,10 +187,12 @@ class ShardLink:
                     await read(timeout=math.inf)
                 elif await read(timeout=idle) is None:
                     continue
-            except ResponseError:
+            except ResponseError as exc:
                 self.writer_replies += 1
                 self.in_flight -= 1
                 count("publish_failures")
+                if self.endpoint.sharded:
+                    self._on_error_reply(exc)
                 continue
             self.writer_replies += 1
             self.in_flight -= 1
@@ -224,6 +233,41 @@ class ShardLink:
         self.wanted.add(channel)
         if self.state == HEALTHY:
             self._send_subscribe([channel])
+
+    def want_many(self, channels: list[bytes]) -> None:
+        """``want`` for many channels, sent in batches (a slot map change moves them here)."""
+        fresh = [channel for channel in channels if channel not in self.wanted]
+        self.wanted.update(fresh)
+        if self.state == HEALTHY:
+            for start in range(0, len(fresh), self.settings.subscribe_batch):
+                self._send_subscribe(fresh[start : start + self.settings.subscribe_batch])
+
+    def forget(self, channels: list[bytes]) -> None:
+        """Stop wanting channels that live on another node now (nothing is sent: the node
+        that lost their slot has dropped them); whoever waits for their confirmation stops."""
+        for channel in channels:
+            self.wanted.discard(channel)
+            self.confirmed.discard(channel)
+            for waiter in self.pending.pop(channel, []):
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def retarget(self, endpoint: RedisEndpoint, address: tuple[str, int] | None) -> None:
+        """The endpoint after a slot map change; reconnect if its master is another node."""
+        self.endpoint = endpoint
+        if address is not None and self.address is not None and address != self.address:
+            self._loss_reason = f"its slots are served by {address[0]}:{address[1]} now"
+            self._lost.set()
+
+    def _on_error_reply(self, error: ResponseError) -> bool:
+        """A ``MOVED``/``ASK`` reply: the slot map changed. True when it was one."""
+        if not isinstance(error, AskError):  # MovedError is an AskError
+            return False
+        slot, hint = int(error.slot_id), (str(error.host), int(error.port))
+        moved = [channel for channel in self.wanted if key_slot(channel) == slot]
+        self.forget(moved)
+        self.layer.on_moved(self, moved, hint)
+        return True
 
     def unsubscribe(self, channel: bytes) -> None:
         self.wanted.discard(channel)
@@ -278,7 +322,8 @@ class ShardLink:
                         continue  # idle: the watch probes with PING
             except ResponseError as exc:
                 self.reader_replies += 1
-                logger.warning("Redis refused a pub/sub command: %s", exc)
+                if not (self.endpoint.sharded and self._on_error_reply(exc)):
+                    logger.warning("Redis refused a pub/sub command: %s", exc)
                 continue
             self.reader_replies += 1
             if type(reply) is not list:
@@ -294,9 +339,10 @@ class ShardLink:
                 self._on_subscribed(reply[1])
             elif kind == b"sunsubscribe" and reply[1] in self.wanted:
                 # Redis dropped a sharded subscription we still want: its slot moved (a
-                # failover or a resharding). Reconnect: resolve the master again, resubscribe.
-                self._loss_reason = "a slot moved away from this node"
-                self._lost.set()
+                # resharding, or this node became a replica). The layer reads the slot map
+                # again and subscribes it where it lives now.
+                self.forget([reply[1]])
+                self.layer.on_moved(self, [reply[1]], None)
             elif kind == b"pong":
                 self._pong.set()
 
@@ -384,6 +430,7 @@ class ShardLink:
         self._lost.clear()
         settings = self.settings
         host, port = await self.endpoint.resolve(limit_seconds=settings.connect_timeout)
+        self.address = (host, port)
         self.writer = await self._open(host, port)
         self.reader = await self._open(host, port)
         self._start(self._send_publishes(self.writer))

@@ -39,8 +39,28 @@ class LoopLink:
         ]
         # group -> channels homed on this loop that are members (the subscription refcount).
         self.group_members: dict[str, set[str]] = {}
+        # Cluster: the slot map this loop's links follow, and channels a node refused (MOVED)
+        # that wait for the new map to say where they go.
+        self.map_version = 0
+        self.misrouted: set[bytes] = set()
+        self._layer = layer
         self._clients: list[aioredis.Redis] | None = None
         self._named: list[aioredis.Redis] | None = None
+
+    def add_shard(self, endpoint: RedisEndpoint) -> None:
+        """A link to a master a resharding added (indexes of the others never change)."""
+        self.shards.append(
+            ShardLink(endpoint=endpoint, settings=self.settings, layer=self._layer, loop_link=self)
+        )
+        for pools, limit in ((self._clients, 4), (self._named, None)):
+            if pools is not None and len(pools) < len(self.shards):
+                pools.append(
+                    endpoint.client(
+                        socket_timeout=self.settings.socket_timeout,
+                        connect_timeout=self.settings.connect_timeout,
+                        max_connections=limit,
+                    )
+                )
 
     @property
     def alive(self) -> bool:
