@@ -67,6 +67,10 @@ class RealtimeSettings:
     AUTH_FAILURES_PER_ADDRESS_PER_MINUTE: int
     HEALTH_TIMEOUT_SECONDS: float
     HEALTH_CACHE_SECONDS: float
+    REBALANCE_THRESHOLD: float
+    REBALANCE_MIN_SURPLUS: int
+    REBALANCE_CLOSE_RATE: float
+    REBALANCE_INTERVAL_SECONDS: float
 
     if not TYPE_CHECKING:  # to a type checker, only the names declared above exist
 
