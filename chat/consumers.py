@@ -23,10 +23,11 @@ from rest_framework import serializers as drf_serializers
 from rest_framework.exceptions import ValidationError
 
 from chat import events, selectors, services
-from chat.dedup import SeenIds
+from chat.dedup import SeenIds, socket_seen_ids
 from chat.delivery import Offer, Positions
 from chat.event_types import DURABLE_TYPES, ConnectedEvent, event_frame
 from chat.frames import (
+    ENVELOPE_KEYS,
     INVALID_JSON,
     INVALID_PAYLOAD,
     NOT_FOUND,
@@ -46,7 +47,6 @@ from chat.serializers import (
     MessageFrameSerializer,
     ReadInputSerializer,
     ResumeFrameSerializer,
-    StatusInputSerializer,
     TypingFrameSerializer,
     message_to_dict,
 )
@@ -63,6 +63,7 @@ from connections.close_codes import (
     WS_4401_UNAUTHORIZED,
     WS_4429_TOO_MANY,
 )
+from connections.control import user_group
 from connections.database import database_async
 from connections.instance import instance_id, instance_start
 from connections.layer import RealtimeChannelLayer
@@ -70,6 +71,7 @@ from connections.lifecycle import drain_is_active
 from connections.registry import SocketLimitReached, get_registry
 from connections.sockets import local_sockets
 from health import metrics
+from presence.serializers import StatusInputSerializer, status_to_dict
 from presence.services import (
     presence_admit,
     presence_disconnect,
@@ -77,6 +79,7 @@ from presence.services import (
     presence_set,
 )
 from realtime_project.conf import realtime_settings
+from realtime_project.inputs import input_validate
 from realtime_project.runtime.logging import log_event
 
 logger = logging.getLogger(__name__)
@@ -97,11 +100,12 @@ FRAME_HANDLERS: dict[str, str] = {
 }
 
 
-def _validated(serializer_class: type[drf_serializers.Serializer], frame: ClientFrame) -> Any:
-    serializer = serializer_class(data=frame.data)
-    if not serializer.is_valid():
-        raise FrameError(INVALID_PAYLOAD, ref=frame.ref, details=serializer.errors)
-    return serializer.validated_data
+def _validated(serializer_class: type[drf_serializers.Serializer[Any]], frame: ClientFrame) -> Any:
+    """A frame's fields, validated exactly as the REST twin's body (unknown keys refused)."""
+    try:
+        return input_validate(serializer_class, frame.data, envelope=ENVELOPE_KEYS)
+    except ValidationError as exc:
+        raise FrameError(INVALID_PAYLOAD, ref=frame.ref, details=exc.detail) from None
 
 
 def _conversation_for(*, conversation_id: object, user_id: str, ref: str | None) -> Any:
@@ -205,15 +209,15 @@ class ChatConsumer(SocketAuthorityMixin, AsyncWebsocketConsumer):
         # The seq of each removal this socket applied: an older "added" that healing or a
         # late delivery brings afterwards must not bring the conversation back.
         self.removed_at: dict[str, int] = {}
-        # Set at connect: only kept when the layer does not already drop repeated event ids.
+        # Set at connect (chat.dedup says when a socket needs a memory of its own).
         self.seen: SeenIds | None = None
         self.bucket = TokenBucket(
-            rate=float(realtime_settings.RATE_LIMIT_FRAMES_PER_SECOND),
-            burst=int(realtime_settings.RATE_LIMIT_BURST),
-            max_strikes=int(realtime_settings.RATE_LIMIT_MAX_STRIKES),
+            rate=realtime_settings.RATE_LIMIT_FRAMES_PER_SECOND,
+            burst=realtime_settings.RATE_LIMIT_BURST,
+            max_strikes=realtime_settings.RATE_LIMIT_MAX_STRIKES,
         )
         self.typing = TypingTimers(
-            timeout_seconds=float(realtime_settings.TYPING_TIMEOUT_SECONDS),
+            timeout_seconds=realtime_settings.TYPING_TIMEOUT_SECONDS,
             on_expire=self._typing_expired,
         )
 
@@ -266,8 +270,7 @@ class ChatConsumer(SocketAuthorityMixin, AsyncWebsocketConsumer):
             return
         self.user_id = str(user.pk)
         self.connection_id = uuid.uuid4().hex
-        if not getattr(self.channel_layer, "delivers_event_ids_once", False):
-            self.seen = SeenIds()
+        self.seen = socket_seen_ids(self.channel_layer)
         if drain_is_active():
             # The load balancer has not noticed the drain yet: send the client elsewhere.
             await self.refuse(WS_1012_SERVICE_RESTART)
@@ -281,7 +284,7 @@ class ChatConsumer(SocketAuthorityMixin, AsyncWebsocketConsumer):
                 user_id=self.user_id,
                 connection_id=self.connection_id,
                 metadata=metadata,
-                max_sockets=int(realtime_settings.MAX_SOCKETS_PER_USER),
+                max_sockets=realtime_settings.MAX_SOCKETS_PER_USER,
             )
         except SocketLimitReached:
             await self.refuse(WS_4429_TOO_MANY)
@@ -298,7 +301,7 @@ class ChatConsumer(SocketAuthorityMixin, AsyncWebsocketConsumer):
         if isinstance(self.channel_layer, RealtimeChannelLayer):
             # Overflow closes this socket (4008) instead of dropping a durable event from it.
             self.channel_layer.set_overflow_policy(self.channel_name, "close")
-        await self.channel_layer.group_add(events.user_group(self.user_id), self.channel_name)
+        await self.channel_layer.group_add(user_group(self.user_id), self.channel_name)
         # From here a revocation reaches this socket; its token's expiry closes it too.
         self.authority_start()
         for conversation_id, seq in positions.items():
@@ -325,7 +328,7 @@ class ChatConsumer(SocketAuthorityMixin, AsyncWebsocketConsumer):
                     connection_id=self.connection_id,
                     instance_id=instance_id(),
                     user_id=self.user_id,
-                    heartbeat_interval=float(realtime_settings.HEARTBEAT_INTERVAL_SECONDS),
+                    heartbeat_interval=realtime_settings.HEARTBEAT_INTERVAL_SECONDS,
                 )
             )
         )
@@ -354,7 +357,7 @@ class ChatConsumer(SocketAuthorityMixin, AsyncWebsocketConsumer):
             await self._typing_emit(conversation_id, is_typing=False)
         healing_unregister(self)
         layer = self.channel_layer
-        await layer.group_discard(events.user_group(self.user_id), self.channel_name)
+        await layer.group_discard(user_group(self.user_id), self.channel_name)
         for conversation_id in list(self.positions.cursors):
             await layer.group_discard(events.conversation_group(conversation_id), self.channel_name)
         try:
@@ -397,7 +400,7 @@ class ChatConsumer(SocketAuthorityMixin, AsyncWebsocketConsumer):
         if self.closing or not self.registered:
             return
         size = len(text_data.encode("utf-8")) if text_data is not None else len(bytes_data or b"")
-        if size > int(realtime_settings.WS_MAX_FRAME_BYTES):
+        if size > realtime_settings.WS_MAX_FRAME_BYTES:
             await self.server_close(code=WS_1009_MESSAGE_TOO_BIG)
             return
         verdict = self.bucket.take()
@@ -467,15 +470,7 @@ class ChatConsumer(SocketAuthorityMixin, AsyncWebsocketConsumer):
     async def on_status(self, frame: ClientFrame) -> dict[str, Any]:
         data = _validated(StatusInputSerializer, frame)
         state = await presence_set(user_id=self.user_id, status=data["status"])
-        updated_at = state.updated_at.isoformat() if state.updated_at else None
-        return ack_frame(
-            ref=frame.ref,
-            result={
-                "user_id": str(state.user_id),
-                "status": state.status,
-                "updated_at": updated_at,
-            },
-        )
+        return ack_frame(ref=frame.ref, result=status_to_dict(state))
 
     async def on_message(self, frame: ClientFrame) -> dict[str, Any]:
         data = _validated(MessageFrameSerializer, frame)
@@ -554,7 +549,7 @@ class ChatConsumer(SocketAuthorityMixin, AsyncWebsocketConsumer):
         close instead (the log unreachable, or more missing than a resume would replay)."""
         cursor = self.positions.get(conversation_id)
         assert cursor is not None
-        limit = int(realtime_settings.RESUME_MAX_EVENTS)
+        limit = realtime_settings.RESUME_MAX_EVENTS
         try:
             logged = await database_async(selectors.events_after)(
                 positions={conversation_id: cursor.high}, limit_per_conversation=limit
@@ -593,7 +588,7 @@ class ChatConsumer(SocketAuthorityMixin, AsyncWebsocketConsumer):
     async def on_resume(self, frame: ClientFrame) -> dict[str, Any]:
         """Replay, per listed conversation, every logged event after the client's position."""
         data = _validated(ResumeFrameSerializer, frame)
-        limit = int(realtime_settings.RESUME_MAX_EVENTS)
+        limit = realtime_settings.RESUME_MAX_EVENTS
         answers: dict[str, dict[str, Any]] = {}
         wanted: dict[str, int] = {}
         for key, position in data["positions"].items():

@@ -1,8 +1,14 @@
-"""A bounded memory of the event ids one socket has already received (docs/events.md).
+"""The one place that decides how a socket gets each event id once (docs/events.md#dedup).
 
 One event can reach a socket through several groups (a presence change through every
 conversation the socket's user shares with the changed user) and, during a Redis reconnect,
-through both the local and the remote path. The socket forwards each ``event_id`` once.
+through both the local and the remote path. The socket forwards each ``event_id`` once:
+
+- on a layer that delivers a given ``dedup_key`` (chat sets it to the event id) to a channel
+  at most once, and says so with ``delivers_event_ids_once = True`` (the project's
+  ``RealtimeChannelLayer``), the layer's memory is the only one: ``socket_seen_ids`` is None;
+- on any other layer (Channels' in-memory one, channels_redis swapped in for a comparison)
+  the socket keeps a bounded memory of its own, ``SeenIds``.
 """
 
 from __future__ import annotations
@@ -31,3 +37,10 @@ class SeenIds:
 
     def __len__(self) -> int:
         return len(self._ids)
+
+
+def socket_seen_ids(layer: object) -> SeenIds | None:
+    """A socket's own memory of event ids, or None where ``layer`` already dedups for it."""
+    if getattr(layer, "delivers_event_ids_once", False) is True:
+        return None
+    return SeenIds()

@@ -61,6 +61,3 @@ class Positions:
 
     def get(self, conversation_id: str) -> Cursor | None:
         return self.cursors.get(conversation_id)
-
-    def highs(self) -> dict[str, int]:
-        return {cid: cursor.high for cid, cursor in self.cursors.items()}

@@ -15,6 +15,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Final, Literal
 
+from presence.store import Status
+
 DURABLE_TYPES: Final = frozenset({"message", "read", "member"})
 
 
@@ -80,7 +82,7 @@ class TypingEvent:
 class PresenceEvent:
     type: ClassVar[str] = "presence"
     user_id: str
-    status: Literal["online", "away", "busy", "offline"]
+    status: Status
     last_seen: str | None
 
 

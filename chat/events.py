@@ -5,14 +5,16 @@ an event. An event is one JSON frame of the wire contract, built from its type i
 ``chat.event_types`` (which stamps a unique ``event_id`` and a ``ts``), and sent to
 channel-layer groups:
 
-- ``user.<user_id>``: every socket of one user (also carries control messages);
+- ``user.<user_id>``: every socket of one user (``connections.control.user_group``; that app
+  owns the group and its control messages, chat adds ``realtime.join`` to it);
 - ``conv.<conversation_id>``: every socket of every participant of a conversation.
 
 A socket may hear one event through several groups (a presence change reaches it through
-every conversation it shares with the user); the layer delivers a given ``dedup_key`` (the
-event id) to a channel once. ``exclude_channel`` keeps the event from the socket whose frame
-caused it (that socket gets an ``ack`` instead). Durable events were already written to the
-event log with their ``seq`` by the service; the frame emitted here is the logged one.
+every conversation it shares with the user); it gets each event id once, as ``chat.dedup``
+says (the message carries the event id as its ``dedup_key``). ``exclude_channel`` keeps the
+event from the socket whose frame caused it (that socket gets an ``ack`` instead). Durable
+events were already written to the event log with their ``seq`` by the service; the frame
+emitted here is the logged one.
 """
 
 from __future__ import annotations
@@ -26,16 +28,12 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 
 from chat.event_types import AnyEvent, event_frame
+from connections.control import control_send
 
 logger = logging.getLogger(__name__)
 
 EVENT_MESSAGE_TYPE = "realtime.event"
 JOIN_MESSAGE_TYPE = "realtime.join"
-CLOSE_MESSAGE_TYPE = "connection.close"
-
-
-def user_group(user_id: object) -> str:
-    return f"user.{user_id}"
 
 
 def conversation_group(conversation_id: object) -> str:
@@ -105,12 +103,8 @@ def frame_emit_on_commit(
     transaction.on_commit(_emit)
 
 
-async def control_send(*, group: str, message: dict[str, Any]) -> None:
-    """A control message to sockets (join a conversation, close), not a client frame."""
-    layer = get_channel_layer()
-    if layer is not None:
-        await layer.group_send(group, message)
-
-
-def control_send_on_commit(*, group: str, message: dict[str, Any]) -> None:
-    transaction.on_commit(lambda: async_to_sync(control_send)(group=group, message=message))
+def join_send_on_commit(*, user_id: object, conversation_id: str, seq: int) -> None:
+    """Once the transaction commits, make every socket of ``user_id`` follow a conversation
+    from ``seq`` on (``realtime.join``: the conversation's group, before any of its events)."""
+    message = {"type": JOIN_MESSAGE_TYPE, "conversation_id": conversation_id, "seq": seq}
+    transaction.on_commit(lambda: async_to_sync(control_send)(user_id=user_id, message=message))

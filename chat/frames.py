@@ -1,7 +1,8 @@
 """Client frames in, reply frames out: the WebSocket wire shapes (docs/protocol.md).
 
 Parsing stops at the envelope (JSON object, ``type``, ``ref``); each frame's fields are then
-validated by the same Input serializer as its REST twin.
+validated by the same Input serializer and the same ``input_validate`` as its REST twin, so an
+unknown field is refused here as in a REST body (``ENVELOPE_KEYS`` aside).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 MAX_REF_LENGTH: Final = 64
+# The envelope every client frame has besides its fields: never an unknown field.
+ENVELOPE_KEYS: Final = frozenset({"type", "ref"})
 
 # Error codes of the wire contract.
 INVALID_JSON: Final = "invalid_json"

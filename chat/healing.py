@@ -71,11 +71,6 @@ def healing_unregister(target: HealTarget) -> None:
     _state().targets.pop(target.channel_name, None)
 
 
-def healing_wake() -> None:
-    """Heal this event loop's sockets now (the layer's Redis link came back)."""
-    _state().wake.set()
-
-
 # The periodic pass also looks for conversations a socket should follow but does not (its
 # user was added while live delivery was away) every this many passes.
 MEMBERSHIP_EVERY_PASSES = 5
@@ -109,7 +104,7 @@ async def heal_once(*, fully: bool) -> int:
                 behind.setdefault(cid, []).append((target, cursor.high))
     if not behind:
         return handed
-    limit = int(realtime_settings.RESUME_MAX_EVENTS)
+    limit = realtime_settings.RESUME_MAX_EVENTS
     logged = await database_async(selectors.events_after)(
         positions={cid: min(high for _, high in items) for cid, items in behind.items()},
         limit_per_conversation=limit,
@@ -184,7 +179,7 @@ async def healing_loop() -> None:
     )
     try:
         while True:
-            interval = float(realtime_settings.HEAL_INTERVAL_SECONDS)
+            interval = realtime_settings.HEAL_INTERVAL_SECONDS
             try:
                 await asyncio.wait_for(state.wake.wait(), timeout=interval)
                 fully = True

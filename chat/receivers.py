@@ -1,7 +1,8 @@
 """Chat's side of presence: turn a stored presence change into ``presence`` events.
 
 Presence knows nothing of conversations; it sends ``presence_changed`` and chat decides who
-hears it (the user's own sockets and every conversation they are in).
+hears it: the user's own sockets and the conversations of ``selectors.presence_conversation_ids``,
+the same rule by which ``selectors.presence_audience`` says who may read the status over REST.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 from chat import events, selectors
 from chat.event_types import PresenceEvent
+from connections.control import user_group
 from connections.database import database_async_under_caller
 
 
@@ -24,7 +26,7 @@ async def presence_changed_receiver(
 ) -> None:
     # This runs inside whatever called presence (a consumer, or a REST view's thread possibly
     # mid-transaction, whose connection must not be closed under it).
-    conversation_ids = await database_async_under_caller(selectors.conversation_ids_for_user)(
+    conversation_ids = await database_async_under_caller(selectors.presence_conversation_ids)(
         user_id=user_id
     )
     await events.event_emit(
@@ -33,6 +35,5 @@ async def presence_changed_receiver(
             status=status,  # type: ignore[arg-type]  # presence validated it
             last_seen=last_seen.isoformat() if last_seen else None,
         ),
-        groups=[events.user_group(user_id)]
-        + [events.conversation_group(cid) for cid in conversation_ids],
+        groups=[user_group(user_id)] + [events.conversation_group(cid) for cid in conversation_ids],
     )

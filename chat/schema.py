@@ -13,7 +13,7 @@ from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
 
 
-class DetailErrorSerializer(serializers.Serializer):
+class DetailErrorSerializer(serializers.Serializer[Any]):
     detail = serializers.CharField()
 
 
@@ -28,7 +28,6 @@ UNAUTHENTICATED = OpenApiResponse(
 FORBIDDEN = OpenApiResponse(
     response=DetailErrorSerializer, description="Not a participant of the conversation."
 )
-STAFF_ONLY = OpenApiResponse(response=DetailErrorSerializer, description="Staff only.")
 NOT_FOUND = OpenApiResponse(
     response=DetailErrorSerializer, description="No such conversation (or a malformed id)."
 )

@@ -56,15 +56,6 @@ def conversation_list_for_user(*, user_id: int | str) -> QuerySet[Conversation]:
     return Conversation.objects.filter(memberships__user_id=user_id).order_by("-created_at", "-id")
 
 
-def conversation_ids_for_user(*, user_id: int | str) -> list[str]:
-    return [
-        str(pk)
-        for pk in Participant.objects.filter(user_id=user_id).values_list(
-            "conversation_id", flat=True
-        )
-    ]
-
-
 def conversation_positions_for_user(*, user_id: int | str) -> dict[str, int]:
     """Each conversation of ``user_id`` with its ``last_seq``: where a new socket starts."""
     return {
@@ -221,23 +212,28 @@ def messages_outside_conversation(
     return sorted(str(pk) for pk in wanted - found)
 
 
-def users_sharing_conversations(*, user_id: int | str) -> set[str]:
-    """Ids of users who share at least one conversation with ``user_id`` (self excluded)."""
-    return {
-        str(pk)
-        for pk in Participant.objects.filter(conversation__memberships__user_id=user_id)
-        .exclude(user_id=user_id)
-        .values_list("user_id", flat=True)
-        .distinct()
-    }
+def _presence_conversations(user_id: int | str) -> QuerySet[Participant, Any]:
+    # The one rule of the presence audience: a user's presence is shared through every
+    # conversation they take part in, with themself and every other participant.
+    return Participant.objects.filter(user_id=user_id).values("conversation_id")
+
+
+def presence_conversation_ids(*, user_id: int | str) -> list[str]:
+    """The conversations whose sockets hear ``user_id``'s ``presence`` events (chat.receivers)."""
+    return [str(row["conversation_id"]) for row in _presence_conversations(user_id)]
 
 
 def presence_audience(user_id: str) -> list[str]:
-    """Who hears about ``user_id``'s presence: themself and everyone sharing a conversation.
+    """Who may see ``user_id``'s status: the users ``presence_conversation_ids`` reaches.
 
     Named in ``REALTIME["PRESENCE_AUDIENCE"]`` so that presence never imports chat.
     """
-    return sorted({str(user_id)} | users_sharing_conversations(user_id=user_id))
+    shared = (
+        Participant.objects.filter(conversation_id__in=_presence_conversations(user_id))
+        .values_list("user_id", flat=True)
+        .distinct()
+    )
+    return sorted({str(user_id)} | {str(pk) for pk in shared})
 
 
 def existing_user_ids(*, user_ids: Iterable[str]) -> set[str]:

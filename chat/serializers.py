@@ -1,7 +1,10 @@
-"""Input and output serializers, shared by REST views and WebSocket frames.
+"""Chat's input and output serializers, shared by REST views and WebSocket frames.
 
-A WebSocket frame is validated by the same Input serializer as its REST twin, so both paths
-accept and refuse exactly the same data.
+A WebSocket frame is validated by the same Input serializer as its REST twin, through the same
+``realtime_project.inputs.input_validate``, so both paths accept and refuse exactly the same
+data with the same field errors. A ``*FrameSerializer`` is its REST twin plus the
+``conversation_id`` that REST carries in the path. The ``status`` input is presence's
+(``presence.serializers``).
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ from rest_framework import serializers
 from chat.event_types import MessageBody
 from realtime_project.conf import realtime_settings
 
-STATUS_CHOICES = ("online", "away", "busy", "offline")
 MAX_MESSAGE_IDS = 500
 
 
@@ -46,23 +48,7 @@ class StrictIntegerField(serializers.IntegerField):
         return int(super().to_internal_value(data))
 
 
-class StatusInputSerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=STATUS_CHOICES)
-
-
-class StatusOutputSerializer(serializers.Serializer):
-    user_id = serializers.CharField()
-    status = serializers.ChoiceField(choices=STATUS_CHOICES)
-    updated_at = serializers.DateTimeField(allow_null=True)
-
-
-class UserStatusSerializer(serializers.Serializer):
-    user_id = serializers.CharField()
-    status = serializers.ChoiceField(choices=STATUS_CHOICES)
-    last_seen = serializers.DateTimeField(allow_null=True)
-
-
-class TypingInputSerializer(serializers.Serializer):
+class TypingInputSerializer(serializers.Serializer[Any]):
     is_typing = StrictBooleanField()
 
 
@@ -70,31 +56,31 @@ class TypingFrameSerializer(TypingInputSerializer):
     conversation_id = serializers.UUIDField()
 
 
-class TypingOutputSerializer(serializers.Serializer):
+class TypingOutputSerializer(serializers.Serializer[Any]):
     conversation_id = serializers.CharField()
     is_typing = serializers.BooleanField()
 
 
-class ReadInputSerializer(serializers.Serializer):
+class ReadInputSerializer(serializers.Serializer[Any]):
     conversation_id = serializers.UUIDField()
     message_ids = serializers.ListField(
         child=serializers.UUIDField(), min_length=1, max_length=MAX_MESSAGE_IDS
     )
 
 
-class ReadOutputSerializer(serializers.Serializer):
+class ReadOutputSerializer(serializers.Serializer[Any]):
     conversation_id = serializers.CharField()
     message_ids = serializers.ListField(child=serializers.CharField())
     read_at = serializers.DateTimeField()
 
 
-class MessageInputSerializer(serializers.Serializer):
+class MessageInputSerializer(serializers.Serializer[Any]):
     body = StrictCharField(trim_whitespace=False)
     # The sender's idempotency key: a resend with the same one creates nothing.
     client_id = StrictCharField(max_length=64, required=False, allow_blank=False)
 
     def validate_body(self, value: str) -> str:
-        limit = int(realtime_settings.MESSAGE_MAX_LENGTH)
+        limit = realtime_settings.MESSAGE_MAX_LENGTH
         if not value.strip():
             raise serializers.ValidationError("This field may not be blank.")
         if len(value) > limit:
@@ -108,7 +94,7 @@ class MessageFrameSerializer(MessageInputSerializer):
     conversation_id = serializers.UUIDField()
 
 
-class MessageOutputSerializer(serializers.Serializer):
+class MessageOutputSerializer(serializers.Serializer[Any]):
     id = serializers.CharField()
     conversation_id = serializers.CharField()
     sender_id = serializers.CharField()
@@ -118,46 +104,46 @@ class MessageOutputSerializer(serializers.Serializer):
     client_id = serializers.CharField(allow_null=True)
 
 
-class ResumeFrameSerializer(serializers.Serializer):
+class ResumeFrameSerializer(serializers.Serializer[Any]):
     """``{"positions": {"<conversation_id>": <last seq the client has>, ...}}``."""
 
     positions = serializers.DictField(child=StrictIntegerField(min_value=0))
 
     def validate_positions(self, value: dict[str, int]) -> dict[str, int]:
-        limit = int(realtime_settings.USER_MAX_CONVERSATIONS)
+        limit = realtime_settings.USER_MAX_CONVERSATIONS
         if len(value) > limit:
             raise serializers.ValidationError(f"At most {limit} conversations.")
         return value
 
 
-class EventsQuerySerializer(serializers.Serializer):
+class EventsQuerySerializer(serializers.Serializer[Any]):
     after_seq = serializers.IntegerField(min_value=0, default=0)
 
 
-class EventsOutputSerializer(serializers.Serializer):
+class EventsOutputSerializer(serializers.Serializer[Any]):
     events = serializers.ListField(child=serializers.DictField())
     last_seq = serializers.IntegerField()
 
 
-class ParticipantsInputSerializer(serializers.Serializer):
+class ParticipantsInputSerializer(serializers.Serializer[Any]):
     user_ids = serializers.ListField(
         child=serializers.CharField(max_length=32), min_length=1, max_length=1000
     )
 
 
-class ParticipantOutputSerializer(serializers.Serializer):
+class ParticipantOutputSerializer(serializers.Serializer[Any]):
     id = serializers.CharField()
     username = serializers.CharField()
 
 
-class ConversationInputSerializer(serializers.Serializer):
+class ConversationInputSerializer(serializers.Serializer[Any]):
     title = StrictCharField(max_length=200, allow_blank=True, default="")
     participant_ids = serializers.ListField(
         child=serializers.CharField(max_length=32), max_length=1000, default=list
     )
 
 
-class ConversationOutputSerializer(serializers.Serializer):
+class ConversationOutputSerializer(serializers.Serializer[Any]):
     id = serializers.CharField()
     title = serializers.CharField()
     participant_ids = serializers.ListField(child=serializers.CharField())

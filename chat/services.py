@@ -22,6 +22,7 @@ from chat import events, selectors
 from chat.event_types import MemberEvent, MessageEvent, ReadEvent, TypingEvent, event_frame
 from chat.models import Conversation, Event, Message, Participant
 from chat.serializers import message_body
+from connections.control import user_group
 from realtime_project.conf import realtime_settings
 
 
@@ -92,10 +93,10 @@ def _conversation_caps_check(
         if conversation_id is None
         else Participant.objects.filter(conversation_id=conversation_id).count()
     )
-    limit = int(realtime_settings.CONVERSATION_MAX_PARTICIPANTS)
+    limit = realtime_settings.CONVERSATION_MAX_PARTICIPANTS
     if current + len(adding) > limit:
         raise ValidationError({field: [f"A conversation holds at most {limit} participants."]})
-    per_user = int(realtime_settings.USER_MAX_CONVERSATIONS)
+    per_user = realtime_settings.USER_MAX_CONVERSATIONS
     if selectors.users_at_conversation_limit(user_ids=adding, limit=per_user):
         raise ValidationError({field: [f"A user takes part in at most {per_user} conversations."]})
 
@@ -117,14 +118,7 @@ def conversation_create(
         [Participant(conversation=conversation, user_id=int(uid)) for uid in sorted(wanted)]
     )
     for uid in sorted(wanted):
-        events.control_send_on_commit(
-            group=events.user_group(uid),
-            message={
-                "type": events.JOIN_MESSAGE_TYPE,
-                "conversation_id": str(conversation.id),
-                "seq": 0,
-            },
-        )
+        events.join_send_on_commit(user_id=uid, conversation_id=str(conversation.id), seq=0)
     return conversation
 
 
@@ -174,7 +168,7 @@ def _member_event(
         conversation_id=conversation.id,
         frame=_event_log(conversation_id=conversation.id, event=event, origin=""),
         origin_channel=None,
-        extra_groups=[events.user_group(user_id)],
+        extra_groups=[user_group(user_id)],
     )
 
 

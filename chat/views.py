@@ -15,7 +15,7 @@ from typing import Any
 from django.db.models import Prefetch, QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import serializers, status, viewsets
+from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.request import Request
@@ -42,9 +42,7 @@ from chat.serializers import (
     message_to_dict,
 )
 from realtime_project.conf import realtime_settings
-
-# Keys a browser form adds on its own; never a client's typo.
-_FORM_KEYS = frozenset({"csrfmiddlewaretoken"})
+from realtime_project.inputs import input_validate
 
 # What a write about one conversation can answer besides its success (see the module doc).
 CONVERSATION_WRITE_ERRORS = {
@@ -57,21 +55,6 @@ CONVERSATION_WRITE_ERRORS = {
 CONVERSATION_ID = OpenApiParameter(
     "id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The conversation's id."
 )
-
-
-def validated_input(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
-    """Validate a request body; unknown keys are a 400 too, as a misspelt field would be.
-
-    Raises DRF's ``ValidationError`` (400, field-error object) and never touches anything.
-    """
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    if hasattr(data, "keys"):
-        unknown = sorted(str(k) for k in data if k not in serializer.fields)
-        unknown = [k for k in unknown if k not in _FORM_KEYS]
-        if unknown:
-            raise serializers.ValidationError({k: ["Unknown field."] for k in unknown})
-    return dict(serializer.validated_data)
 
 
 def caller_id(request: Request) -> int:
@@ -104,7 +87,7 @@ def conversation_to_dict(conversation: Conversation) -> dict[str, Any]:
     }
 
 
-class ConversationViewSet(viewsets.GenericViewSet):
+class ConversationViewSet(viewsets.GenericViewSet[Any]):  # conversations and messages
     """The caller's conversations and their messages."""
 
     # For the schema only (the path parameter's type); every query goes through selectors.
@@ -148,7 +131,7 @@ class ConversationViewSet(viewsets.GenericViewSet):
         responses={201: ConversationOutputSerializer, 400: FIELD_ERRORS, 401: UNAUTHENTICATED},
     )
     def create(self, request: Request) -> Response:
-        data = validated_input(ConversationInputSerializer, request.data)
+        data = input_validate(ConversationInputSerializer, request.data)
         conversation = services.conversation_create(
             creator_id=caller_id(request),
             title=data["title"],
@@ -200,7 +183,7 @@ class ConversationViewSet(viewsets.GenericViewSet):
     def messages(self, request: Request, id: str) -> Response:
         conversation = self._conversation()
         if request.method == "POST":
-            data = validated_input(MessageInputSerializer, request.data)
+            data = input_validate(MessageInputSerializer, request.data)
             message, created = services.message_send_or_get(
                 conversation=conversation,
                 sender_id=caller_id(request),
@@ -233,8 +216,8 @@ class ConversationViewSet(viewsets.GenericViewSet):
     @action(detail=True, methods=["get"], serializer_class=EventsOutputSerializer)
     def events(self, request: Request, id: str) -> Response:
         conversation = self._conversation()
-        query = validated_input(EventsQuerySerializer, request.query_params)
-        limit = int(realtime_settings.RESUME_MAX_EVENTS)
+        query = input_validate(EventsQuerySerializer, request.query_params)
+        limit = realtime_settings.RESUME_MAX_EVENTS
         frames = selectors.event_list_after(
             conversation=conversation, after_seq=query["after_seq"], limit=limit
         )
@@ -252,7 +235,7 @@ class ConversationViewSet(viewsets.GenericViewSet):
     @action(detail=True, methods=["post"], serializer_class=ConversationOutputSerializer)
     def participants(self, request: Request, id: str) -> Response:
         conversation = self._conversation()
-        data = validated_input(ParticipantsInputSerializer, request.data)
+        data = input_validate(ParticipantsInputSerializer, request.data)
         services.participants_add(
             conversation=conversation, user_ids=data["user_ids"], by_id=caller_id(request)
         )
@@ -297,7 +280,7 @@ class ConversationViewSet(viewsets.GenericViewSet):
     @action(detail=True, methods=["post"], serializer_class=TypingOutputSerializer)
     def typing(self, request: Request, id: str) -> Response:
         conversation = self._conversation()
-        data = validated_input(TypingInputSerializer, request.data)
+        data = input_validate(TypingInputSerializer, request.data)
         result = services.typing_notify(
             conversation=conversation, user_id=caller_id(request), is_typing=data["is_typing"]
         )
@@ -316,7 +299,7 @@ class MessagesReadView(APIView):
         },
     )
     def post(self, request: Request) -> Response:
-        data = validated_input(ReadInputSerializer, request.data)
+        data = input_validate(ReadInputSerializer, request.data)
         conversation = conversation_for_participant(
             conversation_id=data["conversation_id"], user_id=caller_id(request)
         )

@@ -24,7 +24,7 @@ class ConnectGate:
         self.shed = 0
 
     def full(self) -> bool:
-        return self.in_flight >= int(realtime_settings.CONNECT_MAX_IN_FLIGHT)
+        return self.in_flight >= realtime_settings.CONNECT_MAX_IN_FLIGHT
 
     def enter(self) -> bool:
         """Take a slot; False (and counted) when there is none: close with 1013."""

@@ -155,7 +155,7 @@ class AuthorityWatch:
     async def _run(self) -> None:
         # Ends when the last socket is gone; the next connect starts it again.
         while self._sockets:
-            await asyncio.sleep(float(realtime_settings.TOKEN_RECHECK_SECONDS))
+            await asyncio.sleep(realtime_settings.TOKEN_RECHECK_SECONDS)
             try:
                 await self.sweep()
             except Exception:

@@ -49,7 +49,7 @@ _executor_size = 0
 def database_executor() -> ThreadPoolExecutor | None:
     """The process's database threads; ``None`` when ``DATABASE_THREADS`` is 0."""
     global _executor, _executor_size
-    size = int(realtime_settings.DATABASE_THREADS)
+    size = realtime_settings.DATABASE_THREADS
     if size <= 0:
         return None
     executor = _executor

@@ -37,7 +37,7 @@ RESTART_DELAY_SECONDS = 1.0
 
 
 def instance_id() -> str:
-    return str(realtime_settings.INSTANCE_ID)
+    return realtime_settings.INSTANCE_ID
 
 
 def register_background_task(factory: TaskFactory, *, name: str | None = None) -> None:
@@ -123,7 +123,7 @@ async def _heartbeat_loop() -> None:
             await get_registry().heartbeat(counters=_layer_counters())
         except Exception:
             logger.exception("registry heartbeat failed")
-        await asyncio.sleep(float(realtime_settings.HEARTBEAT_INTERVAL_SECONDS))
+        await asyncio.sleep(realtime_settings.HEARTBEAT_INTERVAL_SECONDS)
 
 
 async def reap_once() -> list[str]:
@@ -140,7 +140,7 @@ async def reap_once() -> list[str]:
 
 async def _reaper_loop() -> None:
     while True:
-        await asyncio.sleep(float(realtime_settings.HEARTBEAT_INTERVAL_SECONDS))
+        await asyncio.sleep(realtime_settings.HEARTBEAT_INTERVAL_SECONDS)
         try:
             await reap_once()
         except Exception:

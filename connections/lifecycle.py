@@ -119,8 +119,8 @@ async def drain_run(
 ) -> int:
     """Drain this instance (everything but stopping the process); return the sockets closed."""
     drain_begin()
-    delay = float(realtime_settings.DRAIN_DELAY_SECONDS if delay_seconds is None else delay_seconds)
-    size = int(realtime_settings.DRAIN_BATCH_SIZE if batch_size is None else batch_size)
+    delay = realtime_settings.DRAIN_DELAY_SECONDS if delay_seconds is None else float(delay_seconds)
+    size = realtime_settings.DRAIN_BATCH_SIZE if batch_size is None else int(batch_size)
     if delay > 0:
         await _wait_delay(delay)
     closed = await sockets_close_all(

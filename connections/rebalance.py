@@ -51,7 +51,7 @@ def rebalance_surplus(counts: dict[str, int], me: str, threshold: float, minimum
 
 async def rebalance_once() -> int:
     """One pass: close this instance's surplus, at the configured rate; how many were closed."""
-    rate = float(realtime_settings.REBALANCE_CLOSE_RATE)
+    rate = realtime_settings.REBALANCE_CLOSE_RATE
     if rate <= 0 or drain_is_active():
         return 0
     registry = get_registry()
@@ -66,10 +66,10 @@ async def rebalance_once() -> int:
     surplus = rebalance_surplus(
         counts,
         me,
-        float(realtime_settings.REBALANCE_THRESHOLD),
-        int(realtime_settings.REBALANCE_MIN_SURPLUS),
+        realtime_settings.REBALANCE_THRESHOLD,
+        realtime_settings.REBALANCE_MIN_SURPLUS,
     )
-    interval = float(realtime_settings.REBALANCE_INTERVAL_SECONDS)
+    interval = realtime_settings.REBALANCE_INTERVAL_SECONDS
     budget = min(surplus, max(1, math.floor(rate * interval)))
     if budget <= 0:
         return 0
@@ -101,5 +101,5 @@ async def rebalance_once() -> int:
 
 async def rebalance_loop() -> None:
     while True:
-        await asyncio.sleep(float(realtime_settings.REBALANCE_INTERVAL_SECONDS))
+        await asyncio.sleep(realtime_settings.REBALANCE_INTERVAL_SECONDS)
         await rebalance_once()

@@ -70,7 +70,7 @@ class ConnectionRegistry(ABC):
     def ttl_seconds(self) -> float:
         if self._ttl_override is not None:
             return self._ttl_override
-        return float(realtime_settings.CONNECTION_TTL_SECONDS)
+        return realtime_settings.CONNECTION_TTL_SECONDS
 
     # -- local bookkeeping -------------------------------------------------------------------
 
@@ -134,9 +134,6 @@ class ConnectionRegistry(ABC):
 
     def local_connection_count(self) -> int:
         return len(self._local)
-
-    def local_user_ids(self) -> set[str]:
-        return set(self._by_user)
 
     def local_connections(self) -> list[ConnectionInfo]:
         return [self._with_lease(info) for info in self._local.values()]
@@ -230,10 +227,6 @@ class ConnectionRegistry(ABC):
         return {"registry": await self.check(timeout)}
 
     @abstractmethod
-    async def publish_counters(self, counters: dict[str, float]) -> None:
-        """Store this instance's counters where every instance can read them."""
-
-    @abstractmethod
     async def all_instance_counters(self) -> dict[str, dict[str, float]]: ...
 
     async def close(self) -> None:  # noqa: B027 (optional hook; memory has nothing to close)
@@ -306,9 +299,6 @@ class MemoryConnectionRegistry(ConnectionRegistry):
     async def check(self, timeout: float) -> bool:  # noqa: ASYNC109 (the health interface)
         return True
 
-    async def publish_counters(self, counters: dict[str, float]) -> None:
-        self._counters = dict(counters)
-
     async def all_instance_counters(self) -> dict[str, dict[str, float]]:
         return {self.instance_id: dict(self._counters)}
 
@@ -326,7 +316,7 @@ def get_registry() -> ConnectionRegistry:
     """
     global _registry, _registry_key
     topology = get_topology()
-    key = (topology, str(realtime_settings.INSTANCE_ID))
+    key = (topology, realtime_settings.INSTANCE_ID)
     with _lock:
         if _registry is None or _registry_key != key:
             if topology.enabled:

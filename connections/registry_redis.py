@@ -171,7 +171,6 @@ class RedisConnectionRegistry(ConnectionRegistry):
         self._closed_while_down: dict[str, str] = {}
         self._generation = 0
         self._counters: dict[str, float] = {}
-        self._replay_count = 0
 
     # -- keys --------------------------------------------------------------------------------
 
@@ -200,9 +199,6 @@ class RedisConnectionRegistry(ConnectionRegistry):
     def key_user(self, uid: str) -> str:
         return self._k_user(uid)
 
-    def key_lease(self, iid: str) -> str:
-        return self._k_lease(iid)
-
     @property
     def _ttl_ms(self) -> int:
         return max(1, int(self.ttl_seconds * 1000))
@@ -214,11 +210,6 @@ class RedisConnectionRegistry(ConnectionRegistry):
     @property
     def degraded(self) -> bool:
         return self._redis_down
-
-    @property
-    def replay_count(self) -> int:
-        """How many times this instance rewrote its entries (start, or after a loss)."""
-        return self._replay_count
 
     # -- encoding ----------------------------------------------------------------------------
 
@@ -472,7 +463,6 @@ class RedisConnectionRegistry(ConnectionRegistry):
             self._announced = True
             if generation == self._generation:
                 self._needs_replay = False
-                self._replay_count += 1
                 return
 
     async def _replay(self) -> None:
@@ -564,15 +554,6 @@ class RedisConnectionRegistry(ConnectionRegistry):
         except REDIS_ERRORS as exc:
             logger.warning("registry: could not remove instance entries (%r)", exc)
         return sorted(users)
-
-    async def publish_counters(self, counters: dict[str, float]) -> None:
-        self._counters = {str(k): float(v) for k, v in counters.items()}
-        try:
-            pipe = self._clients.get().pipeline(transaction=False)
-            self._queue_counters(pipe)
-            await pipe.execute()
-        except REDIS_ERRORS as exc:
-            logger.debug("registry: could not publish counters (%r)", exc)
 
     # -- reads -------------------------------------------------------------------------------
 

@@ -8,7 +8,8 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.plumbing import build_bearer_security_scheme_object
 
 
-class ExpiringTokenScheme(OpenApiAuthenticationExtension):
+# drf-spectacular's extension base leaves __init_subclass__ unannotated.
+class ExpiringTokenScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
     target_class = "connections.tokens.ExpiringTokenAuthentication"
     name = "tokenAuth"
 

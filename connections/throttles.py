@@ -86,14 +86,14 @@ class LoginAttemptThrottle(BaseThrottle):
         limits = [
             (
                 f"auth-fail:addr:{_digest(client_address(request))}",
-                int(realtime_settings.AUTH_FAILURES_PER_ADDRESS_PER_MINUTE),
+                realtime_settings.AUTH_FAILURES_PER_ADDRESS_PER_MINUTE,
             )
         ]
         if isinstance(username, str) and username:
             limits.append(
                 (
                     f"auth-fail:user:{_digest(username.lower())}",
-                    int(realtime_settings.AUTH_FAILURES_PER_MINUTE),
+                    realtime_settings.AUTH_FAILURES_PER_MINUTE,
                 )
             )
         try:
@@ -130,8 +130,8 @@ class UserWriteThrottle(BaseThrottle):
         user = getattr(request, "user", None)
         if request.method in SAFE_METHODS or user is None or not user.is_authenticated:
             return True
-        burst = int(realtime_settings.RATE_LIMIT_BURST)
-        window = burst / float(realtime_settings.RATE_LIMIT_FRAMES_PER_SECOND)
+        burst = realtime_settings.RATE_LIMIT_BURST
+        window = burst / realtime_settings.RATE_LIMIT_FRAMES_PER_SECOND
         now = time.time()
         index = math.floor(now / window)
         try:

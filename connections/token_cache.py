@@ -79,7 +79,7 @@ class TokenCache:
         """The cached valid token, or ``None`` (unknown, expired, too old)."""
         entry = self._tokens.get(digest)
         if entry is not None:
-            max_age = float(realtime_settings.TOKEN_CACHE_SECONDS)
+            max_age = realtime_settings.TOKEN_CACHE_SECONDS
             if entry.expires_at <= timezone.now() or time.monotonic() - entry.read_at > max_age:
                 self.drop(digest)
                 entry = None
@@ -93,7 +93,7 @@ class TokenCache:
 
     async def put(self, digest: str, entry: CachedToken) -> None:
         """Remember a token just read from the database (valid at ``entry.read_at``)."""
-        size = int(realtime_settings.TOKEN_CACHE_SIZE)
+        size = realtime_settings.TOKEN_CACHE_SIZE
         if size <= 0 or not await self._listening(entry.user_id):
             return
         if self._revoked_after(digest, entry.user_id, entry.read_at):

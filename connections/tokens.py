@@ -51,7 +51,7 @@ class TokenIdentity:
 
 
 def token_ttl() -> timedelta:
-    return timedelta(seconds=float(realtime_settings.TOKEN_TTL_SECONDS))
+    return timedelta(seconds=realtime_settings.TOKEN_TTL_SECONDS)
 
 
 @transaction.atomic

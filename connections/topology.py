@@ -98,10 +98,10 @@ class RedisTopology:
         return cls.from_values(
             redis_url=realtime_settings.REDIS_URL,
             sentinels=realtime_settings.REDIS_SENTINELS,
-            sentinel_master=str(realtime_settings.REDIS_SENTINEL_MASTER),
-            cluster=bool(getattr(realtime_settings, "REDIS_CLUSTER", False)),
-            socket_timeout=float(realtime_settings.REDIS_SOCKET_TIMEOUT_SECONDS),
-            connect_timeout=float(realtime_settings.REDIS_CONNECT_TIMEOUT_SECONDS),
+            sentinel_master=realtime_settings.REDIS_SENTINEL_MASTER,
+            cluster=realtime_settings.REDIS_CLUSTER,
+            socket_timeout=realtime_settings.REDIS_SOCKET_TIMEOUT_SECONDS,
+            connect_timeout=realtime_settings.REDIS_CONNECT_TIMEOUT_SECONDS,
         )
 
     @classmethod
@@ -307,10 +307,10 @@ def get_topology() -> RedisTopology:
     """The process's topology, rebuilt when the settings it reads change (tests override them)."""
     global _topology, _topology_key
     key = (
-        str(realtime_settings.REDIS_URL),
-        str(realtime_settings.REDIS_SENTINELS),
-        str(realtime_settings.REDIS_SENTINEL_MASTER),
-        bool(getattr(realtime_settings, "REDIS_CLUSTER", False)),
+        realtime_settings.REDIS_URL,
+        tuple(realtime_settings.REDIS_SENTINELS),
+        realtime_settings.REDIS_SENTINEL_MASTER,
+        realtime_settings.REDIS_CLUSTER,
         realtime_settings.REDIS_SOCKET_TIMEOUT_SECONDS,
         realtime_settings.REDIS_CONNECT_TIMEOUT_SECONDS,
     )
@@ -334,11 +334,6 @@ class LoopClients:
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, StateClient] = (
             weakref.WeakKeyDictionary()
         )
-
-    @classmethod
-    def for_url(cls, url: str) -> LoopClients:
-        """Clients on one plain Redis URL (tests; benchmarks)."""
-        return cls(RedisTopology(mode="single", urls=(url,)))
 
     def get(self) -> StateClient:
         loop = asyncio.get_running_loop()

@@ -63,16 +63,16 @@ class ConnectionStatsView(APIView):
     permission_classes = [IsAdminUser]
 
     @extend_schema_serializer(component_name="ConnectionStatsOutput")
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[Any]):
         @extend_schema_serializer(component_name="InstanceStats")
-        class InstanceSerializer(serializers.Serializer):
+        class InstanceSerializer(serializers.Serializer[Any]):
             instance_id = serializers.CharField()
             connections = serializers.IntegerField()
             last_heartbeat = serializers.DateTimeField()
             status = serializers.ChoiceField(choices=INSTANCE_STATUSES)
 
         @extend_schema_serializer(component_name="DeliveryCounters")
-        class MessagesSerializer(serializers.Serializer):
+        class MessagesSerializer(serializers.Serializer[Any]):
             totals = serializers.DictField(
                 child=serializers.FloatField(),
                 help_text="Each delivery counter summed over the instances.",

@@ -145,7 +145,7 @@ def _connection_count() -> int:
 
 async def health_evaluate() -> HealthReport:
     """Run every check now (concurrently, each bounded) and judge the instance."""
-    timeout = float(realtime_settings.HEALTH_TIMEOUT_SECONDS)
+    timeout = realtime_settings.HEALTH_TIMEOUT_SECONDS
     redis, firestore, database = await asyncio.gather(
         check_redis(timeout_seconds=timeout),
         check_firestore(timeout_seconds=timeout),
@@ -155,7 +155,7 @@ async def health_evaluate() -> HealthReport:
     status = _overall(checks)
     body: dict[str, Any] = {
         "status": status,
-        "instance_id": str(realtime_settings.INSTANCE_ID),
+        "instance_id": realtime_settings.INSTANCE_ID,
         "checks": checks,
         "connections": _connection_count(),
     }
@@ -166,7 +166,7 @@ def _draining_report(previous: HealthReport | None) -> HealthReport:
     body: dict[str, Any] = {
         "status": "unhealthy",
         "draining": True,
-        "instance_id": str(realtime_settings.INSTANCE_ID),
+        "instance_id": realtime_settings.INSTANCE_ID,
         "checks": dict(previous.body["checks"]) if previous else {},
         "connections": _connection_count(),
     }
@@ -197,7 +197,7 @@ class HealthCache:
         if drain_is_active():
             # Draining answers at once: the load balancer must stop sending new sockets now.
             return _draining_report(self._report)
-        ttl = float(realtime_settings.HEALTH_CACHE_SECONDS)
+        ttl = realtime_settings.HEALTH_CACHE_SECONDS
         if self._report is not None and time.monotonic() - self._at < ttl:
             return self._report
         loop = asyncio.get_running_loop()

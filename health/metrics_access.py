@@ -61,7 +61,7 @@ class SnapshotCache:
         self._value, self._at, self._task = None, 0.0, None
 
     async def get(self, take: Callable[[], Awaitable[Any]]) -> Any:
-        ttl = float(realtime_settings.METRICS_CACHE_SECONDS)
+        ttl = realtime_settings.METRICS_CACHE_SECONDS
         if self._value is not None and time.monotonic() - self._at < ttl:
             return self._value
         loop = asyncio.get_running_loop()

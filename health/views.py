@@ -38,7 +38,7 @@ async def health_view(request: HttpRequest) -> HttpResponse:
 
 
 async def _snapshot() -> metrics.ScrapeSnapshot:
-    timeout = float(realtime_settings.HEALTH_TIMEOUT_SECONDS)
+    timeout = realtime_settings.HEALTH_TIMEOUT_SECONDS
     stats: Any = None
     try:
         stats = await asyncio.wait_for(registry_view().stats(), timeout)

@@ -21,7 +21,7 @@ async def deadline_loop() -> None:
                 pass  # a full batch may mean more are due
         except Exception as exc:
             logger.debug("presence: deadline loop could not run (%r)", exc)
-        await asyncio.sleep(float(realtime_settings.PRESENCE_DEADLINE_POLL_SECONDS))
+        await asyncio.sleep(realtime_settings.PRESENCE_DEADLINE_POLL_SECONDS)
 
 
 async def retry_loop() -> None:
@@ -31,13 +31,13 @@ async def retry_loop() -> None:
             await get_presence().retry_pending()
         except Exception:
             logger.exception("presence: retry loop failed")
-        poll = float(realtime_settings.PRESENCE_DEADLINE_POLL_SECONDS)
-        await asyncio.sleep(min(poll, float(realtime_settings.PRESENCE_RETRY_MAX_SECONDS)))
+        poll = realtime_settings.PRESENCE_DEADLINE_POLL_SECONDS
+        await asyncio.sleep(min(poll, realtime_settings.PRESENCE_RETRY_MAX_SECONDS))
 
 
 async def reconcile_loop() -> None:
     while True:
-        await asyncio.sleep(float(realtime_settings.PRESENCE_RECONCILE_SECONDS))
+        await asyncio.sleep(realtime_settings.PRESENCE_RECONCILE_SECONDS)
         try:
             scheduled = await presence_reconcile(service=get_presence())
             if scheduled:

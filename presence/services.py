@@ -78,7 +78,7 @@ class PresenceService:
     def grace_seconds(self) -> float:
         if self._grace is not None:
             return self._grace
-        return float(realtime_settings.PRESENCE_GRACE_SECONDS)
+        return realtime_settings.PRESENCE_GRACE_SECONDS
 
     def _change(
         self,
@@ -319,10 +319,6 @@ async def presence_get_many(*, user_ids: list[str]) -> dict[str, PresenceState]:
 def presence_is_behind() -> bool:
     """True while transitions are waiting for the store (the health check reports degraded)."""
     return get_presence().is_behind()
-
-
-def presence_pending_count() -> int:
-    return get_presence().pending_count()
 
 
 async def presence_store_check(timeout: float) -> bool:  # noqa: ASYNC109 (the health interface)

@@ -17,12 +17,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final, Literal, get_args
 
 from realtime_project.conf import realtime_settings
 
-STATUSES = ("online", "away", "busy", "offline")
-ACTIVE_STATUSES = ("online", "away", "busy")
+# The statuses a user can have: the one list, for the store, the REST serializers, the
+# ``status`` frame and the ``presence`` event's schema alike.
+Status = Literal["online", "away", "busy", "offline"]
+STATUSES: Final[tuple[Status, ...]] = get_args(Status)
+ACTIVE_STATUSES: Final[tuple[Status, ...]] = ("online", "away", "busy")
 # Optimistic writes that lose the precondition race re-read and try again this many times.
 WRITE_ATTEMPTS = 5
 
@@ -155,13 +158,13 @@ class FirestorePresenceStore(PresenceStore):
 
     @property
     def collection(self) -> str:
-        return self._collection or str(realtime_settings.PRESENCE_COLLECTION)
+        return self._collection or realtime_settings.PRESENCE_COLLECTION
 
     @property
     def timeout(self) -> float:
         if self._timeout is not None:
             return self._timeout
-        return float(realtime_settings.PRESENCE_STORE_TIMEOUT_SECONDS)
+        return realtime_settings.PRESENCE_STORE_TIMEOUT_SECONDS
 
     def _client(self) -> Any:
         from google.cloud import firestore

@@ -169,9 +169,5 @@ class RedisDeadlineQueue(DeadlineQueue):
         score = await self._clients.get().zscore(self.key_for(user_id), user_id)
         return None if score is None else float(score)
 
-    @property
-    def unsent_count(self) -> int:
-        return len(self._unsent)
-
     async def close(self) -> None:
         await self._clients.aclose_current()

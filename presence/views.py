@@ -31,10 +31,17 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from connections.registry import get_registry
+from presence.serializers import (
+    StatusInputSerializer,
+    StatusOutputSerializer,
+    status_to_dict,
+    user_status_to_dict,
+)
 from presence.services import PresenceState, presence_get_many, presence_set
+from presence.store import STATUSES
 from realtime_project.conf import realtime_settings
+from realtime_project.inputs import input_validate
 
-STATUSES = ("online", "away", "busy", "offline")
 MAX_STATUS_IDS = 100
 _ID = re.compile(r"^[0-9]{1,20}$")
 
@@ -47,10 +54,6 @@ _FIELD_ERRORS = OpenApiResponse(
 def _audience(user_id: str) -> set[str]:
     hook: Callable[[str], Iterable[str]] = import_string(realtime_settings.PRESENCE_AUDIENCE)
     return {str(uid) for uid in hook(user_id)} | {user_id}
-
-
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if value is not None else None
 
 
 def _states(user_ids: list[str]) -> dict[str, PresenceState]:
@@ -74,49 +77,28 @@ def parse_ids(raw: str | None) -> list[str]:
 class UserStatusView(APIView):
     """Set the caller's own status; the change is broadcast as a ``presence`` event."""
 
-    @extend_schema_serializer(component_name="StatusInput")
-    class InputSerializer(serializers.Serializer):
-        status = serializers.ChoiceField(choices=STATUSES)
-
-        def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-            extra = sorted(set(self.initial_data) - {"status", "csrfmiddlewaretoken"})
-            if extra:
-                raise ValidationError({k: ["Unknown field."] for k in extra})
-            return attrs
-
-    @extend_schema_serializer(component_name="StatusOutput")
-    class OutputSerializer(serializers.Serializer):
-        user_id = serializers.CharField()
-        status = serializers.ChoiceField(choices=STATUSES)
-        updated_at = serializers.DateTimeField()
-
     @extend_schema(
         operation_id="user_status_set",
         summary="Set the caller's status",
-        request=InputSerializer,
-        responses={200: OutputSerializer, 400: _FIELD_ERRORS, 401: _UNAUTHENTICATED},
+        request=StatusInputSerializer,
+        responses={200: StatusOutputSerializer, 400: _FIELD_ERRORS, 401: _UNAUTHENTICATED},
     )
     def post(self, request: Request) -> Response:
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
+        data = input_validate(StatusInputSerializer, request.data)
         try:
-            state = async_to_sync(presence_set)(
-                user_id=str(request.user.pk), status=serializer.validated_data["status"]
-            )
+            state = async_to_sync(presence_set)(user_id=str(request.user.pk), status=data["status"])
         except ValueError as exc:
             raise ValidationError({"status": [str(exc)]}) from None
-        return Response(
-            {"user_id": state.user_id, "status": state.status, "updated_at": _iso(state.updated_at)}
-        )
+        return Response(status_to_dict(state))
 
 
 class UsersStatusView(APIView):
     """Statuses of the caller and of users who share a conversation with them."""
 
     @extend_schema_serializer(component_name="UsersStatusOutput")
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[Any]):
         @extend_schema_serializer(component_name="UserStatus")
-        class UserSerializer(serializers.Serializer):
+        class UserSerializer(serializers.Serializer[Any]):
             user_id = serializers.CharField()
             status = serializers.ChoiceField(choices=STATUSES)
             last_seen = serializers.DateTimeField(allow_null=True)
@@ -148,14 +130,7 @@ class UsersStatusView(APIView):
         visible = _audience(str(request.user.pk))
         allowed = [uid for uid in wanted if uid in visible]
         states = _states(allowed) if allowed else {}
-        users = [
-            {
-                "user_id": uid,
-                "status": states[uid].status if uid in states else "offline",
-                "last_seen": _iso(states[uid].last_seen) if uid in states else None,
-            }
-            for uid in allowed
-        ]
+        users = [user_status_to_dict(uid, states.get(uid)) for uid in allowed]
         return Response({"users": users})
 
 
@@ -163,9 +138,9 @@ class ConnectionInfoView(APIView):
     """The caller's status and live sockets on every instance."""
 
     @extend_schema_serializer(component_name="ConnectionInfoOutput")
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[Any]):
         @extend_schema_serializer(component_name="Connection")
-        class ConnectionSerializer(serializers.Serializer):
+        class ConnectionSerializer(serializers.Serializer[Any]):
             connection_id = serializers.CharField()
             instance_id = serializers.CharField()
             connected_at = serializers.DateTimeField()

@@ -58,7 +58,7 @@ class PresenceWriter:
     def retry_max_seconds(self) -> float:
         if self._retry_max is not None:
             return self._retry_max
-        return float(realtime_settings.PRESENCE_RETRY_MAX_SECONDS)
+        return realtime_settings.PRESENCE_RETRY_MAX_SECONDS
 
     def pending_count(self) -> int:
         return len(self._pending)

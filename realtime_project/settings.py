@@ -2,8 +2,8 @@
 
 Unset variables give the embedded default: one process, SQLite, no Redis, no Firestore. The
 project's own knobs live in one namespaced dict, ``REALTIME`` (read through
-``realtime_project.conf.realtime_settings``). The README's configuration table lists every
-variable.
+``realtime_project.conf.realtime_settings``, which declares each key's type: a new key goes
+there too). The README's configuration table lists every variable.
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     # Presence's and an instance's "status" are different choice sets; name each.
     "ENUM_NAME_OVERRIDES": {
-        "PresenceStatusEnum": "presence.views.STATUSES",
+        "PresenceStatusEnum": "presence.store.STATUSES",
         "InstanceStatusEnum": "connections.views.INSTANCE_STATUSES",
     },
 }

@@ -42,7 +42,7 @@ if __package__ in {None, ""}:
 
 from bench.e2e.load import percentiles
 from bench.e2e.targets import fd_limit_raise, users_seed
-from scripts.cluster import Cluster
+from scripts.deployment import Cluster
 from scripts.procs import LOOPBACK, REPO_ROOT, IsolatedDatabase, RedisServer, manage, python_bin
 from scripts.procs import wait_until as procs_wait_until
 from tests.support.delivery_client import DeliveryClient, clients_close

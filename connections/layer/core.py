@@ -111,7 +111,8 @@ _pack = msgpack.Packer(use_bin_type=True).pack
 
 
 def _unpack(data: bytes) -> dict[str, Any]:
-    return msgpack.unpackb(data, raw=False)
+    envelope: dict[str, Any] = msgpack.unpackb(data, raw=False)
+    return envelope
 
 
 def _dedup_key(message: dict[str, Any]) -> str | None:

@@ -78,7 +78,7 @@ def _keep_peer(
 
 
 def _max_buffered_bytes() -> int:
-    return int(realtime_settings.WS_MAX_BUFFERED_BYTES)
+    return realtime_settings.WS_MAX_BUFFERED_BYTES
 
 
 # How often a waiting send looks at its socket's buffer again.
@@ -93,7 +93,7 @@ async def send_drained(protocol: Any) -> None:
     buffered = transport_buffered_bytes(protocol.transport)
     if buffered <= limit:
         return
-    stall = float(realtime_settings.WS_SEND_STALL_SECONDS)
+    stall = realtime_settings.WS_SEND_STALL_SECONDS
     lowest, progressed = buffered, time.monotonic()
     while protocol.state == protocol.STATE_OPEN:
         await asyncio.sleep(DRAIN_POLL_SECONDS)

@@ -34,7 +34,7 @@ def _instance_id() -> str:
     try:
         from realtime_project.conf import realtime_settings
 
-        return str(realtime_settings.INSTANCE_ID)
+        return realtime_settings.INSTANCE_ID
     except Exception:  # settings not configured yet (early start-up)
         return "-"
 

@@ -9,8 +9,8 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 
 from chat import services
-from chat.events import user_group
 from chat.models import Event, Participant
+from connections.control import user_group
 from tests.rest.conftest import GroupListener
 
 pytestmark = pytest.mark.django_db

@@ -11,6 +11,7 @@ from channels.layers import get_channel_layer
 from chat import events, services
 from chat.event_types import PresenceEvent, event_frame
 from chat.models import Conversation
+from connections import control
 from connections.close_codes import WS_1012_SERVICE_RESTART
 from connections.sockets import local_sockets, sockets_close_all
 from tests.support.consumer_fixtures import *  # noqa: F403
@@ -84,7 +85,7 @@ async def test_an_event_heard_through_two_groups_arrives_once(any_layer, open_so
     for title in ("ab", "abc"):
         await layer.group_send(events.conversation_group(demo.conversations[title]), message)
     barrier = event_frame(PresenceEvent(user_id="y", status="busy", last_seen=None))
-    await layer.group_send(events.user_group(demo.bob.id), events.event_message(barrier))
+    await layer.group_send(control.user_group(demo.bob.id), events.event_message(barrier))
     await bob.recv_until(frame_is("presence", user_id="y"))
     seen = [f for f in bob.frames if f.get("event_id") == event["event_id"]]
     assert seen == [event]
@@ -165,8 +166,8 @@ async def test_typer_whose_socket_closes_stops_typing(open_socket, demo, realtim
 async def test_close_control_message_closes_with_its_code(open_socket, demo) -> None:
     alice = await connected(open_socket, demo.alice)
     await get_channel_layer().group_send(
-        events.user_group(demo.alice.id),
-        {"type": events.CLOSE_MESSAGE_TYPE, "code": WS_1012_SERVICE_RESTART},
+        control.user_group(demo.alice.id),
+        {"type": control.CLOSE_MESSAGE_TYPE, "code": WS_1012_SERVICE_RESTART},
     )
     assert await alice.wait_closed() == WS_1012_SERVICE_RESTART
 

@@ -13,6 +13,7 @@ from chat import events, services
 from chat.event_types import PresenceEvent, event_check, event_frame
 from chat.healing import heal_once
 from chat.models import Conversation, Event
+from connections import control
 from connections.close_codes import WS_4008_SLOW_CONSUMER
 from tests.support.consumer_fixtures import *  # noqa: F403
 from tests.support.ws_client import frame_is
@@ -236,7 +237,7 @@ async def test_an_overflowing_socket_is_closed_4008_and_others_keep_going(
     # group_send does not yield to it).
     for i in range(20):
         frame = event_frame(PresenceEvent(user_id=str(i), status="away", last_seen=None))
-        await layer.group_send(events.user_group(demo.bob.id), events.event_message(frame))
+        await layer.group_send(control.user_group(demo.bob.id), events.event_message(frame))
     assert await slow.wait_closed() == WS_4008_SLOW_CONSUMER
     reply = await alice.request({"type": "message", "conversation_id": ab, "body": "still here"})
     assert reply["type"] == "ack"

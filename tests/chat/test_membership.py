@@ -12,9 +12,10 @@ from django.db import transaction
 
 from chat import services
 from chat.event_types import MemberEvent, event_check, event_frame
-from chat.events import JOIN_MESSAGE_TYPE, event_message, user_group
+from chat.events import JOIN_MESSAGE_TYPE, event_message
 from chat.healing import heal_once
 from chat.models import Conversation
+from connections.control import user_group
 from tests.support.consumer_fixtures import *  # noqa: F403
 from tests.support.ws_client import frame_is
 

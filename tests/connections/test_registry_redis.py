@@ -234,8 +234,8 @@ async def test_counters_are_published_per_instance(
     pair: tuple[RedisConnectionRegistry, ...],
 ) -> None:
     a, b = pair
-    await a.publish_counters({"messages_sent": 5})
-    await b.publish_counters({"messages_sent": 2})
+    await a.heartbeat(counters={"messages_sent": 5})
+    await b.heartbeat(counters={"messages_sent": 2})
     counters = await a.all_instance_counters()
     assert counters["inst-a"]["messages_sent"] == 5
     assert counters["inst-b"]["messages_sent"] == 2

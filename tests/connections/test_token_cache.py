@@ -16,7 +16,7 @@ import connections.auth
 from connections.close_codes import WS_4401_UNAUTHORIZED
 from connections.models import AuthToken, token_digest
 from connections.token_cache import token_cache
-from connections.tokens import token_issue
+from connections.tokens import token_issue, token_lookup
 from tests.support.consumer_fixtures import *  # noqa: F403
 from tests.support.consumer_fixtures import Demo
 from tests.support.ws_client import frame_is
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def lookups(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every database lookup of a token the handshake makes."""
     seen: list[str] = []
-    real: Callable[[str], Any] = connections.auth.token_lookup
+    real: Callable[[str], Any] = token_lookup
 
     def counting(key: str) -> Any:
         seen.append(key)

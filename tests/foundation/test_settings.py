@@ -147,3 +147,22 @@ def test_secure_cookies_and_hsts_unless_debug_or_turned_off(tmp_path) -> None:
     assert not debug["secure"] and not debug["csrf"] and debug["hsts"] == 0
     plain_http = json.loads(_run({**key_file, "SECURE_COOKIES": "false"}, PRINT_SECURITY).stdout)
     assert not plain_http["secure"] and plain_http["hsts"] == 0
+
+
+def test_every_realtime_key_is_declared_with_its_type() -> None:
+    from django.conf import settings
+
+    from realtime_project.conf import declared_names
+
+    assert set(settings.REALTIME) == declared_names()
+
+
+def test_a_setting_reads_as_its_declared_type(settings) -> None:
+    from realtime_project.conf import realtime_settings
+
+    settings.REALTIME = {**settings.REALTIME, "HEARTBEAT_INTERVAL_SECONDS": 1, "REDIS_URL": None}
+    interval = realtime_settings.HEARTBEAT_INTERVAL_SECONDS
+    assert (interval, type(interval)) == (1.0, float)
+    assert realtime_settings.REDIS_URL is None
+    with pytest.raises(AttributeError, match="NO_SUCH_SETTING"):
+        realtime_settings.NO_SUCH_SETTING  # type: ignore[attr-defined]  # noqa: B018

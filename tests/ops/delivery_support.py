@@ -11,7 +11,7 @@ import asyncio
 import time
 from collections.abc import Iterable, Mapping
 
-from scripts.cluster import Cluster
+from scripts.deployment import Cluster
 from scripts.procs import DaphneInstance
 from tests.ops.support import token
 from tests.support.delivery_client import DeliveryClient

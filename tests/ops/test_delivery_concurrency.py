@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from scripts.cluster import Cluster
+from scripts.deployment import Cluster
 from scripts.procs import ServiceUnavailable
 from tests.ops.conftest import FAST_ENV
 from tests.ops.delivery_support import (

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from connections.layer import RealtimeChannelLayer
-from scripts.cluster import Cluster
+from scripts.deployment import Cluster
 from tests.ops.delivery_support import (
     DELIVERY_ENV,
     client_for,

@@ -43,7 +43,7 @@ async def test_sigterm_drains_then_exits_and_users_stay_online(start_cluster, me
 
         codes = await asyncio.gather(alice.wait_closed(within=10), carol.wait_closed(within=10))
         measurements["sigterm_to_sockets_closed_1012_s"] = clock.seconds()
-        assert codes == [WS_1012_SERVICE_RESTART, WS_1012_SERVICE_RESTART]
+        assert list(codes) == [WS_1012_SERVICE_RESTART, WS_1012_SERVICE_RESTART]
         closed_at = clock.seconds()
 
         await async_wait_until(

@@ -29,7 +29,7 @@ def test_stats_of_the_embedded_single_instance(client_for, staff, alice, bob) ->
         registry = get_registry()
         for cid, user in (("c1", alice), ("c2", alice), ("c3", bob)):
             async_to_sync(registry.register)(connection_id=cid, user_id=str(user.pk), metadata={})
-        async_to_sync(registry.publish_counters)({"events_delivered_local": 5.0})
+        async_to_sync(registry.heartbeat)(counters={"events_delivered_local": 5.0})
         body = client_for(staff).get("/api/connections/stats").json()
     assert body["total_connections"] == 3
     assert body["unique_users"] == 2
@@ -54,8 +54,9 @@ def test_stats_span_instances_through_redis(client_for, staff, redis_url: str) -
         await here.register(connection_id="a1", user_id="1", metadata={})
         await other.register(connection_id="b1", user_id="1", metadata={})
         await other.register(connection_id="b2", user_id="2", metadata={})
-        await here.publish_counters({"events_delivered_local": 3, "events_delivered_remote": 1})
-        await other.publish_counters({"events_delivered_local": 4})
+        # The heartbeat carries the layer's counters (and the lease) in one pipeline.
+        await here.heartbeat(counters={"events_delivered_local": 3, "events_delivered_remote": 1})
+        await other.heartbeat(counters={"events_delivered_local": 4})
         await other.close()
         await here.close()
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from chat.event_types import event_check
-from chat.events import conversation_group, user_group
+from chat.events import conversation_group
+from connections.control import user_group
 
 pytestmark = pytest.mark.django_db
 

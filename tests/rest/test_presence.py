@@ -8,7 +8,7 @@ from datetime import datetime
 import pytest
 from asgiref.sync import async_to_sync
 
-from chat.events import user_group
+from connections.control import user_group
 from connections.registry import get_registry, reset_registry
 from presence.services import reset_presence
 from presence.store import reset_store

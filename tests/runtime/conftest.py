@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.cluster import Cluster
+from scripts.deployment import Cluster
 from scripts.procs import ServiceUnavailable
 from tests.support.services import service_unavailable
 

@@ -20,7 +20,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from connections.close_codes import WS_1009_MESSAGE_TOO_BIG
-from scripts.cluster import Cluster
+from scripts.deployment import Cluster
 from scripts.procs import DaphneInstance, wait_until
 from tests.runtime.conftest import CLIENT_ADDRESS
 from tests.support.ws_client import WsClient, frame_is
