@@ -11,7 +11,19 @@ one; a ``seq`` further ahead is a gap the socket fills from the event log first.
 from __future__ import annotations
 
 import enum
+import logging
+import uuid
 from dataclasses import dataclass
+from typing import Any
+
+from chat import selectors
+from chat.dedup import SeenIds
+from chat.event_types import DURABLE_TYPES
+from connections.close_codes import WS_1011_INTERNAL_ERROR, WS_4008_SLOW_CONSUMER
+from connections.database import database_async
+from realtime_project.conf import realtime_settings
+
+logger = logging.getLogger(__name__)
 
 
 class Offer(enum.Enum):
@@ -61,3 +73,178 @@ class Positions:
 
     def get(self, conversation_id: str) -> Cursor | None:
         return self.cursors.get(conversation_id)
+
+
+def _canonical_id(value: str) -> str | None:
+    try:
+        return str(uuid.UUID(value))
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
+class DeliveryMixin:
+    """A socket's side of delivery: live events through its cursors, gaps, resume.
+
+    Mixed into the WebSocket consumer, which provides what is declared here; layer messages
+    of one socket are handled one at a time, so none of this interleaves with itself.
+    """
+
+    channel_name: str
+    user_id: str
+    positions: Positions
+    # The seq of each removal this socket applied: an older "added" that healing or a
+    # late delivery brings afterwards must not bring the conversation back.
+    removed_at: dict[str, int]
+    seen: SeenIds | None
+
+    async def send_frame(self, frame: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    async def server_close(self, *, code: int) -> None:
+        raise NotImplementedError
+
+    async def _join(self, conversation_id: str, seq: int) -> None:
+        raise NotImplementedError
+
+    async def _leave(self, conversation_id: str) -> None:
+        raise NotImplementedError
+
+    async def realtime_event(self, message: dict[str, Any]) -> None:
+        event = message.get("event")
+        if not isinstance(event, dict):
+            return
+        seen = self.seen
+        event_id = event.get("event_id")
+        if seen is not None and isinstance(event_id, str) and not seen.first_time(event_id):
+            return
+        excluded = message.get("exclude_channel") == self.channel_name
+        conversation_id = event.get("conversation_id")
+        if conversation_id is None:  # presence: no conversation, no seq
+            if not excluded:
+                await self.send_frame(event)
+            return
+        if event.get("type") not in DURABLE_TYPES:  # typing
+            if not excluded and conversation_id in self.positions:
+                await self.send_frame(event)
+            return
+        await self._durable_offer(event, excluded=excluded)
+
+    async def _durable_offer(self, event: dict[str, Any], *, excluded: bool) -> None:
+        """A live durable event: deliver it in ``seq`` order, once, filling any gap first."""
+        conversation_id = str(event["conversation_id"])
+        seq = int(event["seq"])
+        if conversation_id not in self.positions:
+            if not self._added_here(event) or seq <= self.removed_at.get(conversation_id, 0):
+                return  # not (or no longer) this socket's conversation
+            # The event that adds this user: follow the conversation from just before it.
+            await self._join(conversation_id, seq - 1)
+        cursor = self.positions.get(conversation_id)
+        assert cursor is not None
+        verdict = cursor.offer(seq)
+        if verdict is Offer.HAD:
+            return
+        if verdict is Offer.GAP and not await self._fill_gap(conversation_id, before=seq):
+            return
+        await self._deliver(event, excluded=excluded)
+
+    def _added_here(self, event: dict[str, Any]) -> bool:
+        return (
+            event.get("type") == "member"
+            and event.get("action") == "added"
+            and str(event.get("user_id")) == self.user_id
+        )
+
+    async def _fill_gap(self, conversation_id: str, *, before: int) -> bool:
+        """Send the logged events between the cursor and ``before``; False if the socket had to
+        close instead (the log unreachable, or more missing than a resume would replay)."""
+        cursor = self.positions.get(conversation_id)
+        assert cursor is not None
+        limit = realtime_settings.RESUME_MAX_EVENTS
+        try:
+            logged = await database_async(selectors.events_after)(
+                positions={conversation_id: cursor.high}, limit_per_conversation=limit
+            )
+        except Exception:
+            logger.exception("cannot read the event log to fill a gap; closing to resume")
+            await self.server_close(code=WS_1011_INTERNAL_ERROR)
+            return False
+        for entry in logged[conversation_id]:
+            if entry.seq >= before:
+                break
+            if entry.seq != cursor.high + 1:
+                await self.server_close(code=WS_4008_SLOW_CONSUMER)
+                return False
+            await self._deliver(entry.frame, excluded=entry.origin_channel == self.channel_name)
+            if conversation_id not in self.positions:
+                return False  # that was this user's removal
+        return before == cursor.high + 1
+
+    async def _deliver(self, event: dict[str, Any], *, excluded: bool) -> None:
+        """Send the next durable event of a followed conversation and move its cursor."""
+        conversation_id = str(event["conversation_id"])
+        cursor = self.positions.get(conversation_id)
+        assert cursor is not None
+        cursor.high = int(event["seq"])
+        if not excluded:
+            await self.send_frame(event)
+        if (
+            event.get("type") == "member"
+            and event.get("action") == "removed"
+            and str(event.get("user_id")) == self.user_id
+        ):
+            self.removed_at[conversation_id] = int(event["seq"])
+            await self._leave(conversation_id)
+
+    async def resume(self, positions: dict[str, int]) -> dict[str, dict[str, Any]]:
+        """Replay, per listed conversation, every logged event after the client's position;
+        the ``ack``'s ``conversations`` (docs/delivery.md, Resume)."""
+        limit = realtime_settings.RESUME_MAX_EVENTS
+        answers: dict[str, dict[str, Any]] = {}
+        wanted: dict[str, int] = {}
+        for key, position in positions.items():
+            conversation_id = _canonical_id(key)
+            cursor = self.positions.get(conversation_id) if conversation_id else None
+            if cursor is None or conversation_id is None:
+                answers[key] = {"recovered": False, "seq": None}
+                continue
+            if position >= cursor.floor:
+                # Nothing below the floor is missing; what the client already has above it
+                # must not come again live.
+                if position > cursor.high:
+                    cursor.floor = cursor.high = position
+                answers[key] = {"recovered": True, "seq": cursor.high}
+            elif cursor.high - position > limit:
+                answers[key] = {"recovered": False, "seq": cursor.high}
+            else:
+                wanted[conversation_id] = position
+                answers[key] = {"recovered": True, "seq": cursor.high}
+        keys = {(_canonical_id(key) or key): key for key in positions}
+        if wanted:
+            logged = await database_async(selectors.events_after)(
+                positions=wanted, limit_per_conversation=limit
+            )
+            for conversation_id, entries in logged.items():
+                key = keys[conversation_id]
+                cursor = self.positions.get(conversation_id)
+                if cursor is None:
+                    answers[key] = {"recovered": False, "seq": None}
+                    continue
+                if len(entries) > limit:
+                    answers[key] = {"recovered": False, "seq": cursor.high}
+                    continue
+                for entry in entries:
+                    if cursor.owes(entry.seq):
+                        await self._replay(conversation_id, entry.frame)
+                    if conversation_id not in self.positions:
+                        break
+                cursor.floor = min(cursor.floor, wanted[conversation_id])
+                answers[key] = {"recovered": True, "seq": cursor.high}
+        return answers
+
+    async def _replay(self, conversation_id: str, event: dict[str, Any]) -> None:
+        cursor = self.positions.get(conversation_id)
+        assert cursor is not None
+        if int(event["seq"]) == cursor.high + 1:
+            await self._deliver(event, excluded=False)
+        else:  # below the floor: owed, but the cursor's range above stays as it is
+            await self.send_frame(event)
