@@ -21,9 +21,9 @@ import pytest
 
 from connections.close_codes import WS_4401_UNAUTHORIZED
 from scripts.deployment import Cluster
-from scripts.procs import DaphneInstance, ServiceUnavailable, manage
+from scripts.procs import DaphneInstance, manage
 from tests.support.cluster import E2E_ENV
-from tests.support.services import service_unavailable
+from tests.support.services import service_running
 from tests.support.ws_client import WsClient, frame_is
 
 pytestmark = [pytest.mark.cluster, pytest.mark.redis]
@@ -42,14 +42,8 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         with_firestore=False,
         database_url=os.environ.get("DATABASE_URL"),
     )
-    try:
-        cluster.start()
-    except ServiceUnavailable as exc:
-        service_unavailable(str(exc))
-    try:
+    with service_running(cluster):
         yield cluster
-    finally:
-        cluster.stop()
 
 
 def _call(

@@ -19,7 +19,6 @@ import pytest
 
 from connections.close_codes import WS_1012_SERVICE_RESTART
 from scripts.deployment import Cluster
-from scripts.procs import ServiceUnavailable
 from tests.ops.support import registry_connections
 from tests.support.async_poll import async_wait_until
 from tests.support.cluster import E2E_ENV
@@ -31,7 +30,7 @@ from tests.support.delivery_ledger import (
     last_seqs,
     rest_call,
 )
-from tests.support.services import service_unavailable
+from tests.support.services import service_running
 
 pytestmark = [pytest.mark.cluster, pytest.mark.redis]
 
@@ -60,14 +59,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         with_firestore=False,
         database_url=os.environ.get("DATABASE_URL"),
     )
-    try:
-        cluster.start()
-    except ServiceUnavailable as exc:
-        service_unavailable(str(exc))
-    try:
+    with service_running(cluster):
         yield cluster
-    finally:
-        cluster.stop()
 
 
 def balanced(counts: dict[str, int], instances: int) -> bool:

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from scripts.deployment import Cluster, RedisKind
-from scripts.procs import DaphneInstance, RedisServer, ServiceUnavailable
+from scripts.procs import DaphneInstance, RedisServer
 from tests.ops.support import health, open_sockets
 from tests.support.cluster import E2E_ENV
 from tests.support.delivery_client import DeliveryClient
@@ -33,7 +33,7 @@ from tests.support.delivery_ledger import (
     last_seqs,
     rest_call,
 )
-from tests.support.services import service_unavailable
+from tests.support.services import service_running
 from tests.support.ws_client import frame_is
 
 pytestmark = [pytest.mark.cluster, pytest.mark.redis]
@@ -59,14 +59,8 @@ def deployment(
         database_url=os.environ.get("DATABASE_URL"),
         redis=kind,
     )
-    try:
-        cluster.start()
-    except ServiceUnavailable as exc:
-        service_unavailable(str(exc))
-    try:
+    with service_running(cluster):
         yield cluster
-    finally:
-        cluster.stop()
 
 
 def get(cluster: Cluster, on: DaphneInstance, path: str, user: str) -> Any:

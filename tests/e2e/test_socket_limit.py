@@ -15,9 +15,8 @@ import websockets
 
 from connections.close_codes import WS_4429_TOO_MANY
 from scripts.deployment import Cluster, RedisKind
-from scripts.procs import ServiceUnavailable
 from tests.support.cluster import E2E_ENV
-from tests.support.services import service_unavailable
+from tests.support.services import service_running
 from tests.support.ws_client import WsClient, frame_is
 
 pytestmark = [pytest.mark.cluster, pytest.mark.redis]
@@ -37,14 +36,8 @@ def deployment(
         with_firestore=False,
         redis=kind,
     )
-    try:
-        cluster.start()
-    except ServiceUnavailable as exc:
-        service_unavailable(str(exc))
-    try:
+    with service_running(cluster):
         yield cluster
-    finally:
-        cluster.stop()
 
 
 async def test_forty_at_once_with_a_limit_of_twenty_admit_exactly_twenty(

@@ -24,7 +24,6 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from scripts.deployment import Cluster
-from scripts.procs import ServiceUnavailable
 from tests.ops.conftest import FAST_ENV
 from tests.ops.delivery_support import (
     DELIVERY_ENV,
@@ -36,7 +35,7 @@ from tests.ops.support import conversation, token
 from tests.support.delivery_client import DeliveryClient, clients_close
 from tests.support.delivery_ledger import rest_call
 from tests.support.delivery_traffic import Sender, message_post
-from tests.support.services import service_unavailable
+from tests.support.services import service_running
 
 pytestmark = pytest.mark.cluster
 
@@ -57,14 +56,8 @@ def db_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         with_firestore=False,
         database_url=os.environ.get("DATABASE_URL") if _on_postgres() else None,
     )
-    try:
-        cluster.start()
-    except ServiceUnavailable as exc:
-        service_unavailable(str(exc))
-    try:
+    with service_running(cluster):
         yield cluster
-    finally:
-        cluster.stop()
 
 
 def _tail(base_url: str, tok: str, conversation_id: str, start: int, stop: threading.Event):

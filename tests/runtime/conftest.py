@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from scripts.deployment import Cluster
-from scripts.procs import ServiceUnavailable
-from tests.support.services import service_unavailable
+from tests.support.services import service_running
 
 MAX_BUFFERED_BYTES = 256 * 1024
 # Not in TRUSTED_PROXIES, yet a local address: Linux answers all of 127.0.0.0/8.
@@ -47,11 +46,5 @@ def runtime_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluste
         with_firestore=False,
         database_url=os.environ.get("DATABASE_URL"),
     )
-    try:
-        cluster.start()
-    except ServiceUnavailable as exc:
-        service_unavailable(str(exc))
-    try:
+    with service_running(cluster):
         yield cluster
-    finally:
-        cluster.stop()

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import NoReturn
+from collections.abc import Iterator
+from typing import NoReturn, Protocol, TypeVar
 
 import pytest
+
+from scripts.procs import ServiceUnavailable
 
 
 def on_ci() -> bool:
@@ -17,3 +21,26 @@ def service_unavailable(reason: str) -> NoReturn:
     if on_ci():
         pytest.fail(f"required service unavailable on CI: {reason}")
     pytest.skip(reason)
+
+
+class Service(Protocol):
+    def start(self) -> object: ...
+
+    def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=Service)
+
+
+@contextlib.contextmanager
+def service_running(service: S) -> Iterator[S]:
+    """``service`` started for the block (see ``service_unavailable`` when it cannot start),
+    and stopped after it whatever happened."""
+    try:
+        service.start()
+    except ServiceUnavailable as exc:
+        service_unavailable(str(exc))
+    try:
+        yield service
+    finally:
+        service.stop()
