@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from django.db import connection
+from django.db import connection, connections
 
 from connections.lifecycle import drain_is_active
 from connections.status import layer_view, registry_view
@@ -107,6 +107,11 @@ async def check_firestore(*, timeout_seconds: float) -> dict[str, Any]:
 # views' thread and a hung database blocks only this thread (never more than one probe).
 _db_executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="health-db")
 _db_pending: concurrent.futures.Future[None] | None = None
+
+
+def database_probe_close() -> None:
+    """Close the probe thread's own connection (before a test database is dropped)."""
+    _db_executor.submit(connections.close_all).result(timeout=10)
 
 
 def _db_round_trip() -> None:

@@ -182,6 +182,7 @@ def test_deleting_a_token_in_the_admin_revokes_it(staff_browser, users) -> None:
         assert async_to_sync(receive)() == {
             "type": REVOKE_MESSAGE_TYPE,
             "token_hash": grant.token.digest,
+            "user_id": str(grant.token.user_id),
         }
     finally:
         async_to_sync(layer.group_discard)(group, channel)

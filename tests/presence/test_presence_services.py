@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -104,6 +105,8 @@ async def test_instance_loops_take_a_user_offline(
 
             await async_wait_until(offline, timeout=10, what="the deadline loop")
         finally:
-            await instance.instance_stop()
-            await get_presence().close()
-            await get_registry().close()
+            # Bounded: a client left bound to an earlier test's loop must not hang the suite.
+            async with asyncio.timeout(20):
+                await instance.instance_stop()
+                await get_presence().close()
+                await get_registry().close()
