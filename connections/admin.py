@@ -127,13 +127,16 @@ def live_connections_view(request: HttpRequest) -> HttpResponse:
     return render(request, "connections/live_connections.html", context)
 
 
-@require_POST
-def disconnect_user_view(request: HttpRequest) -> HttpResponse:
-    user_id = request.POST.get("user_id", "").strip()
+def _user_and_target(request: HttpRequest) -> tuple[str, str]:
+    """The posted user id, and where to send the admin back (the live page, filters kept)."""
     target = reverse("admin-live-connections")
     back = request.POST.get("next", "")
-    if back.startswith(target):
-        target = back
+    return request.POST.get("user_id", "").strip(), back if back.startswith(target) else target
+
+
+@require_POST
+def disconnect_user_view(request: HttpRequest) -> HttpResponse:
+    user_id, target = _user_and_target(request)
     if not user_id.isdigit():
         messages.error(request, "Choose a user to disconnect.")
         return HttpResponseRedirect(target)
@@ -144,11 +147,7 @@ def disconnect_user_view(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 def revoke_user_view(request: HttpRequest) -> HttpResponse:
-    user_id = request.POST.get("user_id", "").strip()
-    target = reverse("admin-live-connections")
-    back = request.POST.get("next", "")
-    if back.startswith(target):
-        target = back
+    user_id, target = _user_and_target(request)
     if not user_id.isdigit():
         messages.error(request, "Choose a user to revoke.")
         return HttpResponseRedirect(target)
