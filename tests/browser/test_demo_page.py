@@ -10,8 +10,6 @@ import contextlib
 import json
 import re
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +19,7 @@ import pytest
 
 from scripts.deployment import Cluster
 from tests.browser.conftest import LAPTOP, PHONE
+from tests.support.cluster import rest_call
 
 pytestmark = [pytest.mark.browser, pytest.mark.cluster, pytest.mark.redis]
 
@@ -124,20 +123,8 @@ def api(
     cluster: Cluster, method: str, path: str, *, user: str, body: dict[str, Any] | None = None
 ) -> tuple[int, Any]:
     """One REST call as ``user`` through the balancer: (status, decoded JSON body)."""
-    request = urllib.request.Request(
-        f"{cluster.url}{path}",
-        method=method,
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={
-            "Authorization": f"Token {cluster.demo['users'][user]['token']}",
-            "Content-Type": "application/json",
-        },
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return int(response.status), json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), json.loads(exc.read() or b"null")
+    token = cluster.demo["users"][user]["token"]
+    return rest_call(cluster.url, method, path, token=token, body=body)
 
 
 def set_offline(page: Any, offline: bool) -> None:

@@ -106,20 +106,7 @@ class E2ECluster:
         body: dict[str, Any] | None = None,
     ) -> tuple[int, Any]:
         """One REST call as ``user`` to one instance: (status, decoded JSON body)."""
-        request = urllib.request.Request(
-            f"{on.base_url}{path}",
-            method=method,
-            data=json.dumps(body).encode() if body is not None else None,
-            headers={
-                "Authorization": f"Token {self.users[user].token}",
-                "Content-Type": "application/json",
-            },
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=5) as response:
-                return int(response.status), json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as exc:
-            return int(exc.code), json.loads(exc.read() or b"null")
+        return rest_call(on.base_url, method, path, token=self.users[user].token, body=body)
 
     def presence_document(self, user_id: str) -> PresenceDocument | None:
         """The user's presence as stored, read straight from the emulator's REST API."""
@@ -150,6 +137,23 @@ class E2ECluster:
             updated_at=value("updated_at"),
             update_time=str(doc["updateTime"]),
         )
+
+
+def rest_call(
+    base_url: str, method: str, path: str, *, token: str, body: dict[str, Any] | None = None
+) -> tuple[int, Any]:
+    """One REST call with a token: (status, decoded JSON body), errors included."""
+    request = urllib.request.Request(
+        f"{base_url}{path}",
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": f"Token {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return int(response.status), json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), json.loads(exc.read() or b"null")
 
 
 def e2e_cluster_start(*, state_dir: Path, env: dict[str, str] | None = None) -> E2ECluster:
