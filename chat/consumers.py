@@ -50,7 +50,6 @@ from chat.serializers import (
     ReadInputSerializer,
     ResumeFrameSerializer,
     TypingFrameSerializer,
-    message_to_dict,
 )
 from chat.typing_state import TypingTimers
 from connections.admission import connect_gate
@@ -126,6 +125,8 @@ def _service_call(ref: str | None, call: Callable[[], Any]) -> Any:
         return call()
     except ValidationError as exc:
         raise FrameError(INVALID_PAYLOAD, ref=ref, details=exc.detail) from None
+    except selectors.NotParticipant:  # removed between the check and the write
+        raise FrameError(NOT_PARTICIPANT, ref=ref) from None
 
 
 @database_async
@@ -155,26 +156,6 @@ def _read_mark(
         ),
     )
     return result
-
-
-@database_async
-def _message_send(
-    *, user_id: str, data: dict[str, Any], origin_channel: str, ref: str | None
-) -> dict[str, Any]:
-    conversation = _conversation_for(
-        conversation_id=data["conversation_id"], user_id=user_id, ref=ref
-    )
-    message, _ = _service_call(
-        ref,
-        lambda: services.message_send_or_get(
-            conversation=conversation,
-            sender_id=user_id,
-            body=data["body"],
-            client_id=data.get("client_id"),
-            origin_channel=origin_channel,
-        ),
-    )
-    return message_to_dict(message)
 
 
 def _header(scope: dict[str, Any], name: bytes) -> str:
@@ -468,9 +449,18 @@ class ChatConsumer(DeliveryMixin, SocketAuthorityMixin, AsyncWebsocketConsumer):
 
     async def on_message(self, frame: ClientFrame) -> dict[str, Any]:
         data = _validated(MessageFrameSerializer, frame)
-        message = await _message_send(
-            user_id=self.user_id, data=data, origin_channel=self.channel_name, ref=frame.ref
-        )
+        try:
+            message = await services.message_send_async(
+                conversation_id=data["conversation_id"],
+                sender_id=self.user_id,
+                body=data["body"],
+                client_id=data.get("client_id"),
+                origin_channel=self.channel_name,
+            )
+        except selectors.ConversationNotFound:
+            raise FrameError(NOT_FOUND, ref=frame.ref) from None
+        except selectors.NotParticipant:
+            raise FrameError(NOT_PARTICIPANT, ref=frame.ref) from None
         return ack_frame(ref=frame.ref, result={"message": message})
 
     async def on_auth(self, frame: ClientFrame) -> dict[str, Any]:

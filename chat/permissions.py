@@ -7,6 +7,9 @@ never its title, participants or messages.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from rest_framework.exceptions import NotFound, PermissionDenied
 
 from chat import selectors
@@ -27,5 +30,15 @@ def conversation_for_participant(*, conversation_id: object, user_id: int | str)
         )
     except selectors.ConversationNotFound:
         raise NotFound(NOT_FOUND_DETAIL) from None
+    except selectors.NotParticipant:
+        raise PermissionDenied(NOT_PARTICIPANT_DETAIL) from None
+
+
+@contextlib.contextmanager
+def participant_until_written() -> Iterator[None]:
+    """A service that checks membership again as it writes (a message, a read marker) found
+    the caller removed since ``conversation_for_participant``: the same 403."""
+    try:
+        yield
     except selectors.NotParticipant:
         raise PermissionDenied(NOT_PARTICIPANT_DETAIL) from None

@@ -10,6 +10,8 @@ from django.contrib.auth import get_user_model
 from django.db.models import Count, Q, QuerySet
 
 from chat.models import Conversation, Event, Message, Participant
+from chat.serializers import message_to_dict
+from connections.database import database_connection
 
 
 class ConversationNotFound(Exception):
@@ -162,6 +164,45 @@ def event_list_after(
 
 def message_by_client_id(*, sender_id: int | str, client_id: str) -> Message | None:
     return Message.objects.filter(sender_id=int(sender_id), client_id=client_id).first()
+
+
+def is_participant(*, conversation_id: uuid.UUID, user_id: int | str) -> bool:
+    return Participant.objects.filter(conversation_id=conversation_id, user_id=user_id).exists()
+
+
+# PostgreSQL, on the event loop's async connections (connections.database): the rare reads
+# of chat.services.message_send_async, in the same shapes as their ORM twins above.
+
+
+async def message_by_client_id_async(
+    *, sender_id: int | str, client_id: str
+) -> dict[str, Any] | None:
+    """The sender's message with ``client_id`` as the wire shows it, or ``None``."""
+    query = (
+        f"SELECT id, conversation_id, sender_id, body, created_at, seq, client_id "
+        f"FROM {Message._meta.db_table} WHERE sender_id = %s AND client_id = %s"
+    )
+    async with database_connection() as db:
+        row = await (await db.execute(query, [int(sender_id), client_id])).fetchone()
+    if row is None:
+        return None
+    pk, conversation_id, sender, body, created_at, seq, client = row
+    message = Message(
+        id=pk,
+        conversation_id=conversation_id,
+        sender_id=sender,
+        body=body,
+        created_at=created_at,
+        seq=seq,
+        client_id=client,
+    )
+    return message_to_dict(message)
+
+
+async def conversation_exists_async(*, conversation_id: uuid.UUID) -> bool:
+    query = f"SELECT 1 FROM {Conversation._meta.db_table} WHERE id = %s"
+    async with database_connection() as db:
+        return await (await db.execute(query, [conversation_id])).fetchone() is not None
 
 
 def users_at_conversation_limit(*, user_ids: Iterable[str], limit: int) -> bool:

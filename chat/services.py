@@ -8,12 +8,14 @@ REST): that socket gets an ``ack`` instead of the event.
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import psycopg
 from asgiref.sync import async_to_sync
 from django.db import IntegrityError, connection, transaction
 from rest_framework.exceptions import ValidationError
@@ -21,8 +23,9 @@ from rest_framework.exceptions import ValidationError
 from chat import events, selectors
 from chat.event_types import MemberEvent, MessageEvent, ReadEvent, TypingEvent, event_frame
 from chat.models import Conversation, Event, Message, Participant
-from chat.serializers import message_body
+from chat.serializers import message_body, message_to_dict
 from connections.control import user_group
+from connections.database import database_async, database_async_enabled, database_connection
 from realtime_project.conf import realtime_settings
 
 
@@ -30,8 +33,9 @@ def _seq_next(conversation_id: uuid.UUID) -> int:
     """Take the conversation's next ``seq``, holding its row's lock until commit.
 
     The lock is what makes ``seq`` commit order: a second writer to the conversation waits
-    here until the first commits, then gets the next number. It is taken before anything
-    else a service locks (a participant's row), so two services never wait on each other.
+    here until the first commits, then gets the next number. A service that locks the
+    writer's participant row (a removal, a read marker, a message's membership check) locks
+    it before this one, so two services never wait on each other in opposite orders.
     """
     table = Conversation._meta.db_table
     pk = Conversation._meta.pk
@@ -189,11 +193,94 @@ def participant_remove(*, conversation: Conversation, user_id: int | str, by_id:
     get; they leave its group on receiving it. Raises ``Participant.DoesNotExist`` when the
     user takes no part.
     """
-    seq = _seq_next(conversation.id)
+    # The membership row first, then the seq (the lock order of every service, _seq_next):
+    # a message of the removed user waits for this commit and then finds them gone.
     deleted, _ = Participant.objects.filter(conversation=conversation, user_id=user_id).delete()
     if not deleted:
         raise Participant.DoesNotExist
+    seq = _seq_next(conversation.id)
     _member_event(conversation=conversation, seq=seq, user_id=user_id, action="removed", by=by_id)
+
+
+# PostgreSQL: the sender's membership checked, the seq taken, the message inserted and its
+# event logged, in one statement. The membership row is locked (``FOR KEY SHARE``) before the
+# conversation's row, as a removal locks it (by deleting it) before taking its own seq: a
+# message either commits before a removal of its sender, or finds the sender gone and
+# writes nothing. ``FOR KEY SHARE`` does not wait for a read marker's update of that row.
+_MESSAGE_STATEMENT = """
+WITH p AS (
+    SELECT 1 FROM {participants}
+    WHERE conversation_id = %(conversation)s AND user_id = %(sender)s
+    FOR KEY SHARE
+), s AS (
+    UPDATE {conversations} SET last_seq = last_seq + 1
+    WHERE id = %(conversation)s AND EXISTS (SELECT 1 FROM p)
+    RETURNING last_seq
+), m AS (
+    INSERT INTO {messages} (id, conversation_id, sender_id, body, created_at, seq, client_id)
+    SELECT %(id)s, %(conversation)s, %(sender)s, %(body)s, %(at)s, s.last_seq, %(client_id)s
+    FROM s
+    RETURNING seq
+)
+INSERT INTO {log} (conversation_id, seq, type, frame, origin_channel, created_at)
+SELECT %(conversation)s, m.seq, %(type)s,
+    jsonb_set(
+        jsonb_set(%(frame)s::jsonb, '{{seq}}', to_jsonb(m.seq)), '{{message,seq}}', to_jsonb(m.seq)
+    ),
+    %(origin)s, %(at)s
+FROM m
+RETURNING seq
+"""
+
+
+@functools.cache
+def _message_statement() -> str:
+    return _MESSAGE_STATEMENT.format(
+        participants=Participant._meta.db_table,
+        conversations=Conversation._meta.db_table,
+        messages=Message._meta.db_table,
+        log=Event._meta.db_table,
+    )
+
+
+def _message_new(
+    *,
+    conversation_id: uuid.UUID,
+    sender_id: int | str,
+    body: str,
+    client_id: str | None,
+    origin: str,
+) -> tuple[Message, dict[str, Any], dict[str, Any]]:
+    """The message (``seq`` still 0), its event's frame, and the statement's parameters."""
+    message = Message(
+        id=uuid.uuid4(),
+        conversation_id=conversation_id,
+        sender_id=int(sender_id),
+        body=body,
+        created_at=datetime.now(UTC),
+        seq=0,
+        client_id=client_id,
+    )
+    frame = event_frame(
+        MessageEvent(conversation_id=str(conversation_id), seq=0, message=message_body(message))
+    )
+    params = {
+        "conversation": conversation_id,
+        "id": message.id,
+        "sender": message.sender_id,
+        "body": body,
+        "at": message.created_at,
+        "client_id": client_id,
+        "type": Event.Type.MESSAGE.value,
+        "frame": json.dumps(frame),
+        "origin": origin,
+    }
+    return message, frame, params
+
+
+def _message_sequenced(message: Message, frame: dict[str, Any], seq: int) -> None:
+    message.seq = frame["seq"] = frame["message"]["seq"] = seq
+    message._state.adding = False
 
 
 def _message_write_one_statement(
@@ -204,70 +291,24 @@ def _message_write_one_statement(
     client_id: str | None,
     origin: str,
 ) -> tuple[Message, dict[str, Any]]:
-    """PostgreSQL: take the seq, insert the message and log its event in one statement.
+    """PostgreSQL: the portable path's writes and its membership check in one round trip.
 
-    The same three writes as the portable path (``_seq_next``, the insert, ``_event_log``),
-    in one round trip instead of three: measured, sequencing otherwise cost a third of a
-    message's write (docs/benchmarks.md). The logged frame gets its ``seq`` in the database.
+    Measured, sequencing otherwise cost a third of a message's write (docs/benchmarks.md).
+    Raises ``NotParticipant`` when the sender left (or never joined) before the write.
     """
-    message = Message(
-        id=uuid.uuid4(),
-        conversation=conversation,
-        sender_id=int(sender_id),
+    message, frame, params = _message_new(
+        conversation_id=conversation.id,
+        sender_id=sender_id,
         body=body,
-        created_at=datetime.now(UTC),
-        seq=0,
         client_id=client_id,
-    )
-    frame = event_frame(
-        MessageEvent(conversation_id=str(conversation.id), seq=0, message=message_body(message))
-    )
-    conversations, messages, log = (
-        Conversation._meta.db_table,
-        Message._meta.db_table,
-        Event._meta.db_table,
+        origin=origin,
     )
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            WITH s AS (
-                UPDATE {conversations} SET last_seq = last_seq + 1 WHERE id = %(conversation)s
-                RETURNING last_seq
-            ), m AS (
-                INSERT INTO {messages}
-                    (id, conversation_id, sender_id, body, created_at, seq, client_id)
-                SELECT %(id)s, %(conversation)s, %(sender)s, %(body)s, %(at)s, s.last_seq,
-                    %(client_id)s
-                FROM s
-                RETURNING seq
-            )
-            INSERT INTO {log} (conversation_id, seq, type, frame, origin_channel, created_at)
-            SELECT %(conversation)s, m.seq, %(type)s,
-                jsonb_set(
-                    jsonb_set(%(frame)s::jsonb, '{{seq}}', to_jsonb(m.seq)),
-                    '{{message,seq}}', to_jsonb(m.seq)
-                ),
-                %(origin)s, %(at)s
-            FROM m
-            RETURNING seq
-            """,
-            {
-                "conversation": conversation.id,
-                "id": message.id,
-                "sender": message.sender_id,
-                "body": body,
-                "at": message.created_at,
-                "client_id": client_id,
-                "type": Event.Type.MESSAGE.value,
-                "frame": json.dumps(frame),
-                "origin": origin,
-            },
-        )
+        cursor.execute(_message_statement(), params)
         row = cursor.fetchone()
     if row is None:
-        raise Conversation.DoesNotExist
-    message.seq = frame["seq"] = frame["message"]["seq"] = int(row[0])
-    message._state.adding = False
+        raise selectors.NotParticipant
+    _message_sequenced(message, frame, int(row[0]))
     message._state.db = connection.alias
     return message, frame
 
@@ -303,7 +344,8 @@ def message_send_or_get(
     The second element says whether this call created it. A repeat creates nothing and
     emits nothing; the unique constraint on (sender, client_id) decides between two copies
     that arrive at two instances at the same moment: the loser's transaction (its ``seq``
-    included) rolls back, so the sequence keeps no gap.
+    included) rolls back, so the sequence keeps no gap. Raises ``selectors.NotParticipant``
+    if the sender takes no part in the conversation when the message is written.
     """
     # No look-up first: the constraint tells a repeat (rare) from a new message (every send).
     try:
@@ -318,6 +360,10 @@ def message_send_or_get(
                 )
             else:
                 seq = _seq_next(conversation.id)
+                # Checked under the conversation's lock (SQLite: the database's write lock):
+                # a removal committed before it is seen.
+                if not selectors.is_participant(conversation_id=conversation.id, user_id=sender_id):
+                    raise selectors.NotParticipant
                 message = Message.objects.create(
                     conversation=conversation,
                     sender_id=sender_id,
@@ -347,6 +393,86 @@ def message_send_or_get(
     return message, True
 
 
+async def message_send_async(
+    *,
+    conversation_id: uuid.UUID,
+    sender_id: int | str,
+    body: str,
+    client_id: str | None = None,
+    origin_channel: str | None = None,
+) -> dict[str, Any]:
+    """``message_send_or_get`` for a socket's frame; the message as the wire shows it.
+
+    The conversation is named by id and the sender's membership is checked by the write
+    itself. On PostgreSQL that is ``_MESSAGE_STATEMENT`` on the event loop's own async
+    connection (connections.database), committed on its own, then emitted: no thread, no
+    transaction block, no hop back for the emit. Elsewhere the synchronous service runs on
+    the database threads. Raises ``selectors.ConversationNotFound`` or ``NotParticipant``.
+    """
+    if not database_async_enabled():
+        result: dict[str, Any] = await _message_send_threaded(
+            conversation_id=conversation_id,
+            sender_id=sender_id,
+            body=body,
+            client_id=client_id,
+            origin_channel=origin_channel,
+        )
+        return result
+    message, frame, params = _message_new(
+        conversation_id=conversation_id,
+        sender_id=sender_id,
+        body=body,
+        client_id=client_id,
+        origin=origin_channel or "",
+    )
+    try:
+        async with database_connection() as db:
+            row = await (await db.execute(_message_statement(), params)).fetchone()
+    except psycopg.errors.UniqueViolation:
+        # A resend: the statement wrote nothing (its seq included); the first one answers.
+        earlier = (
+            await selectors.message_by_client_id_async(sender_id=sender_id, client_id=client_id)
+            if client_id is not None
+            else None
+        )
+        if earlier is None:
+            raise
+        return earlier
+    if row is None:
+        if await selectors.conversation_exists_async(conversation_id=conversation_id):
+            raise selectors.NotParticipant
+        raise selectors.ConversationNotFound
+    _message_sequenced(message, frame, int(row[0]))
+    await events.frame_emit(
+        frame=frame,
+        groups=[events.conversation_group(conversation_id)],
+        exclude_channel=origin_channel,
+    )
+    return message_to_dict(message)
+
+
+@database_async
+def _message_send_threaded(
+    *,
+    conversation_id: uuid.UUID,
+    sender_id: int | str,
+    body: str,
+    client_id: str | None,
+    origin_channel: str | None,
+) -> dict[str, Any]:
+    conversation = selectors.conversation_get_for_participant(
+        conversation_id=conversation_id, user_id=sender_id
+    )
+    message, _ = message_send_or_get(
+        conversation=conversation,
+        sender_id=sender_id,
+        body=body,
+        client_id=client_id,
+        origin_channel=origin_channel,
+    )
+    return message_to_dict(message)
+
+
 @transaction.atomic
 def receipt_mark_read(
     *,
@@ -360,6 +486,15 @@ def receipt_mark_read(
     The participant's read marker only moves forward: reading an older message again does not
     move it back.
     """
+    # The reader's row before the seq (the lock order of every service, _seq_next); NO KEY
+    # UPDATE, so a message of the same user (FOR KEY SHARE on this row) does not wait for it.
+    participant = (
+        Participant.objects.select_for_update(no_key=True)
+        .filter(conversation=conversation, user_id=user_id)
+        .first()
+    )
+    if participant is None:
+        raise selectors.NotParticipant
     seq = _seq_next(conversation.id)
     unique_ids = list(dict.fromkeys(message_ids))
     outside = selectors.messages_outside_conversation(
@@ -371,9 +506,6 @@ def receipt_mark_read(
         )
     read_at = datetime.now(UTC)
     newest = Message.objects.filter(pk__in=unique_ids).order_by("-created_at", "-id").first()
-    participant = Participant.objects.select_for_update().get(
-        conversation=conversation, user_id=user_id
-    )
     current = participant.last_read_message
     if newest is not None and (current is None or newest.created_at >= current.created_at):
         participant.last_read_message = newest

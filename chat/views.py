@@ -25,7 +25,7 @@ from rest_framework.views import APIView
 from chat import selectors, services
 from chat.models import Conversation, Participant
 from chat.pagination import ConversationCursorPagination, MessageCursorPagination
-from chat.permissions import conversation_for_participant
+from chat.permissions import conversation_for_participant, participant_until_written
 from chat.schema import BAD_CURSOR, FIELD_ERRORS, FORBIDDEN, NOT_FOUND, UNAUTHENTICATED
 from chat.serializers import (
     ConversationInputSerializer,
@@ -184,12 +184,13 @@ class ConversationViewSet(viewsets.GenericViewSet[Any]):  # conversations and me
         conversation = self._conversation()
         if request.method == "POST":
             data = input_validate(MessageInputSerializer, request.data)
-            message, created = services.message_send_or_get(
-                conversation=conversation,
-                sender_id=caller_id(request),
-                body=data["body"],
-                client_id=data.get("client_id"),
-            )
+            with participant_until_written():
+                message, created = services.message_send_or_get(
+                    conversation=conversation,
+                    sender_id=caller_id(request),
+                    body=data["body"],
+                    client_id=data.get("client_id"),
+                )
             # A resend with the same client_id gets the first one's body, and a 200.
             code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
             return Response(message_to_dict(message), status=code)
@@ -303,7 +304,10 @@ class MessagesReadView(APIView):
         conversation = conversation_for_participant(
             conversation_id=data["conversation_id"], user_id=caller_id(request)
         )
-        result = services.receipt_mark_read(
-            conversation=conversation, user_id=caller_id(request), message_ids=data["message_ids"]
-        )
+        with participant_until_written():
+            result = services.receipt_mark_read(
+                conversation=conversation,
+                user_id=caller_id(request),
+                message_ids=data["message_ids"],
+            )
         return Response(result)

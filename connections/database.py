@@ -22,19 +22,32 @@ What stays true:
 
 ``DATABASE_THREADS = 0`` (the default on SQLite, which takes one writer at a time anyway and
 whose in-memory test databases lock per table) keeps Channels' thread-sensitive thread.
+
+On PostgreSQL the hottest calls do not take a thread at all: ``database_connection`` lends
+one of psycopg's async connections (``DATABASE_ASYNC_CONNECTIONS`` per event loop, in
+autocommit) to a coroutine, which runs one statement in the event loop. Measured, a message
+through a thread cost several interpreter-lock hand-offs (the executor, each query's answer,
+the ``on_commit`` emit hopping back with ``async_to_sync``) and a busy instance spent most of a
+message waiting for them (docs/benchmarks.md). Such a statement must be complete on its own:
+autocommit makes it its own transaction, so what it wrote is committed when it returns and
+its caller emits right after.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import threading
-from collections.abc import Awaitable, Callable
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
 from channels.db import DatabaseSyncToAsync
 from django.db import connections
+from psycopg import AsyncConnection
 
 from realtime_project.conf import realtime_settings
 
@@ -129,3 +142,114 @@ def database_threads_close() -> None:
     for future in [executor.submit(close) for _ in range(_executor_size)]:
         future.result(timeout=15)
     executor.shutdown(wait=True)
+
+
+# -- psycopg's async connections, per event loop ----------------------------------------------
+
+
+class LoopConnections:
+    """The async connections of one event loop: up to ``size`` in use, idle ones kept.
+
+    Not psycopg_pool's ``AsyncConnectionPool``: its maintenance tasks absorb cancellation, so
+    a loop that ends with ``asyncio.run`` or ``async_to_sync`` (every test's, the REST views'
+    hops) waits for them forever. These connections have no task of their own: one opens
+    when a caller needs it and none is idle, goes back to the idle list after its statement,
+    is dropped when broken, and is closed with its loop.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.idle: list[AsyncConnection[Any]] = []
+        self.slots = asyncio.Semaphore(size)
+        self.closed = False
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[AsyncConnection[Any]]:
+        async with self.slots:
+            db = self.idle.pop() if self.idle else None
+            if db is None:
+                db = await AsyncConnection.connect(**_connection_kwargs())
+            try:
+                yield db
+            finally:
+                if self.closed or db.closed or db.broken:
+                    await db.close()
+                else:
+                    self.idle.append(db)
+
+    def close(self) -> None:
+        """Close the idle connections (no I/O to wait for: the loop may be gone already)."""
+        self.closed = True
+        idle, self.idle = self.idle, []
+        for db in idle:
+            db.pgconn.finish()
+
+
+_loops_lock = threading.Lock()
+_loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopConnections] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def database_async_enabled() -> bool:
+    """Whether ``database_connection`` serves (PostgreSQL, ``DATABASE_ASYNC_CONNECTIONS`` > 0)."""
+    return (
+        realtime_settings.DATABASE_ASYNC_CONNECTIONS > 0
+        and connections["default"].vendor == "postgresql"
+    )
+
+
+def _connection_kwargs() -> dict[str, Any]:
+    """Django's own connection parameters (its type adapters, its UTC), for an async one.
+
+    Read for each new connection, so a test run gets its test database.
+    """
+    params: dict[str, Any] = connections["default"].get_connection_params()
+    params.pop("cursor_factory", None)  # Django's cursor is a synchronous one
+    params["autocommit"] = True
+    return params
+
+
+def _close_with_loop(loop: asyncio.AbstractEventLoop, held: LoopConnections) -> None:
+    """Close the loop's connections when the loop closes: their sockets belong to it, and a
+    test database about to be dropped must not find them open."""
+    original = loop.close
+
+    def close() -> None:
+        with _loops_lock:
+            if _loops.get(loop) is held:
+                del _loops[loop]
+        held.close()
+        original()
+
+    setattr(loop, "close", close)  # noqa: B010 (an instance attribute over the method)
+
+
+def _loop_connections() -> LoopConnections:
+    loop = asyncio.get_running_loop()
+    held = _loops.get(loop)
+    if held is not None:
+        return held
+    with _loops_lock:
+        held = _loops.get(loop)
+        if held is not None:
+            return held
+        held = _loops[loop] = LoopConnections(realtime_settings.DATABASE_ASYNC_CONNECTIONS)
+    _close_with_loop(loop, held)
+    return held
+
+
+@contextlib.asynccontextmanager
+async def database_connection() -> AsyncIterator[AsyncConnection[Any]]:
+    """One of this loop's async connections, in autocommit: each statement commits alone."""
+    async with _loop_connections().connection() as db:
+        yield db
+
+
+def database_async_close() -> None:
+    """Close every loop's idle async connections (test teardown, before the drop)."""
+    with _loops_lock:
+        held = list(_loops.values())
+        _loops.clear()
+    for connections_of_loop in held:
+        connections_of_loop.close()

@@ -124,6 +124,9 @@ DATABASES = {"default": _database(DATABASE_URL)}
 _DATABASE_THREADS_DEFAULT = (
     8 if DATABASES["default"].get("ENGINE") == "django.db.backends.postgresql" else 0
 )
+_DATABASE_ASYNC_DEFAULT = (
+    4 if DATABASES["default"].get("ENGINE") == "django.db.backends.postgresql" else 0
+)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -225,6 +228,12 @@ REALTIME: dict[str, Any] = {
     # The consumers' database calls run on this many threads, each with its own pooled
     # connection (keep DATABASE_POOL_MAX_SIZE above it); 0: Channels' one thread.
     "DATABASE_THREADS": env_int("DATABASE_THREADS", _DATABASE_THREADS_DEFAULT, minimum=0),
+    # PostgreSQL: the hottest writes and reads (a message, a connect's positions) run on
+    # psycopg's async connections in the event loop itself, this many per loop; 0 keeps them
+    # on the database threads (connections/database.py).
+    "DATABASE_ASYNC_CONNECTIONS": env_int(
+        "DATABASE_ASYNC_CONNECTIONS", _DATABASE_ASYNC_DEFAULT, minimum=0
+    ),
     # Connects in progress at once per instance; one more is closed with 1013 (retry later).
     # High enough that a burst a client means (a thousand sockets opened at once) all gets in;
     # the storm bench shows shedding at 100 bought little, since each shed still costs a

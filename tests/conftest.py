@@ -152,11 +152,13 @@ def django_db_setup(django_db_setup: None) -> Iterator[None]:
     from asgiref.sync import SyncToAsync
     from django.db import connections
 
-    from connections.database import database_threads_close
+    from connections.database import database_async_close, database_threads_close
     from health.checks import database_probe_close
 
     SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
     database_threads_close()
+    # Loops still open keep their async connections (connections.database) until here.
+    database_async_close()
     # The health check probes the database from a thread of its own (health/checks.py).
     database_probe_close()
 
