@@ -270,9 +270,7 @@ class ChatConsumer(DeliveryMixin, SocketAuthorityMixin, AsyncWebsocketConsumer):
             logger.exception("presence_admit failed for user=%s", self.user_id)
         self.registered = True
 
-        positions = await database_async(selectors.conversation_positions_for_user)(
-            user_id=self.user_id
-        )
+        positions = await selectors.conversation_positions_for_user_async(user_id=self.user_id)
         if isinstance(self.channel_layer, RealtimeChannelLayer):
             # Overflow closes this socket (4008) instead of dropping a durable event from it.
             self.channel_layer.set_overflow_policy(self.channel_name, "close")

@@ -13,7 +13,6 @@ from typing import Any
 from chat import events, selectors
 from chat.event_types import PresenceEvent
 from connections.control import user_group
-from connections.database import database_async_under_caller
 
 
 async def presence_changed_receiver(
@@ -26,9 +25,7 @@ async def presence_changed_receiver(
 ) -> None:
     # This runs inside whatever called presence (a consumer, or a REST view's thread possibly
     # mid-transaction, whose connection must not be closed under it).
-    conversation_ids = await database_async_under_caller(selectors.presence_conversation_ids)(
-        user_id=user_id
-    )
+    conversation_ids = await selectors.presence_conversation_ids_async(user_id=user_id)
     await events.event_emit(
         event=PresenceEvent(
             user_id=str(user_id),

@@ -11,7 +11,13 @@ from django.db.models import Count, Q, QuerySet
 
 from chat.models import Conversation, Event, Message, Participant
 from chat.serializers import message_to_dict
-from connections.database import database_connection
+from connections.database import (
+    database_async,
+    database_async_enabled,
+    database_async_under_caller,
+    database_connection,
+    database_rows,
+)
 
 
 class ConversationNotFound(Exception):
@@ -60,12 +66,25 @@ def conversation_list_for_user(*, user_id: int | str) -> QuerySet[Conversation]:
 
 def conversation_positions_for_user(*, user_id: int | str) -> dict[str, int]:
     """Each conversation of ``user_id`` with its ``last_seq``: where a new socket starts."""
-    return {
-        str(pk): int(last_seq)
-        for pk, last_seq in Participant.objects.filter(user_id=user_id).values_list(
-            "conversation_id", "conversation__last_seq"
+    return {str(pk): int(last_seq) for pk, last_seq in _positions(user_id)}
+
+
+def _positions(user_id: int | str) -> QuerySet[Participant, tuple[Any, Any]]:
+    return Participant.objects.filter(user_id=user_id).values_list(
+        "conversation_id", "conversation__last_seq"
+    )
+
+
+async def conversation_positions_for_user_async(*, user_id: int | str) -> dict[str, int]:
+    """``conversation_positions_for_user`` for a connecting socket: the same query, on
+    PostgreSQL read on the loop's async connection instead of a thread."""
+    if not database_async_enabled():
+        result: dict[str, int] = await database_async(conversation_positions_for_user)(
+            user_id=user_id
         )
-    }
+        return result
+    rows = await database_rows(_positions(user_id))
+    return {str(pk): int(last_seq) for pk, last_seq in rows}
 
 
 def conversation_last_seqs(*, conversation_ids: Iterable[str]) -> dict[str, int]:
@@ -262,6 +281,19 @@ def _presence_conversations(user_id: int | str) -> QuerySet[Participant, Any]:
 def presence_conversation_ids(*, user_id: int | str) -> list[str]:
     """The conversations whose sockets hear ``user_id``'s ``presence`` events (chat.receivers)."""
     return [str(row["conversation_id"]) for row in _presence_conversations(user_id)]
+
+
+async def presence_conversation_ids_async(*, user_id: int | str) -> list[str]:
+    """``presence_conversation_ids`` from async code, whatever called it (a consumer, or a
+    REST view's thread possibly mid-transaction, whose connection is left alone): the same
+    query on the loop's async connection on PostgreSQL, else on a connection of its own."""
+    if not database_async_enabled():
+        result: list[str] = await database_async_under_caller(presence_conversation_ids)(
+            user_id=user_id
+        )
+        return result
+    rows = await database_rows(_presence_conversations(user_id).values_list("conversation_id"))
+    return [str(pk) for (pk,) in rows]
 
 
 def presence_audience(user_id: str) -> list[str]:

@@ -23,10 +23,9 @@ from django.contrib.auth.models import AnonymousUser
 from connections.admission import connect_gate
 from connections.authority import SCOPE_KEY
 from connections.close_codes import WS_1013_TRY_AGAIN_LATER, WS_4401_UNAUTHORIZED, WS_4403_FORBIDDEN
-from connections.database import database_async
 from connections.models import token_digest
 from connections.token_cache import CachedToken, token_cache
-from connections.tokens import TokenIdentity, token_lookup
+from connections.tokens import TokenIdentity, token_lookup_async
 from health import metrics
 
 ASGIApp = Any
@@ -48,7 +47,7 @@ async def _user_for_token(key: str) -> tuple[Any, TokenIdentity | None]:
             digest=digest, expires_at=cached.expires_at, checked_at=time.monotonic()
         )
     read_at = time.monotonic()
-    token = await database_async(token_lookup)(key)
+    token = await token_lookup_async(key)
     if token is None:
         return None, None
     await cache.put(

@@ -47,6 +47,7 @@ from typing import Any, ParamSpec, TypeVar
 from asgiref.sync import sync_to_async
 from channels.db import DatabaseSyncToAsync
 from django.db import connections
+from django.db.models import QuerySet
 from psycopg import AsyncConnection
 
 from realtime_project.conf import realtime_settings
@@ -244,6 +245,17 @@ async def database_connection() -> AsyncIterator[AsyncConnection[Any]]:
     """One of this loop's async connections, in autocommit: each statement commits alone."""
     async with _loop_connections().connection() as db:
         yield db
+
+
+async def database_rows(queryset: QuerySet[Any, Any]) -> list[tuple[Any, ...]]:
+    """The rows of a ``values_list`` queryset, read on the loop's async connection.
+
+    The ORM writes the SQL, so an async read and its synchronous twin are the same query;
+    the values come as psycopg loads them (no field converters: ids, numbers, text).
+    """
+    sql, params = queryset.query.sql_with_params()
+    async with database_connection() as db:
+        return await (await db.execute(sql, params)).fetchall()
 
 
 def database_async_close() -> None:

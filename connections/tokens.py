@@ -23,6 +23,7 @@ from rest_framework.authentication import BaseAuthentication, get_authorization_
 from rest_framework.request import Request
 
 from connections.control import sockets_revoke_on_commit
+from connections.database import database_async, database_async_enabled, database_connection
 from connections.models import AuthToken, token_digest
 from realtime_project.conf import realtime_settings
 
@@ -91,6 +92,36 @@ def token_lookup(key: str) -> AuthToken | None:
     if token is None or not token.user.is_active:
         return None
     return token
+
+
+async def token_lookup_async(key: str) -> AuthToken | None:
+    """``token_lookup`` for a connecting socket: on PostgreSQL one query on the event loop's
+    async connection (no thread), the same rows read into the same models."""
+    if not database_async_enabled():
+        token: AuthToken | None = await database_async(token_lookup)(key)
+        return token
+    if not key:
+        return None
+    user_model = get_user_model()
+    user_fields = [field.attname for field in user_model._meta.concrete_fields]
+    token_fields = [field.attname for field in AuthToken._meta.concrete_fields]
+    users, tokens = user_model._meta.db_table, AuthToken._meta.db_table
+    assert user_model._meta.pk is not None
+    user_pk = user_model._meta.pk.column
+    columns = ", ".join(
+        [f"t.{name}" for name in token_fields] + [f"u.{name}" for name in user_fields]
+    )
+    query = (
+        f"SELECT {columns} FROM {tokens} t JOIN {users} u ON u.{user_pk} = t.user_id "
+        f"WHERE t.digest = %s AND t.expires_at > %s AND u.is_active"
+    )
+    async with database_connection() as db:
+        row = await (await db.execute(query, [token_digest(key), timezone.now()])).fetchone()
+    if row is None:
+        return None
+    found = AuthToken.from_db("default", token_fields, row[: len(token_fields)])
+    found.user = user_model.from_db("default", user_fields, row[len(token_fields) :])
+    return found
 
 
 def token_revoke(*, token: AuthToken) -> None:

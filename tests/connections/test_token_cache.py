@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -16,7 +16,7 @@ import connections.auth
 from connections.close_codes import WS_4401_UNAUTHORIZED
 from connections.models import AuthToken, token_digest
 from connections.token_cache import token_cache
-from connections.tokens import token_issue, token_lookup
+from connections.tokens import token_issue, token_lookup_async
 from tests.support.consumer_fixtures import *  # noqa: F403
 from tests.support.consumer_fixtures import Demo
 from tests.support.ws_client import frame_is
@@ -28,13 +28,13 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def lookups(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every database lookup of a token the handshake makes."""
     seen: list[str] = []
-    real: Callable[[str], Any] = token_lookup
+    real: Callable[[str], Awaitable[Any]] = token_lookup_async
 
-    def counting(key: str) -> Any:
+    async def counting(key: str) -> Any:
         seen.append(key)
-        return real(key)
+        return await real(key)
 
-    monkeypatch.setattr(connections.auth, "token_lookup", counting)
+    monkeypatch.setattr(connections.auth, "token_lookup_async", counting)
     return seen
 
 
