@@ -21,6 +21,7 @@ from connections.auth import websocket_stack  # noqa: E402
 from connections.lifecycle import drain_install_on_reactor, instance_lifecycle  # noqa: E402
 from health.asgi import health_router  # noqa: E402
 from realtime_project.runtime.access_log import daphne_access_log_scrub  # noqa: E402
+from realtime_project.runtime.collector import collector_tune  # noqa: E402
 from realtime_project.runtime.daphne import daphne_patch  # noqa: E402
 from realtime_project.runtime.proxy_headers import proxy_headers  # noqa: E402
 
@@ -42,3 +43,5 @@ daphne_access_log_scrub()
 daphne_patch()
 # Under Daphne: SIGTERM drains this instance (health 503, sockets closed 1012) before exiting.
 drain_install_on_reactor()
+# Last: the collector's thresholds, and everything built above moved out of its sight.
+collector_tune()

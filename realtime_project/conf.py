@@ -55,6 +55,7 @@ class RealtimeSettings:
     DATABASE_THREADS: int
     DATABASE_ASYNC_CONNECTIONS: int
     CONNECT_MAX_IN_FLIGHT: int
+    GC_GEN0_THRESHOLD: int
     TOKEN_CACHE_SIZE: int
     TOKEN_CACHE_SECONDS: float
     RESUME_MAX_EVENTS: int

@@ -234,6 +234,9 @@ REALTIME: dict[str, Any] = {
     "DATABASE_ASYNC_CONNECTIONS": env_int(
         "DATABASE_ASYNC_CONNECTIONS", _DATABASE_ASYNC_DEFAULT, minimum=0
     ),
+    # The youngest generation of Python's garbage collector, in allocations (the interpreter's
+    # default is 700); 0 keeps the interpreter's defaults (realtime_project/runtime/collector.py).
+    "GC_GEN0_THRESHOLD": env_int("GC_GEN0_THRESHOLD", 20000, minimum=0),
     # Connects in progress at once per instance; one more is closed with 1013 (retry later).
     # High enough that a burst a client means (a thousand sockets opened at once) all gets in;
     # the storm bench shows shedding at 100 bought little, since each shed still costs a
