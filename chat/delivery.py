@@ -20,7 +20,6 @@ from chat import selectors
 from chat.dedup import SeenIds
 from chat.event_types import DURABLE_TYPES
 from connections.close_codes import WS_1011_INTERNAL_ERROR, WS_4008_SLOW_CONSUMER
-from connections.database import database_async
 from realtime_project.conf import realtime_settings
 
 logger = logging.getLogger(__name__)
@@ -161,7 +160,7 @@ class DeliveryMixin:
         assert cursor is not None
         limit = realtime_settings.RESUME_MAX_EVENTS
         try:
-            logged = await database_async(selectors.events_after)(
+            logged = await selectors.events_after_async(
                 positions={conversation_id: cursor.high}, limit_per_conversation=limit
             )
         except Exception:
@@ -220,7 +219,7 @@ class DeliveryMixin:
                 answers[key] = {"recovered": True, "seq": cursor.high}
         keys = {(_canonical_id(key) or key): key for key in positions}
         if wanted:
-            logged = await database_async(selectors.events_after)(
+            logged = await selectors.events_after_async(
                 positions=wanted, limit_per_conversation=limit
             )
             for conversation_id, entries in logged.items():

@@ -11,7 +11,10 @@ has. The client does nothing.
 The loop runs every ``HEAL_INTERVAL_SECONDS``, and at once when the channel layer says its
 Redis link came back. On the periodic pass a socket is healed only up to the ``last_seq``
 seen by the *previous* pass: an event committed a moment ago is normally still on its way
-live, and fetching it as well would only be wasted work.
+live, and fetching it as well would only be wasted work. Nor is a socket whose cursor moved
+since the previous pass: live events are reaching it, and the first one after a hole makes
+it fill the hole from the log itself. Handing a busy socket the events already queued for it
+only filled its queue, until a burst of writes closed sockets that were merely behind (4008).
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ class _LoopState:
         self.targets: dict[str, HealTarget] = {}
         self.wake = asyncio.Event()
         self.previous: dict[str, int] = {}
+        # (channel, conversation) -> the socket's cursor at the previous periodic pass.
+        self.highs: dict[tuple[str, str], int] = {}
         self.passes = 0
 
 
@@ -97,11 +102,17 @@ async def heal_once(*, fully: bool) -> int:
         else {cid: min(seq, current.get(cid, 0)) for cid, seq in state.previous.items()}
     )
     state.previous = current
+    highs = {
+        (target.channel_name, cid): cursor.high
+        for target in targets
+        for cid, cursor in target.positions.cursors.items()
+    }
+    previous_highs, state.highs = state.highs, highs
     behind: dict[str, list[tuple[HealTarget, int]]] = {}
-    for target in targets:
-        for cid, cursor in target.positions.cursors.items():
-            if cursor.high < goal.get(cid, 0):
-                behind.setdefault(cid, []).append((target, cursor.high))
+    for (channel, cid), high in highs.items():
+        moving = not fully and previous_highs.get((channel, cid), high) != high
+        if high < goal.get(cid, 0) and not moving:
+            behind.setdefault(cid, []).append((state.targets[channel], high))
     if not behind:
         return handed
     limit = realtime_settings.RESUME_MAX_EVENTS

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable
 from typing import Any, NamedTuple
@@ -145,6 +146,36 @@ class LoggedEvent(NamedTuple):
     origin_channel: str
 
 
+def _events_after_query(
+    positions: dict[str, int], limit_per_conversation: int
+) -> QuerySet[Event, tuple[Any, ...]] | None:
+    condition = Q()
+    for conversation_id, after in positions.items():
+        pk = _as_uuid(conversation_id)
+        if pk is not None:
+            condition |= Q(
+                conversation_id=pk, seq__gt=after, seq__lte=after + limit_per_conversation + 1
+            )
+    if not condition:
+        return None
+    return (
+        Event.objects.filter(condition)
+        .order_by("conversation_id", "seq")
+        .values_list("conversation_id", "seq", "frame", "origin_channel")
+    )
+
+
+def _events_by_conversation(
+    positions: dict[str, int], rows: Iterable[tuple[Any, ...]]
+) -> dict[str, list[LoggedEvent]]:
+    result: dict[str, list[LoggedEvent]] = {cid: [] for cid in positions}
+    for pk, seq, frame, origin in rows:
+        # The ORM decodes the frame; a raw async read hands over the JSON text.
+        decoded = json.loads(frame) if isinstance(frame, str) else frame
+        result[str(pk)].append(LoggedEvent(int(seq), decoded, origin))
+    return result
+
+
 def events_after(
     *, positions: dict[str, int], limit_per_conversation: int
 ) -> dict[str, list[LoggedEvent]]:
@@ -153,22 +184,23 @@ def events_after(
     A conversation with more than ``limit_per_conversation`` such events comes back with
     ``limit_per_conversation + 1`` of them, so the caller can tell it is too far behind.
     """
-    condition = Q()
-    for conversation_id, after in positions.items():
-        pk = _as_uuid(conversation_id)
-        if pk is not None:
-            condition |= Q(
-                conversation_id=pk, seq__gt=after, seq__lte=after + limit_per_conversation + 1
-            )
-    result: dict[str, list[LoggedEvent]] = {cid: [] for cid in positions}
-    if not condition:
+    query = _events_after_query(positions, limit_per_conversation)
+    return _events_by_conversation(positions, query if query is not None else ())
+
+
+async def events_after_async(
+    *, positions: dict[str, int], limit_per_conversation: int
+) -> dict[str, list[LoggedEvent]]:
+    """``events_after`` for a socket (a gap, a resume): the same query, on PostgreSQL read on
+    the loop's async connection instead of a thread."""
+    if not database_async_enabled():
+        result: dict[str, list[LoggedEvent]] = await database_async(events_after)(
+            positions=positions, limit_per_conversation=limit_per_conversation
+        )
         return result
-    rows = Event.objects.filter(condition).order_by("conversation_id", "seq")
-    for pk, seq, frame, origin in rows.values_list(
-        "conversation_id", "seq", "frame", "origin_channel"
-    ):
-        result[str(pk)].append(LoggedEvent(int(seq), frame, origin))
-    return result
+    query = _events_after_query(positions, limit_per_conversation)
+    rows = await database_rows(query) if query is not None else []
+    return _events_by_conversation(positions, rows)
 
 
 def event_list_after(
