@@ -248,6 +248,11 @@ REALTIME: dict[str, Any] = {
     "RATE_LIMIT_MAX_STRIKES": env_int("RATE_LIMIT_MAX_STRIKES", 20, minimum=1),
     # Per-socket queue in the channel layer; a socket whose queue overflows is closed 4008.
     "CHANNEL_CAPACITY": env_int("CHANNEL_CAPACITY", 1000, minimum=1),
+    # How long the layer keeps a group subscribed after its last local member left (a
+    # reconnect re-joins it without a SUBSCRIBE, a disconnect costs no UNSUBSCRIBE), and how
+    # many groups may linger at once per Redis node and event loop (0 for either: no linger).
+    "LAYER_GROUP_LINGER_SECONDS": env_float("LAYER_GROUP_LINGER_SECONDS", 30, minimum=0),
+    "LAYER_GROUP_LINGER_MAX": env_int("LAYER_GROUP_LINGER_MAX", 10000, minimum=0),
     # Delivery (docs/delivery.md): the most events one resume (or one events page) replays,
     # and how often each instance checks its sockets against the event log.
     "RESUME_MAX_EVENTS": env_int("RESUME_MAX_EVENTS", 1000, minimum=1),
@@ -321,6 +326,8 @@ _LAYER_CONFIG.update(
     connect_timeout=REALTIME["REDIS_CONNECT_TIMEOUT_SECONDS"],
     capacity=REALTIME["CHANNEL_CAPACITY"],
     instance_id=REALTIME["INSTANCE_ID"],
+    group_linger=REALTIME["LAYER_GROUP_LINGER_SECONDS"],
+    group_linger_max=REALTIME["LAYER_GROUP_LINGER_MAX"],
 )
 CHANNEL_LAYERS: dict[str, dict[str, Any]] = {
     "default": {"BACKEND": "connections.layer.RealtimeChannelLayer", "CONFIG": _LAYER_CONFIG},

@@ -76,6 +76,8 @@ COUNTER_NAMES = (
     "recoveries",
     "probe_failures",
     "subscribe_timeouts",
+    # Group subscriptions given up after lingering past their last local member.
+    "linger_released",
     # Cluster: MOVED/ASK replies and dropped sharded subscriptions seen, and slot map re-reads.
     "slot_moves",
     "slot_map_refreshes",
@@ -158,6 +160,8 @@ class RealtimeChannelLayer(BaseChannelLayer):
         backoff_max: float = 1.0,
         subscribe_batch: int = 500,
         subscribe_timeout: float | None = None,
+        group_linger: float = 0.0,
+        group_linger_max: int = 10_000,
         expiry: float = 60,
         cluster: bool = False,
         **unknown: object,
@@ -215,6 +219,8 @@ class RealtimeChannelLayer(BaseChannelLayer):
             backoff_max=backoff_max,
             subscribe_batch=subscribe_batch,
             subscribe_timeout=min(subscribe_timeout or bounded, bounded),
+            linger_seconds=max(0.0, group_linger),
+            linger_max=max(0, group_linger_max),
         )
         # A BLPOP on a named channel, and the wait for another instance's verdict on a send:
         # short, so a cancelled receive or a dead instance costs at most this long.
@@ -256,9 +262,10 @@ class RealtimeChannelLayer(BaseChannelLayer):
         if self._degraded_since is not None:
             degraded += time.monotonic() - self._degraded_since
         result["degraded_seconds"] = degraded
-        result["subscriptions"] = sum(
-            len(shard.confirmed) for link in self._live_links() for shard in link.shards
-        )
+        shards = [shard for link in self._live_links() for shard in link.shards]
+        result["subscriptions"] = sum(len(shard.confirmed) for shard in shards)
+        # Of those wanted, the groups kept past their last local member (``group_linger``).
+        result["lingering"] = sum(len(shard.lingering) for shard in shards)
         result["channels"] = len(self._channels)
         result["groups"] = len(self._groups)
         result["queued"] = sum(len(chan.items) for chan in list(self._channels.values()))
@@ -390,8 +397,7 @@ class RealtimeChannelLayer(BaseChannelLayer):
             address = self._slot_addresses[index] if index < len(self._slot_addresses) else None
             shard.retarget(endpoints[index], address)
             stray = [ch for ch in shard.wanted if self._ring.node_for(ch.decode()) != index]
-            shard.forget(stray)
-            for channel in stray:
+            for channel in shard.forget(stray):
                 moves.setdefault(self._ring.node_for(channel.decode()), []).append(channel)
         for channel in link.misrouted:
             moves.setdefault(self._ring.node_for(channel.decode()), []).append(channel)
@@ -801,10 +807,11 @@ class RealtimeChannelLayer(BaseChannelLayer):
         members.discard(channel)
         if not members:
             del link.group_members[group]
-            self._shard(link, group).unsubscribe(self._group_prefix + group.encode())
+            self._shard(link, group).linger(self._group_prefix + group.encode())
 
     async def group_discard(self, group: str, channel: str) -> None:
-        """Leave; the last local member's leaving unsubscribes this instance from the group."""
+        """Leave; the last local member's leaving unsubscribes this instance from the group
+        (after ``group_linger`` seconds, in a batch with others, when that is set)."""
         self.require_valid_group_name(group)
         self.require_valid_channel_name(channel)
         members = self._groups.get(group)

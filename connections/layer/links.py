@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import math
 import random
@@ -57,6 +58,10 @@ class LinkSettings:
     backoff_max: float
     subscribe_batch: int
     subscribe_timeout: float
+    # How long a group's subscription outlives its last local member, and how many may do so
+    # at once per link (0: unsubscribe at once).
+    linger_seconds: float = 0.0
+    linger_max: int = 0
 
 
 class LayerCallbacks(Protocol):
@@ -95,6 +100,10 @@ class ShardLink:
         self.wanted: set[bytes] = set()
         self.confirmed: set[bytes] = set()
         self.pending: dict[bytes, list[asyncio.Future[None]]] = {}
+        # Wanted channels nobody on this loop needs any more, each with the loop time its
+        # subscription is given up at; oldest first (see ``linger``).
+        self.lingering: dict[bytes, float] = {}
+        self._linger_timer: asyncio.TimerHandle | None = None
         self.writer: Connection | None = None
         self.reader: Connection | None = None
         # The node the current connections go to (a cluster master may change under it).
@@ -201,7 +210,11 @@ class ShardLink:
     # Subscribing
 
     async def subscribe(self, channel: bytes) -> None:
-        """Subscribe and wait for Redis to confirm; never raises, never waits past a timeout."""
+        """Subscribe and wait for Redis to confirm; never raises, never waits past a timeout.
+
+        A lingering subscription is taken back as it is: no command, no wait."""
+        if self.lingering:
+            self.lingering.pop(channel, None)
         if channel in self.confirmed:
             return
         if self.state == CONNECTING:
@@ -228,6 +241,8 @@ class ShardLink:
 
     def want(self, channel: bytes) -> None:
         """Subscribe without waiting for Redis to confirm (a reconnect subscribes it anyway)."""
+        if self.lingering:
+            self.lingering.pop(channel, None)
         if channel in self.wanted:
             return
         self.wanted.add(channel)
@@ -236,21 +251,29 @@ class ShardLink:
 
     def want_many(self, channels: list[bytes]) -> None:
         """``want`` for many channels, sent in batches (a slot map change moves them here)."""
+        if self.lingering:
+            for channel in channels:
+                self.lingering.pop(channel, None)
         fresh = [channel for channel in channels if channel not in self.wanted]
         self.wanted.update(fresh)
         if self.state == HEALTHY:
             for start in range(0, len(fresh), self.settings.subscribe_batch):
                 self._send_subscribe(fresh[start : start + self.settings.subscribe_batch])
 
-    def forget(self, channels: list[bytes]) -> None:
+    def forget(self, channels: list[bytes]) -> list[bytes]:
         """Stop wanting channels that live on another node now (nothing is sent: the node
-        that lost their slot has dropped them); whoever waits for their confirmation stops."""
+        that lost their slot has dropped them); whoever waits for their confirmation stops.
+        Returns those still needed where they live now: a lingering one is needed nowhere."""
+        needed = []
         for channel in channels:
+            if self.lingering.pop(channel, None) is None:
+                needed.append(channel)
             self.wanted.discard(channel)
             self.confirmed.discard(channel)
             for waiter in self.pending.pop(channel, []):
                 if not waiter.done():
                     waiter.set_result(None)
+        return needed
 
     def retarget(self, endpoint: RedisEndpoint, address: tuple[str, int] | None) -> None:
         """The endpoint after a slot map change; reconnect if its master is another node."""
@@ -265,15 +288,71 @@ class ShardLink:
             return False
         slot, hint = int(error.slot_id), (str(error.host), int(error.port))
         moved = [channel for channel in self.wanted if key_slot(channel) == slot]
-        self.forget(moved)
-        self.layer.on_moved(self, moved, hint)
+        self.layer.on_moved(self, self.forget(moved), hint)
         return True
 
     def unsubscribe(self, channel: bytes) -> None:
+        self.lingering.pop(channel, None)
         self.wanted.discard(channel)
         self.confirmed.discard(channel)
         if self.state == HEALTHY and self.reader is not None:
             self._command(pack_command((self._verbs[1], channel)))
+
+    def linger(self, channel: bytes) -> None:
+        """The last member on this loop left: keep the subscription for ``linger_seconds``.
+
+        A client that reconnects meanwhile (a flapping network, a reconnect storm) joins
+        again without a SUBSCRIBE, and its disconnect costs no UNSUBSCRIBE: lingering
+        channels are given up later, many in one write. What arrives for one meanwhile has
+        no member here and is dropped on arrival, as it was before a member joined. At most
+        ``linger_max`` linger; past that the oldest are given up at once (a batch of them).
+        """
+        settings = self.settings
+        if settings.linger_seconds <= 0 or settings.linger_max <= 0 or channel not in self.wanted:
+            self.unsubscribe(channel)
+            return
+        lingering = self.lingering
+        lingering.pop(channel, None)  # to the end: the order is the order of the deadlines
+        lingering[channel] = self.loop.time() + settings.linger_seconds
+        excess = len(lingering) - settings.linger_max
+        if excess > 0:
+            # A batch, so that a full set costs one write per linger_max / 8 departures.
+            self._release(list(itertools.islice(lingering, excess + settings.linger_max // 8)))
+        if self._linger_timer is None and lingering:
+            self._arm_linger_timer()
+
+    def _release_due(self) -> None:
+        """Give up the subscriptions whose linger ended (and those ending soon: one batch)."""
+        self._linger_timer = None
+        lingering = self.lingering
+        if not lingering:
+            return
+        horizon = self.loop.time() + self.settings.linger_seconds / 4
+        due = list(itertools.takewhile(lambda channel: lingering[channel] <= horizon, lingering))
+        self._release(due)
+        if lingering:
+            self._arm_linger_timer()
+
+    def _arm_linger_timer(self) -> None:
+        until = next(iter(self.lingering.values()))  # the oldest: the first deadline
+        self._linger_timer = self.loop.call_at(until, self._release_due)
+
+    def _release(self, channels: list[bytes]) -> None:
+        for channel in channels:
+            del self.lingering[channel]
+            self.wanted.discard(channel)
+            self.confirmed.discard(channel)
+        if not channels or self.state != HEALTHY or self.reader is None:
+            return  # not subscribed on any connection now; a reconnect leaves them out
+        if self.endpoint.sharded:
+            # SUNSUBSCRIBE, like SSUBSCRIBE, takes channels of one slot: one command each.
+            for channel in channels:
+                self._command(pack_command((b"SUNSUBSCRIBE", channel)))
+        else:
+            batch = self.settings.subscribe_batch
+            for start in range(0, len(channels), batch):
+                self._command(pack_command((b"UNSUBSCRIBE", *channels[start : start + batch])))
+        self.layer.count("linger_released", len(channels))
 
     def _send_subscribe(self, channels: list[bytes]) -> list[asyncio.Future[None]]:
         if self.reader is None:
@@ -341,8 +420,7 @@ class ShardLink:
                 # Redis dropped a sharded subscription we still want: its slot moved (a
                 # resharding, or this node became a replica). The layer reads the slot map
                 # again and subscribes it where it lives now.
-                self.forget([reply[1]])
-                self.layer.on_moved(self, [reply[1]], None)
+                self.layer.on_moved(self, self.forget([reply[1]]), None)
             elif kind == b"pong":
                 self._pong.set()
 
@@ -509,6 +587,9 @@ class ShardLink:
         self._io_tasks = []
         self.writer = self.reader = None
         self.confirmed.clear()
+        # Nobody needs a lingering channel: the reconnect does not subscribe it again.
+        self.wanted.difference_update(self.lingering)
+        self.lingering.clear()
         for waiters in self.pending.values():
             for waiter in waiters:
                 if not waiter.done():
@@ -535,6 +616,9 @@ class ShardLink:
                 if self.in_flight <= 0 or self.writer is None:
                     break
                 await asyncio.sleep(0.005)
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
