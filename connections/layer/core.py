@@ -41,6 +41,7 @@ from connections.layer.queues import (
     POLICIES,
     REFUSED,
     ChannelQueue,
+    dedup_digest,
 )
 
 __all__ = ["ChannelFull", "RealtimeChannelLayer"]
@@ -120,6 +121,10 @@ def _unpack(data: bytes) -> dict[str, Any]:
 def _dedup_key(message: dict[str, Any]) -> str | None:
     key = message.get("dedup_key")
     return key if type(key) is str else None
+
+
+def _digest(key: str | None) -> bytes | None:
+    return None if key is None else dedup_digest(key)
 
 
 def _token(instance_id: str) -> str:
@@ -430,7 +435,8 @@ class RealtimeChannelLayer(BaseChannelLayer):
             self._counters["undeliverable"] += 1
             return
         loop_link = link.loop_link
-        key = dedup_key if type(dedup_key) is str else None
+        # The key travels as the sender's string (instances of other versions read it too).
+        key = dedup_digest(dedup_key) if type(dedup_key) is str else None
         now = self._now()
         if target is not None:
             verdict = VERDICT_GONE
@@ -652,7 +658,7 @@ class RealtimeChannelLayer(BaseChannelLayer):
             return
         chan = self._channel(channel)
         outcome = chan.offer(
-            payload, ephemeral, key, self._now(), self._counters, "delivered_local",
+            payload, ephemeral, _digest(key), self._now(), self._counters, "delivered_local",
             "channel_full",
         )  # fmt: skip
         if outcome in NOT_QUEUED:
@@ -730,12 +736,11 @@ class RealtimeChannelLayer(BaseChannelLayer):
         chan.last_used = self._clock()
         while (payload := chan.pop(self._now(), counters)) is None:
             waiter: asyncio.Future[None] = loop.create_future()
-            chan.waiters.append(waiter)
+            chan.add_waiter(waiter)
             try:
                 await waiter
             except asyncio.CancelledError:
-                with contextlib.suppress(ValueError):
-                    chan.waiters.remove(waiter)
+                chan.remove_waiter(waiter)
                 if waiter.done() and not waiter.cancelled() and chan.items:
                     chan.wake_one()  # pass on the wake-up this receiver will not use
                 elif not chan.items and not chan.groups and not chan.waiters:
@@ -846,11 +851,12 @@ class RealtimeChannelLayer(BaseChannelLayer):
         if members:
             channels = self._channels
             counters = self._counters
+            digest = _digest(key)
             for name in tuple(members):
                 chan = channels.get(name)
                 if chan is not None:
                     chan.offer(
-                        payload, ephemeral, key, now, counters, "delivered_local",
+                        payload, ephemeral, digest, now, counters, "delivered_local",
                         "group_full_dropped",
                     )  # fmt: skip
         if self.endpoints:

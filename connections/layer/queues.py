@@ -17,11 +17,18 @@ consumer mutating a message never affects another, at a fraction of ``deepcopy``
 A message older than the layer's ``expiry`` is never delivered: on a "refuse" channel it is
 dropped (counted); on a "close" channel a durable one means the consumer is hopelessly behind,
 which overflows the channel as above.
+
+Memory: every socket has a queue, and most of them are idle and empty most of the time, so a
+queue holds no container it does not use: the message deque exists while something is
+queued, the waiters' list while someone waits, the dedup memory from the first keyed message
+on. Dedup keys are remembered as 16-byte digests (``dedup_digest``), not as the senders'
+strings.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 from collections import deque
 from typing import TYPE_CHECKING
@@ -47,6 +54,20 @@ DROPPED = "dropped"  # "close" channel: not queued because it overflowed (now or
 OVERFLOW_MESSAGE = {"type": "channel.overflow"}
 OVERFLOW_MARKER: bytes = msgpack.packb(OVERFLOW_MESSAGE, use_bin_type=True)
 
+# (packed message, ephemeral flag, monotonic time it was queued)
+Item = tuple[bytes, bool, float]
+# What an empty queue holds in place of a deque (and of a list of waiters): nothing to allocate.
+_NOTHING: tuple[()] = ()
+
+
+def dedup_digest(key: str) -> bytes:
+    """The 16 bytes a channel remembers for a dedup key, instead of the key itself.
+
+    A chat event id as ``str(uuid4())`` is an 85-byte object; its digest, 49. Computed once
+    per message, not per member. Two keys share a digest with probability 2**-128: less
+    likely than two uuid4 event ids (122 random bits) being equal."""
+    return hashlib.blake2b(key.encode(), digest_size=16).digest()
+
 
 def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
@@ -68,7 +89,6 @@ class ChannelQueue:
         "overflowed",
         "policy",
         "seen",
-        "seen_order",
         "waiters",
     )
 
@@ -78,10 +98,11 @@ class ChannelQueue:
         self.name = name
         self.capacity = capacity
         self.expiry = expiry
-        # (packed message, ephemeral flag, monotonic time it was queued)
-        self.items: deque[tuple[bytes, bool, float]] = deque()
+        # A deque while anything is queued, else the empty tuple (see the module docstring).
+        self.items: deque[Item] | tuple[()] = _NOTHING
         self.ephemeral_count = 0
-        self.waiters: deque[asyncio.Future[None]] = deque()
+        # Receivers waiting, oldest first: a list while any waits (nearly always one).
+        self.waiters: list[asyncio.Future[None]] | tuple[()] = _NOTHING
         self.groups: set[str] = set()
         # The event loop link that subscribes to Redis on this channel's behalf.
         self.link = link
@@ -90,14 +111,15 @@ class ChannelQueue:
         self.overflowed = False
         # When a receiver last looked at this channel: a channel nobody reads is reaped.
         self.last_used = now
-        self.seen: set[str] = set()
-        self.seen_order: deque[str] = deque()
+        # The last SEEN_KEYS_PER_CHANNEL dedup digests, oldest first (a dict keeps the order of
+        # insertion: one container, not a set and a deque); from the first one on.
+        self.seen: dict[bytes, None] | None = None
 
     def offer(
         self,
         payload: bytes,
         ephemeral: bool,
-        dedup_key: str | None,
+        dedup_key: bytes | None,
         now: float,
         counters: dict[str, int],
         delivered: str,
@@ -105,14 +127,16 @@ class ChannelQueue:
     ) -> str:
         """Queue one message under the channel's policy; count what happened.
 
-        ``delivered`` names the counter of an accepted message (local or remote path),
-        ``refused`` the counter of one a full "refuse" channel turned away.
+        ``dedup_key`` is the key's ``dedup_digest``. ``delivered`` names the counter of an
+        accepted message (local or remote path), ``refused`` the counter of one a full
+        "refuse" channel turned away.
         """
         if self.overflowed:
             counters["overflow_dropped"] += 1
             counters["queue_overflows"] += 1
             return DROPPED
-        if dedup_key is not None and dedup_key in self.seen:
+        seen = self.seen
+        if dedup_key is not None and seen is not None and dedup_key in seen:
             counters["duplicates_dropped"] += 1
             return DUPLICATE
         items = self.items
@@ -139,7 +163,7 @@ class ChannelQueue:
                 return DROPPED
         if dedup_key is not None:
             self._remember(dedup_key)
-        items.append((payload, ephemeral, now))
+        self._queue().append((payload, ephemeral, now))
         if ephemeral:
             self.ephemeral_count += 1
         counters[delivered] += 1
@@ -149,16 +173,23 @@ class ChannelQueue:
     def pop(self, now: float, counters: dict[str, int]) -> bytes | None:
         """The next deliverable message, or None; expired ones are dropped on the way."""
         self.expire(now, counters)
-        if not self.items:
+        items = self.items
+        if not items:
             return None
-        payload, ephemeral, _ = self.items.popleft()
+        assert type(items) is deque  # mypy: a non-empty queue is a deque
+        payload, ephemeral, _ = items.popleft()
         if ephemeral:
             self.ephemeral_count -= 1
+        if not items:
+            self.items = _NOTHING
         return payload
 
     def expire(self, now: float, counters: dict[str, int]) -> None:
         """Drop messages older than expiry from the head (the queue is in arrival order)."""
         items = self.items
+        if not items or items[0][2] >= now - self.expiry:
+            return
+        assert type(items) is deque
         limit = now - self.expiry
         while items and items[0][2] < limit:
             _, ephemeral, _ = items.popleft()
@@ -168,6 +199,8 @@ class ChannelQueue:
             elif self.policy == POLICY_CLOSE:
                 self._overflow(counters)
                 return
+        if not items:
+            self.items = _NOTHING
 
     def newest_age(self, now: float) -> float:
         """Seconds since the newest queued message arrived (inf when none is queued)."""
@@ -180,18 +213,42 @@ class ChannelQueue:
         self.overflowed = True
         counters["overflow_closed"] += 1
         # At the head, never expiring: the consumer learns it first and closes.
-        self.items.appendleft((OVERFLOW_MARKER, False, math.inf))
+        self._queue().appendleft((OVERFLOW_MARKER, False, math.inf))
         self.wake_one()
 
-    def _remember(self, dedup_key: str) -> None:
-        self.seen.add(dedup_key)
-        order = self.seen_order
-        order.append(dedup_key)
-        if len(order) > SEEN_KEYS_PER_CHANNEL:
-            self.seen.discard(order.popleft())
+    def _queue(self) -> deque[Item]:
+        items = self.items
+        if type(items) is deque:
+            return items
+        queue: deque[Item] = deque()
+        self.items = queue
+        return queue
+
+    def _remember(self, dedup_key: bytes) -> None:
+        seen = self.seen
+        if seen is None:
+            seen = self.seen = {}
+        seen[dedup_key] = None
+        if len(seen) > SEEN_KEYS_PER_CHANNEL:
+            del seen[next(iter(seen))]
+
+    def add_waiter(self, waiter: asyncio.Future[None]) -> None:
+        waiters = self.waiters
+        if type(waiters) is list:
+            waiters.append(waiter)
+        else:
+            self.waiters = [waiter]
+
+    def remove_waiter(self, waiter: asyncio.Future[None]) -> None:
+        waiters = self.waiters
+        if type(waiters) is list:
+            if waiter in waiters:
+                waiters.remove(waiter)
+            if not waiters:
+                self.waiters = _NOTHING
 
     def _shed_oldest_ephemeral(self) -> None:
-        items = self.items
+        items = self._queue()
         for index, (_, ephemeral, _) in enumerate(items):
             if ephemeral:
                 del items[index]
@@ -200,10 +257,12 @@ class ChannelQueue:
 
     def wake_one(self) -> None:
         waiters = self.waiters
+        if type(waiters) is not list:
+            return
         while waiters:
             waiter = waiters[0]
             if waiter.done():
-                waiters.popleft()
+                del waiters[0]
                 continue
             loop = waiter.get_loop()
             try:
@@ -215,5 +274,7 @@ class ChannelQueue:
             elif not loop.is_closed():
                 # A sender on another event loop (a thread running async_to_sync).
                 loop.call_soon_threadsafe(_wake, waiter)
-            waiters.popleft()
-            return
+            del waiters[0]
+            break
+        if not waiters:
+            self.waiters = _NOTHING
