@@ -229,25 +229,14 @@ async def message_by_client_id_async(
     *, sender_id: int | str, client_id: str
 ) -> dict[str, Any] | None:
     """The sender's message with ``client_id`` as the wire shows it, or ``None``."""
+    fields = ["id", "conversation_id", "sender_id", "body", "created_at", "seq", "client_id"]
     query = (
-        f"SELECT id, conversation_id, sender_id, body, created_at, seq, client_id "
-        f"FROM {Message._meta.db_table} WHERE sender_id = %s AND client_id = %s"
+        f"SELECT {', '.join(fields)} FROM {Message._meta.db_table} "
+        f"WHERE sender_id = %s AND client_id = %s"
     )
     async with database_connection() as db:
         row = await (await db.execute(query, [int(sender_id), client_id])).fetchone()
-    if row is None:
-        return None
-    pk, conversation_id, sender, body, created_at, seq, client = row
-    message = Message(
-        id=pk,
-        conversation_id=conversation_id,
-        sender_id=sender,
-        body=body,
-        created_at=created_at,
-        seq=seq,
-        client_id=client,
-    )
-    return message_to_dict(message)
+    return None if row is None else message_to_dict(Message.from_db("default", fields, row))
 
 
 async def conversation_exists_async(*, conversation_id: uuid.UUID) -> bool:
