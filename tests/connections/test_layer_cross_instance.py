@@ -10,30 +10,15 @@ import pytest
 from connections.layer import ChannelFull, RealtimeChannelLayer
 from scripts.procs import RedisServer, wait_until
 from tests.support.async_poll import async_wait_until
+from tests.support.layers import layer_pair, make_layer
 
 pytestmark = pytest.mark.redis
 
 
-def make_layer(url: str, instance_id: str, **overrides: object) -> RealtimeChannelLayer:
-    options: dict[str, object] = {
-        "hosts": url,
-        "instance_id": instance_id,
-        "socket_timeout": 1.0,
-        "connect_timeout": 0.5,
-        "probe_interval": 0.2,
-        "backoff_min": 0.02,
-        "backoff_max": 0.2,
-    }
-    options.update(overrides)
-    return RealtimeChannelLayer(**options)  # type: ignore[arg-type]
-
-
 @pytest.fixture
 async def pair(redis_url: str) -> AsyncIterator[tuple[RealtimeChannelLayer, RealtimeChannelLayer]]:
-    a, b = make_layer(redis_url, "inst-a"), make_layer(redis_url, "inst-b")
-    yield a, b
-    await a.close()
-    await b.close()
+    async with layer_pair(redis_url) as layers:
+        yield layers
 
 
 async def receive_within(layer: RealtimeChannelLayer, channel: str, seconds: float = 2.0) -> dict:

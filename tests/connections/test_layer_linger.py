@@ -15,32 +15,23 @@ import redis
 
 from connections.layer import RealtimeChannelLayer
 from scripts.procs import RedisClusterSet, RedisServer
+from tests.support import layers
 from tests.support.async_poll import async_wait_until
 
 pytestmark = pytest.mark.redis
 
+LINGER = {"group_linger": 30.0}
+
 
 def make_layer(url: str, instance_id: str, **overrides: object) -> RealtimeChannelLayer:
-    options: dict[str, object] = {
-        "hosts": url,
-        "instance_id": instance_id,
-        "socket_timeout": 1.0,
-        "connect_timeout": 0.5,
-        "probe_interval": 0.2,
-        "backoff_min": 0.02,
-        "backoff_max": 0.2,
-        "group_linger": 30.0,
-    }
-    options.update(overrides)
-    return RealtimeChannelLayer(**options)  # type: ignore[arg-type]
+    """A layer whose groups linger 30 s unless told otherwise."""
+    return layers.make_layer(url, instance_id, **{**LINGER, **overrides})
 
 
 @pytest.fixture
 async def pair(redis_url: str) -> AsyncIterator[tuple[RealtimeChannelLayer, RealtimeChannelLayer]]:
-    a, b = make_layer(redis_url, "inst-a"), make_layer(redis_url, "inst-b")
-    yield a, b
-    await a.close()
-    await b.close()
+    async with layers.layer_pair(redis_url, **LINGER) as both:
+        yield both
 
 
 def calls(client: redis.Redis, command: str) -> int:
