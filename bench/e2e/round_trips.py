@@ -18,17 +18,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import secrets
 import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from bench.e2e.inprocess import inprocess_env, inprocess_seed, socket_open
 from bench.e2e.measure import redis_quiet
 from bench.e2e.probes import RedisCounters, RedisProbe
-from scripts.procs import RedisServer, manage
+from scripts.procs import RedisServer
 
 
 def _summary(samples: list[RedisCounters]) -> dict[str, Any]:
@@ -48,17 +47,10 @@ async def measure(
     import django
 
     django.setup()
-    from channels.testing import WebsocketCommunicator
-
     from realtime_project.asgi import application
 
-    async def connect(token: str) -> WebsocketCommunicator:
-        communicator = WebsocketCommunicator(application, f"/ws/?token={token}")
-        connected, _ = await communicator.connect(timeout=10)
-        assert connected
-        frame = json.loads(await communicator.receive_from(timeout=10))
-        assert frame["type"] == "connected", frame
-        return communicator
+    async def connect(token: str) -> Any:
+        return await socket_open(application, token)
 
     # Another user (of another conversation) pays for the process's first Redis connections.
     await (await connect(warm_token)).disconnect()
@@ -90,22 +82,15 @@ def main(argv: list[str] | None = None) -> int:
         redis = RedisServer(log_dir=Path(tmp)).start()
         probe = RedisProbe(redis.url)
         try:
-            env = {
-                "DJANGO_SETTINGS_MODULE": "realtime_project.settings",
-                "DATABASE_URL": f"sqlite:///{tmp}/db.sqlite3",
-                "REDIS_URL": redis.url,
-                "SECRET_KEY": secrets.token_urlsafe(50),
-                "LOG_LEVEL": "WARNING",
+            env = inprocess_env(
+                tmp,
+                redis.url,
                 # As in the end-to-end run: background ticks stay out of a lone connect.
-                "PRESENCE_DEADLINE_POLL_SECONDS": "30",
-            }
+                PRESENCE_DEADLINE_POLL_SECONDS="30",
+            )
             if args.linger is not None:
                 env["LAYER_GROUP_LINGER_SECONDS"] = str(args.linger)
-            env.pop("FIRESTORE_PROJECT_ID", None)
-            manage("migrate", "--noinput", env=env)
-            seeded = json.loads(manage("bench_seed", "--users", "4", "--json", env=env))
-            os.environ.update(env)
-            os.environ.pop("FIRESTORE_EMULATOR_HOST", None)
+            seeded = inprocess_seed(env, users=4)
             users = seeded["users"]
             together = {
                 uid

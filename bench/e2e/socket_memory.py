@@ -15,8 +15,6 @@ import argparse
 import asyncio
 import gc
 import json
-import os
-import secrets
 import sys
 import tempfile
 import time
@@ -24,7 +22,8 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
-from scripts.procs import RedisServer, manage
+from bench.e2e.inprocess import inprocess_env, inprocess_seed, socket_open
+from scripts.procs import RedisServer
 
 
 def _drain(communicators: list[Any]) -> int:
@@ -93,17 +92,10 @@ async def measure(
     import django
 
     django.setup()
-    from channels.testing import WebsocketCommunicator
-
     from realtime_project.asgi import application
 
-    async def open_one(token: str) -> WebsocketCommunicator:
-        communicator = WebsocketCommunicator(application, f"/ws/?token={token}")
-        connected, _ = await communicator.connect(timeout=10)
-        assert connected
-        frame = json.loads(await communicator.receive_from(timeout=10))
-        assert frame["type"] == "connected", frame
-        return communicator
+    async def open_one(token: str) -> Any:
+        return await socket_open(application, token)
 
     # Warm up: the first socket pays for imports, pools and caches.
     warm = [await open_one(t) for t in tokens[:20]]
@@ -143,24 +135,15 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="socket-memory-") as tmp:
         redis = RedisServer(log_dir=Path(tmp)).start()
         try:
-            env = {
-                "DJANGO_SETTINGS_MODULE": "realtime_project.settings",
-                "DATABASE_URL": f"sqlite:///{tmp}/db.sqlite3",
-                "REDIS_URL": redis.url,
-                "SECRET_KEY": secrets.token_urlsafe(50),
-                "LOG_LEVEL": "WARNING",
-                "MAX_SOCKETS_PER_USER": "1000",
+            env = inprocess_env(
+                tmp,
+                redis.url,
+                MAX_SOCKETS_PER_USER="1000",
                 # The traffic mode sends far faster than a person types.
-                "RATE_LIMIT_FRAMES_PER_SECOND": "1000",
-                "RATE_LIMIT_BURST": "1000",
-            }
-            env.pop("FIRESTORE_PROJECT_ID", None)
-            manage("migrate", "--noinput", env=env)
-            seeded = json.loads(
-                manage("bench_seed", "--users", str(args.sockets + 20), "--json", env=env)
+                RATE_LIMIT_FRAMES_PER_SECOND="1000",
+                RATE_LIMIT_BURST="1000",
             )
-            os.environ.update(env)
-            os.environ.pop("FIRESTORE_EMULATOR_HOST", None)
+            seeded = inprocess_seed(env, users=args.sockets + 20)
             tokens = [u["token"] for u in seeded["users"]]
             conversation_of = {
                 uid: conv["id"]
