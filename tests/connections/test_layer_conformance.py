@@ -23,6 +23,7 @@ from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 
 from connections.layer import ChannelFull, RealtimeChannelLayer
+from tests.support.layers import nothing_within
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,15 +62,6 @@ async def channel_layer(url: str | None) -> AsyncIterator[RealtimeChannelLayer]:
     layer = make(url, capacity=3, channel_capacity={"tiny": 1})
     yield layer
     await layer.flush()
-
-
-async def nothing_within(layer: RealtimeChannelLayer, channel: str, seconds: float = 0.3) -> bool:
-    try:
-        async with asyncio.timeout(seconds):
-            await layer.receive(channel)
-    except TimeoutError:
-        return True
-    return False
 
 
 # Send and receive

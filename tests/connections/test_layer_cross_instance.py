@@ -10,7 +10,7 @@ import pytest
 from connections.layer import ChannelFull, RealtimeChannelLayer
 from scripts.procs import RedisServer, wait_until
 from tests.support.async_poll import async_wait_until
-from tests.support.layers import layer_pair, make_layer
+from tests.support.layers import layer_pair, make_layer, nothing_within, receive_within
 
 pytestmark = pytest.mark.redis
 
@@ -19,20 +19,6 @@ pytestmark = pytest.mark.redis
 async def pair(redis_url: str) -> AsyncIterator[tuple[RealtimeChannelLayer, RealtimeChannelLayer]]:
     async with layer_pair(redis_url) as layers:
         yield layers
-
-
-async def receive_within(layer: RealtimeChannelLayer, channel: str, seconds: float = 2.0) -> dict:
-    async with asyncio.timeout(seconds):
-        return await layer.receive(channel)
-
-
-async def nothing_within(layer: RealtimeChannelLayer, channel: str, seconds: float = 0.3) -> bool:
-    try:
-        async with asyncio.timeout(seconds):
-            await layer.receive(channel)
-    except TimeoutError:
-        return True
-    return False
 
 
 async def test_group_send_reaches_members_on_both_instances(pair) -> None:

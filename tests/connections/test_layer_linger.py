@@ -7,7 +7,6 @@ the lingering groups unsubscribed later in one write (docs/channel-layer.md).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -17,6 +16,7 @@ from connections.layer import RealtimeChannelLayer
 from scripts.procs import RedisClusterSet, RedisServer
 from tests.support import layers
 from tests.support.async_poll import async_wait_until
+from tests.support.layers import nothing_within, receive_within
 
 pytestmark = pytest.mark.redis
 
@@ -43,20 +43,6 @@ def subscribers(client: redis.Redis, channel: str, *, sharded: bool = False) -> 
     verb = ("PUBSUB", "SHARDNUMSUB") if sharded else ("PUBSUB", "NUMSUB")
     reply = client.execute_command(*verb, channel)
     return int(reply[1])
-
-
-async def receive_within(layer: RealtimeChannelLayer, channel: str, seconds: float = 2.0) -> dict:
-    async with asyncio.timeout(seconds):
-        return await layer.receive(channel)
-
-
-async def nothing_within(layer: RealtimeChannelLayer, channel: str, seconds: float = 0.3) -> bool:
-    try:
-        async with asyncio.timeout(seconds):
-            await layer.receive(channel)
-    except TimeoutError:
-        return True
-    return False
 
 
 async def test_a_rejoin_while_lingering_sends_no_subscribe_and_misses_nothing(

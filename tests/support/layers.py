@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 from connections.layer import RealtimeChannelLayer
 
@@ -33,3 +35,21 @@ async def layer_pair(
     finally:
         await a.close()
         await b.close()
+
+
+async def receive_within(
+    layer: RealtimeChannelLayer, channel: str, seconds: float = 2.0
+) -> dict[str, Any]:
+    async with asyncio.timeout(seconds):
+        message: dict[str, Any] = await layer.receive(channel)
+        return message
+
+
+async def nothing_within(layer: RealtimeChannelLayer, channel: str, seconds: float = 0.3) -> bool:
+    """Whether ``channel`` stays empty for ``seconds``."""
+    try:
+        async with asyncio.timeout(seconds):
+            await layer.receive(channel)
+    except TimeoutError:
+        return True
+    return False
