@@ -19,7 +19,7 @@ import pytest
 
 from scripts.deployment import Cluster
 from tests.browser.conftest import LAPTOP, PHONE
-from tests.support.cluster import rest_call
+from tests.support.rest import rest_call
 
 pytestmark = [pytest.mark.browser, pytest.mark.cluster, pytest.mark.redis]
 

@@ -3,32 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
-from django.utils import timezone
 
 from connections.authority import authority_watch
 from connections.close_codes import WS_4401_UNAUTHORIZED
 from connections.models import AuthToken, token_digest
-from connections.tokens import token_issue
 from tests.support.consumer_fixtures import *  # noqa: F403
 from tests.support.consumer_fixtures import Demo
+from tests.support.tokens import token_issued
 from tests.support.ws_client import frame_is
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@sync_to_async
-def _issue(user_id: str, *, ttl_seconds: float | None = None) -> str:
-    grant = token_issue(user=get_user_model().objects.get(pk=user_id))
-    if ttl_seconds is not None:
-        AuthToken.objects.filter(pk=grant.token.pk).update(
-            expires_at=timezone.now() + timedelta(seconds=ttl_seconds)
-        )
-    return grant.key
 
 
 @sync_to_async
@@ -43,7 +31,7 @@ async def _connected(open_socket, demo_user, token: str):
 
 
 async def test_deleting_a_token_closes_its_sockets_only(open_socket, demo: Demo) -> None:
-    doomed_key = await _issue(demo.alice.id)
+    doomed_key = await token_issued(demo.alice.id)
     doomed = await _connected(open_socket, demo.alice, doomed_key)
     other = await _connected(open_socket, demo.alice, demo.alice.token)
     await _delete(doomed_key)
@@ -56,7 +44,7 @@ async def test_deleting_a_token_closes_its_sockets_only(open_socket, demo: Demo)
 
 async def test_deactivating_the_user_closes_every_socket(open_socket, demo: Demo) -> None:
     first = await _connected(open_socket, demo.bob, demo.bob.token)
-    second = await _connected(open_socket, demo.bob, await _issue(demo.bob.id))
+    second = await _connected(open_socket, demo.bob, await token_issued(demo.bob.id))
     user = await get_user_model().objects.aget(pk=demo.bob.id)
     user.is_active = False
     await user.asave()
@@ -65,13 +53,15 @@ async def test_deactivating_the_user_closes_every_socket(open_socket, demo: Demo
 
 
 async def test_a_token_expiring_while_open_closes_the_socket(open_socket, demo: Demo) -> None:
-    socket = await _connected(open_socket, demo.alice, await _issue(demo.alice.id, ttl_seconds=1))
+    socket = await _connected(
+        open_socket, demo.alice, await token_issued(demo.alice.id, ttl_seconds=1)
+    )
     assert (await socket.request({"type": "ping"}))["type"] == "pong"
     assert await socket.wait_closed(within=3) == WS_4401_UNAUTHORIZED
 
 
 async def test_an_expired_token_is_refused_at_the_handshake(open_socket, demo: Demo) -> None:
-    key = await _issue(demo.alice.id, ttl_seconds=-1)
+    key = await token_issued(demo.alice.id, ttl_seconds=-1)
     socket = await open_socket(demo.alice, token=key)
     assert await socket.wait_closed() == WS_4401_UNAUTHORIZED
     assert socket.frames == []
@@ -89,9 +79,9 @@ async def test_the_recheck_catches_what_no_signal_announced(
 
 
 async def test_an_auth_frame_swaps_to_a_fresh_token(open_socket, demo: Demo) -> None:
-    old_key = await _issue(demo.alice.id, ttl_seconds=1.5)
+    old_key = await token_issued(demo.alice.id, ttl_seconds=1.5)
     socket = await _connected(open_socket, demo.alice, old_key)
-    new_key = await _issue(demo.alice.id)
+    new_key = await token_issued(demo.alice.id)
     ack = await socket.request({"type": "auth", "token": new_key})
     assert ack["type"] == "ack"
     assert ack["user_id"] == demo.alice.id and ack["expires_at"]
@@ -113,7 +103,7 @@ async def test_a_bad_auth_frame_is_invalid_payload_and_keeps_the_socket(
     if which == "unknown":
         frame["token"] = "no-such-token"
     elif which == "expired":
-        frame["token"] = await _issue(demo.alice.id, ttl_seconds=-1)
+        frame["token"] = await token_issued(demo.alice.id, ttl_seconds=-1)
     elif which == "other_user":
         frame["token"] = demo.bob.token
     error = await socket.request(frame)

@@ -8,7 +8,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
@@ -16,9 +15,10 @@ import connections.auth
 from connections.close_codes import WS_4401_UNAUTHORIZED
 from connections.models import AuthToken, token_digest
 from connections.token_cache import token_cache
-from connections.tokens import token_issue, token_lookup_async
+from connections.tokens import token_lookup_async
 from tests.support.consumer_fixtures import *  # noqa: F403
 from tests.support.consumer_fixtures import Demo
+from tests.support.tokens import token_issued
 from tests.support.ws_client import frame_is
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -36,16 +36,6 @@ def lookups(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(connections.auth, "token_lookup_async", counting)
     return seen
-
-
-@sync_to_async
-def _issue(user_id: str, *, ttl_seconds: float | None = None) -> str:
-    grant = token_issue(user=get_user_model().objects.get(pk=user_id))
-    if ttl_seconds is not None:
-        AuthToken.objects.filter(pk=grant.token.pk).update(
-            expires_at=timezone.now() + timedelta(seconds=ttl_seconds)
-        )
-    return grant.key
 
 
 async def _connect_and_close(open_socket, user, token: str) -> None:
@@ -83,7 +73,7 @@ async def test_a_token_revoked_with_no_socket_left_here_is_refused(
 
 
 async def test_deactivating_the_user_drops_every_token_of_theirs(open_socket, demo: Demo) -> None:
-    second = await _issue(demo.bob.id)
+    second = await token_issued(demo.bob.id)
     await _connect_and_close(open_socket, demo.bob, demo.bob.token)
     await _connect_and_close(open_socket, demo.bob, second)
     user = await get_user_model().objects.aget(pk=demo.bob.id)
@@ -99,7 +89,7 @@ async def test_deactivating_the_user_drops_every_token_of_theirs(open_socket, de
 
 
 async def test_a_cached_token_is_not_served_past_its_expiry(open_socket, demo: Demo) -> None:
-    key = await _issue(demo.carol.id, ttl_seconds=1)
+    key = await token_issued(demo.carol.id, ttl_seconds=1)
     await _connect_and_close(open_socket, demo.carol, key)
     digest = token_digest(key)
     assert digest in token_cache().digests()
@@ -137,7 +127,7 @@ async def test_the_recheck_drops_a_cached_token_no_signal_announced(
     open_socket, demo: Demo, realtime_override
 ) -> None:
     realtime_override(TOKEN_RECHECK_SECONDS=0.2)
-    key = await _issue(demo.dave.id)
+    key = await token_issued(demo.dave.id)
     await _connect_and_close(open_socket, demo.dave, key)
     alice = await open_socket(demo.alice)  # keeps the instance's re-check running
     await alice.recv_until(frame_is("connected"))

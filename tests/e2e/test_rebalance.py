@@ -28,8 +28,8 @@ from tests.support.delivery_ledger import (
     committed_log,
     committed_logs,
     last_seqs,
-    rest_call,
 )
+from tests.support.rest import rest_call
 from tests.support.services import service_running
 
 pytestmark = [pytest.mark.cluster, pytest.mark.redis]

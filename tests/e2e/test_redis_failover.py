@@ -31,8 +31,8 @@ from tests.support.delivery_ledger import (
     committed_log,
     committed_logs,
     last_seqs,
-    rest_call,
 )
+from tests.support.rest import rest_call
 from tests.support.services import service_running
 from tests.support.ws_client import frame_is
 

@@ -33,8 +33,8 @@ from tests.ops.delivery_support import (
 )
 from tests.ops.support import conversation, token
 from tests.support.delivery_client import DeliveryClient, clients_close
-from tests.support.delivery_ledger import rest_call
 from tests.support.delivery_traffic import Sender, message_post
+from tests.support.rest import rest_call
 from tests.support.services import service_running
 
 pytestmark = pytest.mark.cluster

@@ -30,8 +30,9 @@ from tests.ops.delivery_support import (
 )
 from tests.ops.support import token
 from tests.support.delivery_client import clients_close
-from tests.support.delivery_ledger import last_seqs, rest_call
+from tests.support.delivery_ledger import last_seqs
 from tests.support.delivery_traffic import Traffic, send_at_rate
+from tests.support.rest import rest_call
 
 pytestmark = pytest.mark.cluster
 

@@ -31,6 +31,7 @@ import pytest
 from scripts.deployment import Cluster
 from scripts.procs import DaphneInstance, ServiceUnavailable
 from tests.support.demo_user import DemoUser
+from tests.support.rest import rest_call
 from tests.support.services import service_unavailable
 from tests.support.ws_client import WsClient, frame_is
 
@@ -137,23 +138,6 @@ class E2ECluster:
             updated_at=value("updated_at"),
             update_time=str(doc["updateTime"]),
         )
-
-
-def rest_call(
-    base_url: str, method: str, path: str, *, token: str, body: dict[str, Any] | None = None
-) -> tuple[int, Any]:
-    """One REST call with a token: (status, decoded JSON body), errors included."""
-    request = urllib.request.Request(
-        f"{base_url}{path}",
-        method=method,
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={"Authorization": f"Token {token}", "Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return int(response.status), json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), json.loads(exc.read() or b"null")
 
 
 def e2e_cluster_start(*, state_dir: Path, env: dict[str, str] | None = None) -> E2ECluster:

@@ -20,9 +20,6 @@ held at the end (``client_lost``).
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -31,35 +28,7 @@ from typing import Any
 from chat.event_types import EventSchemaError, event_check
 from tests.support.delivery_client import DeliveryClient, SocketRecord
 from tests.support.frames import Frame
-
-
-def rest_call(
-    base_url: str,
-    method: str,
-    path: str,
-    *,
-    token: str,
-    body: Mapping[str, Any] | None = None,
-    timeout: float = 5.0,
-) -> tuple[int, Any]:
-    """One REST call: ``(status, decoded body)``; an HTTP error status is returned, not
-    raised (a refused connection raises ``OSError``)."""
-    request = urllib.request.Request(
-        f"{base_url}{path}",
-        method=method,
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={"Authorization": f"Token {token}", "Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            raw = response.read()
-            return int(response.status), json.loads(raw) if raw else None
-    except urllib.error.HTTPError as exc:
-        raw = exc.read()
-        try:
-            return int(exc.code), json.loads(raw) if raw else None
-        except ValueError:
-            return int(exc.code), raw.decode(errors="replace")
+from tests.support.rest import rest_call
 
 
 @dataclass

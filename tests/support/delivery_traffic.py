@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from tests.support.delivery_ledger import rest_call
+from tests.support.rest import rest_call
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,23 @@
+"""Tokens issued in-process for a test, optionally with a short life."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from asgiref.sync import sync_to_async
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+
+from connections.models import AuthToken
+from connections.tokens import token_issue
+
+
+@sync_to_async
+def token_issued(user_id: str, *, ttl_seconds: float | None = None) -> str:
+    """A new token's key for the user; it expires in ``ttl_seconds`` when given."""
+    grant = token_issue(user=get_user_model().objects.get(pk=user_id))
+    if ttl_seconds is not None:
+        AuthToken.objects.filter(pk=grant.token.pk).update(
+            expires_at=timezone.now() + timedelta(seconds=ttl_seconds)
+        )
+    return grant.key
