@@ -135,16 +135,21 @@ async def round_trips(gen: LoadGenerator, redis: RedisProbe, *, trials: int) -> 
         await gen.close([client])
         disconnects.append(await redis_quiet(redis, since=start))
 
-    def summary(samples: list[RedisCounters]) -> dict[str, Any]:
-        reads = Counter(s.reads for s in samples).most_common(1)[0][0]
-        typical = next(s for s in samples if s.reads == reads)
-        # PING is the layer's probe of its idle links, on a clock, not caused by the connect.
-        pings = typical.calls.get("ping", 0)
-        return {
-            "round_trips": reads - pings,
-            "round_trips_with_pings": reads,
-            "round_trips_seen": sorted(s.reads for s in samples),
-            "commands": typical.calls,
-        }
+    return {
+        "connect": round_trips_summary(connects),
+        "disconnect": round_trips_summary(disconnects),
+    }
 
-    return {"connect": summary(connects), "disconnect": summary(disconnects)}
+
+def round_trips_summary(samples: list[RedisCounters]) -> dict[str, Any]:
+    """The most common number of reads over the trials, and that trial's commands."""
+    reads = Counter(s.reads for s in samples).most_common(1)[0][0]
+    typical = next(s for s in samples if s.reads == reads)
+    # PING is the layer's probe of its idle links, on a clock, not caused by the connect.
+    pings = typical.calls.get("ping", 0)
+    return {
+        "round_trips": reads - pings,
+        "round_trips_with_pings": reads,
+        "round_trips_seen": sorted(s.reads for s in samples),
+        "commands": typical.calls,
+    }

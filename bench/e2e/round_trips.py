@@ -20,25 +20,13 @@ import asyncio
 import json
 import sys
 import tempfile
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from bench.e2e.inprocess import inprocess_env, inprocess_seed, socket_open
-from bench.e2e.measure import redis_quiet
+from bench.e2e.measure import redis_quiet, round_trips_summary
 from bench.e2e.probes import RedisCounters, RedisProbe
 from scripts.procs import RedisServer
-
-
-def _summary(samples: list[RedisCounters]) -> dict[str, Any]:
-    reads = Counter(s.reads for s in samples).most_common(1)[0][0]
-    typical = next(s for s in samples if s.reads == reads)
-    pings = typical.calls.get("ping", 0)
-    return {
-        "round_trips": reads - pings,
-        "round_trips_seen": sorted(s.reads - s.calls.get("ping", 0) for s in samples),
-        "commands": typical.calls,
-    }
 
 
 async def measure(
@@ -66,9 +54,9 @@ async def measure(
         disconnects.append(await redis_quiet(probe, since=start))
         await asyncio.sleep(pause)
     return {
-        "first_connect": _summary(connects[:1]),
-        "connect": _summary(connects[1:]),
-        "disconnect": _summary(disconnects),
+        "first_connect": round_trips_summary(connects[:1]),
+        "connect": round_trips_summary(connects[1:]),
+        "disconnect": round_trips_summary(disconnects),
     }
 
 
