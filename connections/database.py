@@ -159,7 +159,6 @@ class LoopConnections:
     """
 
     def __init__(self, size: int) -> None:
-        self.size = size
         self.idle: list[AsyncConnection[Any]] = []
         self.slots = asyncio.Semaphore(size)
         self.closed = False
