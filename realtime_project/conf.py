@@ -73,6 +73,7 @@ class RealtimeSettings:
     TOKEN_RECHECK_SECONDS: float
     AUTH_FAILURES_PER_MINUTE: int
     AUTH_FAILURES_PER_ADDRESS_PER_MINUTE: int
+    AUTH_LOCKOUT_SCOPE: Literal["username", "username_address"]
     HEALTH_TIMEOUT_SECONDS: float
     HEALTH_CACHE_SECONDS: float
     REBALANCE_THRESHOLD: float

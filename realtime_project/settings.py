@@ -288,6 +288,12 @@ REALTIME: dict[str, Any] = {
     "AUTH_FAILURES_PER_ADDRESS_PER_MINUTE": env_int(
         "AUTH_FAILURES_PER_ADDRESS_PER_MINUTE", 30, minimum=1
     ),
+    # What the per-username failure counter is keyed on: "username" (the contract: anyone's
+    # failures lock the name) or "username_address" (a stranger's failures cannot lock the
+    # owner out from their own address; docs/auth.md weighs the two).
+    "AUTH_LOCKOUT_SCOPE": env_choice(
+        "AUTH_LOCKOUT_SCOPE", "username", {"username", "username_address"}
+    ),
     "HEALTH_TIMEOUT_SECONDS": env_float("HEALTH_TIMEOUT_SECONDS", 1.0, minimum=0.05),
     "HEALTH_CACHE_SECONDS": env_float("HEALTH_CACHE_SECONDS", 0.5, minimum=0),
 }
