@@ -345,7 +345,8 @@ def message_send_or_get(
     emits nothing; the unique constraint on (sender, client_id) decides between two copies
     that arrive at two instances at the same moment: the loser's transaction (its ``seq``
     included) rolls back, so the sequence keeps no gap. Raises ``selectors.NotParticipant``
-    if the sender takes no part in the conversation when the message is written.
+    if the sender takes no part in the conversation when the message is written, and
+    ``selectors.ClientIdInUse`` if ``client_id`` names the sender's message elsewhere.
     """
     # No look-up first: the constraint tells a repeat (rare) from a new message (every send).
     try:
@@ -389,6 +390,8 @@ def message_send_or_get(
         earlier = selectors.message_by_client_id(sender_id=sender_id, client_id=client_id)
         if earlier is None:
             raise
+        if earlier.conversation_id != conversation.id:
+            raise selectors.ClientIdInUse from None
         return earlier, False
     return message, True
 
@@ -407,7 +410,8 @@ async def message_send_async(
     itself. On PostgreSQL that is ``_MESSAGE_STATEMENT`` on the event loop's own async
     connection (connections.database), committed on its own, then emitted: no thread, no
     transaction block, no hop back for the emit. Elsewhere the synchronous service runs on
-    the database threads. Raises ``selectors.ConversationNotFound`` or ``NotParticipant``.
+    the database threads. Raises ``selectors.ConversationNotFound``, ``NotParticipant`` or
+    ``ClientIdInUse``.
     """
     if not database_async_enabled():
         result: dict[str, Any] = await _message_send_threaded(
@@ -437,6 +441,8 @@ async def message_send_async(
         )
         if earlier is None:
             raise
+        if earlier["conversation_id"] != str(conversation_id):
+            raise selectors.ClientIdInUse from None
         return earlier
     if row is None:
         if await selectors.conversation_exists_async(conversation_id=conversation_id):
