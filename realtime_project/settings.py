@@ -41,6 +41,9 @@ SECRET_KEY = env_optional_str("SECRET_KEY") or embedded_secret_key(
 )
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+# Origins other than a request's own from which a cookie may act: Django's CSRF check for
+# forms, and the origin check of session-cookie sockets (connections/auth.py).
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
     "daphne",
