@@ -27,7 +27,7 @@ from realtime_project.env import (
     env_optional_str,
     env_str,
 )
-from realtime_project.secret_key import embedded_secret_key
+from realtime_project.secret_key import embedded_secret_key, secret_key_check
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -35,9 +35,14 @@ _REDIS_URL = env_optional_str("REDIS_URL")
 # Several instances must share one key (sessions, signed values): a key made up by each
 # process would not do, so they refuse to start without one. One process alone makes a
 # random key once and keeps it in a git-ignored file.
-SECRET_KEY = env_optional_str("SECRET_KEY") or embedded_secret_key(
-    path=Path(env_str("SECRET_KEY_FILE", str(BASE_DIR / ".secret-key"))),
-    several_instances=_REDIS_URL is not None,
+_SECRET_KEY = env_optional_str("SECRET_KEY")
+SECRET_KEY = (
+    secret_key_check(_SECRET_KEY, several_instances=_REDIS_URL is not None)
+    if _SECRET_KEY
+    else embedded_secret_key(
+        path=Path(env_str("SECRET_KEY_FILE", str(BASE_DIR / ".secret-key"))),
+        several_instances=_REDIS_URL is not None,
+    )
 )
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
