@@ -64,6 +64,7 @@ class RealtimeSettings:
     HEAL_INTERVAL_SECONDS: float
     CONVERSATION_MAX_PARTICIPANTS: int
     USER_MAX_CONVERSATIONS: int
+    PARTICIPANT_ADD_POLICY: str
     DRAIN_DELAY_SECONDS: float
     DRAIN_BATCH_SIZE: int
     METRICS_ACCESS: Literal["open", "staff"]

@@ -269,6 +269,11 @@ REALTIME: dict[str, Any] = {
     # a group every socket of that user joins).
     "CONVERSATION_MAX_PARTICIPANTS": env_int("CONVERSATION_MAX_PARTICIPANTS", 1000, minimum=2),
     "USER_MAX_CONVERSATIONS": env_int("USER_MAX_CONVERSATIONS", 1000, minimum=1),
+    # Who may put whom in a conversation: a dotted path to a callable (adder_id=, user_ids=)
+    # -> the ids allowed; the others answer as unknown ids do (docs/auth.md).
+    "PARTICIPANT_ADD_POLICY": env_str(
+        "PARTICIPANT_ADD_POLICY", "chat.services.participants_anyone"
+    ),
     "DRAIN_DELAY_SECONDS": env_float("DRAIN_DELAY_SECONDS", 5, minimum=0),
     # Rebalancing (docs/scaling.md): an instance above ceil(mean * (1 + threshold)) of the live
     # instances' sockets closes the surplus with 1012, at most CLOSE_RATE a second (0: never).
