@@ -55,7 +55,10 @@ class ConversationAdmin(admin.ModelAdmin):
             participant = row.instance
             if participant.pk is None:
                 services.participants_add(
-                    conversation=conversation, user_ids=[participant.user_id], by_id=by_id
+                    conversation=conversation,
+                    user_ids=[participant.user_id],
+                    by_id=by_id,
+                    by_policy=False,
                 )
                 formset.new_objects.append(participant)
                 continue
@@ -67,7 +70,10 @@ class ConversationAdmin(admin.ModelAdmin):
                 continue
             services.participant_remove(conversation=conversation, user_id=old_user, by_id=by_id)
             services.participants_add(
-                conversation=conversation, user_ids=[participant.user_id], by_id=by_id
+                conversation=conversation,
+                user_ids=[participant.user_id],
+                by_id=by_id,
+                by_policy=False,
             )
 
 

@@ -459,6 +459,10 @@ class ChatConsumer(DeliveryMixin, SocketAuthorityMixin, AsyncWebsocketConsumer):
             raise FrameError(NOT_FOUND, ref=frame.ref) from None
         except selectors.NotParticipant:
             raise FrameError(NOT_PARTICIPANT, ref=frame.ref) from None
+        except selectors.ClientIdInUse:
+            raise FrameError(
+                INVALID_PAYLOAD, ref=frame.ref, message=selectors.ClientIdInUse.MESSAGE
+            ) from None
         return ack_frame(ref=frame.ref, result={"message": message})
 
     async def on_auth(self, frame: ClientFrame) -> dict[str, Any]:

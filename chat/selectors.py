@@ -29,6 +29,17 @@ class NotParticipant(Exception):
     pass
 
 
+class ClientIdInUse(Exception):
+    """The sender's ``client_id`` already names a message of another conversation.
+
+    A retry of one send repeats its conversation; a reuse elsewhere is a client bug, and
+    answering with the other conversation's message would both hide the new message's loss
+    and show one conversation's message through another (docs/protocol.md).
+    """
+
+    MESSAGE = "client_id is already used by a message in another conversation"
+
+
 def _as_uuid(value: object) -> uuid.UUID | None:
     try:
         return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))

@@ -11,13 +11,14 @@ from __future__ import annotations
 import functools
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import psycopg
 from asgiref.sync import async_to_sync
 from django.db import IntegrityError, connection, transaction
+from django.utils.module_loading import import_string
 from rest_framework.exceptions import ValidationError
 
 from chat import events, selectors
@@ -80,10 +81,29 @@ def _durable_emit(
     )
 
 
-def _users_checked(*, user_ids: Sequence[object], field: str) -> set[str]:
-    """The ids as strings, or a 400 that does not say which id is unknown (no enumeration)."""
+def participants_anyone(*, adder_id: str, user_ids: set[str]) -> set[str]:
+    """The default ``PARTICIPANT_ADD_POLICY``: anyone may add any active user."""
+    return user_ids
+
+
+def _users_checked(
+    *, user_ids: Sequence[object], field: str, adder_id: int | str | None = None
+) -> set[str]:
+    """The ids as strings, or a 400 that does not say which id is unknown (no enumeration).
+
+    With ``adder_id``, ids that ``PARTICIPANT_ADD_POLICY`` keeps from that user answer the
+    very same 400 as ids that name nobody, so a policy hides existence too (docs/auth.md).
+    """
     wanted = {str(uid) for uid in user_ids}
-    if selectors.existing_user_ids(user_ids=wanted) != wanted:
+    allowed = wanted
+    if adder_id is not None:
+        others = wanted - {str(adder_id)}
+        policy: Callable[..., Iterable[object]] = import_string(
+            realtime_settings.PARTICIPANT_ADD_POLICY
+        )
+        allowed = {str(uid) for uid in policy(adder_id=str(adder_id), user_ids=others)}
+        allowed = (allowed & others) | (wanted - others)
+    if allowed != wanted or selectors.existing_user_ids(user_ids=wanted) != wanted:
         raise ValidationError({field: ["Unknown or inactive user ids."]})
     return wanted
 
@@ -115,7 +135,7 @@ def conversation_create(
     the first durable event (a message, usually) has ``seq`` 1.
     """
     wanted = {str(uid) for uid in participant_ids} | {str(creator_id)}
-    _users_checked(user_ids=sorted(wanted), field="participant_ids")
+    _users_checked(user_ids=sorted(wanted), field="participant_ids", adder_id=creator_id)
     _conversation_caps_check(conversation_id=None, adding=wanted, field="participant_ids")
     conversation = Conversation.objects.create(title=title, created_by_id=creator_id)
     Participant.objects.bulk_create(
@@ -128,13 +148,20 @@ def conversation_create(
 
 @transaction.atomic
 def participants_add(
-    *, conversation: Conversation, user_ids: Sequence[object], by_id: int | str
+    *,
+    conversation: Conversation,
+    user_ids: Sequence[object],
+    by_id: int | str,
+    by_policy: bool = True,
 ) -> list[str]:
     """Add users; each new one is a ``member`` event, and their sockets join at once.
 
     Users already taking part are left as they are. Returns the ids actually added.
+    ``by_policy=False`` (the admin) skips ``PARTICIPANT_ADD_POLICY``.
     """
-    wanted = _users_checked(user_ids=user_ids, field="user_ids")
+    wanted = _users_checked(
+        user_ids=user_ids, field="user_ids", adder_id=by_id if by_policy else None
+    )
     present = set(selectors.participant_ids(conversation_id=conversation.id))
     adding = sorted(wanted - present, key=int)
     if not adding:
@@ -182,6 +209,7 @@ def participant_add(*, conversation: Conversation, user_id: int | str) -> None:
         conversation=conversation,
         user_ids=[user_id],
         by_id=conversation.created_by_id or user_id,
+        by_policy=False,
     )
 
 
@@ -345,7 +373,8 @@ def message_send_or_get(
     emits nothing; the unique constraint on (sender, client_id) decides between two copies
     that arrive at two instances at the same moment: the loser's transaction (its ``seq``
     included) rolls back, so the sequence keeps no gap. Raises ``selectors.NotParticipant``
-    if the sender takes no part in the conversation when the message is written.
+    if the sender takes no part in the conversation when the message is written, and
+    ``selectors.ClientIdInUse`` if ``client_id`` names the sender's message elsewhere.
     """
     # No look-up first: the constraint tells a repeat (rare) from a new message (every send).
     try:
@@ -389,6 +418,8 @@ def message_send_or_get(
         earlier = selectors.message_by_client_id(sender_id=sender_id, client_id=client_id)
         if earlier is None:
             raise
+        if earlier.conversation_id != conversation.id:
+            raise selectors.ClientIdInUse from None
         return earlier, False
     return message, True
 
@@ -407,7 +438,8 @@ async def message_send_async(
     itself. On PostgreSQL that is ``_MESSAGE_STATEMENT`` on the event loop's own async
     connection (connections.database), committed on its own, then emitted: no thread, no
     transaction block, no hop back for the emit. Elsewhere the synchronous service runs on
-    the database threads. Raises ``selectors.ConversationNotFound`` or ``NotParticipant``.
+    the database threads. Raises ``selectors.ConversationNotFound``, ``NotParticipant`` or
+    ``ClientIdInUse``.
     """
     if not database_async_enabled():
         result: dict[str, Any] = await _message_send_threaded(
@@ -437,6 +469,8 @@ async def message_send_async(
         )
         if earlier is None:
             raise
+        if earlier["conversation_id"] != str(conversation_id):
+            raise selectors.ClientIdInUse from None
         return earlier
     if row is None:
         if await selectors.conversation_exists_async(conversation_id=conversation_id):

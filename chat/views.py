@@ -17,7 +17,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -184,13 +184,16 @@ class ConversationViewSet(viewsets.GenericViewSet[Any]):  # conversations and me
         conversation = self._conversation()
         if request.method == "POST":
             data = input_validate(MessageInputSerializer, request.data)
-            with participant_until_written():
-                message, created = services.message_send_or_get(
-                    conversation=conversation,
-                    sender_id=caller_id(request),
-                    body=data["body"],
-                    client_id=data.get("client_id"),
-                )
+            try:
+                with participant_until_written():
+                    message, created = services.message_send_or_get(
+                        conversation=conversation,
+                        sender_id=caller_id(request),
+                        body=data["body"],
+                        client_id=data.get("client_id"),
+                    )
+            except selectors.ClientIdInUse:
+                raise ValidationError({"client_id": [selectors.ClientIdInUse.MESSAGE]}) from None
             # A resend with the same client_id gets the first one's body, and a 200.
             code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
             return Response(message_to_dict(message), status=code)

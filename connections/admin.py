@@ -10,6 +10,10 @@ Disconnecting a user sends one control message to their group ``user.<id>``
 sockets, and each socket closes with 4401. A client may reconnect at once with the same token;
 "revoke and disconnect" deletes the user's tokens first, so it cannot (docs/auth.md).
 
+Being staff is not enough: the page needs ``connections.view_live_connections`` and its
+actions ``connections.disconnect_live_connections`` (``connections.models.LiveConnection``),
+and no one but a superuser acts on a superuser, here or on a superuser's API tokens.
+
 API tokens (``connections.models.AuthToken``) have a plain ModelAdmin: deleting one there
 closes its sockets like a logout does.
 """
@@ -23,7 +27,9 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
@@ -37,6 +43,22 @@ from connections.tokens import token_issue
 
 # The page is for looking at, not for exporting: past this many rows, filter.
 MAX_ROWS = 500
+
+VIEW_PERMISSION = "connections.view_live_connections"
+DISCONNECT_PERMISSION = "connections.disconnect_live_connections"
+
+
+def _require(request: HttpRequest, permission: str) -> None:
+    if not request.user.has_perm(permission):
+        raise PermissionDenied
+
+
+def _may_act_on(request: HttpRequest, user_id: str) -> bool:
+    """Only a superuser may act on a superuser: staff rights must not reach above themselves."""
+    if getattr(request.user, "is_superuser", False):
+        return True
+    return not get_user_model().objects.filter(pk=user_id, is_superuser=True).exists()
+
 
 # A link to the page on the admin index, without replacing Django's own index template.
 admin.site.index_template = "connections/admin_index.html"
@@ -98,6 +120,7 @@ def _resolve_user_id(raw: str) -> str | None:
 
 @require_GET
 def live_connections_view(request: HttpRequest) -> HttpResponse:
+    _require(request, VIEW_PERMISSION)
     user_filter = request.GET.get("user", "").strip()
     instance_filter = request.GET.get("instance", "").strip() or None
     user_id = _resolve_user_id(user_filter) if user_filter else None
@@ -123,15 +146,24 @@ def live_connections_view(request: HttpRequest) -> HttpResponse:
         "max_rows": MAX_ROWS,
         "user_filter": user_filter,
         "instance_filter": instance_filter or "",
+        "may_disconnect": request.user.has_perm(DISCONNECT_PERMISSION),
     }
     return render(request, "connections/live_connections.html", context)
 
 
 def _user_and_target(request: HttpRequest) -> tuple[str, str]:
-    """The posted user id, and where to send the admin back (the live page, filters kept)."""
+    """The posted user id, and where to send the admin back (the live page, filters kept).
+
+    Refuses (403) a caller without the disconnect permission, or a non-superuser naming a
+    superuser.
+    """
+    _require(request, DISCONNECT_PERMISSION)
     target = reverse("admin-live-connections")
     back = request.POST.get("next", "")
-    return request.POST.get("user_id", "").strip(), back if back.startswith(target) else target
+    user_id = request.POST.get("user_id", "").strip()
+    if user_id.isdigit() and not _may_act_on(request, user_id):
+        raise PermissionDenied
+    return user_id, back if back.startswith(target) else target
 
 
 @require_POST
@@ -175,7 +207,17 @@ class AuthTokenAdmin(admin.ModelAdmin):
     def digest_prefix(self, obj: AuthToken) -> str:
         return f"{obj.digest[:12]}…"
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[AuthToken]:
+        queryset = super().get_queryset(request)
+        if getattr(request.user, "is_superuser", False):
+            return queryset
+        # A superuser's tokens are out of a non-superuser's sight and reach (bulk delete too).
+        return queryset.exclude(user__is_superuser=True)
+
     def save_model(self, request: HttpRequest, obj: AuthToken, form: Any, change: bool) -> None:
+        if not _may_act_on(request, str(obj.user_id)):
+            # Minting a superuser's token would be becoming that superuser.
+            raise PermissionDenied
         if change:
             super().save_model(request, obj, form, change)
             return

@@ -12,12 +12,14 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable
+from http.cookies import CookieError, SimpleCookie
 from typing import Any, cast
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from channels.auth import AuthMiddlewareStack
 from channels.middleware import BaseMiddleware
-from channels.security.websocket import OriginValidator
+from channels.security.websocket import OriginValidator, WebsocketDenier
+from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 
 from connections.admission import connect_gate
@@ -110,6 +112,94 @@ class BrowserOriginValidator(OriginValidator):
         return bool(self.validate_origin(parsed_origin))
 
 
+Origin = tuple[str, str, int]
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin_tuple(scheme: str, netloc: str) -> Origin | None:
+    """(scheme, host, port) of an origin, the port made explicit; ``None`` if unusable."""
+    try:
+        parts = urlsplit(f"{scheme}://{netloc}")
+        port = parts.port or _DEFAULT_PORTS.get(scheme)
+    except ValueError:
+        return None
+    if not parts.hostname or port is None:
+        return None
+    return scheme, parts.hostname.lower(), port
+
+
+def _header(scope: dict[str, Any], name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _trusted(origin: Origin, entry: str) -> bool:
+    """``entry`` is a ``CSRF_TRUSTED_ORIGINS`` item: ``https://host[:port]`` or
+    ``https://*.example.com`` (any subdomain), as Django's CSRF check reads them."""
+    scheme, _, netloc = entry.partition("://")
+    wildcard = netloc.startswith("*.")
+    wanted = _origin_tuple(scheme.lower(), netloc[1:] if wildcard else netloc)
+    if wanted is None or wanted[0] != origin[0] or wanted[2] != origin[2]:
+        return False
+    if wildcard:
+        return origin[1].endswith(wanted[1]) and origin[1] != wanted[1].lstrip(".")
+    return wanted[1] == origin[1]
+
+
+def cookie_origin_allowed(scope: dict[str, Any]) -> bool:
+    """Whether a socket that would be authenticated by its session cookie may be.
+
+    A cookie goes with every request the browser makes, whichever page asked, so a page on
+    another origin (another port of an allowed host included) could otherwise open a socket
+    with the user's authority: the WebSocket form of CSRF. Such a socket must come from the
+    request's own origin (scheme, host and port) or one in ``CSRF_TRUSTED_ORIGINS``. A
+    client that sends no ``Origin`` is no browser page, and no page can make a browser omit it.
+    """
+    raw = _header(scope, b"origin")
+    if raw is None:
+        return True
+    scheme, _, netloc = raw.strip().partition("://")
+    origin = _origin_tuple(scheme.lower(), netloc)
+    if origin is None:
+        return False
+    secure = scope.get("scheme") in {"wss", "https"}
+    own = _origin_tuple("https" if secure else "http", _header(scope, b"host") or "")
+    if own is not None and own == origin:
+        return True
+    return any(_trusted(origin, entry) for entry in settings.CSRF_TRUSTED_ORIGINS)
+
+
+def _has_session_cookie(scope: dict[str, Any]) -> bool:
+    raw = _header(scope, b"cookie")
+    if not raw:
+        return False
+    cookies: SimpleCookie = SimpleCookie()
+    try:
+        cookies.load(raw)
+    except CookieError:
+        return False
+    return settings.SESSION_COOKIE_NAME in cookies
+
+
+class CookieOriginGuard:
+    """Refuses (403 at the handshake) a session-cookie socket from another origin
+    (``cookie_origin_allowed``). A socket with ``?token=`` never comes here: a page that
+    holds the token has the user's authority anyway, wherever it is served from."""
+
+    def __init__(self, inner: ASGIApp) -> None:
+        self.inner = inner
+        self.denier = WebsocketDenier()
+
+    def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Awaitable[Any]:
+        if _has_session_cookie(scope) and not cookie_origin_allowed(scope):
+            metrics.connection_rejected(403)
+            return cast(Awaitable[Any], self.denier(scope, receive, send))
+        return cast(Awaitable[Any], self.inner(scope, receive, send))
+
+
 class SheddingMiddleware:
     """The first thing a handshake meets: with ``CONNECT_MAX_IN_FLIGHT`` connects already in
     progress here, accept and close with ``1013`` at once (``connections.admission``), before
@@ -148,17 +238,18 @@ class TokenOrSessionRouter:
 
     def __init__(self, inner: ASGIApp) -> None:
         self.with_token = WebSocketAuthMiddleware(inner)
-        self.with_session = AuthMiddlewareStack(self.with_token)
+        self.with_session = CookieOriginGuard(AuthMiddlewareStack(self.with_token))
 
     def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Awaitable[Any]:
-        app = self.with_token if _query_param(scope, "token") is not None else self.with_session
+        app: ASGIApp = (
+            self.with_token if _query_param(scope, "token") is not None else self.with_session
+        )
         return cast(Awaitable[Any], app(scope, receive, send))
 
 
 def websocket_stack(inner: ASGIApp) -> ASGIApp:
-    """Shedding, the origin check, then token auth (or session auth, then token auth)."""
-    from django.conf import settings
-
+    """Shedding, the origin check, then token auth (or the cookie's origin, session auth, then
+    token auth)."""
     allowed_hosts = list(settings.ALLOWED_HOSTS)
     if settings.DEBUG and not allowed_hosts:
         allowed_hosts = ["localhost", "127.0.0.1", "[::1]"]

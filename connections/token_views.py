@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from connections.models import AuthToken
-from connections.throttles import LoginAttemptThrottle, login_attempt_succeeded
+from connections.throttles import LoginAttemptThrottle, login_attempt_succeeded, login_username
 from connections.tokens import token_issue, token_revoke
 
 THROTTLED = OpenApiResponse(
@@ -23,8 +23,15 @@ THROTTLED = OpenApiResponse(
 )
 
 
+class UsernameField(serializers.CharField):
+    """The name as the login throttle counts it (one definition: ``login_username``)."""
+
+    def to_internal_value(self, data: Any) -> str:
+        return login_username(super().to_internal_value(data))
+
+
 class TokenInputSerializer(serializers.Serializer[Any]):
-    username = serializers.CharField()
+    username = UsernameField()
     password = serializers.CharField(style={"input_type": "password"}, trim_whitespace=False)
 
 

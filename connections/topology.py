@@ -32,6 +32,7 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from connections.layer.endpoints import redacted_url
 from realtime_project.conf import realtime_settings
 
 # What a Redis call may raise when Redis is down, slow, restarting or failing over.
@@ -150,10 +151,12 @@ class RedisTopology:
         return self.mode == "cluster"
 
     def describe(self) -> str:
+        """The topology for logs and health: node addresses, never a credential."""
         if self.mode == "sentinel":
             where = ",".join(f"{h}:{p}" for h, p in self.sentinels)
             return f"sentinel:{self.sentinel_master}@{where}"
-        return f"{self.mode}:{','.join(self.urls)}" if self.enabled else "none"
+        urls = ",".join(redacted_url(url) for url in self.urls)
+        return f"{self.mode}:{urls}" if self.enabled else "none"
 
     # -- clients -----------------------------------------------------------------------------
 
@@ -206,7 +209,7 @@ class RedisTopology:
                 async with asyncio.timeout(timeout_seconds):
                     await client.initialize()
             except Exception:
-                return {self.urls[0]: False}
+                return {redacted_url(self.urls[0]): False}
             nodes = client.get_primaries()
 
             async def ping(node: Any) -> bool:
@@ -223,7 +226,7 @@ class RedisTopology:
                 # Some slots have no master the client knows of: a failover in progress.
                 results["slots"] = False
             return results
-        name = self.describe() if self.mode == "sentinel" else self.urls[0]
+        name = self.describe() if self.mode == "sentinel" else redacted_url(self.urls[0])
         try:
             async with asyncio.timeout(timeout_seconds):
                 results[name] = bool(await client.ping())

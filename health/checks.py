@@ -167,6 +167,20 @@ async def health_evaluate() -> HealthReport:
     return HealthReport(status=status, body=body)
 
 
+# What every caller sees of a check: enough for a load balancer or a status page to judge the
+# instance. The topology, per-node answers and the layer's state are for operators.
+PUBLIC_CHECK_FIELDS = frozenset({"status", "latency_ms"})
+
+
+def health_public_body(body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` as an anonymous caller sees it: the contract's keys, each check trimmed."""
+    checks = {
+        name: {k: v for k, v in check.items() if k in PUBLIC_CHECK_FIELDS}
+        for name, check in body.get("checks", {}).items()
+    }
+    return {**body, "checks": checks}
+
+
 def _draining_report(previous: HealthReport | None) -> HealthReport:
     body: dict[str, Any] = {
         "status": "unhealthy",

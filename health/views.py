@@ -28,8 +28,12 @@ logger = logging.getLogger(__name__)
 @never_cache
 @require_GET
 async def health_view(request: HttpRequest) -> HttpResponse:
-    """The same answer as ``health.asgi.health_router`` gives in front of Django."""
-    status, body = await health_payload()
+    """``health.asgi.health_router``'s answer, with the checks' details for those who may
+    scrape ``/metrics`` (a staff user, the ``METRICS_TOKEN`` bearer). Anyone else, bad
+    credentials included, gets the public body with the same status: never a 401 or 403,
+    which a load balancer would read as a dead instance."""
+    access = await sync_to_async(metrics_access)(request)
+    status, body = await health_payload(detailed=access == ALLOWED)
     response = JsonResponse(body, status=status)
     if body.get("draining"):
         # Expected while draining: not an error for Django's request log at every probe.

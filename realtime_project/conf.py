@@ -64,6 +64,7 @@ class RealtimeSettings:
     HEAL_INTERVAL_SECONDS: float
     CONVERSATION_MAX_PARTICIPANTS: int
     USER_MAX_CONVERSATIONS: int
+    PARTICIPANT_ADD_POLICY: str
     DRAIN_DELAY_SECONDS: float
     DRAIN_BATCH_SIZE: int
     METRICS_ACCESS: Literal["open", "staff"]
@@ -73,6 +74,7 @@ class RealtimeSettings:
     TOKEN_RECHECK_SECONDS: float
     AUTH_FAILURES_PER_MINUTE: int
     AUTH_FAILURES_PER_ADDRESS_PER_MINUTE: int
+    AUTH_LOCKOUT_SCOPE: Literal["username", "username_address"]
     HEALTH_TIMEOUT_SECONDS: float
     HEALTH_CACHE_SECONDS: float
     REBALANCE_THRESHOLD: float

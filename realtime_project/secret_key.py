@@ -5,6 +5,12 @@ A key written into the source would sign every deployment's sessions alike. With
 ``.secret-key`` (``SECRET_KEY_FILE``) so restarts keep sessions valid. Several instances
 (``REDIS_URL`` set) must all share one key, which a file on one machine cannot promise: they
 refuse to start and say which variable to set.
+
+A key from the environment is checked too (``secret_key_check``): a placeholder copied from
+an example manifest is public, so whoever reads it can sign sessions for any user. Such a key
+is refused everywhere; a weak one (Django's own measure: fewer than 50 characters or 5
+distinct ones, or Django's ``django-insecure-`` prefix) is refused where several instances
+share it, which is where it guards every session of the deployment.
 """
 
 from __future__ import annotations
@@ -19,6 +25,50 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 
 MIN_LENGTH = 50
+MIN_DISTINCT_CHARACTERS = 5
+
+# Values that example files and tutorials ship; compared after trimming and lower-casing.
+KNOWN_PLACEHOLDERS = frozenset(
+    {
+        "change-me",
+        "changeme",
+        "change_me",
+        "change-this",
+        "secret",
+        "secret-key",
+        "secret_key",
+        "your-secret-key",
+        "your-secret-key-here",
+        "replace-me",
+        "placeholder",
+        "insecure",
+        "django-insecure",
+        "xxx",
+    }
+)
+
+_HOW_TO_MAKE_ONE = "python -c 'import secrets; print(secrets.token_urlsafe(50))'"
+
+
+def secret_key_check(key: str, *, several_instances: bool) -> str:
+    """``key`` itself, unless it is a known placeholder or, for several instances, weak."""
+    if key.strip().lower() in KNOWN_PLACEHOLDERS:
+        raise ImproperlyConfigured(
+            f"SECRET_KEY is a published placeholder; set a random one (generate one with: "
+            f"{_HOW_TO_MAKE_ONE})."
+        )
+    weak = (
+        len(key) < MIN_LENGTH
+        or len(set(key)) < MIN_DISTINCT_CHARACTERS
+        or key.startswith("django-insecure-")
+    )
+    if weak and several_instances:
+        raise ImproperlyConfigured(
+            f"SECRET_KEY is too weak for instances that share it (REDIS_URL is set): at least "
+            f"{MIN_LENGTH} characters, {MIN_DISTINCT_CHARACTERS} distinct, random (generate "
+            f"one with: {_HOW_TO_MAKE_ONE})."
+        )
+    return key
 
 
 def embedded_secret_key(*, path: Path, several_instances: bool) -> str:

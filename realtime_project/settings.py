@@ -27,7 +27,7 @@ from realtime_project.env import (
     env_optional_str,
     env_str,
 )
-from realtime_project.secret_key import embedded_secret_key
+from realtime_project.secret_key import embedded_secret_key, secret_key_check
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -35,12 +35,20 @@ _REDIS_URL = env_optional_str("REDIS_URL")
 # Several instances must share one key (sessions, signed values): a key made up by each
 # process would not do, so they refuse to start without one. One process alone makes a
 # random key once and keeps it in a git-ignored file.
-SECRET_KEY = env_optional_str("SECRET_KEY") or embedded_secret_key(
-    path=Path(env_str("SECRET_KEY_FILE", str(BASE_DIR / ".secret-key"))),
-    several_instances=_REDIS_URL is not None,
+_SECRET_KEY = env_optional_str("SECRET_KEY")
+SECRET_KEY = (
+    secret_key_check(_SECRET_KEY, several_instances=_REDIS_URL is not None)
+    if _SECRET_KEY
+    else embedded_secret_key(
+        path=Path(env_str("SECRET_KEY_FILE", str(BASE_DIR / ".secret-key"))),
+        several_instances=_REDIS_URL is not None,
+    )
 )
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+# Origins other than a request's own from which a cookie may act: Django's CSRF check for
+# forms, and the origin check of session-cookie sockets (connections/auth.py).
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
     "daphne",
@@ -261,6 +269,11 @@ REALTIME: dict[str, Any] = {
     # a group every socket of that user joins).
     "CONVERSATION_MAX_PARTICIPANTS": env_int("CONVERSATION_MAX_PARTICIPANTS", 1000, minimum=2),
     "USER_MAX_CONVERSATIONS": env_int("USER_MAX_CONVERSATIONS", 1000, minimum=1),
+    # Who may put whom in a conversation: a dotted path to a callable (adder_id=, user_ids=)
+    # -> the ids allowed; the others answer as unknown ids do (docs/auth.md).
+    "PARTICIPANT_ADD_POLICY": env_str(
+        "PARTICIPANT_ADD_POLICY", "chat.services.participants_anyone"
+    ),
     "DRAIN_DELAY_SECONDS": env_float("DRAIN_DELAY_SECONDS", 5, minimum=0),
     # Rebalancing (docs/scaling.md): an instance above ceil(mean * (1 + threshold)) of the live
     # instances' sockets closes the surplus with 1012, at most CLOSE_RATE a second (0: never).
@@ -287,6 +300,12 @@ REALTIME: dict[str, Any] = {
     "AUTH_FAILURES_PER_MINUTE": env_int("AUTH_FAILURES_PER_MINUTE", 10, minimum=1),
     "AUTH_FAILURES_PER_ADDRESS_PER_MINUTE": env_int(
         "AUTH_FAILURES_PER_ADDRESS_PER_MINUTE", 30, minimum=1
+    ),
+    # What the per-username failure counter is keyed on: "username" (the contract: anyone's
+    # failures lock the name) or "username_address" (a stranger's failures cannot lock the
+    # owner out from their own address; docs/auth.md weighs the two).
+    "AUTH_LOCKOUT_SCOPE": env_choice(
+        "AUTH_LOCKOUT_SCOPE", "username", {"username", "username_address"}
     ),
     "HEALTH_TIMEOUT_SECONDS": env_float("HEALTH_TIMEOUT_SECONDS", 1.0, minimum=0.05),
     "HEALTH_CACHE_SECONDS": env_float("HEALTH_CACHE_SECONDS", 0.5, minimum=0),

@@ -169,7 +169,10 @@ def _empty_cache() -> Iterator[None]:
     yield
     from django.core.cache import cache
 
+    from connections.throttles import throttle_fallback_reset
+
     cache.clear()
+    throttle_fallback_reset()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -10,12 +10,29 @@ from __future__ import annotations
 import bisect
 import hashlib
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection, SSLConnection, parse_url
 from redis.asyncio.sentinel import Sentinel
 
 VIRTUAL_NODES_PER_NODE = 64
+
+
+def redacted_url(url: str) -> str:
+    """``url`` fit to be logged, shown or used as a name: no password, no user, no query
+    (redis-py reads ``?password=`` too). ``redis://:pw@host:6379/0`` -> ``redis://***@host:6379/0``.
+    """
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return "<unparsable Redis URL>"
+    secret = "***@" if parts.username or parts.password or parts.query else ""
+    if not host:  # a Unix socket: its path names it
+        return f"{parts.scheme}://{secret}{parts.path}"
+    where = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{secret}{where}{f':{port}' if port else ''}{parts.path}"
 
 
 @dataclass(frozen=True)
@@ -47,7 +64,9 @@ class RedisEndpoint:
             username=kwargs.get("username"),
             password=kwargs.get("password"),
             tls=kwargs.get("connection_class") is SSLConnection,
-            name=url,
+            # Logged, and the node's key on the hash ring: never the password (and a rotated
+            # password moves no group to another node).
+            name=redacted_url(url),
         )
 
     @classmethod

@@ -10,6 +10,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.test import Client
 
 from connections.close_codes import WS_4401_UNAUTHORIZED
@@ -28,14 +29,28 @@ def fresh_registry() -> Iterator[None]:
     reset_registry()
 
 
+def _grant(user: Any, *codenames: str) -> Any:
+    user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
+    # has_perm caches what it read; a fresh copy reads the grants.
+    return get_user_model().objects.get(pk=user.pk)
+
+
 @pytest.fixture
 def users(db: None) -> dict[str, Any]:
     model = get_user_model()
+    admin_user = model.objects.create_user(username="admin", password=None, is_staff=True)
     return {
-        "admin": model.objects.create_user(username="admin", password=None, is_staff=True),
+        "admin": _grant(admin_user, "view_live_connections", "disconnect_live_connections"),
         "alice": model.objects.create_user(username="alice", password=None),
         "bob": model.objects.create_user(username="bob", password=None),
+        "root": model.objects.create_superuser(username="root", password=None),
     }
+
+
+def _browser(user: Any) -> Client:
+    browser = Client()
+    browser.force_login(user)
+    return browser
 
 
 @pytest.fixture
@@ -186,3 +201,73 @@ def test_deleting_a_token_in_the_admin_revokes_it(staff_browser, users) -> None:
         }
     finally:
         async_to_sync(layer.group_discard)(group, channel)
+
+
+def _staff(name: str, *codenames: str) -> Any:
+    user = get_user_model().objects.create_user(username=name, password=None, is_staff=True)
+    return _grant(user, *codenames)
+
+
+def test_staff_without_the_view_permission_see_no_connection(users, sockets) -> None:
+    browser = _browser(_staff("helpdesk"))
+    page = browser.get(URL)
+    assert page.status_code == 403
+    assert "ua-alice" not in page.content.decode()
+    assert URL not in browser.get("/admin/").content.decode()
+
+
+def test_viewing_does_not_grant_disconnecting(users, sockets) -> None:
+    browser = _browser(_staff("viewer", "view_live_connections"))
+    page = browser.get(URL).content.decode()
+    assert "ua-alice" in page
+    assert "Disconnect user everywhere" not in page
+    grant = token_issue(user=users["alice"])
+    for action in ("disconnect/", "revoke/"):
+        assert browser.post(URL + action, {"user_id": str(users["alice"].pk)}).status_code == 403
+    assert AuthToken.objects.filter(pk=grant.token.pk).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_non_superuser_cannot_act_on_a_superuser(staff_browser, users) -> None:
+    root = users["root"]
+    grant = token_issue(user=root)
+    layer = get_channel_layer()
+    assert layer is not None
+    channel = async_to_sync(layer.new_channel)()
+    group = user_group(root.pk)
+    async_to_sync(layer.group_add)(group, channel)
+    try:
+        for action in ("disconnect/", "revoke/"):
+            assert staff_browser.post(URL + action, {"user_id": str(root.pk)}).status_code == 403
+        assert AuthToken.objects.filter(pk=grant.token.pk).exists()
+
+        async def nothing_arrives() -> None:
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(layer.receive(channel), 0.3)
+
+        async_to_sync(nothing_arrives)()
+        # A superuser may.
+        response = _browser(root).post(URL + "revoke/", {"user_id": str(root.pk)}, follow=True)
+        assert "Revoked 1 token(s)" in response.content.decode()
+    finally:
+        async_to_sync(layer.group_discard)(group, channel)
+
+
+def test_a_superusers_tokens_are_out_of_a_token_admins_reach(users) -> None:
+    token_admin = _staff("tokens", "view_authtoken", "delete_authtoken", "add_authtoken")
+    browser = _browser(token_admin)
+    roots = token_issue(user=users["root"])
+    alices = token_issue(user=users["alice"])
+    changelist = "/admin/connections/authtoken/"
+    listing = browser.get(changelist).content.decode()
+    assert f"/{alices.token.pk}/" in listing
+    assert f"/{roots.token.pk}/" not in listing
+    browser.post(
+        changelist,
+        {"action": "delete_selected", "_selected_action": [roots.token.pk], "post": "yes"},
+    )
+    assert AuthToken.objects.filter(pk=roots.token.pk).exists()
+    # Nor can one mint a token for a superuser (which would be becoming them).
+    minted = browser.post(changelist + "add/", {"user": str(users["root"].pk)})
+    assert minted.status_code == 403
+    assert AuthToken.objects.filter(user=users["root"]).count() == 1

@@ -361,3 +361,38 @@ def test_page_says_signed_out_when_its_token_is_revoked_and_stops_reconnecting(
     assert alice.evaluate("!window.realtimeClient.wanted && !window.realtimeClient.reconnectTimer")
     assert opened == []
     assert alice.errors == []
+
+
+def test_markup_in_messages_and_titles_is_shown_as_text_never_run(
+    open_page: Callable[..., Any], cluster: Cluster
+) -> None:
+    users = cluster.demo["users"]
+    hostile = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>'
+    status, created = api(
+        cluster,
+        "POST",
+        "/api/conversations",
+        user="alice",
+        body={
+            "title": f"t{uuid.uuid4().hex[:6]} {hostile}",
+            "participant_ids": [users["bob"]["id"]],
+        },
+    )
+    assert status == 201
+    bob = open_page(cluster.instances[1].base_url, LAPTOP)
+    sign_in(bob, "bob", cluster.instances[1].instance_id)
+    title = created["title"]
+    bob.locator(".conversation-name", has_text=title).click()
+    expect(bob.locator("#conversation-title")).to_have_text(title)
+    status, _ = api(
+        cluster,
+        "POST",
+        f"/api/conversations/{created['id']}/messages",
+        user="alice",
+        body={"body": hostile},
+    )
+    assert status == 201
+    expect(bob.locator(".message .body", has_text=hostile)).to_be_visible()
+    assert bob.locator(".message .body img, .message .body script").count() == 0
+    assert bob.evaluate("window.__xss") is None
+    assert bob.errors == []

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.test import Client
 
 from connections.close_codes import WS_4401_UNAUTHORIZED, WS_4403_FORBIDDEN, WS_4429_TOO_MANY
 from connections.instance import instance_id
@@ -92,3 +95,50 @@ async def test_disconnect_unregisters_and_leaves_local_sockets(open_socket, demo
     await socket.disconnect()
     assert local_sockets.count() == before
     assert await get_registry().user_connection_count(demo.alice.id) == 0
+
+
+@pytest.fixture
+def alice_session(demo: Demo) -> bytes:
+    """A ``Cookie`` header carrying a signed-in session of alice."""
+    browser = Client()
+    browser.force_login(get_user_model().objects.get(pk=demo.alice.id))
+    value = browser.cookies[settings.SESSION_COOKIE_NAME].value
+    return f"{settings.SESSION_COOKIE_NAME}={value}".encode()
+
+
+def _browser(cookie: bytes, origin: bytes) -> list[tuple[bytes, bytes]]:
+    # The page is served by http://localhost:8000 (an allowed host, as every origin below).
+    return [(b"host", b"localhost:8000"), (b"origin", origin), (b"cookie", cookie)]
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [b"http://localhost:9999", b"https://localhost:8000", b"http://127.0.0.1:8000"],
+)
+async def test_a_session_socket_from_another_origin_is_refused(
+    open_socket, demo: Demo, alice_session: bytes, origin: bytes
+) -> None:
+    socket = await open_socket(None, headers=_browser(alice_session, origin))
+    assert not socket.accepted
+    assert await get_registry().user_connection_count(demo.alice.id) == 0
+
+
+async def test_a_session_socket_from_its_own_or_a_trusted_origin_is_welcome(
+    open_socket, demo: Demo, alice_session: bytes, settings
+) -> None:
+    settings.CSRF_TRUSTED_ORIGINS = ["http://127.0.0.1:3000"]
+    for origin in (b"http://localhost:8000", b"http://127.0.0.1:3000"):
+        socket = await open_socket(None, headers=_browser(alice_session, origin))
+        connected = await socket.recv()
+        assert (connected["type"], connected["user_id"]) == ("connected", demo.alice.id)
+    # Without an Origin (no browser page) the cookie is judged alone.
+    headers = [(b"host", b"localhost:8000"), (b"cookie", alice_session)]
+    assert (await (await open_socket(None, headers=headers)).recv())["type"] == "connected"
+
+
+async def test_a_token_socket_from_another_port_is_judged_by_its_token(
+    open_socket, demo: Demo, alice_session: bytes
+) -> None:
+    socket = await open_socket(demo.bob, headers=_browser(alice_session, b"http://localhost:9999"))
+    connected = await socket.recv()
+    assert (connected["type"], connected["user_id"]) == ("connected", demo.bob.id)

@@ -220,6 +220,37 @@ async def test_a_resent_message_frame_with_its_client_id_creates_nothing(open_so
     assert count == 2
 
 
+@pytest.mark.parametrize("async_connections", [None, 0])
+async def test_a_client_id_reused_in_another_conversation_is_refused(
+    open_socket, demo, realtime_override, async_connections
+) -> None:
+    if async_connections is not None:
+        # PostgreSQL: the one-statement write on the database threads, not the event loop's.
+        realtime_override(DATABASE_ASYNC_CONNECTIONS=async_connections)
+    ab, abc = demo.conversations["ab"], demo.conversations["abc"]
+    alice = await connected(open_socket, demo.alice)
+    carol = await connected(open_socket, demo.carol)
+    first = await alice.request(
+        {"type": "message", "conversation_id": ab, "body": "for bob only", "client_id": "k"}
+    )
+    reply = await alice.request(
+        {"type": "message", "conversation_id": abc, "body": "for all", "client_id": "k"}
+    )
+    assert reply["type"] == "error"
+    assert reply["code"] == "invalid_payload"
+    assert "client_id" in reply["message"]
+    assert "for bob only" not in str(reply)
+    # Nothing reached carol's conversation; a retry of the first send still gets its ack.
+    await send(abc, demo.alice, "barrier")
+    await carol.recv_until(frame_is("message", seq=1))
+    assert durable(carol, abc) == [1]
+    assert [f["message"]["body"] for f in carol.frames if frame_is("message")(f)] == ["barrier"]
+    retry = await alice.request(
+        {"type": "message", "conversation_id": ab, "body": "for bob only", "client_id": "k"}
+    )
+    assert retry["message"] == first["message"]
+
+
 async def test_an_overflowing_socket_is_closed_4008_and_others_keep_going(
     open_socket, demo, settings
 ) -> None:

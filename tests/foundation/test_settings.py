@@ -166,3 +166,23 @@ def test_a_setting_reads_as_its_declared_type(settings) -> None:
     assert realtime_settings.REDIS_URL is None
     with pytest.raises(AttributeError, match="NO_SUCH_SETTING"):
         realtime_settings.NO_SUCH_SETTING  # type: ignore[attr-defined]  # noqa: B018
+
+
+@pytest.mark.parametrize("key", ["change-me", "CHANGE-ME", " changeme ", "secret"])
+@pytest.mark.parametrize("redis_url", [None, "redis://127.0.0.1:1/0"])
+def test_a_published_placeholder_key_refuses_to_start(key: str, redis_url: str | None) -> None:
+    env = {"SECRET_KEY": key, **({"REDIS_URL": redis_url} if redis_url else {})}
+    result = _run(env)
+    assert result.returncode != 0
+    assert "SECRET_KEY is a published placeholder" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "key", ["short-but-not-a-placeholder", "a" * 80, "django-insecure-" + "k3y" * 20]
+)
+def test_a_weak_key_shared_by_several_instances_refuses_to_start(key: str) -> None:
+    result = _run({"SECRET_KEY": key, "REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert result.returncode != 0
+    assert "SECRET_KEY is too weak" in result.stderr
+    # One process alone may use it (a developer's machine).
+    assert _run({"SECRET_KEY": key}).returncode == 0

@@ -158,3 +158,70 @@ async def test_the_asgi_front_answers_the_probe_before_django() -> None:
     assert [m["status"] for m in starts] == [200, 200]
     body = json.loads(sent[1]["body"])
     assert body["status"] == "healthy" and body["checks"]["database"]["status"] == "up"
+
+
+async def _health(**headers: str) -> dict:
+    response = await AsyncClient().get("/api/health", headers=headers)
+    assert response.status_code == 200
+    return response.json()
+
+
+async def test_anonymous_callers_see_each_checks_status_but_no_topology(realtime) -> None:
+    realtime(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", HEALTH_TIMEOUT_SECONDS=0.3)
+    for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": "Token bogus"}):
+        body = await _health(**headers)
+        assert set(body) == {"status", "instance_id", "checks", "connections"}
+        assert set(body["checks"]) == {"redis", "firestore", "database"}
+        assert set(body["checks"]["redis"]) == {"status", "latency_ms"}
+        assert body["checks"]["redis"]["status"] == "down"
+
+
+async def test_the_metrics_token_and_staff_see_the_details(realtime, settings) -> None:
+    realtime(
+        REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+        HEALTH_TIMEOUT_SECONDS=0.3,
+        METRICS_TOKEN="scrape-secret",
+    )
+    body = await _health(authorization="Bearer scrape-secret")
+    assert body["checks"]["redis"]["topology"] == "single"
+    assert body["checks"]["redis"]["nodes"] == {"node-1": "down"}
+    from asgiref.sync import sync_to_async
+    from django.contrib.auth import get_user_model
+
+    staff = await sync_to_async(get_user_model().objects.create_user)(
+        username="ops", password=None, is_staff=True
+    )
+    client = AsyncClient()
+    await client.aforce_login(staff)
+    response = await client.get("/api/health")
+    assert response.json()["checks"]["redis"]["topology"] == "single"
+
+
+async def test_the_asgi_front_answers_anonymous_probes_with_the_public_body(realtime) -> None:
+    from health.asgi import health_router
+
+    realtime(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", HEALTH_TIMEOUT_SECONDS=0.3)
+    passed_on: list[str] = []
+
+    async def django_app(scope, receive, send) -> None:
+        passed_on.append(scope["path"])
+
+    sent: list[dict] = []
+
+    async def send(message) -> None:
+        sent.append(dict(message))
+
+    async def receive() -> dict:
+        return {"type": "http.request"}
+
+    app = health_router(django_app)
+    await app(
+        {"type": "http", "path": "/api/health", "method": "GET", "headers": []}, receive, send
+    )
+    body = json.loads(sent[1]["body"])
+    assert set(body["checks"]["redis"]) == {"status", "latency_ms"}
+    # Credentials go on to Django's view, which decides what they may see.
+    scope = {"type": "http", "path": "/api/health", "method": "GET"}
+    await app({**scope, "headers": [(b"authorization", b"Bearer x")]}, receive, send)
+    await app({**scope, "headers": [(b"cookie", b"sessionid=x")]}, receive, send)
+    assert passed_on == ["/api/health", "/api/health"]

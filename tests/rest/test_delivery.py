@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from chat import services
 from chat.event_types import event_check
 from chat.events import conversation_group
 
@@ -90,6 +91,31 @@ def test_a_resend_with_the_same_client_id_returns_the_first_and_emits_nothing(
         listener.receive(timeout=0.2)
     events = client.get(f"/api/conversations/{alice_bob.id}/events").json()["events"]
     assert [e["seq"] for e in events] == [1]
+
+
+def test_a_client_id_reused_in_another_conversation_is_a_400_and_leaks_nothing(
+    client_for, alice, bob, carol, alice_bob, django_capture_on_commit_callbacks
+) -> None:
+    client = client_for(alice)
+    with django_capture_on_commit_callbacks(execute=True):
+        other = services.conversation_create(
+            creator_id=alice.pk, title="alice-carol", participant_ids=[str(carol.pk)]
+        )
+        first = post_message(client, alice_bob, "for bob only", client_id="k-1")
+        reused = post_message(client, other, "for carol", client_id="k-1")
+    assert first.status_code == 201
+    assert reused.status_code == 400
+    assert "client_id" in reused.json()
+    assert "for bob only" not in reused.content.decode()
+    # Nothing was written to carol's conversation, and the retry of the first still answers.
+    assert client.get(f"/api/conversations/{other.id}/events").json()["events"] == []
+    retry = post_message(client, alice_bob, "for bob only", client_id="k-1")
+    assert (retry.status_code, retry.json()) == (200, first.json())
+    # Another user's client_id is their own (idempotency never crosses users).
+    with django_capture_on_commit_callbacks(execute=True):
+        bobs = post_message(client_for(bob), alice_bob, "bob's", client_id="k-1")
+    assert bobs.status_code == 201
+    assert bobs.json()["id"] != first.json()["id"]
 
 
 @pytest.mark.parametrize("client_id", ["", 5, "x" * 65, None])

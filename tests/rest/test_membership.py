@@ -125,3 +125,44 @@ def test_a_user_leaves_and_the_creator_removes(
         (2, "removed"),
         (3, "removed"),
     ]
+
+
+def not_carol(*, adder_id: str, user_ids: set[str]) -> set[str]:
+    """A ``PARTICIPANT_ADD_POLICY``: nobody may put carol anywhere."""
+    from django.contrib.auth import get_user_model
+
+    carols = {
+        str(pk)
+        for pk in get_user_model().objects.filter(username="carol").values_list("pk", flat=True)
+    }
+    return user_ids - carols
+
+
+def test_an_add_policy_refuses_as_unknown_ids_are_refused(
+    client_for, alice, bob, carol, alice_bob, settings
+) -> None:
+    settings.REALTIME = {
+        **settings.REALTIME,
+        "PARTICIPANT_ADD_POLICY": "tests.rest.test_membership.not_carol",
+    }
+    client = client_for(bob)
+    unknown = add(client, alice_bob, 999)
+    refused = add(client, alice_bob, carol.pk)
+    assert refused.status_code == unknown.status_code == 400
+    # The same body: a refusal does not confirm that carol exists, nor reveal her name.
+    assert refused.json() == unknown.json()
+    assert "carol" not in refused.content.decode()
+    created = client.post(
+        "/api/conversations", {"title": "t", "participant_ids": [str(carol.pk)]}, format="json"
+    )
+    assert (created.status_code, created.json()) == (
+        400,
+        {"participant_ids": unknown.json()["user_ids"]},
+    )
+    # Everyone else is added as before.
+    assert (
+        client.post(
+            "/api/conversations", {"title": "t", "participant_ids": [str(alice.pk)]}, format="json"
+        ).status_code
+        == 201
+    )

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.test import Client
 from rest_framework.test import APIClient
 
@@ -95,6 +96,8 @@ async def test_admin_disconnect_closes_the_users_sockets_with_4401(open_socket, 
     @database_sync_to_async
     def disconnect_alice() -> int:
         staff = get_user_model().objects.create_user(username="ops", password=None, is_staff=True)
+        # Staff alone may not cut users off: the page's permission does.
+        staff.user_permissions.add(Permission.objects.get(codename="disconnect_live_connections"))
         browser = Client()
         browser.force_login(staff)
         response = browser.post("/admin/connections/live/disconnect/", {"user_id": demo.alice.id})
