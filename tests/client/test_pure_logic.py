@@ -133,14 +133,28 @@ def test_each_server_frame_parses_to_its_type() -> None:
     assert isinstance(event, MessageEvent)
     assert (event.seq, event.message.body, event.event_id) == (3, "hi", "e3")
     member = parse_frame(
-        {"type": "member", "event_id": "x", "ts": "t", "conversation_id": "7", "seq": 4,
-         "user_id": "3", "action": "removed", "by": "1"}  # fmt: skip
+        {
+            "type": "member",
+            "event_id": "x",
+            "ts": "t",
+            "conversation_id": "7",
+            "seq": 4,
+            "user_id": "3",
+            "action": "removed",
+            "by": "1",
+        }
     )
     assert isinstance(member, MemberEvent)
     assert member.action == "removed"
     typing = parse_frame(
-        {"type": "typing", "event_id": "y", "ts": "t", "conversation_id": "7", "user_id": "2",
-         "is_typing": True}  # fmt: skip
+        {
+            "type": "typing",
+            "event_id": "y",
+            "ts": "t",
+            "conversation_id": "7",
+            "user_id": "2",
+            "is_typing": True,
+        }
     )
     assert isinstance(typing, TypingEvent)
     assert typing.is_typing
@@ -158,8 +172,14 @@ def test_each_server_frame_parses_to_its_type() -> None:
         {**_message(1), "seq": "1"},
         {**_message(1), "seq": True},
         {**_message(1), "message": None},
-        {"type": "member", "conversation_id": "7", "seq": 1, "user_id": "3", "action": "left",
-         "by": "1"},  # fmt: skip
+        {
+            "type": "member",
+            "conversation_id": "7",
+            "seq": 1,
+            "user_id": "3",
+            "action": "left",
+            "by": "1",
+        },
         {"type": "typing", "conversation_id": "7", "user_id": "2", "is_typing": "yes"},
         {"type": "connected", "connection_id": "c", "instance_id": "i", "user_id": "1"},
     ],
