@@ -262,6 +262,8 @@ class DeliveryClient:
         if self.client is None:
             return await self.connect(candidates[0], within=within, failover=candidates[1:])
         self.client.urls = candidates
+        if self.client.state == "closed":
+            await self.client.start()  # closed by the test: a new start, positions kept
         return await self._resumed(within=within)
 
     async def _resumed(self, *, within: float) -> SocketRecord:
