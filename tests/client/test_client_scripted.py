@@ -312,3 +312,27 @@ async def test_a_message_stored_before_its_ack_was_lost_is_settled_by_the_replay
         assert client.pending_messages == 0
     finally:
         await client.close()
+
+
+async def test_a_failing_handler_does_not_end_the_connection() -> None:
+    def two_events(socket: ScriptedSocket) -> None:
+        socket.push(message_event(1))
+        socket.push(message_event(2))
+
+    server = Server(resumes(two_events))
+    seen: list[int] = []
+
+    def handler(event: Event) -> None:
+        if isinstance(event, MessageEvent):
+            seen.append(event.seq)
+            if event.seq == 1:
+                raise RuntimeError("the app's bug")
+
+    client = Client("ws://one/ws/", token="key", opener=server.open, on_event=handler)
+    await client.start()
+    try:
+        await async_wait_until(lambda: seen == [1, 2], timeout=5, what="both events")
+        assert client.state == "open"
+        assert len(server.sockets) == 1
+    finally:
+        await client.close()

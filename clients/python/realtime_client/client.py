@@ -612,9 +612,15 @@ class Client:
         self._resumed.set()
         # Only now: a message stored before its ack was lost came back in the replay and
         # settled its entry, so nothing is sent twice for nothing.
+        self._spawn(self._flush_outbox(ws))
+
+    async def _flush_outbox(self, ws: ClientConnection) -> None:
+        """Send what waits, oldest first (one task: the server stores them in that order)."""
         for client_id, entry in list(self._outbox.items()):
-            if entry.in_flight is None:
-                self._spawn(self._send_outgoing(ws, client_id, entry))
+            if self._ws is not ws:
+                return
+            if entry.in_flight is None and self._outbox.get(client_id) is entry:
+                await self._send_outgoing(ws, client_id, entry)
 
     async def _send_outgoing(self, ws: ClientConnection, client_id: str, entry: _Outgoing) -> None:
         ref = self._ref("m")
@@ -657,9 +663,14 @@ class Client:
 
     async def _emit(self, event: Event) -> None:
         if self.on_event is not None:
-            result = self.on_event(event)
-            if inspect.isawaitable(result):
-                await result
+            # A failing handler is the app's bug: it must not end the connection loop (the
+            # event still counts as handed out, as the next one would be).
+            try:
+                result = self.on_event(event)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                logger.exception("on_event failed on %s", event.type)
             return
         await self._queue.put(event)
 
