@@ -11,7 +11,15 @@ from realtime_client.close_codes import (
     WS_1013_TRY_AGAIN_LATER,
     WS_4008_SLOW_CONSUMER,
 )
-from realtime_client.events import Ack, MemberEvent, MessageEvent, TypingEvent, UnknownFrame
+from realtime_client.events import (
+    Ack,
+    MemberEvent,
+    Message,
+    MessageEvent,
+    TypingEvent,
+    UnknownFrame,
+)
+from realtime_client.outbox import Outbox
 
 LOWEST = 0.0
 HIGHEST = 0.999999
@@ -187,3 +195,25 @@ def test_each_server_frame_parses_to_its_type() -> None:
 def test_a_known_frame_off_its_shape_is_refused(broken: dict[str, object]) -> None:
     with pytest.raises(FrameError):
         parse_frame(broken)
+
+
+async def test_the_outbox_resends_oldest_first_until_one_answer_settles_each() -> None:
+    outbox = Outbox()
+    first = outbox.add("a", "7", "one")
+    second = outbox.add("b", "7", "two")
+    assert [e.client_id for e in outbox.unsent()] == ["a", "b"]
+    outbox.sending(first, "m1")
+    assert [e.client_id for e in outbox.unsent()] == ["b"]
+    outbox.socket_closed()  # the ack of m1 can no longer come: both go again
+    assert [e.client_id for e in outbox.unsent()] == ["a", "b"]
+    assert outbox.by_ref("m1") is None
+    outbox.sending(first, "m2")
+    assert outbox.by_ref("m2") is first
+    stored = Message.parse(_message(3)["message"])  # type: ignore[arg-type]
+    outbox.settle("a", stored)
+    assert await first.future == stored
+    assert "a" not in outbox and len(outbox) == 1
+    outbox.fail_all(RuntimeError("closed"))
+    assert len(outbox) == 0
+    with pytest.raises(RuntimeError):
+        await second.future

@@ -72,6 +72,7 @@ from realtime_client.events import (
     Resumed,
     parse_frame,
 )
+from realtime_client.outbox import Outbox, Outgoing
 from realtime_client.rest import http_base, rest_json
 from realtime_client.sequencer import Sequencer
 
@@ -121,14 +122,6 @@ class Observer:
 
     def closed(self, code: int | None, reason: str | None) -> None:
         """The socket closed (``code`` None: it never completed a close handshake)."""
-
-
-@dataclasses.dataclass
-class _Outgoing:
-    conversation_id: str
-    body: str
-    future: asyncio.Future[Message]
-    in_flight: str | None = None  # the ref of the frame sent on the current socket
 
 
 class Client:
@@ -192,8 +185,7 @@ class Client:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._refs = itertools.count(1)
         self._pending: dict[str, asyncio.Future[Ack]] = {}
-        self._outbox: OrderedDict[str, _Outgoing] = OrderedDict()
-        self._outbox_refs: dict[str, str] = {}  # ref -> client_id
+        self._outbox = Outbox()
         self._seen: OrderedDict[str, None] = OrderedDict()  # recent event_ids
         self._filling: dict[str, asyncio.Task[None]] = {}
         self._gap_timers: dict[str, asyncio.Task[None]] = {}
@@ -335,12 +327,10 @@ class Client:
         if entry is None:
             if self._stopped.is_set():
                 raise self._failure or ClientClosed("the client is closed")
-            future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-            entry = _Outgoing(str(conversation_id), body, future)
-            self._outbox[client_id] = entry
+            entry = self._outbox.add(client_id, str(conversation_id), body)
             ws = self._ws
             if ws is not None and self._resumed.is_set():
-                await self._send_outgoing(ws, client_id, entry)
+                await self._send_outgoing(ws, entry)
         if within is None:
             return await asyncio.shield(entry.future)
         try:
@@ -447,13 +437,7 @@ class Client:
             return
         self._failure = failure
         self._stopped.set()
-        error = failure or ClientClosed("the client is closed")
-        for entry in self._outbox.values():
-            if not entry.future.done():
-                entry.future.set_exception(error)
-                entry.future.exception()  # retrieved: nobody may be awaiting it
-        self._outbox.clear()
-        self._outbox_refs.clear()
+        self._outbox.fail_all(failure or ClientClosed("the client is closed"))
         with contextlib.suppress(asyncio.QueueFull):
             self._queue.put_nowait(None)
 
@@ -488,6 +472,9 @@ class Client:
             pass
         except (TimeoutError, OSError, ValueError, RealtimeError) as exc:
             logger.warning("socket to %s dropped: %r", url, exc)
+        except Exception:
+            # A bug here (or in an observer) costs this socket, never the connection loop.
+            logger.exception("socket to %s dropped", url)
         finally:
             resumed = self._resumed.is_set()
             self._resumed.clear()
@@ -501,9 +488,7 @@ class Client:
                 if not future.done():
                     future.set_exception(ConnectionLost("the socket closed before the reply"))
             self._pending.clear()
-            self._outbox_refs.clear()
-            for entry in self._outbox.values():
-                entry.in_flight = None
+            self._outbox.socket_closed()
             self.observer.closed(ws.close_code, ws.close_reason)
         return ws.close_code, ws.close_reason, resumed
 
@@ -542,18 +527,16 @@ class Client:
         if ref == self._resume_ref:
             await self._on_resumed(ws, reply)
             return
-        client_id = self._outbox_refs.pop(ref, None)
-        if client_id is not None:
-            entry = self._outbox.get(client_id)
-            if entry is None:
-                return
+        entry = self._outbox.by_ref(ref)
+        if entry is not None:
             if isinstance(reply, Ack) and reply.message is not None:
-                await self._settle(client_id, reply.message)
+                await self._own(reply.message.conversation_id, reply.message.seq)
+                self._outbox.settle(entry.client_id, reply.message)
             elif isinstance(reply, ErrorFrame):
                 # A refusal is final: the same frame would be refused again.
-                del self._outbox[client_id]
-                if not entry.future.done():
-                    entry.future.set_exception(ServerError(reply.code, reply.message, ref=ref))
+                self._outbox.reject(
+                    entry.client_id, ServerError(reply.code, reply.message, ref=ref)
+                )
             return
         future = self._pending.get(ref)
         if future is None or future.done():
@@ -574,12 +557,6 @@ class Client:
         if self._seq.tracks(conversation_id):
             for event in self._seq.offer(conversation_id, seq, None):
                 await self._emit(event)
-
-    async def _settle(self, client_id: str, message: Message) -> None:
-        entry = self._outbox.pop(client_id, None)
-        await self._own(message.conversation_id, message.seq)
-        if entry is not None and not entry.future.done():
-            entry.future.set_result(message)
 
     async def _on_resumed(self, ws: ClientConnection, reply: Ack | ErrorFrame) -> None:
         answers: dict[str, tuple[bool, int | None]] = {}
@@ -616,22 +593,21 @@ class Client:
 
     async def _flush_outbox(self, ws: ClientConnection) -> None:
         """Send what waits, oldest first (one task: the server stores them in that order)."""
-        for client_id, entry in list(self._outbox.items()):
+        for entry in self._outbox.unsent():
             if self._ws is not ws:
                 return
-            if entry.in_flight is None and self._outbox.get(client_id) is entry:
-                await self._send_outgoing(ws, client_id, entry)
+            if entry.in_flight is None and self._outbox.get(entry.client_id) is entry:
+                await self._send_outgoing(ws, entry)
 
-    async def _send_outgoing(self, ws: ClientConnection, client_id: str, entry: _Outgoing) -> None:
+    async def _send_outgoing(self, ws: ClientConnection, entry: Outgoing) -> None:
         ref = self._ref("m")
-        entry.in_flight = ref
-        self._outbox_refs[ref] = client_id
+        self._outbox.sending(entry, ref)
         frame = {
             "type": "message",
             "ref": ref,
             "conversation_id": entry.conversation_id,
             "body": entry.body,
-            "client_id": client_id,
+            "client_id": entry.client_id,
         }
         with contextlib.suppress(websockets.ConnectionClosed):
             await ws.send(json.dumps(frame))
@@ -644,9 +620,7 @@ class Client:
             mine = self.connected is not None and message.sender_id == self.connected.user_id
             if mine and message.client_id is not None and message.client_id in self._outbox:
                 # Stored before its ack was lost: the app has it from send_message.
-                entry = self._outbox.pop(message.client_id)
-                if not entry.future.done():
-                    entry.future.set_result(message)
+                self._outbox.settle(message.client_id, message)
                 item = None
         for ready in self._seq.offer(conversation_id, event.seq, item):
             await self._emit(ready)
