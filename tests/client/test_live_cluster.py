@@ -10,6 +10,7 @@ import asyncio
 import time
 import uuid
 from collections import defaultdict
+from typing import Any
 
 import pytest
 from realtime_client import Client, Event, MessageEvent, Resumed, TypingEvent
@@ -54,7 +55,12 @@ class App:
 
 
 def client_of(
-    cluster: Cluster, name: str, app: App, urls: list[str], positions: dict[str, int]
+    cluster: Cluster,
+    name: str,
+    app: App,
+    urls: list[str],
+    positions: dict[str, int],
+    **options: Any,
 ) -> Client:
     return Client(
         urls,
@@ -62,6 +68,7 @@ def client_of(
         positions={c: positions[c] for c in conversations_of(cluster, name)},
         on_event=app.take,
         use_proxy=False,  # tests only ever reach 127.0.0.1
+        **options,
     )
 
 
@@ -216,7 +223,8 @@ async def test_outbox_stores_each_client_id_once_across_a_reconnect(start_cluste
     ab = str(cluster.demo["conversations"]["alice-bob"]["id"])
     start = {c: log.last_seq for c, log in (await committed(cluster, two.base_url)).items()}
     app = App("alice")
-    alice = client_of(cluster, "alice", app, [one.ws_url, two.ws_url], start)
+    # Jitter drawn high: the client stays down long enough (>= 0.45 s) to be seen down.
+    alice = client_of(cluster, "alice", app, [one.ws_url, two.ws_url], start, random=lambda: 0.9)
     async with alice:
         first_id, second_id = uuid.uuid4().hex, uuid.uuid4().hex
         first = await alice.send_message(ab, "before", client_id=first_id)
