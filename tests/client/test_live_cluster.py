@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from realtime_client import Client, Event, MessageEvent, Resumed, TypingEvent
+from realtime_client.close_codes import WS_1013_TRY_AGAIN_LATER
 from realtime_client.events import DurableEvent, MemberEvent, ReadEvent
 
 from scripts.deployment import Cluster
@@ -28,12 +29,14 @@ from tests.ops.support import token
 from tests.support.async_poll import async_wait_until
 from tests.support.delivery_ledger import CommittedLog
 from tests.support.delivery_traffic import Traffic, send_at_rate
+from tests.support.rest import rest_call
 
 pytestmark = pytest.mark.cluster
 
 RATE = 25.0  # messages a second over REST
 SECONDS = 4.0
 CATCH_UP_SECONDS = 15.0
+STORM_CLIENTS = 30
 
 
 class App:
@@ -272,3 +275,47 @@ async def test_unrecovered_resume_is_filled_by_rest_once_and_in_order(start_clus
             got = [e.message.id for e in bob_app.durable[ab] if isinstance(e, MessageEvent)]
             assert got == [m.id for m in sent]
             assert bob.positions[ab] == start[ab] + 12
+
+
+async def test_connects_shed_with_1013_come_back_and_miss_nothing(start_cluster) -> None:
+    """A connect storm on an instance that takes one connect at a time: the shed clients
+    back off (the hint when the close says one, full jitter otherwise) and all get in."""
+    cluster = start_cluster(instances=2, firestore=False, CONNECT_MAX_IN_FLIGHT="1", **DELIVERY_ENV)
+    one, _two = cluster.instances
+    abc = str(cluster.demo["conversations"]["alice-bob-carol"]["id"])
+    start = {c: log.last_seq for c, log in (await committed(cluster, one.base_url)).items()}
+    names = [("alice", "bob", "carol")[n % 3] for n in range(STORM_CLIENTS)]
+    apps = [App(f"{name}-{n}") for n, name in enumerate(names)]
+    closes: list[int | None] = []
+    clients = [
+        client_of(
+            cluster,
+            name,
+            app,
+            [one.ws_url],
+            start,
+            on_state=lambda change: closes.append(change.code) if change.code else None,
+        )
+        for name, app in zip(names, apps, strict=True)
+    ]
+    try:
+        await asyncio.gather(*(client.start() for client in clients))
+        await asyncio.gather(*(client.wait_resumed(within=30) for client in clients))
+        assert WS_1013_TRY_AGAIN_LATER in closes, f"nothing was shed: {closes}"
+        status, body = await asyncio.to_thread(
+            rest_call,
+            one.base_url,
+            "POST",
+            f"/api/conversations/{abc}/messages",
+            token=token(cluster, "alice"),
+            body={"body": "after the storm"},
+        )
+        assert status == 201, body
+        for app in apps:
+            await async_wait_until(
+                lambda app=app: app.seqs(abc) == [start[abc] + 1],  # type: ignore[misc]
+                timeout=10,
+                what=f"{app.name} has the message once",
+            )
+    finally:
+        await asyncio.gather(*(client.close() for client in clients))
