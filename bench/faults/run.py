@@ -8,8 +8,9 @@ instance 1 or 2 in turn. Messages are posted over REST through HAProxy at ``--ra
 (each with a ``client_id``, retried through failures), while the schedule injects, evenly
 spaced: Redis restarted (killed, back with its append-only file), Redis restarted empty
 (killed, its file deleted), instance 1 SIGKILLed (started again 5 s later), instance 2
-drained with SIGTERM (started again once it exited). Every client whose socket closes
-reconnects through HAProxy and resumes, as a client library does.
+drained with SIGTERM (started again once it exited). Every client is the project's client
+package (``realtime_client``): whose socket closes reconnects by itself, to its instance or
+through HAProxy, and resumes.
 
 At the end, once every client holds every committed event (or a deadline passed), each
 socket is judged against the event log (``tests.support.delivery_ledger``): per fault, the
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import shutil
@@ -104,21 +104,6 @@ class Run:
     cluster: Cluster
     clients: list[DeliveryClient]
     faults: list[Fault] = field(default_factory=list)
-    stop: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-async def _supervise(run: Run, client: DeliveryClient) -> None:
-    """Reconnect through HAProxy whenever the socket closes, until the run stops."""
-    while not run.stop.is_set():
-        closed = asyncio.create_task(client.wait_closed(within=3600))
-        stopped = asyncio.create_task(run.stop.wait())
-        await asyncio.wait({closed, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (closed, stopped):
-            task.cancel()
-        if run.stop.is_set():
-            return
-        with contextlib.suppress(TimeoutError):
-            await client.reconnect(run.cluster.ws_url, within=60, interval=0.25)
 
 
 async def _inject(run: Run, fault: Fault) -> None:
@@ -172,7 +157,8 @@ async def _fault_run(args: argparse.Namespace, cluster: Cluster) -> dict[str, An
         client = DeliveryClient(
             name=f"u{user['id']}", token=user["token"], conversations=conversations
         )
-        await client.connect(urls[index % len(urls)])
+        # Placed on one instance; after a drop the package moves on through HAProxy.
+        await client.connect(urls[index % len(urls)], failover=[cluster.ws_url])
         clients.append(client)
     senders = [
         Sender(f"u{uid}", token, c["id"])
@@ -182,7 +168,6 @@ async def _fault_run(args: argparse.Namespace, cluster: Cluster) -> dict[str, An
         ]
     ]
     run = Run(cluster=cluster, clients=clients)
-    supervisors = [asyncio.create_task(_supervise(run, c)) for c in clients]
     traffic = Traffic()
     print(f"{len(clients)} clients, {len(seeded['conversations'])} conversations, "
           f"{args.rate}/s for {args.seconds:.0f}s", flush=True)  # fmt: skip
@@ -220,8 +205,6 @@ async def _fault_run(args: argparse.Namespace, cluster: Cluster) -> dict[str, An
             )
         except TimeoutError as exc:
             behind.append(str(exc))
-    run.stop.set()
-    await asyncio.gather(*supervisors, return_exceptions=True)
 
     by_commit = sorted(traffic.sent, key=lambda s: s.committed_by)
     per_fault = []

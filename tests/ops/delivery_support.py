@@ -83,13 +83,16 @@ def client_for(
 async def connect_clients(
     cluster: Cluster, placements: Iterable[tuple[str, DaphneInstance]], base_url: str
 ) -> list[DeliveryClient]:
-    """One client per ``(name, instance)``, resumed from the conversations' current seqs."""
+    """One client per ``(name, instance)``, resumed from the conversations' current seqs.
+    Each client knows the other instances as its failover list, as a service given every
+    instance's URL does."""
     positions = last_seqs(await committed(cluster, base_url))
     clients = []
     for name, instance in placements:
         client = client_for(cluster, name, positions)
         client.name = f"{name}@{instance.instance_id}"
-        await client.connect(instance.ws_url)
+        others = [i.ws_url for i in cluster.instances if i is not instance]
+        await client.connect(instance.ws_url, failover=others)
         clients.append(client)
     return clients
 

@@ -1,6 +1,8 @@
 """Helpers for the fault tests: sockets per user and instance, the balancer's view, presence.
 
-Sockets are the shared ``tests.support.ws_client.WsClient``; what is here builds on it.
+Sockets are the shared ``tests.support.ws_client.WsClient``; what is here builds on it. A
+client that must reconnect by itself is the project's client package (through
+``tests.support.delivery_client``), never a retry loop of a test's own.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 from scripts.deployment import Cluster
 from scripts.procs import DaphneInstance, http_get
 from tests.support.async_poll import async_wait_until
+from tests.support.delivery_client import DeliveryClient, SocketRecord, clients_close
 from tests.support.ws_client import WsClient, frame_is
 
 
@@ -53,20 +56,36 @@ async def open_sockets(cluster: Cluster, *placements: tuple[str, DaphneInstance]
     return opened
 
 
-async def reconnect_through(cluster: Cluster, name: str, *, within: float = 15) -> WsClient:
-    """Reconnect as a client library would: retry through the balancer until welcomed."""
+async def library_clients(
+    cluster: Cluster, names: Iterable[str], instance: DaphneInstance
+) -> list[DeliveryClient]:
+    """A client of the project's client package per name, on ``instance`` first and the
+    balancer after any drop, as a service configured with both URLs would be."""
+    clients: list[DeliveryClient] = []
+    try:
+        for name in names:
+            client = DeliveryClient(name=name, token=token(cluster, name), conversations=[])
+            clients.append(client)
+            await client.connect(instance.ws_url, failover=[cluster.ws_url])
+    except BaseException:
+        await clients_close(clients)
+        raise
+    return clients
 
-    async def attempt() -> WsClient | None:
-        try:
-            client, _ = await open_socket(cluster, name, cluster.ws_url)
-        except Exception:
-            return None
-        return client
 
-    client: WsClient = await async_wait_until(
-        attempt, timeout=within, interval=0.2, what=f"{name} reconnecting"
+async def resumed_on(client: DeliveryClient, instance_id: str, *, within: float) -> SocketRecord:
+    """The client's socket once it is open on ``instance_id`` and resumed (the package
+    reconnects by itself)."""
+
+    def there() -> SocketRecord | None:
+        record = client.current
+        on_it = record.open and record.instance_id == instance_id
+        return record if on_it and record.resume_acked_at is not None else None
+
+    found: SocketRecord = await async_wait_until(
+        there, timeout=within, what=f"{client.name} resumed on {instance_id}"
     )
-    return client
+    return found
 
 
 def health(url: str) -> tuple[int, dict[str, Any]]:

@@ -1,8 +1,9 @@
 """Nothing lost, nothing twice when the instance holding a socket dies or drains.
 
-The clients on the victim reconnect through HAProxy, as a client library does, land on the
-survivor and resume; durable events keep being committed on the survivor meanwhile. Every
-socket (the dead ones, the resumed ones, and the survivor's own) is counted against the log.
+The clients on the victim are the project's client package with the survivor as their next
+URL: they reconnect by themselves, land on the survivor and resume; durable events keep being
+committed on the survivor meanwhile. Every socket (the dead ones, the resumed ones, and the
+survivor's own) is counted against the log.
 """
 
 from __future__ import annotations

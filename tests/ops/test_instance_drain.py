@@ -10,12 +10,14 @@ from connections.close_codes import WS_1012_SERVICE_RESTART
 from tests.ops.support import (
     Stopwatch,
     health,
+    library_clients,
     open_sockets,
     presence_past_grace,
-    reconnect_through,
     registry_connections,
+    resumed_on,
 )
 from tests.support.async_poll import async_wait_until
+from tests.support.delivery_client import clients_close
 
 pytestmark = pytest.mark.cluster
 
@@ -23,8 +25,10 @@ pytestmark = pytest.mark.cluster
 async def test_sigterm_drains_then_exits_and_users_stay_online(start_cluster, measurements) -> None:
     cluster = start_cluster(instances=2, DRAIN_DELAY_SECONDS="1.5")
     one, two = cluster.instances
-    sockets = await open_sockets(cluster, ("alice", one), ("carol", one), ("bob", two))
-    alice, carol, bob = sockets
+    sockets = await open_sockets(cluster, ("bob", two))
+    (bob,) = sockets
+    clients = await library_clients(cluster, ("alice", "carol"), one)
+    alice, carol = clients
     try:
         await async_wait_until(
             lambda: registry_connections(cluster) == {"instance-1": 2, "instance-2": 1},
@@ -39,7 +43,7 @@ async def test_sigterm_drains_then_exits_and_users_stay_online(start_cluster, me
         status, body = health(one.base_url)
         assert (status, body["status"], body["draining"]) == (503, "unhealthy", True)
         # The sockets stay up through the delay, while the balancer takes the instance out.
-        assert alice.is_open and carol.is_open
+        assert alice.current.open and carol.current.open
 
         codes = await asyncio.gather(alice.wait_closed(within=10), carol.wait_closed(within=10))
         measurements["sigterm_to_sockets_closed_1012_s"] = clock.seconds()
@@ -61,14 +65,14 @@ async def test_sigterm_drains_then_exits_and_users_stay_online(start_cluster, me
         await async_wait_until(lambda: not one.alive(), timeout=10, what="instance-1 exit")
         measurements["sigterm_to_process_exit_s"] = clock.seconds()
 
-        # 1012 means "reconnect": through the balancer, to the survivor, within the grace.
-        for name in ("alice", "carol"):
-            client = await reconnect_through(cluster, name, within=10)
-            sockets.append(client)
-            assert client.frames[0]["instance_id"] == "instance-2"
+        # 1012 means "reconnect": the client package goes at once to its next URL, the
+        # balancer, which takes it to the survivor, within the grace.
+        for client in clients:
+            await resumed_on(client, "instance-2", within=10)
         offline, statuses = await presence_past_grace(cluster, bob, ("alice", "carol"), since=clock)
         assert offline == []
         assert statuses == {"online"}
     finally:
-        for client in sockets:
-            await client.close()
+        await clients_close(clients)
+        for socket in sockets:
+            await socket.close()

@@ -1,37 +1,42 @@
-"""A counting WebSocket client for the delivery fault tests and the fault bench.
+"""A counting client for the delivery fault tests and the fault bench.
 
-It behaves as the contract asks a client library to (docs/protocol.md, "Delivery"): it keeps,
-per conversation, the highest ``seq`` it holds with nothing missing below it, sends ``resume``
-with those positions right after ``connected`` on every (re)connect, and resends a message it
-never saw acknowledged with the same ``client_id``. Unlike a library it drops nothing: every
-durable event each socket receives is recorded (``SocketRecord.received``) so that
-``tests.support.delivery_ledger`` can count, per socket, what was owed, lost, duplicated or
-out of order against what the database committed.
+The client is the project's own package (``realtime_client``, clients/python/): it resumes on
+every connect, orders by ``seq``, keeps the outbox and reconnects by itself, as any service
+using it would. This module only watches the wire through the package's ``Observer``: every
+frame each socket receives is recorded (``SocketRecord.received``), before the package drops a
+duplicate, so that ``tests.support.delivery_ledger`` can count, per socket, what was owed,
+lost, duplicated or out of order against what the database committed.
 
-One reader task per socket reads continuously, so a socket never stalls because the test is
-busy elsewhere; ``stop_reading`` stops it (a client that stops reading: its TCP window fills).
+The package's REST safety net for gaps is off here (``gap_timeout=None``): what is judged is
+what the server delivered on its sockets. ``stop_reading`` makes the app stop taking events:
+the package stops reading and the socket's TCP window fills, as for any slow app.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
-import json
+import dataclasses
 import socket
 import time
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-import websockets
+from realtime_client import (
+    Ack,
+    Backoff,
+    Client,
+    Connected,
+    Event,
+    Observer,
+    RealtimeError,
+    ServerError,
+)
 from websockets.asyncio.client import ClientConnection, connect
 
 from chat.event_types import DURABLE_TYPES, EVENT_CLASSES, EventSchemaError, event_check
-from tests.support.frames import Frame, auth_query
-
-_refs = itertools.count(1)
+from tests.support.frames import Frame
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,7 @@ class SocketRecord:
     schema_errors: list[str] = field(default_factory=list)
     closed_at: float | None = None
     close_code: int | None = None
+    closed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     @property
     def open(self) -> bool:
@@ -82,12 +88,83 @@ class SocketRecord:
         return self.resume_acked_at - self.attempt_started_at
 
 
-class SocketClosed(ConnectionError):
-    pass
+class _Recorder(Observer):
+    """Writes what the package sees on the wire into the owner's ``SocketRecord``s."""
+
+    def __init__(self, owner: DeliveryClient) -> None:
+        self.owner = owner
+        self.url = ""
+        self.attempt_started_at = 0.0
+        self.record: SocketRecord | None = None
+
+    def connecting(self, url: str) -> None:
+        self.url, self.attempt_started_at = url, time.monotonic()
+
+    def connected(self, url: str, hello: Connected) -> None:
+        self.record = SocketRecord(
+            index=len(self.owner.sockets),
+            url=url,
+            attempt_started_at=self.attempt_started_at,
+            instance_id=hello.instance_id,
+            connected_at=time.monotonic(),
+        )
+        self.owner.sockets.append(self.record)
+        self.owner.progress()
+
+    def resume_sent(self, positions: Mapping[str, int]) -> None:
+        if self.record is not None:
+            self.record.positions = dict(positions)
+            self.record.resume_sent_at = time.monotonic()
+
+    def frame(self, frame: Frame) -> None:
+        record = self.record
+        if record is None:
+            return
+        kind = frame.get("type")
+        if kind in EVENT_CLASSES:
+            try:
+                event_check(frame)
+            except EventSchemaError as exc:
+                record.schema_errors.append(str(exc))
+        if kind in DURABLE_TYPES and "seq" in frame:
+            record.received.append(
+                Received(
+                    conversation_id=str(frame.get("conversation_id")),
+                    seq=int(frame["seq"]),
+                    event_id=str(frame.get("event_id")),
+                    type=str(kind),
+                    at=time.monotonic(),
+                    before_resume_ack=(
+                        record.resume_sent_at is not None and record.resume_acked_at is None
+                    ),
+                    frame=frame,
+                )
+            )
+        elif kind not in ("ack", "error", "connected") and len(record.other_frames) < 1000:
+            record.other_frames.append(frame)
+
+    def resumed(self, ack: Ack) -> None:
+        if self.record is not None:
+            self.record.resume_acked_at = time.monotonic()
+            self.record.resume_ack = ack.data
+        self.owner.progress()
+
+    def acknowledged(self, conversation_id: str, seq: int) -> None:
+        if self.record is not None:
+            self.record.own.setdefault(conversation_id, set()).add(seq)
+        self.owner.progress()
+
+    def closed(self, code: int | None, reason: str | None) -> None:
+        record, self.record = self.record, None
+        if record is not None:
+            record.closed_at = time.monotonic()
+            record.close_code = code
+            record.closed.set()
+        self.owner.progress()
 
 
 class DeliveryClient:
-    """One user's client: one socket at a time, positions kept across reconnects."""
+    """One user's ``realtime_client.Client`` with every socket it opened on record."""
 
     def __init__(
         self,
@@ -103,15 +180,12 @@ class DeliveryClient:
         self.conversations = list(dict.fromkeys(str(c) for c in conversations))
         start = dict(positions or {})
         self.start_positions = {c: int(start.get(c, 0)) for c in self.conversations}
-        self.position = dict(self.start_positions)
-        self._held: dict[str, set[int]] = {c: set() for c in self.conversations}
         self.receive_buffer_bytes = receive_buffer_bytes
         self.sockets: list[SocketRecord] = []
-        self.unacked: dict[str, Frame] = {}  # client_id -> message frame not yet acknowledged
-        self._connection: ClientConnection | None = None
-        self._reader: asyncio.Task[None] | None = None
-        self._replies: dict[str, asyncio.Future[Frame]] = {}
-        self._closed = asyncio.Event()
+        self.client: Client | None = None
+        self._watched: SocketRecord | None = None  # the socket connect/reconnect returned
+        self._reading = asyncio.Event()
+        self._reading.set()
         self._progress = asyncio.Event()
 
     # -- what the client holds ----------------------------------------------------------------
@@ -120,30 +194,33 @@ class DeliveryClient:
     def current(self) -> SocketRecord:
         return self.sockets[-1]
 
-    def _hold(self, conversation_id: str, seq: int) -> None:
-        position = self.position.get(conversation_id, 0)
-        held = self._held.setdefault(conversation_id, set())
-        if seq > position:
-            held.add(seq)
-        while position + 1 in held:
-            position += 1
-            held.discard(position)
-        self.position[conversation_id] = position
+    @property
+    def position(self) -> dict[str, int]:
+        held = self.client.positions if self.client is not None else {}
+        return {**self.start_positions, **held}
+
+    @property
+    def unacked(self) -> int:
+        return self.client.pending_messages if self.client is not None else 0
+
+    def progress(self) -> None:
         self._progress.set()
 
     def has_reached(self, last_seq: Mapping[str, int]) -> bool:
         """Whether every conversation's position is at least ``last_seq``."""
-        return all(self.position.get(c, 0) >= seq for c, seq in last_seq.items())
+        position = self.position
+        return all(position.get(c, 0) >= seq for c, seq in last_seq.items())
 
     async def wait_reached(self, last_seq: Mapping[str, int], *, within: float) -> None:
         deadline = time.monotonic() + within
         while not self.has_reached(last_seq):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
+                position = self.position
                 behind = {
-                    c: (self.position.get(c, 0), seq)
+                    c: (position.get(c, 0), seq)
                     for c, seq in last_seq.items()
-                    if self.position.get(c, 0) < seq
+                    if position.get(c, 0) < seq
                 }
                 raise TimeoutError(
                     f"{self.name} still behind after {within}s: "
@@ -156,63 +233,49 @@ class DeliveryClient:
     # -- connecting -----------------------------------------------------------------------------
 
     async def connect(
-        self, url: str, *, within: float = 10.0, resume: bool = True, await_ack: bool = True
+        self, url: str, *, within: float = 10.0, failover: Sequence[str] = ()
     ) -> SocketRecord:
-        """Open a socket, wait for ``connected``, send ``resume`` (and wait for its ack)."""
-        if self._connection is not None:
-            await self.close()
-        record = SocketRecord(index=len(self.sockets), url=url, attempt_started_at=time.monotonic())
-        connection = await self._open(url, within=within)
-        try:
-            hello = json.loads(await asyncio.wait_for(connection.recv(), timeout=within))
-        except BaseException:
-            await connection.close()
-            raise
-        if hello.get("type") != "connected":
-            await connection.close()
-            raise ConnectionError(f"{self.name}: first frame was not connected: {hello}")
-        record.connected_at = time.monotonic()
-        record.instance_id = str(hello.get("instance_id", ""))
-        self.sockets.append(record)
-        self._connection = connection
-        self._closed = asyncio.Event()
-        self._reader = asyncio.create_task(self._read(connection, record))
-        if resume:
-            ref = f"resume-{next(_refs)}"
-            record.positions = dict(self.position)
-            reply = self._expect(ref)
-            record.resume_sent_at = time.monotonic()
-            await connection.send(
-                json.dumps({"type": "resume", "ref": ref, "positions": record.positions})
-            )
-            if await_ack:
-                await asyncio.wait_for(reply, timeout=within)
-        else:
-            record.positions = dict(self.position)
-            record.resume_acked_at = record.connected_at
-        await self._resend_unacked()
-        return record
+        """Start the client on ``url`` (then ``failover``, in turn) and wait for its first
+        resumed socket."""
+        if self.client is not None:
+            raise RuntimeError(f"{self.name} is connected already: use reconnect")
+        self.client = Client(
+            [url, *failover],
+            token=self.token,
+            positions=self.start_positions,
+            on_event=self._take,
+            observer=_Recorder(self),
+            # The fault tests reconnect often: keep every wait short, the jitter included.
+            backoff=Backoff(base_seconds=0.2, cap_seconds=2.0),
+            open_timeout=within,
+            gap_timeout=None,
+            use_proxy=False,  # tests only ever reach 127.0.0.1
+            opener=self._open,
+        )
+        await self.client.start()
+        return await self._resumed(within=within)
 
-    async def reconnect(
-        self, urls: str | Sequence[str], *, within: float = 15.0, interval: float = 0.2
-    ) -> SocketRecord:
-        """Retry, as a client library does, until one of ``urls`` takes the socket and acks
-        the resume."""
+    async def reconnect(self, urls: str | Sequence[str], *, within: float = 15.0) -> SocketRecord:
+        """From now on connect to ``urls`` (started there if never connected); the next socket
+        that is open and resumed (the package reconnects by itself)."""
         candidates = [urls] if isinstance(urls, str) else list(urls)
-        deadline = time.monotonic() + within
-        last_error: BaseException | None = None
-        for attempt in itertools.count():
-            url = candidates[attempt % len(candidates)]
-            try:
-                return await self.connect(url, within=min(5.0, within))
-            except (OSError, TimeoutError, websockets.WebSocketException, ConnectionError) as exc:
-                last_error = exc
-            if time.monotonic() > deadline:
-                break
-            await asyncio.sleep(interval)
-        raise TimeoutError(f"{self.name} could not reconnect within {within}s: {last_error!r}")
+        if self.client is None:
+            return await self.connect(candidates[0], within=within, failover=candidates[1:])
+        self.client.urls = candidates
+        if self.client.state == "closed":
+            await self.client.start()  # closed by the test: a new start, positions kept
+        return await self._resumed(within=within)
 
-    async def _open(self, url: str, *, within: float) -> ClientConnection:
+    async def _resumed(self, *, within: float) -> SocketRecord:
+        assert self.client is not None
+        try:
+            await self.client.wait_resumed(within=within)
+        except RealtimeError as exc:
+            raise TimeoutError(f"{self.name} has no resumed socket within {within}s") from exc
+        self._watched = self.current
+        return self.current
+
+    async def _open(self, url: str, open_timeout: float) -> ClientConnection:
         sock = None
         if self.receive_buffer_bytes is not None:
             # A small receive window, set before connecting so the handshake advertises it:
@@ -220,154 +283,70 @@ class DeliveryClient:
             parts = urlsplit(url)
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer_bytes)
-            sock.settimeout(within)
-            sock.connect((parts.hostname or "127.0.0.1", parts.port or 80))
+            sock.settimeout(open_timeout)
+            try:
+                sock.connect((parts.hostname or "127.0.0.1", parts.port or 80))
+            except OSError:
+                sock.close()
+                raise
             sock.setblocking(False)
         return await connect(
-            url + auth_query(token=self.token),
-            open_timeout=within,
+            url,
+            open_timeout=open_timeout,
             max_size=None,
             max_queue=4 if sock is not None else 1024,
             ping_interval=None,
-            proxy=None,  # tests only ever reach 127.0.0.1
+            proxy=None,
             sock=sock,
         )
 
     # -- reading --------------------------------------------------------------------------------
 
-    async def _read(self, connection: ClientConnection, record: SocketRecord) -> None:
-        # Cancelled (``stop_reading``), the socket stays open: only a close marks it closed.
-        try:
-            async for raw in connection:
-                self._take(record, json.loads(raw))
-        except websockets.ConnectionClosed:
-            pass
-        if record.closed_at is None:
-            self._mark_closed(connection, record)
-
-    def _take(self, record: SocketRecord, frame: Frame) -> None:
-        kind = frame.get("type")
-        if kind in EVENT_CLASSES:
-            try:
-                event_check(frame)
-            except EventSchemaError as exc:
-                record.schema_errors.append(str(exc))
-        if kind in DURABLE_TYPES and "seq" in frame:
-            conversation_id = str(frame.get("conversation_id"))
-            record.received.append(
-                Received(
-                    conversation_id=conversation_id,
-                    seq=int(frame["seq"]),
-                    event_id=str(frame.get("event_id")),
-                    type=str(kind),
-                    at=time.monotonic(),
-                    before_resume_ack=(
-                        record.resume_sent_at is not None and record.resume_acked_at is None
-                    ),
-                    frame=frame,
-                )
-            )
-            self._hold(conversation_id, int(frame["seq"]))
-            return
-        ref = frame.get("ref")
-        if ref is not None and ref in self._replies:
-            if str(ref).startswith("resume-") and kind == "ack":
-                record.resume_acked_at = time.monotonic()
-                record.resume_ack = frame
-            future = self._replies.pop(ref)
-            if not future.done():
-                future.set_result(frame)
-            return
-        if len(record.other_frames) < 1000:
-            record.other_frames.append(frame)
-
-    def _mark_closed(self, connection: ClientConnection, record: SocketRecord) -> None:
-        record.closed_at = time.monotonic()
-        record.close_code = connection.close_code
-        for ref, future in list(self._replies.items()):
-            if not future.done():
-                future.set_exception(SocketClosed(f"{self.name}: socket closed before {ref}"))
-        self._replies.clear()
-        self._closed.set()
-
-    def _expect(self, ref: str) -> asyncio.Future[Frame]:
-        future: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
-        self._replies[ref] = future
-        return future
+    async def _take(self, event: Event) -> None:
+        # The app's handler: while it waits, the package reads nothing more.
+        await self._reading.wait()
+        self.progress()
 
     def stop_reading(self) -> None:
-        """Stop reading the socket (it stays open): the kernel's buffers fill, then the
+        """Stop taking events (the socket stays open): the kernel's buffers fill, then the
         server's."""
-        if self._reader is not None:
-            self._reader.cancel()
-            self._reader = None
+        self._reading.clear()
 
     def resume_reading(self) -> None:
-        """Read again whatever the socket still holds, up to its close."""
-        if self._reader is None and self._connection is not None:
-            self._reader = asyncio.create_task(self._read(self._connection, self.current))
+        """Take events again: whatever the socket still holds, up to its close."""
+        self._reading.set()
 
     async def wait_closed(self, *, within: float) -> int | None:
-        """The close code once the server has closed the current socket."""
-        await asyncio.wait_for(self._closed.wait(), timeout=within)
-        return self.current.close_code
+        """The close code once the socket ``connect``/``reconnect`` returned has closed."""
+        record = self._watched or self.current
+        await asyncio.wait_for(record.closed.wait(), timeout=within)
+        return record.close_code
 
     # -- sending --------------------------------------------------------------------------------
 
     async def request(self, frame: Frame, *, within: float = 5.0) -> Frame:
         """Send a client frame with a fresh ``ref``; its ``ack`` or ``error``."""
-        if self._connection is None or not self.current.open:
-            raise SocketClosed(f"{self.name}: no open socket")
-        ref = f"r{next(_refs)}"
-        reply = self._expect(ref)
-        await self._connection.send(json.dumps({**frame, "ref": ref}))
-        return await asyncio.wait_for(reply, timeout=within)
+        assert self.client is not None, f"{self.name} never connected"
+        try:
+            return (await self.client.request(frame, within=within)).data
+        except ServerError as exc:
+            return {"type": "error", "ref": exc.ref, "code": exc.code, "message": str(exc)}
 
     async def send_message(
-        self, conversation_id: str, body: str, *, client_id: str | None = None, within: float = 5.0
+        self, conversation_id: str, body: str, *, client_id: str | None = None, within: float = 15.0
     ) -> Frame:
-        """Send a ``message`` frame; once acknowledged its seq counts as held (the sender gets
-        the ack, not the event). Unacknowledged, it is resent on the next connect."""
-        client_id = client_id or uuid.uuid4().hex
-        frame = {
-            "type": "message",
-            "conversation_id": conversation_id,
-            "body": body,
-            "client_id": client_id,
-        }
-        self.unacked[client_id] = frame
-        reply = await self.request(frame, within=within)
-        self._acknowledged(client_id, reply)
-        return reply
-
-    def _acknowledged(self, client_id: str, reply: Frame) -> None:
-        message = reply.get("message") if reply.get("type") == "ack" else None
-        if not isinstance(message, dict) or "seq" not in message:
-            return
-        self.unacked.pop(client_id, None)
-        conversation_id = str(message["conversation_id"])
-        seq = int(message["seq"])
-        self.current.own.setdefault(conversation_id, set()).add(seq)
-        self._hold(conversation_id, seq)
-
-    async def _resend_unacked(self) -> None:
-        for client_id, frame in list(self.unacked.items()):
-            with contextlib.suppress(SocketClosed, TimeoutError):
-                self._acknowledged(client_id, await self.request(frame))
+        """Send a message through the package's outbox; the ``ack`` it settled with."""
+        assert self.client is not None, f"{self.name} never connected"
+        message = await self.client.send_message(
+            conversation_id, body, client_id=client_id, within=within
+        )
+        return {"type": "ack", "message": dataclasses.asdict(message)}
 
     async def close(self) -> None:
-        """Close the current socket from the client's side."""
-        connection, self._connection = self._connection, None
-        if connection is None:
-            return
-        with contextlib.suppress(Exception):
-            await connection.close()
-        if self._reader is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(self._reader, timeout=2)
-            self._reader = None
-        if self.sockets and self.current.closed_at is None:
-            self._mark_closed(connection, self.current)
+        """Stop the client for good."""
+        self._reading.set()
+        if self.client is not None:
+            await self.client.close()
 
 
 async def clients_close(clients: Iterable[DeliveryClient]) -> None:
