@@ -30,6 +30,7 @@ from tests.support.services import service_unavailable
 PACKAGE = REPO_ROOT / "clients" / "js"
 STATIC = REPO_ROOT / "static" / "realtime"
 NPM_TIMEOUT_SECONDS = 300
+NODE_MAJOR = 20  # package.json's "engines"
 
 
 def npm(*args: str, env: dict[str, str] | None = None, timeout: float = NPM_TIMEOUT_SECONDS) -> str:
@@ -53,6 +54,11 @@ def installed() -> Path:
     for tool in ("node", "npm"):
         if shutil.which(tool) is None:
             service_unavailable(f"{tool} is not installed (Node 20 and npm build clients/js)")
+    version = subprocess.run(
+        ["node", "--version"], capture_output=True, text=True, timeout=30, check=False
+    ).stdout.strip()
+    if int(version.lstrip("v").split(".")[0] or 0) < NODE_MAJOR:
+        service_unavailable(f"node {version} is too old: clients/js needs Node {NODE_MAJOR}+")
     npm("ci", "--no-audit", "--no-fund")
     return PACKAGE
 
