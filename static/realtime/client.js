@@ -35,6 +35,9 @@ const SERVER_EVENT_TYPES = new Set([
 const RETRYABLE_SEND_CODES = new Set(["connection_lost", "not_connected", "timeout", "network_error"]);
 // Step of the backoff a 4429 starts from: reconnecting fast would only be refused again.
 const TOO_MANY_ATTEMPT = 5;
+// setTimeout fires at once past 2^31 - 1 ms (about 24.8 days; tokens live 30 days by default):
+// a longer wait is taken in steps.
+const MAX_TIMER_MS = 2 ** 31 - 1;
 /**
  * One conversation's delivery state: `position` is the highest `seq` up to which the client has
  * every durable event; `held` keeps events that arrived ahead of a gap until it is filled.
@@ -132,6 +135,7 @@ export class RealtimeClient {
     pending = new Map();
     refCounter = 0;
     heartbeatTimer = null;
+    tokenTimer = null;
     reconnectTimer = null;
     lastFrameAt = 0;
     wanted = false; // true between connect() and close()
@@ -362,6 +366,9 @@ export class RealtimeClient {
     }
     teardown(reason) {
         this.stopHeartbeat();
+        if (this.tokenTimer !== null)
+            clearTimeout(this.tokenTimer);
+        this.tokenTimer = null;
         if (this.socket) {
             this.socket.onmessage = this.socket.onclose = this.socket.onerror = null;
         }
@@ -494,6 +501,7 @@ export class RealtimeClient {
                 if (connected.heartbeat_interval)
                     this.heartbeatInterval = Number(connected.heartbeat_interval);
                 this.startHeartbeat();
+                this.scheduleTokenRefresh();
                 // The resume goes first, with the positions as they are: nothing a handler does in
                 // answer to `connected` (a send, a track) can come between it and the socket's start.
                 const resuming = this.resume();
@@ -530,6 +538,44 @@ export class RealtimeClient {
                     this.emit(type, frame);
                 }
             }
+        }
+    }
+    /**
+     * While the socket is open, swap its token (an `auth` frame) shortly before it expires, so
+     * that the server's 4401 at expiry, and the reconnect after it, never happen. A refresh
+     * that fails or yields nothing changes nothing here: the 4401 path decides then.
+     */
+    scheduleTokenRefresh() {
+        if (this.tokenTimer !== null)
+            clearTimeout(this.tokenTimer);
+        this.tokenTimer = null;
+        const refresher = this.refresher;
+        const expiresAt = this.tokenExpiresAt;
+        if (!refresher || expiresAt === null || !this.socket)
+            return;
+        const wait = expiresAt - this.refreshMargin - Date.now();
+        const socket = this.socket;
+        this.tokenTimer = setTimeout(() => {
+            this.tokenTimer = null;
+            if (this.socket !== socket)
+                return;
+            if (wait > MAX_TIMER_MS) {
+                this.scheduleTokenRefresh();
+                return;
+            }
+            void this.refreshOpenSocket(refresher, socket);
+        }, Math.min(Math.max(0, wait), MAX_TIMER_MS));
+    }
+    async refreshOpenSocket(refresher, socket) {
+        try {
+            const grant = await refresher({ reason: "expiring" });
+            const token = typeof grant === "string" ? grant : grant?.token;
+            if (!token || this.socket !== socket)
+                return;
+            await this.setToken(typeof grant === "string" ? { token } : { token, expires_at: grant?.expires_at ?? null });
+        }
+        catch (err) {
+            this.emit("error", err instanceof RealtimeError ? err : new RealtimeError("token_refresh_failed", String(err)));
         }
     }
     /* ---------- sequence tracking ---------- */
@@ -1021,6 +1067,7 @@ export class RealtimeClient {
         }
         return this.sendFrame("auth", { token: grant.token }).then((ack) => {
             adopt(ack.expires_at ?? grant.expires_at);
+            this.scheduleTokenRefresh();
             return ack;
         });
     }

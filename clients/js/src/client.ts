@@ -77,6 +77,9 @@ const SERVER_EVENT_TYPES: ReadonlySet<string> = new Set<ServerEvent["type"]>([
 const RETRYABLE_SEND_CODES = new Set(["connection_lost", "not_connected", "timeout", "network_error"]);
 // Step of the backoff a 4429 starts from: reconnecting fast would only be refused again.
 const TOO_MANY_ATTEMPT = 5;
+// setTimeout fires at once past 2^31 - 1 ms (about 24.8 days; tokens live 30 days by default):
+// a longer wait is taken in steps.
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** The socket the client drives: the browser's WebSocket, or `ws` in Node. */
 export interface WebSocketLike {
@@ -297,6 +300,7 @@ export class RealtimeClient {
   private readonly pending = new Map<string, PendingReply>();
   private refCounter = 0;
   private heartbeatTimer: ReturnType<typeof setInterval> | null = null;
+  private tokenTimer: ReturnType<typeof setTimeout> | null = null;
   private reconnectTimer: ReturnType<typeof setTimeout> | null = null;
   private lastFrameAt = 0;
   private wanted = false; // true between connect() and close()
@@ -527,6 +531,8 @@ export class RealtimeClient {
 
   private teardown(reason: RealtimeError): void {
     this.stopHeartbeat();
+    if (this.tokenTimer !== null) clearTimeout(this.tokenTimer);
+    this.tokenTimer = null;
     if (this.socket) {
       this.socket.onmessage = this.socket.onclose = this.socket.onerror = null;
     }
@@ -655,6 +661,7 @@ export class RealtimeClient {
         this.attempt = 0;
         if (connected.heartbeat_interval) this.heartbeatInterval = Number(connected.heartbeat_interval);
         this.startHeartbeat();
+        this.scheduleTokenRefresh();
         // The resume goes first, with the positions as they are: nothing a handler does in
         // answer to `connected` (a send, a track) can come between it and the socket's start.
         const resuming = this.resume();
@@ -688,6 +695,44 @@ export class RealtimeClient {
           this.emit(type as ServerEvent["type"], frame as never);
         }
       }
+    }
+  }
+
+  /**
+   * While the socket is open, swap its token (an `auth` frame) shortly before it expires, so
+   * that the server's 4401 at expiry, and the reconnect after it, never happen. A refresh
+   * that fails or yields nothing changes nothing here: the 4401 path decides then.
+   */
+  private scheduleTokenRefresh(): void {
+    if (this.tokenTimer !== null) clearTimeout(this.tokenTimer);
+    this.tokenTimer = null;
+    const refresher = this.refresher;
+    const expiresAt = this.tokenExpiresAt;
+    if (!refresher || expiresAt === null || !this.socket) return;
+    const wait = expiresAt - this.refreshMargin - Date.now();
+    const socket = this.socket;
+    this.tokenTimer = setTimeout(
+      () => {
+        this.tokenTimer = null;
+        if (this.socket !== socket) return;
+        if (wait > MAX_TIMER_MS) {
+          this.scheduleTokenRefresh();
+          return;
+        }
+        void this.refreshOpenSocket(refresher, socket);
+      },
+      Math.min(Math.max(0, wait), MAX_TIMER_MS),
+    );
+  }
+
+  private async refreshOpenSocket(refresher: TokenRefresher, socket: WebSocketLike): Promise<void> {
+    try {
+      const grant = await refresher({ reason: "expiring" });
+      const token = typeof grant === "string" ? grant : grant?.token;
+      if (!token || this.socket !== socket) return;
+      await this.setToken(typeof grant === "string" ? { token } : { token, expires_at: grant?.expires_at ?? null });
+    } catch (err) {
+      this.emit("error", err instanceof RealtimeError ? err : new RealtimeError("token_refresh_failed", String(err)));
     }
   }
 
@@ -1174,6 +1219,7 @@ export class RealtimeClient {
     }
     return this.sendFrame("auth", { token: grant.token }).then((ack) => {
       adopt(ack.expires_at ?? grant.expires_at);
+      this.scheduleTokenRefresh();
       return ack;
     });
   }

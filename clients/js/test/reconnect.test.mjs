@@ -260,3 +260,25 @@ describe("against a real ws server", () => {
     }
   });
 });
+
+describe("token refresh on an open socket", () => {
+  test("a token about to expire is swapped with an auth frame, without reconnecting", async () => {
+    const contexts = [];
+    const c = client({
+      token: "first",
+      // Expiring 50 ms past the margin: the refresh is due while the socket is open.
+      tokenExpiresAt: Date.now() + 60_000 + 50,
+      refreshToken: (ctx) => (contexts.push(ctx), { token: "second", expires_at: null }),
+    });
+    const socket = FakeSocket.last();
+    assert.ok(socket.url.endsWith("?token=first"));
+    socket.push(connectedFrame());
+    const auth = await until(() => socket.sent.find((f) => f.type === "auth"), 3000);
+    assert.equal(auth.token, "second");
+    socket.push({ type: "ack", ref: auth.ref, user_id: "1", expires_at: new Date(Date.now() + 3_600_000).toISOString() });
+    await until(() => c.token === "second", 2000);
+    assert.deepEqual(contexts, [{ reason: "expiring" }]);
+    assert.equal(FakeSocket.last(), socket);
+    assert.equal(c.state, "open");
+  });
+});
