@@ -796,7 +796,15 @@ export class RealtimeClient {
     // A conversation the app never told us about (one the user was just added to): its first
     // event we see is where we start from.
     const stream = this.streams.get(id) ?? this.follow(id, seq - 1);
-    if (seq <= stream.position || stream.held.has(seq)) return; // had it already
+    if (seq <= stream.position) return; // had it already
+    const held = stream.held.get(seq);
+    if (held) {
+      // The event of our own message waits behind a gap and its ack has just settled the
+      // outbox: once the gap fills it must not be handed out as someone else's message (the
+      // app has it from sendMessage's promise).
+      if (own) held.own = true;
+      return;
+    }
     stream.held.set(seq, { frame, own });
     this.drain(id, stream);
   }
