@@ -46,11 +46,14 @@ function clientOf(user, first) {
     heartbeatInterval: 1,
   });
   opened.push(client);
-  const view = { user, client, events: [], own: [], reconnects: 0 };
+  const view = { user, client, events: [], own: [], reconnects: 0, causes: [] };
   client.on("message", (ev) => view.events.push(ev.seq));
   client.on("read", (ev) => view.events.push(ev.seq));
   client.on("member", (ev) => view.events.push(ev.seq));
-  client.on("reconnecting", () => (view.reconnects += 1));
+  client.on("reconnecting", (ev) => {
+    view.reconnects += 1;
+    view.causes.push(ev.cause);
+  });
   return view;
 }
 
@@ -118,7 +121,12 @@ async function assertExactlyOnce(views, start, stored) {
     const lost = expected.filter((seq) => !counts.has(seq));
     const duplicated = [...counts].filter(([, n]) => n > 1).map(([seq]) => seq);
     const foreign = got.filter((seq) => seq <= start || seq > last);
-    report.push({ user: view.user, got: got.length, lost, duplicated, foreign, reconnects: view.reconnects });
+    const where = duplicated.map((seq) => ({
+      seq,
+      asEvent: view.events.filter((s) => s === seq).length,
+      asOwn: view.own.filter((s) => s === seq).length,
+    }));
+    report.push({ user: view.user, got: got.length, lost, duplicated, where, foreign, reconnects: view.reconnects, causes: view.causes });
     // Events reach a handler in seq order.
     assert.deepEqual(view.events, [...view.events].sort((x, y) => x - y), `${view.user}: out of order`);
   }
@@ -166,6 +174,21 @@ describe("live cluster", { skip: live ? false : "no live cluster (RT_LIVE_URLS u
     }
     views.forEach((v) => v.client.close());
     await fault("restart", "a");
+  });
+
+  test("an instance drained (SIGTERM): its clients move at once, 0 lost, 0 duplicated", async () => {
+    const views = [clientOf("alice", "b"), clientOf("bob", "a"), clientOf("carol", "b")];
+    const start = await openAll(views);
+    const stored = await writeThrough(views, () => fault("drain", "b"));
+    await assertExactlyOnce(views, start, stored);
+    for (const view of [views[0], views[2]]) {
+      // 1012, answered within the first backoff step, to the next URL of the list.
+      assert.equal(view.causes[0], "draining", `${view.user}: ${view.causes}`);
+      assert.equal(view.client.instanceId, instanceIds.a);
+    }
+    assert.deepEqual(views[1].causes, []);
+    views.forEach((v) => v.client.close());
+    await fault("restart", "b");
   });
 
   test("Redis restarted empty mid-stream: 0 lost, 0 duplicated", async () => {
