@@ -1,0 +1,55 @@
+/** Small pieces the client is made of, exported for apps and tests. */
+/** An `error` frame, a refused REST call or a local failure, as a rejected promise's reason. */
+export class RealtimeError extends Error {
+    /** The frame's `code` (`not_participant` ...), `http_<status>`, or a local one. */
+    code;
+    /** The `error` frame or the REST error body, when there is one. */
+    frame;
+    /** The HTTP status of a refused REST call. */
+    status;
+    /** The close code that ended the socket (`unauthorized`, `forbidden`). */
+    closeCode;
+    constructor(code, message, frame = null) {
+        super(message || code);
+        this.name = "RealtimeError";
+        this.code = code;
+        this.frame = frame;
+    }
+}
+/** A set that remembers the last `limit` keys only (event ids are unbounded over a session). */
+export class BoundedSet {
+    limit;
+    items = new Set();
+    constructor(limit = 1000) {
+        this.limit = Math.max(1, limit);
+    }
+    has(key) {
+        return this.items.has(key);
+    }
+    /** Adds `key`; returns false when it was already there. */
+    add(key) {
+        if (this.items.has(key))
+            return false;
+        this.items.add(key);
+        if (this.items.size > this.limit) {
+            // Sets iterate in insertion order, so the first key is the oldest.
+            const oldest = this.items.values().next();
+            if (!oldest.done)
+                this.items.delete(oldest.value);
+        }
+        return true;
+    }
+    get size() {
+        return this.items.size;
+    }
+}
+/** A fresh idempotency key for one message (at most 64 characters, as the server accepts). */
+export function newClientId(random = Math.random) {
+    const uuid = globalThis.crypto?.randomUUID;
+    if (random === Math.random && uuid)
+        return uuid.call(globalThis.crypto);
+    let id = "";
+    while (id.length < 32)
+        id += Math.floor(random() * 16).toString(16);
+    return id;
+}
