@@ -317,6 +317,24 @@ class Container:
         podman("rm", "--force", "--volumes", "--time", "0", self.name, check=False)
 
 
+def run_once(
+    *command: str, env: Mapping[str, str], image: str = IMAGE, timeout: float = 300
+) -> str:
+    """A one-off container on the host's network (``manage.py migrate``, as a release job
+    runs it); its stdout."""
+    argv = ["run", "--rm", "--network", "host"]
+    for key, value in env.items():
+        argv += ["--env", f"{key}={value}"]
+    return podman(*argv, image, *command, timeout=timeout).stdout
+
+
+def image_command(image: str = IMAGE) -> list[str]:
+    """The image's CMD, as the image holds it."""
+    found = podman("image", "inspect", "--format", "{{json .Config.Cmd}}", image)
+    command: list[str] = json.loads(found.stdout)
+    return command
+
+
 # -- the command line --------------------------------------------------------------------------
 
 
