@@ -47,6 +47,9 @@ BASE_DPKG_OPTIONS = [
     "path-include=/usr/share/doc/*/copyright",
     "path-exclude=/usr/share/locale/*",
 ]
+# /usr merged by symlinks as debootstrap (and the official image) does it, so that apt need not
+# install `usrmerge`, which would bring the whole of Perl (~47 MB) into the image.
+BASE_HOOK_DIR = "/usr/share/mmdebstrap/hooks/merged-usr"
 # The official image's Python lives in /usr/local; a venv there gives the same `python` and
 # `pip` on PATH, and lets pip install without touching Debian's own packages.
 BASE_HOOK = 'chroot "$1" python3 -m venv /usr/local'
@@ -116,7 +119,10 @@ def apt_sources() -> list[Path]:
 
 def base_recipe() -> str:
     """A digest of what makes the base: a change to any of it makes the base again."""
-    recipe = [debian_suite(), *BASE_PACKAGES, *BASE_DPKG_OPTIONS, BASE_HOOK, *BASE_CHANGES]
+    recipe = [
+        debian_suite(), *BASE_PACKAGES, *BASE_DPKG_OPTIONS, BASE_HOOK_DIR, BASE_HOOK,
+        *BASE_CHANGES,
+    ]  # fmt: skip
     return hashlib.sha256("\n".join(recipe).encode()).hexdigest()[:16]
 
 
@@ -140,7 +146,7 @@ def build_base(*, log: Path | None = None) -> None:
         argv = [
             "mmdebstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
             *(f"--dpkgopt={option}" for option in BASE_DPKG_OPTIONS),
-            f"--customize-hook={BASE_HOOK}",
+            f"--hook-dir={BASE_HOOK_DIR}", f"--customize-hook={BASE_HOOK}",
             debian_suite(), str(rootfs), *map(str, sources),
         ]  # fmt: skip
         _run_logged(argv, log=log, timeout=1200)
