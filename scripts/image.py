@@ -256,7 +256,8 @@ class Container:
 
     ``publish`` maps a loopback port to the image's 8000; ``network_host`` shares the host's
     network instead (to reach a redis-server or PostgreSQL on 127.0.0.1), and ``command``
-    then moves Daphne to its own port.
+    then moves Daphne to its own port. ``read_only`` leaves the volumes (``/data``) the only
+    writable places: not even a /tmp.
     """
 
     def __init__(
@@ -268,8 +269,10 @@ class Container:
         publish: int | None = None,
         network_host: bool = False,
         command: Sequence[str] = (),
+        read_only: bool = False,
     ) -> None:
         self.name = name
+        self.read_only = read_only
         self.image = image
         self.env = dict(env or {})
         self.publish = publish
@@ -282,6 +285,8 @@ class Container:
             argv += ["--publish", f"127.0.0.1:{self.publish}:8000"]
         if self.network_host:
             argv += ["--network", "host"]
+        if self.read_only:
+            argv += ["--read-only", "--read-only-tmpfs=false"]
         for key, value in self.env.items():
             argv += ["--env", f"{key}={value}"]
         podman(*argv, self.image, *self.command)

@@ -156,9 +156,12 @@ def image_deployment(
 
 @pytest.fixture
 def bare_container(image: str) -> Iterator[image_tool.Container]:
-    """A container of the image run with no settings at all, its port on loopback."""
+    """A container of the image run with no settings at all, its port on loopback.
+
+    Its root file system is read-only, /tmp included: a write anywhere but the /data volume
+    fails, so the tests that use it show that /data is all the image needs."""
     container = image_tool.Container(
-        name=container_name("bare"), image=image, publish=free_port()
+        name=container_name("bare"), image=image, publish=free_port(), read_only=True
     ).start()
     try:
         yield container
