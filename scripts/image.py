@@ -81,6 +81,10 @@ def podman_binary() -> str:
     path = shutil.which("podman")
     if path is None:
         raise ServiceUnavailable("podman is not installed (apt-get install podman runc)")
+    # Rootless podman needs subordinate uid ranges and newuidmap, and mmdebstrap's chroot
+    # mode needs root: neither is set up here.
+    if os.geteuid() != 0:
+        raise ServiceUnavailable("scripts/image builds and runs the image as root only")
     return path
 
 
