@@ -6,7 +6,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     DJANGO_SETTINGS_MODULE=realtime_project.settings \
     WHITENOISE_USE_FINDERS=false \
-    REBALANCE_CLOSE_RATE=10
+    REBALANCE_CLOSE_RATE=10 \
+    DATA_DIR=/data
 
 WORKDIR /app
 COPY requirements.txt .
@@ -14,9 +15,15 @@ RUN pip install -r requirements.txt
 
 COPY . .
 # Static files are collected at build time and served (compressed, hashed) by WhiteNoise.
-RUN python manage.py collectstatic --noinput \
-    && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin app \
-    && chown -R app:app /app/staticfiles
+# The code stays root's (the process cannot change it); what the process writes goes to /data
+# alone: the SQLite file and the kept secret key of the embedded default (DATA_DIR).
+# collectstatic signs nothing: a placeholder key keeps settings from making one and leaving
+# it in the image, where every container would share it and the app user could not read it.
+RUN SECRET_KEY=collectstatic-at-build-time-signs-nothing python manage.py collectstatic --noinput \
+    && useradd --system --uid 10001 --home-dir /data --shell /usr/sbin/nologin app \
+    && mkdir -p /data \
+    && chown app:app /data
+VOLUME /data
 # Numeric, so the platform can check it is not root without reading /etc/passwd.
 USER 10001
 
@@ -27,7 +34,9 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
 
 # backlog=1024: Twisted's default of 50 overflows under bursts of reconnects.
 # --ping-interval 20: well below the balancer's tunnel timeout, so idle sockets stay up.
-# Exec form: Daphne is PID 1 and receives SIGTERM itself, which drains the instance.
+# Exec form, and the entrypoint execs it: Daphne is PID 1 and receives SIGTERM itself, which
+# drains the instance. The entrypoint migrates the embedded default's SQLite file first.
+ENTRYPOINT ["/app/deploy/image/entrypoint"]
 CMD ["daphne", "-e", "tcp:port=8000:interface=0.0.0.0:backlog=1024", \
      "--ping-interval", "20", "--ping-timeout", "30", \
      "realtime_project.asgi:application"]

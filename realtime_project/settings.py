@@ -30,6 +30,10 @@ from realtime_project.env import (
 from realtime_project.secret_key import embedded_secret_key, secret_key_check
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+# What the embedded default writes at run time (the SQLite file, the kept secret key) goes
+# under one folder: the project's own by default, the image's volume `/data` there (its code
+# belongs to root, and the process runs as an unprivileged user that cannot write it).
+DATA_DIR = Path(env_str("DATA_DIR", str(BASE_DIR)))
 
 _REDIS_URL = env_optional_str("REDIS_URL")
 # Several instances must share one key (sessions, signed values): a key made up by each
@@ -40,7 +44,7 @@ SECRET_KEY = (
     secret_key_check(_SECRET_KEY, several_instances=_REDIS_URL is not None)
     if _SECRET_KEY
     else embedded_secret_key(
-        path=Path(env_str("SECRET_KEY_FILE", str(BASE_DIR / ".secret-key"))),
+        path=Path(env_str("SECRET_KEY_FILE", str(DATA_DIR / ".secret-key"))),
         several_instances=_REDIS_URL is not None,
     )
 )
@@ -125,7 +129,7 @@ def _database(url: str) -> dict[str, Any]:
     return config
 
 
-DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
+DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{DATA_DIR / 'db.sqlite3'}")
 DATABASES = {"default": _database(DATABASE_URL)}
 # Threads for the consumers' database calls (connections/database.py). SQLite takes one
 # writer at a time, so it keeps Channels' one thread-sensitive thread (0).
