@@ -21,9 +21,10 @@ from channels.security.websocket import OriginValidator
 from django.contrib.auth.models import AnonymousUser
 
 from connections.admission import connect_gate
-from connections.authority import SCOPE_KEY
+from connections.authority import SCOPE_KEY, SESSION_SCOPE_KEY
 from connections.close_codes import WS_1013_TRY_AGAIN_LATER, WS_4401_UNAUTHORIZED, WS_4403_FORBIDDEN
 from connections.models import token_digest
+from connections.sessions import SessionIdentity, session_digest
 from connections.token_cache import CachedToken, token_cache
 from connections.tokens import TokenIdentity, token_lookup_async
 from health import metrics
@@ -64,12 +65,22 @@ async def _user_for_token(key: str) -> tuple[Any, TokenIdentity | None]:
     )
 
 
+def _session_identity(scope: dict[str, Any], user: Any) -> SessionIdentity | None:
+    session = scope.get("session")
+    key = getattr(session, "session_key", None) if session is not None else None
+    if not key:
+        return None
+    return SessionIdentity(session_key=key, digest=session_digest(key), password=user.password)
+
+
 class WebSocketAuthMiddleware(BaseMiddleware):
     """Sets ``scope["user"]`` from ``?token=`` (or the session) and ``scope["auth_close_code"]``.
 
     ``auth_close_code`` is ``None`` when the socket may proceed, else the close code the
     consumer must use right after accepting. ``scope["auth_token"]`` is the token's
-    ``TokenIdentity`` (``None`` for a session), which ends the socket when the token does.
+    ``TokenIdentity`` (``None`` for a session), which ends the socket when the token does;
+    ``scope["auth_session"]`` the ``SessionIdentity`` of a socket opened with a session
+    cookie, which ends it when the session does.
     """
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
@@ -92,6 +103,9 @@ class WebSocketAuthMiddleware(BaseMiddleware):
         scope["user"] = user
         scope["auth_close_code"] = close_code
         scope[SCOPE_KEY] = identity
+        scope[SESSION_SCOPE_KEY] = (
+            _session_identity(scope, user) if token is None and close_code is None else None
+        )
         # Not BaseMiddleware's __call__: its second copy of the scope, and its suspended
         # frame, would live as long as the socket does.
         return await self.inner(scope, receive, send)
