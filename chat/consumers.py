@@ -63,7 +63,7 @@ from connections.close_codes import (
     WS_4401_UNAUTHORIZED,
     WS_4429_TOO_MANY,
 )
-from connections.control import user_group
+from connections.control import control_audible, user_group
 from connections.database import database_async
 from connections.instance import instance_id, instance_start
 from connections.layer import RealtimeChannelLayer
@@ -420,12 +420,18 @@ class ChatConsumer(DeliveryMixin, SocketAuthorityMixin, AsyncWebsocketConsumer):
         conversation_id = str(data["conversation_id"])
         is_typing = bool(data["is_typing"])
         # Typing is the hottest frame: the groups joined at connect (and on join) already
-        # say where the user takes part, so only a stranger costs a database query.
+        # say where the user takes part, so only a stranger costs a database query. While
+        # this instance cannot hear membership changes made elsewhere (Redis down), that
+        # knowledge may be stale and the database decides.
         if conversation_id not in self.positions:
             seq = await _participant_seq(
                 conversation_id=conversation_id, user_id=self.user_id, ref=frame.ref
             )
             await self._join(conversation_id, seq)
+        elif not control_audible(self.channel_layer):
+            await _participant_seq(
+                conversation_id=conversation_id, user_id=self.user_id, ref=frame.ref
+            )
         if is_typing:
             self.typing.started(conversation_id)
         else:
