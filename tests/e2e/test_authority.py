@@ -1,8 +1,9 @@
 """A socket's authority follows its token across two real Daphne instances on one Redis.
 
-Logout, deactivation and expiry each close the user's live socket on the other instance with
-4401 within 2 s, and nothing of theirs is acked after; the login throttle counts failures in
-the shared Redis cache, so the 11th wrong password gets 429 on either instance.
+Logout, deactivation, a password change and expiry each close the user's live socket on the
+other instance with 4401 within 2 s, and nothing of theirs is acked after; so does a logout
+made while Redis is down, which the other instance cannot hear; the login throttle counts
+failures in the shared Redis cache, so the 11th wrong password gets 429 on either instance.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pytest
 from connections.close_codes import WS_4401_UNAUTHORIZED
 from scripts.deployment import Cluster
 from scripts.procs import DaphneInstance, manage
+from tests.ops.support import wait_health
 from tests.support.cluster import E2E_ENV
 from tests.support.services import service_running
 from tests.support.ws_client import WsClient, frame_is
@@ -166,6 +168,35 @@ async def test_deactivation_closes_every_socket_on_both_instances(pair: Cluster)
         )
 
 
+async def test_a_password_change_closes_every_socket_and_kills_every_token(pair: Cluster) -> None:
+    a, b = pair.instances
+    tokens = [await asyncio.to_thread(_token, a, "bob"), await asyncio.to_thread(_token, b, "bob")]
+    sockets = [
+        await _socket(a, tokens[0]),
+        await _socket(b, tokens[1]),
+        await _socket(b, tokens[0]),
+    ]
+    change = (
+        "from django.contrib.auth.models import User; u = User.objects.get(username='bob'); "
+        "u.set_password({!r}); u.save()"
+    )
+    try:
+        await asyncio.to_thread(_shell, pair, change.format("a-new-password"))
+        for socket in sockets:
+            code, _ = await _closed_within(socket, REVOKE_WITHIN_SECONDS)
+            assert code == WS_4401_UNAUTHORIZED
+        for token in tokens:
+            for instance in (a, b):
+                status, _, _ = await asyncio.to_thread(
+                    _call, instance, "GET", "/api/conversations", token=token
+                )
+                assert status == 401
+                again = await WsClient.open(instance.ws_url, token=token)
+                assert await again.wait_closed() == WS_4401_UNAUTHORIZED
+    finally:
+        await asyncio.to_thread(_shell, pair, change.format(PASSWORD))
+
+
 async def test_a_token_expiring_while_its_socket_is_open_closes_it(pair: Cluster) -> None:
     a, b = pair.instances
     token = await asyncio.to_thread(_token, a, "alice")
@@ -198,3 +229,30 @@ def test_the_eleventh_wrong_password_is_429_on_either_instance(pair: Cluster) ->
         assert 1 <= int(headers["Retry-After"]) <= 60
     # Another user is not locked out.
     assert _login(b, "alice")[0] == 200
+
+
+async def test_a_logout_while_redis_is_down_is_honoured_on_the_other_instance(
+    pair: Cluster,
+) -> None:
+    """Stops the module's Redis, and starts it again (empty) before it returns."""
+    a, b = pair.instances
+    token = await asyncio.to_thread(_token, a, "carol")
+    warm = await _socket(b, token)  # B now holds the token in its cache
+    await warm.close()
+    live = await _socket(b, token)
+    try:
+        await asyncio.to_thread(pair.redis.stop, 5)
+        await wait_health([a, b], "degraded", within=15, interval=0.1)
+        status, _, _ = await asyncio.to_thread(_call, a, "POST", "/api/auth/logout", token=token)
+        assert status == 204  # its revocation is published to nobody
+        code, took = await _closed_within(live, REVOKE_WITHIN_SECONDS)
+        assert code == WS_4401_UNAUTHORIZED
+        assert took <= REVOKE_WITHIN_SECONDS
+        again = await WsClient.open(b.ws_url, token=token)
+        assert await again.wait_closed() == WS_4401_UNAUTHORIZED
+        assert again.frames == []
+        status, _, _ = await asyncio.to_thread(_call, b, "GET", "/api/conversations", token=token)
+        assert status == 401
+    finally:
+        await asyncio.to_thread(pair.redis.start)
+        await wait_health([a, b], "healthy", within=30, interval=0.2)
