@@ -45,7 +45,10 @@ async def _user_for_token(key: str) -> tuple[Any, TokenIdentity | None]:
     cached = cache.get(digest)
     if cached is not None:
         return cached.user, TokenIdentity(
-            digest=digest, expires_at=cached.expires_at, checked_at=time.monotonic()
+            digest=digest,
+            expires_at=cached.expires_at,
+            checked_at=time.monotonic(),
+            token_id=cached.token_id,
         )
     read_at = time.monotonic()
     token = await token_lookup_async(key)
@@ -58,10 +61,11 @@ async def _user_for_token(key: str) -> tuple[Any, TokenIdentity | None]:
             user_id=str(token.user_id),
             expires_at=token.expires_at,
             read_at=read_at,
+            token_id=token.pk,
         ),
     )
     return token.user, TokenIdentity(
-        digest=token.digest, expires_at=token.expires_at, checked_at=read_at
+        digest=token.digest, expires_at=token.expires_at, checked_at=read_at, token_id=token.pk
     )
 
 

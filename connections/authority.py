@@ -42,6 +42,9 @@ logger = logging.getLogger(__name__)
 
 SCOPE_KEY = "auth_token"
 SESSION_SCOPE_KEY = "auth_session"
+# Sockets a sweep walks before letting the event loop run others: at 10,000 sockets a sweep
+# held the loop for ~25 ms in one piece (docs/auth.md), a pause every frame would feel.
+_SWEEP_SLICE = 1000
 # Closes started by expiry timers, kept until done (the loop holds tasks only weakly).
 _pending: set[asyncio.Future[None]] = set()
 
@@ -127,7 +130,10 @@ class SocketAuthorityMixin:
         if str(token.user_id) != self.user_id:
             raise TokenRejected("The token belongs to another user.")
         self.scope[SCOPE_KEY] = TokenIdentity(
-            digest=token.digest, expires_at=token.expires_at, checked_at=checked_at
+            digest=token.digest,
+            expires_at=token.expires_at,
+            checked_at=checked_at,
+            token_id=token.pk,
         )
         if self._authority_started:
             self._expiry_schedule()
@@ -156,21 +162,21 @@ class SocketAuthorityMixin:
 class AuthorityState:
     """What the database says now about the tokens, sessions and users of an instance."""
 
-    tokens: set[str]  # valid token digests
+    tokens: set[int]  # valid token ids
     sessions: set[str] | None  # live session keys; None: sessions are not in the database
     passwords: dict[str, str]  # active user id -> password hash
 
 
 def authority_read(
-    *, digests: list[str], session_keys: list[str], user_ids: list[str]
+    *, token_ids: list[int], session_keys: list[str], user_ids: list[str]
 ) -> AuthorityState:
     """One read for a whole sweep, on one database thread."""
     return AuthorityState(
-        tokens=tokens_valid(digests=digests) if digests else set(),
+        tokens=tokens_valid(token_ids=token_ids),
         sessions=(
             sessions_live(session_keys=session_keys) if sessions_stored_in_database() else None
         ),
-        passwords=users_passwords(user_ids=user_ids) if user_ids else {},
+        passwords=users_passwords(user_ids=user_ids),
     )
 
 
@@ -234,36 +240,49 @@ class AuthorityWatch:
         """Close every socket whose token, session or user is no longer valid; how many."""
         sockets = list(self._sockets.values())
         cache = token_cache()
-        cached = cache.digests()
-        digests: set[str] = set(cached)
+        cached = cache.token_ids()
+        token_ids: set[int] = set(cached)
         session_keys: set[str] = set()
         user_ids: set[str] = set()
-        for socket in sockets:
+        # What each socket held when asked about: one that swaps tokens meanwhile (the
+        # ``auth`` frame) is judged at the next sweep, not by an answer about another token.
+        # (A list beside ``sockets``, not a tuple per socket: 10,000 new containers a second
+        # would feed the garbage collector's full passes.)
+        held: list[TokenIdentity | None] = []
+        for index, socket in enumerate(sockets, 1):
             token = socket.token_identity
+            held.append(token)
             if token is not None:
-                digests.add(token.digest)
-                continue
-            user_ids.add(socket.user_id)
-            session = socket.session_identity
-            if session is not None:
-                session_keys.add(session.session_key)
+                token_ids.add(token.token_id)
+            else:
+                user_ids.add(socket.user_id)
+                session = socket.session_identity
+                if session is not None:
+                    session_keys.add(session.session_key)
+            if index % _SWEEP_SLICE == 0:
+                await asyncio.sleep(0)  # let frames through between slices
         state = await database_async(authority_read)(
-            digests=sorted(digests), session_keys=sorted(session_keys), user_ids=sorted(user_ids)
+            token_ids=list(token_ids), session_keys=list(session_keys), user_ids=list(user_ids)
         )
         self.sweeps += 1
-        for digest in cached:
-            if digest not in state.tokens:
+        for token_id, digest in cached.items():
+            if token_id not in state.tokens:
                 cache.drop(digest)
-        stale = [s for s in sockets if not _still_valid(s, state)]
-        for socket in stale:
-            await socket.authority_revoked()
-        return len(stale)
+        stale = 0
+        for index, (socket, token) in enumerate(zip(sockets, held, strict=True), 1):
+            if socket.token_identity is token and not _still_valid(socket, token, state):
+                stale += 1
+                await socket.authority_revoked()
+            if index % _SWEEP_SLICE == 0:
+                await asyncio.sleep(0)
+        return stale
 
 
-def _still_valid(socket: SocketAuthorityMixin, state: AuthorityState) -> bool:
-    token = socket.token_identity
+def _still_valid(
+    socket: SocketAuthorityMixin, token: TokenIdentity | None, state: AuthorityState
+) -> bool:
     if token is not None:
-        return token.digest in state.tokens
+        return token.token_id in state.tokens
     password = state.passwords.get(socket.user_id)
     if password is None:
         return False  # deactivated or deleted

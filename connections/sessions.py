@@ -21,12 +21,12 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import SESSION_KEY
 from django.contrib.sessions.models import Session
-from django.db import connection
 from django.db.models.signals import post_delete
 from django.dispatch import receiver
 from django.utils import timezone
 
 from connections.control import sockets_revoke_on_commit
+from connections.queries import matching
 
 _DATABASE_ENGINES = frozenset(
     {"django.contrib.sessions.backends.db", "django.contrib.sessions.backends.cached_db"}
@@ -54,23 +54,12 @@ def sessions_stored_in_database() -> bool:
     return settings.SESSION_ENGINE in _DATABASE_ENGINES
 
 
-def query_chunk() -> int:
-    """Values per ``IN`` list: SQLite caps bound parameters; PostgreSQL takes one list."""
-    limit = connection.features.max_query_params
-    return min(limit - 10, 10_000) if limit else 10_000
-
-
 def sessions_live(*, session_keys: list[str]) -> set[str]:
     """Which of ``session_keys`` name a session that still exists and has not expired."""
     found: set[str] = set()
-    now = timezone.now()
-    chunk = query_chunk()
-    for start in range(0, len(session_keys), chunk):
-        found.update(
-            Session.objects.filter(
-                session_key__in=session_keys[start : start + chunk], expire_date__gt=now
-            ).values_list("session_key", flat=True)
-        )
+    live = Session.objects.filter(expire_date__gt=timezone.now())
+    for queryset in matching(live, "session_key", session_keys):
+        found.update(queryset.values_list("session_key", flat=True))
     return found
 
 

@@ -55,6 +55,7 @@ class CachedToken:
     user_id: str
     expires_at: datetime
     read_at: float  # time.monotonic() of the database read
+    token_id: int  # the row's id, what the authority sweep asks about
 
 
 class TokenCache:
@@ -77,6 +78,10 @@ class TokenCache:
 
     def digests(self) -> list[str]:
         return list(self._tokens)
+
+    def token_ids(self) -> dict[int, str]:
+        """Each cached token's row id, with its digest."""
+        return {entry.token_id: digest for digest, entry in self._tokens.items()}
 
     def get(self, digest: str) -> CachedToken | None:
         """The cached valid token, or ``None`` (unknown, expired, too old, or no revocation

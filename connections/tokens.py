@@ -27,7 +27,7 @@ from rest_framework.request import Request
 from connections.control import sockets_revoke_on_commit
 from connections.database import database_async, database_async_enabled, database_connection
 from connections.models import AuthToken, token_digest
-from connections.sessions import query_chunk
+from connections.queries import matching
 from realtime_project.conf import realtime_settings
 
 KEYWORD = "Token"
@@ -50,6 +50,9 @@ class TokenIdentity:
     # time.monotonic() when the token was known valid (a database read or a cache hit); a
     # revocation heard after it closes the socket once it has joined ``user.<id>``. 0: unset.
     checked_at: float = 0.0
+    # The row's id: what the authority sweep asks about (an integer is far cheaper to send
+    # and compare by the thousand than a 64-character digest). 0: unknown, never valid.
+    token_id: int = 0
 
 
 def token_ttl() -> timedelta:
@@ -130,17 +133,12 @@ def token_revoke(*, token: AuthToken) -> None:
     token.delete()
 
 
-def tokens_valid(*, digests: list[str]) -> set[str]:
-    """Which of ``digests`` still name a valid token (one query per ``query_chunk()``)."""
-    found: set[str] = set()
-    now = timezone.now()
-    chunk = query_chunk()
-    for start in range(0, len(digests), chunk):
-        found.update(
-            AuthToken.objects.filter(
-                digest__in=digests[start : start + chunk], expires_at__gt=now, user__is_active=True
-            ).values_list("digest", flat=True)
-        )
+def tokens_valid(*, token_ids: list[int]) -> set[int]:
+    """Which of ``token_ids`` still name a valid token (unexpired, its user active)."""
+    found: set[int] = set()
+    valid = AuthToken.objects.filter(expires_at__gt=timezone.now(), user__is_active=True)
+    for queryset in matching(valid, "id", token_ids):
+        found.update(queryset.values_list("id", flat=True))
     return found
 
 
@@ -148,14 +146,9 @@ def users_passwords(*, user_ids: list[str]) -> dict[str, str]:
     """The password hash of each of ``user_ids`` that is an active user."""
     ids = [int(u) for u in user_ids if u.isdigit()]
     found: dict[str, str] = {}
-    chunk = query_chunk()
-    for start in range(0, len(ids), chunk):
-        rows = (
-            get_user_model()
-            .objects.filter(pk__in=ids[start : start + chunk], is_active=True)
-            .values_list("pk", "password")
-        )
-        found.update((str(pk), password) for pk, password in rows)
+    active = get_user_model().objects.filter(is_active=True)
+    for queryset in matching(active, "pk", ids):
+        found.update((str(pk), password) for pk, password in queryset.values_list("pk", "password"))
     return found
 
 

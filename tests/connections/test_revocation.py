@@ -17,6 +17,7 @@ from django.contrib.sessions.models import Session
 from django.test import Client
 from django.utils import timezone
 
+from connections.authority import authority_read
 from connections.close_codes import WS_4401_UNAUTHORIZED
 from connections.models import AuthToken
 from connections.tokens import token_lookup
@@ -181,3 +182,22 @@ async def test_a_bulk_deactivation_closes_sockets_within_two_seconds(
     await get_user_model().objects.filter(pk=demo.carol.id).aupdate(is_active=False)
     for socket in sockets:
         assert await socket.wait_closed(within=WITHIN_SECONDS) == WS_4401_UNAUTHORIZED
+
+
+# -- the cost ---------------------------------------------------------------------------------
+
+
+def test_a_sweep_reads_everything_in_three_queries(
+    demo: Demo, django_assert_num_queries: Any
+) -> None:
+    """However many sockets: tokens, sessions and users each one query (up to the
+    database's limit of parameters, which PostgreSQL does not have)."""
+    token_ids = list(AuthToken.objects.values_list("id", flat=True)) + list(
+        range(10**6, 10**6 + 500)
+    )
+    session_keys = [f"no-such-session-{n}" for n in range(500)]
+    user_ids = [demo.alice.id, demo.bob.id, *(str(n) for n in range(10**6, 10**6 + 500))]
+    with django_assert_num_queries(3):
+        state = authority_read(token_ids=token_ids, session_keys=session_keys, user_ids=user_ids)
+    assert len(state.tokens) == 4 and state.sessions == set()
+    assert set(state.passwords) == {demo.alice.id, demo.bob.id}
