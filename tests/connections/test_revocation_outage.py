@@ -1,8 +1,8 @@
 """While an instance cannot hear other instances (its Redis link is down), the database decides.
 
 A token revoked on another instance during the outage is refused at the handshake and its
-live socket closed with 4401 within 2 s; a participant removed elsewhere gets
-``not_participant`` for its typing frames at once.
+live socket closed with 4401 within 2 s (and at once when the link comes back); a
+participant removed elsewhere gets ``not_participant`` for its typing frames at once.
 """
 
 from __future__ import annotations
@@ -103,3 +103,14 @@ async def test_a_participant_removed_during_an_outage_cannot_type_there(
     assert (error["type"], error["code"]) == ("error", "not_participant")
     other = {"type": "typing", "conversation_id": demo.conversations["abc"], "is_typing": True}
     assert (await bob.request(other))["type"] == "ack"
+
+
+async def test_when_the_link_comes_back_what_it_missed_is_swept_at_once(
+    redis_layer: Any, open_socket, demo: Demo, realtime_override
+) -> None:
+    realtime_override(TOKEN_RECHECK_SECONDS=60)  # only the recovery can trigger a sweep here
+    live = await _connected(open_socket, demo.bob)
+    await _outage(redis_layer)
+    await _revoked_elsewhere(demo.bob.token)
+    await asyncio.to_thread(redis_layer.start)
+    assert await live.wait_closed(within=10) == WS_4401_UNAUTHORIZED
