@@ -197,6 +197,44 @@ async def test_a_password_change_closes_every_socket_and_kills_every_token(pair:
         await asyncio.to_thread(_shell, pair, change.format(PASSWORD))
 
 
+async def test_a_session_that_ends_closes_its_sockets_on_both_instances(pair: Cluster) -> None:
+    a, b = pair.instances
+    login = (
+        "from django.conf import settings; from django.contrib import auth; "
+        "from django.contrib.auth.models import User; "
+        "from django.contrib.sessions.backends.db import SessionStore; "
+        "u = User.objects.get(username='alice'); s = SessionStore(); "
+        "s[auth.SESSION_KEY] = str(u.pk); "
+        "s[auth.BACKEND_SESSION_KEY] = settings.AUTHENTICATION_BACKENDS[0]; "
+        "s[auth.HASH_SESSION_KEY] = u.get_session_auth_hash(); s.create(); print(s.session_key)"
+    )
+    doomed_key, kept_key = [
+        (await asyncio.to_thread(manage, "shell", "-c", login, env=pair.instance_env())).split()[-1]
+        for _ in range(2)
+    ]
+    doomed, kept = [], []
+    for instance in (a, b):
+        for key, into in ((doomed_key, doomed), (kept_key, kept)):
+            socket = await WsClient.open(instance.ws_url, token=None, cookie=f"sessionid={key}")
+            await socket.recv_until(frame_is("connected"))
+            into.append(socket)
+    try:
+        # Logout ends the session the same way (``logout()`` flushes it).
+        flush = (
+            "from django.contrib.sessions.backends.db import SessionStore; "
+            f"SessionStore(session_key={doomed_key!r}).flush()"
+        )
+        await asyncio.to_thread(_shell, pair, flush)
+        for socket in doomed:
+            code, _ = await _closed_within(socket, REVOKE_WITHIN_SECONDS)
+            assert code == WS_4401_UNAUTHORIZED
+        for socket in kept:
+            assert (await socket.request({"type": "ping"}))["type"] == "pong"
+    finally:
+        for socket in kept:
+            await socket.close()
+
+
 async def test_a_token_expiring_while_its_socket_is_open_closes_it(pair: Cluster) -> None:
     a, b = pair.instances
     token = await asyncio.to_thread(_token, a, "alice")
