@@ -212,7 +212,8 @@ async def test_a_session_that_ends_closes_its_sockets_on_both_instances(pair: Cl
         (await asyncio.to_thread(manage, "shell", "-c", login, env=pair.instance_env())).split()[-1]
         for _ in range(2)
     ]
-    doomed, kept = [], []
+    doomed: list[WsClient] = []
+    kept: list[WsClient] = []
     for instance in (a, b):
         for key, into in ((doomed_key, doomed), (kept_key, kept)):
             socket = await WsClient.open(instance.ws_url, token=None, cookie=f"sessionid={key}")
