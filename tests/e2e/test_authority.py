@@ -1,9 +1,10 @@
 """A socket's authority follows its token across two real Daphne instances on one Redis.
 
-Logout, deactivation, a password change and expiry each close the user's live socket on the
-other instance with 4401 within 2 s, and nothing of theirs is acked after; so does a logout
-made while Redis is down, which the other instance cannot hear; the login throttle counts
-failures in the shared Redis cache, so the 11th wrong password gets 429 on either instance.
+Logout, deactivation (saved, or a bulk update no signal announces), a password change, a
+flushed session and expiry each close the user's live socket on the other instance with 4401
+within 2 s, and nothing of theirs is acked after; so does a logout made while Redis is down,
+which the other instance cannot hear; the login throttle counts failures in the shared Redis
+cache, so the 11th wrong password gets 429 on either instance.
 """
 
 from __future__ import annotations
@@ -166,6 +167,21 @@ async def test_deactivation_closes_every_socket_on_both_instances(pair: Cluster)
             "from django.contrib.auth.models import User; "
             "User.objects.filter(username='carol').update(is_active=True)",
         )
+
+
+async def test_a_bulk_deactivation_closes_every_socket_on_both_instances(pair: Cluster) -> None:
+    """``QuerySet.update`` sends no signal: each instance's sweep finds it in the database."""
+    a, b = pair.instances
+    token = await asyncio.to_thread(_token, a, "carol")
+    sockets = [await _socket(a, token), await _socket(b, token)]
+    users = "from django.contrib.auth.models import User; User.objects.filter(username='carol')"
+    try:
+        await asyncio.to_thread(_shell, pair, f"{users}.update(is_active=False)")
+        for socket in sockets:
+            code, _ = await _closed_within(socket, REVOKE_WITHIN_SECONDS)
+            assert code == WS_4401_UNAUTHORIZED
+    finally:
+        await asyncio.to_thread(_shell, pair, f"{users}.update(is_active=True)")
 
 
 async def test_a_password_change_closes_every_socket_and_kills_every_token(pair: Cluster) -> None:
