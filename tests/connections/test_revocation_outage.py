@@ -114,3 +114,20 @@ async def test_when_the_link_comes_back_what_it_missed_is_swept_at_once(
     await _revoked_elsewhere(demo.bob.token)
     await asyncio.to_thread(redis_layer.start)
     assert await live.wait_closed(within=10) == WS_4401_UNAUTHORIZED
+
+
+async def test_a_participant_removed_during_an_outage_receives_no_typing_there(
+    redis_layer: Any, open_socket, demo: Demo
+) -> None:
+    removed, kept = demo.conversations["ab"], demo.conversations["abc"]
+    alice = await _connected(open_socket, demo.alice)
+    bob = await _connected(open_socket, demo.bob)
+    await _outage(redis_layer)
+    await Participant.objects.filter(conversation_id=removed, user_id=int(demo.bob.id)).adelete()
+    for conversation in (removed, kept):
+        frame = {"type": "typing", "conversation_id": conversation, "is_typing": True}
+        assert (await alice.request(frame))["type"] == "ack"
+    # Both went through this instance's queue for bob in order: the second arriving means
+    # the first was delivered or withheld by now.
+    await bob.recv_until(frame_is("typing", conversation_id=kept))
+    assert bob.unconsumed(frame_is("typing", conversation_id=removed)) == []
