@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -63,7 +64,7 @@ from connections.close_codes import (
     WS_4401_UNAUTHORIZED,
     WS_4429_TOO_MANY,
 )
-from connections.control import user_group
+from connections.control import control_audible, user_group
 from connections.database import database_async
 from connections.instance import instance_id, instance_start
 from connections.layer import RealtimeChannelLayer
@@ -85,6 +86,9 @@ from realtime_project.runtime.logging import log_event
 logger = logging.getLogger(__name__)
 
 INTERNAL_ERROR = "internal_error"
+# How long a database confirmation of membership lets typing through to a socket while the
+# layer is degraded (``ChatConsumer.typing_receivable``).
+MEMBERSHIP_CONFIRM_SECONDS = 1.0
 
 Handler = Callable[[ClientFrame], Awaitable[dict[str, Any]]]
 # Client frame type -> handler method; one table for every socket (a per-socket dict of
@@ -195,6 +199,10 @@ class ChatConsumer(DeliveryMixin, SocketAuthorityMixin, AsyncWebsocketConsumer):
             timeout_seconds=realtime_settings.TYPING_TIMEOUT_SECONDS,
             on_expire=self._typing_expired,
         )
+        # While the layer is degraded: when the database last confirmed this socket's
+        # participation in a conversation (monotonic), for the typing it receives. ``None``
+        # the rest of the time, so an idle socket carries no dict.
+        self.confirmed_at: dict[str, float] | None = None
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Run the handler for ``message`` without Channels' per-message thread hop.
@@ -420,12 +428,18 @@ class ChatConsumer(DeliveryMixin, SocketAuthorityMixin, AsyncWebsocketConsumer):
         conversation_id = str(data["conversation_id"])
         is_typing = bool(data["is_typing"])
         # Typing is the hottest frame: the groups joined at connect (and on join) already
-        # say where the user takes part, so only a stranger costs a database query.
+        # say where the user takes part, so only a stranger costs a database query. While
+        # this instance cannot hear membership changes made elsewhere (Redis down), that
+        # knowledge may be stale and the database decides.
         if conversation_id not in self.positions:
             seq = await _participant_seq(
                 conversation_id=conversation_id, user_id=self.user_id, ref=frame.ref
             )
             await self._join(conversation_id, seq)
+        elif not control_audible(self.channel_layer):
+            await _participant_seq(
+                conversation_id=conversation_id, user_id=self.user_id, ref=frame.ref
+            )
         if is_typing:
             self.typing.started(conversation_id)
         else:
@@ -471,6 +485,30 @@ class ChatConsumer(DeliveryMixin, SocketAuthorityMixin, AsyncWebsocketConsumer):
         except TokenRejected as exc:
             raise FrameError(INVALID_PAYLOAD, ref=frame.ref, message=str(exc)) from None
         return ack_frame(ref=frame.ref, result=result)
+
+    async def typing_receivable(self, conversation_id: str) -> bool:
+        """Typing reaches a socket through its conversation groups. While this instance
+        cannot hear membership changes made elsewhere (Redis down), a removed participant
+        would go on seeing it until healing delivers the removal: the database decides, at
+        most once per ``MEMBERSHIP_CONFIRM_SECONDS`` per conversation (typing arrives in
+        bursts, and each is otherwise a query per receiving socket)."""
+        if control_audible(self.channel_layer):
+            self.confirmed_at = None
+            return True
+        confirmed = self.confirmed_at if self.confirmed_at is not None else {}
+        now = time.monotonic()
+        if now - confirmed.get(conversation_id, -MEMBERSHIP_CONFIRM_SECONDS) < (
+            MEMBERSHIP_CONFIRM_SECONDS
+        ):
+            return True
+        seq = await database_async(selectors.participant_conversation_seq)(
+            conversation_id=conversation_id, user_id=self.user_id
+        )
+        if seq is None:
+            return False  # the removal itself arrives with healing, in seq order
+        confirmed[conversation_id] = now
+        self.confirmed_at = confirmed
+        return True
 
     async def _typing_emit(self, conversation_id: str, *, is_typing: bool) -> dict[str, Any]:
         return await services.typing_notify_async(

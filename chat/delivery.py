@@ -105,6 +105,10 @@ class DeliveryMixin:
     async def _join(self, conversation_id: str, seq: int) -> None:
         raise NotImplementedError
 
+    async def typing_receivable(self, conversation_id: str) -> bool:
+        """Whether this socket may still see the conversation's typing indicators."""
+        raise NotImplementedError
+
     async def _leave(self, conversation_id: str) -> None:
         raise NotImplementedError
 
@@ -123,7 +127,11 @@ class DeliveryMixin:
                 await self.send_frame(event)
             return
         if event.get("type") not in DURABLE_TYPES:  # typing
-            if not excluded and conversation_id in self.positions:
+            if (
+                not excluded
+                and conversation_id in self.positions
+                and await self.typing_receivable(str(conversation_id))
+            ):
                 await self.send_frame(event)
             return
         await self._durable_offer(event, excluded=excluded)

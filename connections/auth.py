@@ -23,9 +23,10 @@ from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 
 from connections.admission import connect_gate
-from connections.authority import SCOPE_KEY
+from connections.authority import SCOPE_KEY, SESSION_SCOPE_KEY
 from connections.close_codes import WS_1013_TRY_AGAIN_LATER, WS_4401_UNAUTHORIZED, WS_4403_FORBIDDEN
 from connections.models import token_digest
+from connections.sessions import SessionIdentity, session_digest
 from connections.token_cache import CachedToken, token_cache
 from connections.tokens import TokenIdentity, token_lookup_async
 from health import metrics
@@ -46,7 +47,10 @@ async def _user_for_token(key: str) -> tuple[Any, TokenIdentity | None]:
     cached = cache.get(digest)
     if cached is not None:
         return cached.user, TokenIdentity(
-            digest=digest, expires_at=cached.expires_at, checked_at=time.monotonic()
+            digest=digest,
+            expires_at=cached.expires_at,
+            checked_at=time.monotonic(),
+            token_id=cached.token_id,
         )
     read_at = time.monotonic()
     token = await token_lookup_async(key)
@@ -59,11 +63,20 @@ async def _user_for_token(key: str) -> tuple[Any, TokenIdentity | None]:
             user_id=str(token.user_id),
             expires_at=token.expires_at,
             read_at=read_at,
+            token_id=token.pk,
         ),
     )
     return token.user, TokenIdentity(
-        digest=token.digest, expires_at=token.expires_at, checked_at=read_at
+        digest=token.digest, expires_at=token.expires_at, checked_at=read_at, token_id=token.pk
     )
+
+
+def _session_identity(scope: dict[str, Any], user: Any) -> SessionIdentity | None:
+    session = scope.get("session")
+    key = getattr(session, "session_key", None) if session is not None else None
+    if not key:
+        return None
+    return SessionIdentity(session_key=key, digest=session_digest(key), password=user.password)
 
 
 class WebSocketAuthMiddleware(BaseMiddleware):
@@ -71,7 +84,9 @@ class WebSocketAuthMiddleware(BaseMiddleware):
 
     ``auth_close_code`` is ``None`` when the socket may proceed, else the close code the
     consumer must use right after accepting. ``scope["auth_token"]`` is the token's
-    ``TokenIdentity`` (``None`` for a session), which ends the socket when the token does.
+    ``TokenIdentity`` (``None`` for a session), which ends the socket when the token does;
+    ``scope["auth_session"]`` the ``SessionIdentity`` of a socket opened with a session
+    cookie, which ends it when the session does.
     """
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
@@ -94,6 +109,9 @@ class WebSocketAuthMiddleware(BaseMiddleware):
         scope["user"] = user
         scope["auth_close_code"] = close_code
         scope[SCOPE_KEY] = identity
+        scope[SESSION_SCOPE_KEY] = (
+            _session_identity(scope, user) if token is None and close_code is None else None
+        )
         # Not BaseMiddleware's __call__: its second copy of the scope, and its suspended
         # frame, would live as long as the socket does.
         return await self.inner(scope, receive, send)

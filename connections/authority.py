@@ -4,12 +4,14 @@
 without knowing anything of conversations:
 
 - ``connection_revoke``: the handler of the control message (``connections.control``); a
-  socket holding the named token (or any socket, for ``None``) closes with 4401;
+  socket holding the named token, or opened with the named session (or any socket, for
+  ``None``) closes with 4401;
 - a timer that closes the socket with 4401 the moment its token expires;
 - ``authority_swap(key)``: the ``auth`` frame, to move to a fresh token of the same user;
-- a periodic re-check (``TOKEN_RECHECK_SECONDS``, one query per instance for all its
-  sockets), so that a revocation sent while Redis was down, or a change made behind the
-  signals' back (``QuerySet.update``), still takes effect.
+- the instance's authority sweep (``TOKEN_RECHECK_SECONDS``, 1 s: a few queries per instance
+  for all its sockets), so that a revocation sent while Redis was down, a session that
+  expired, or a change made behind the signals' back (``QuerySet.update``) still takes effect
+  within 2 s.
 
 The consumer calls ``authority_start()`` once it has joined ``user.<id>`` and
 ``authority_stop()`` on disconnect.
@@ -18,22 +20,31 @@ The consumer calls ``authority_start()`` once it has joined ``user.<id>`` and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from channels.layers import get_channel_layer
 from django.utils import timezone
 
 from connections.close_codes import WS_4401_UNAUTHORIZED
 from connections.database import database_async
+from connections.layer import RealtimeChannelLayer
+from connections.sessions import SessionIdentity, sessions_live, sessions_stored_in_database
 from connections.token_cache import token_cache
-from connections.tokens import TokenIdentity, token_lookup, tokens_valid, users_active
+from connections.tokens import TokenIdentity, token_lookup, tokens_valid, users_passwords
 from realtime_project.conf import realtime_settings
 
 logger = logging.getLogger(__name__)
 
 SCOPE_KEY = "auth_token"
+SESSION_SCOPE_KEY = "auth_session"
+# Sockets a sweep walks before letting the event loop run others: at 10,000 sockets a sweep
+# held the loop for ~25 ms in one piece (docs/auth.md), a pause every frame would feel.
+_SWEEP_SLICE = 1000
 # Closes started by expiry timers, kept until done (the loop holds tasks only weakly).
 _pending: set[asyncio.Future[None]] = set()
 
@@ -58,6 +69,12 @@ class SocketAuthorityMixin:
         """The token this socket holds; ``None`` for a session-authenticated socket."""
         identity = self.scope.get(SCOPE_KEY)
         return identity if isinstance(identity, TokenIdentity) else None
+
+    @property
+    def session_identity(self) -> SessionIdentity | None:
+        """The session this socket was opened with; ``None`` for a token-bound socket."""
+        identity = self.scope.get(SESSION_SCOPE_KEY)
+        return identity if isinstance(identity, SessionIdentity) else None
 
     def authority_start(self) -> None:
         self._authority_started = True
@@ -93,9 +110,14 @@ class SocketAuthorityMixin:
         token_cache().revoked(
             user_id=self.user_id, token_hash=token_hash if isinstance(token_hash, str) else None
         )
-        identity = self.token_identity
-        if token_hash is None or (identity is not None and identity.digest == token_hash):
+        if token_hash is None or token_hash in self._authority_names():
             await self.authority_revoked()
+
+    def _authority_names(self) -> tuple[str, ...]:
+        token, session = self.token_identity, self.session_identity
+        if token is not None:
+            return (token.digest,)
+        return (session.digest,) if session is not None else ()
 
     async def authority_swap(self, key: object) -> dict[str, Any]:
         """Hold the token ``key`` from now on; the socket keeps its old one on failure."""
@@ -108,7 +130,10 @@ class SocketAuthorityMixin:
         if str(token.user_id) != self.user_id:
             raise TokenRejected("The token belongs to another user.")
         self.scope[SCOPE_KEY] = TokenIdentity(
-            digest=token.digest, expires_at=token.expires_at, checked_at=checked_at
+            digest=token.digest,
+            expires_at=token.expires_at,
+            checked_at=checked_at,
+            token_id=token.pk,
         )
         if self._authority_started:
             self._expiry_schedule()
@@ -133,12 +158,38 @@ class SocketAuthorityMixin:
             task.add_done_callback(_pending.discard)
 
 
+@dataclass(frozen=True)
+class AuthorityState:
+    """What the database says now about the tokens, sessions and users of an instance."""
+
+    tokens: set[int]  # valid token ids
+    sessions: set[str] | None  # live session keys; None: sessions are not in the database
+    passwords: dict[str, str]  # active user id -> password hash
+
+
+def authority_read(
+    *, token_ids: list[int], session_keys: list[str], user_ids: list[str]
+) -> AuthorityState:
+    """One read for a whole sweep, on one database thread."""
+    return AuthorityState(
+        tokens=tokens_valid(token_ids=token_ids),
+        sessions=(
+            sessions_live(session_keys=session_keys) if sessions_stored_in_database() else None
+        ),
+        passwords=users_passwords(user_ids=user_ids),
+    )
+
+
 class AuthorityWatch:
-    """This instance's token-bound sockets, re-checked against the database periodically."""
+    """This instance's sockets, all re-checked against the database every
+    ``TOKEN_RECHECK_SECONDS`` in one sweep (a few queries, however many sockets)."""
 
     def __init__(self) -> None:
         self._sockets: dict[int, SocketAuthorityMixin] = {}
         self._task: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None
+        self._remove_listener: Any = None
+        self.sweeps = 0
 
     def add(self, socket: SocketAuthorityMixin) -> None:
         self._sockets[id(socket)] = socket
@@ -152,39 +203,95 @@ class AuthorityWatch:
     def __len__(self) -> int:
         return len(self._sockets)
 
+    def _listen_for_recovery(self, wake: asyncio.Event) -> None:
+        if self._remove_listener is not None:
+            self._remove_listener()
+            self._remove_listener = None
+        layer = get_channel_layer()
+        if isinstance(layer, RealtimeChannelLayer):
+            # Revocations published while the link was down never arrive: sweep at once.
+            self._remove_listener = layer.add_recovery_listener(wake.set)
+
     async def _run(self) -> None:
         # Ends when the last socket is gone; the next connect starts it again.
-        while self._sockets:
-            await asyncio.sleep(realtime_settings.TOKEN_RECHECK_SECONDS)
-            try:
-                await self.sweep()
-            except Exception:
-                # Database down: the sockets keep what they had until the next sweep.
-                logger.exception("re-checking the sockets' tokens failed")
+        wake = self._wake = asyncio.Event()
+        self._listen_for_recovery(wake)
+        failing = False
+        try:
+            while self._sockets:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(realtime_settings.TOKEN_RECHECK_SECONDS):
+                        await wake.wait()
+                wake.clear()
+                try:
+                    await self.sweep()
+                    failing = False
+                except Exception:
+                    # Database down: the sockets keep what they had until it answers again.
+                    if not failing:
+                        logger.exception("re-checking the sockets' authority failed")
+                    failing = True
+        finally:
+            if self._remove_listener is not None:
+                self._remove_listener()
+                self._remove_listener = None
 
     async def sweep(self) -> int:
-        """Close every socket whose token or user is no longer valid; how many closed."""
+        """Close every socket whose token, session or user is no longer valid; how many."""
         sockets = list(self._sockets.values())
         cache = token_cache()
-        cached = cache.digests()
-        digests = sorted(
-            {s.token_identity.digest for s in sockets if s.token_identity}.union(cached)
+        cached = cache.token_ids()
+        token_ids: set[int] = set(cached)
+        session_keys: set[str] = set()
+        user_ids: set[str] = set()
+        # What each socket held when asked about: one that swaps tokens meanwhile (the
+        # ``auth`` frame) is judged at the next sweep, not by an answer about another token.
+        # (A list beside ``sockets``, not a tuple per socket: 10,000 new containers a second
+        # would feed the garbage collector's full passes.)
+        held: list[TokenIdentity | None] = []
+        for index, socket in enumerate(sockets, 1):
+            token = socket.token_identity
+            held.append(token)
+            if token is not None:
+                token_ids.add(token.token_id)
+            else:
+                user_ids.add(socket.user_id)
+                session = socket.session_identity
+                if session is not None:
+                    session_keys.add(session.session_key)
+            if index % _SWEEP_SLICE == 0:
+                await asyncio.sleep(0)  # let frames through between slices
+        state = await database_async(authority_read)(
+            token_ids=list(token_ids), session_keys=list(session_keys), user_ids=list(user_ids)
         )
-        session_users = sorted({s.user_id for s in sockets if s.token_identity is None})
-        valid = await database_async(tokens_valid)(digests=digests)
-        for digest in cached:
-            if digest not in valid:
+        self.sweeps += 1
+        for token_id, digest in cached.items():
+            if token_id not in state.tokens:
                 cache.drop(digest)
-        active = await database_async(users_active)(user_ids=session_users)
-        stale = [s for s in sockets if not _still_valid(s, valid=valid, active=active)]
-        for socket in stale:
-            await socket.authority_revoked()
-        return len(stale)
+        stale = 0
+        for index, (socket, token) in enumerate(zip(sockets, held, strict=True), 1):
+            if socket.token_identity is token and not _still_valid(socket, token, state):
+                stale += 1
+                await socket.authority_revoked()
+            if index % _SWEEP_SLICE == 0:
+                await asyncio.sleep(0)
+        return stale
 
 
-def _still_valid(socket: SocketAuthorityMixin, *, valid: set[str], active: set[str]) -> bool:
-    identity = socket.token_identity
-    return identity.digest in valid if identity is not None else socket.user_id in active
+def _still_valid(
+    socket: SocketAuthorityMixin, token: TokenIdentity | None, state: AuthorityState
+) -> bool:
+    if token is not None:
+        return token.token_id in state.tokens
+    password = state.passwords.get(socket.user_id)
+    if password is None:
+        return False  # deactivated or deleted
+    session = socket.session_identity
+    if session is None:
+        return True
+    if state.sessions is not None and session.session_key not in state.sessions:
+        return False  # ended: logout, flush, expiry (read now, so an extension counts)
+    return session.password == password
 
 
 authority_watch = AuthorityWatch()

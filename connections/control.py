@@ -5,11 +5,13 @@ messages that connections owns and that know nothing of conversations:
 
 - ``{"type": "connection.close", "code": int}``: close every socket of the user;
 - ``{"type": "connection.revoke", "token_hash": str | None, "user_id": str}``: close (4401)
-  every socket of the user authenticated with that token, or every socket of the user for
+  every socket of the user authenticated with that token (or opened with the Django session
+  of that digest, ``connections.sessions.session_digest``), or every socket of the user for
   ``None``; each instance's token cache (``connections.token_cache``) drops it too.
 
 They are sent after the change that caused them commits, so an instance that acts on one and
-looks at the database sees the change.
+looks at the database sees the change. While this instance's Redis link is down it hears
+none sent elsewhere (``control_audible``): what relies on them then asks the database.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
+from connections.layer import RealtimeChannelLayer
+from connections.layer.core import STATUS_DEGRADED
+
 logger = logging.getLogger(__name__)
 
 CLOSE_MESSAGE_TYPE = "connection.close"
@@ -30,6 +35,16 @@ REVOKE_MESSAGE_TYPE = "connection.revoke"
 def user_group(user_id: object) -> str:
     """The group of every socket of one user (the same name chat's events use)."""
     return f"user.{user_id}"
+
+
+def control_audible(layer: object) -> bool:
+    """Whether control messages sent on other instances reach this one now.
+
+    False while the layer's Redis link is degraded: a revocation or a membership change made
+    elsewhere is published into the void, so a socket's cached knowledge cannot be trusted.
+    Without Redis there is no other instance, and a layer of another kind is taken at its word.
+    """
+    return not (isinstance(layer, RealtimeChannelLayer) and layer.status == STATUS_DEGRADED)
 
 
 async def control_send(*, user_id: object, message: dict[str, Any]) -> None:

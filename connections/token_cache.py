@@ -15,10 +15,13 @@ and is kept honest the way live sockets are:
 - **Expiry.** A token is never served past its ``expires_at``; at most ``TOKEN_CACHE_SECONDS``
   after it was read from the database it is read again.
 - **What no signal announced** (a revocation sent while Redis was down, a
-  ``QuerySet.update``): the periodic re-check of the sockets' tokens
-  (``connections.authority``) checks the cached ones in the same query and drops the stale;
-  and the whole cache is emptied when the channel layer says a Redis link came back
-  (whatever was published meanwhile did not arrive).
+  ``QuerySet.update``): the instance's authority sweep (``connections.authority``) checks the
+  cached tokens in the same query as the sockets' and drops the stale; and the whole cache
+  is emptied when the channel layer says a Redis link came back (whatever was published
+  meanwhile did not arrive).
+- **While revocations cannot arrive** (the layer is degraded, ``control_audible``), the
+  cache is neither read nor filled: every connect asks the database, so a logout on
+  another instance during the outage is refused here at once.
 
 Without a channel layer there is no revocation to hear: nothing is cached.
 """
@@ -37,7 +40,7 @@ from typing import Any
 from channels.layers import get_channel_layer
 from django.utils import timezone
 
-from connections.control import REVOKE_MESSAGE_TYPE, user_group
+from connections.control import REVOKE_MESSAGE_TYPE, control_audible, user_group
 from realtime_project.conf import realtime_settings
 
 logger = logging.getLogger(__name__)
@@ -52,6 +55,7 @@ class CachedToken:
     user_id: str
     expires_at: datetime
     read_at: float  # time.monotonic() of the database read
+    token_id: int  # the row's id, what the authority sweep asks about
 
 
 class TokenCache:
@@ -75,9 +79,14 @@ class TokenCache:
     def digests(self) -> list[str]:
         return list(self._tokens)
 
+    def token_ids(self) -> dict[int, str]:
+        """Each cached token's row id, with its digest."""
+        return {entry.token_id: digest for digest, entry in self._tokens.items()}
+
     def get(self, digest: str) -> CachedToken | None:
-        """The cached valid token, or ``None`` (unknown, expired, too old)."""
-        entry = self._tokens.get(digest)
+        """The cached valid token, or ``None`` (unknown, expired, too old, or no revocation
+        can reach this instance now)."""
+        entry = self._tokens.get(digest) if control_audible(self.layer) else None
         if entry is not None:
             max_age = realtime_settings.TOKEN_CACHE_SECONDS
             if entry.expires_at <= timezone.now() or time.monotonic() - entry.read_at > max_age:
@@ -94,7 +103,9 @@ class TokenCache:
     async def put(self, digest: str, entry: CachedToken) -> None:
         """Remember a token just read from the database (valid at ``entry.read_at``)."""
         size = realtime_settings.TOKEN_CACHE_SIZE
-        if size <= 0 or not await self._listening(entry.user_id):
+        if size <= 0 or not control_audible(self.layer):
+            return
+        if not await self._listening(entry.user_id):
             return
         if self._revoked_after(digest, entry.user_id, entry.read_at):
             return  # revoked while it was being read

@@ -1,9 +1,11 @@
 """Token lifecycle: issue, look up, revoke; the REST authentication class (docs/auth.md).
 
 A token is valid while it exists, has not reached ``expires_at`` and its user is active.
-Whatever ends that (logout, deletion in the admin, the user's deactivation or deletion) sends
-``connection.revoke`` after commit, so live sockets close with 4401 on every instance; a
-token that expires closes its sockets by a timer on each socket (``connections.authority``).
+Whatever ends that (logout, deletion in the admin, the user's deactivation or deletion, a
+password change, which deletes every token of the user) sends ``connection.revoke`` after
+commit, so live sockets close with 4401 on every instance; a token that expires closes its
+sockets by a timer on each socket, and what no signal announced is caught by the instance's
+authority sweep (``connections.authority``).
 """
 
 from __future__ import annotations
@@ -25,11 +27,10 @@ from rest_framework.request import Request
 from connections.control import sockets_revoke_on_commit
 from connections.database import database_async, database_async_enabled, database_connection
 from connections.models import AuthToken, token_digest
+from connections.queries import matching
 from realtime_project.conf import realtime_settings
 
 KEYWORD = "Token"
-# Digests per query when re-checking an instance's sockets (SQLite caps bound parameters).
-_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,9 @@ class TokenIdentity:
     # time.monotonic() when the token was known valid (a database read or a cache hit); a
     # revocation heard after it closes the socket once it has joined ``user.<id>``. 0: unset.
     checked_at: float = 0.0
+    # The row's id: what the authority sweep asks about (an integer is far cheaper to send
+    # and compare by the thousand than a 64-character digest). 0: unknown, never valid.
+    token_id: int = 0
 
 
 def token_ttl() -> timedelta:
@@ -129,26 +133,23 @@ def token_revoke(*, token: AuthToken) -> None:
     token.delete()
 
 
-def tokens_valid(*, digests: list[str]) -> set[str]:
-    """Which of ``digests`` still name a valid token (one query)."""
-    found: set[str] = set()
-    now = timezone.now()
-    for start in range(0, len(digests), _CHUNK):
-        found.update(
-            AuthToken.objects.filter(
-                digest__in=digests[start : start + _CHUNK], expires_at__gt=now, user__is_active=True
-            ).values_list("digest", flat=True)
-        )
+def tokens_valid(*, token_ids: list[int]) -> set[int]:
+    """Which of ``token_ids`` still name a valid token (unexpired, its user active)."""
+    found: set[int] = set()
+    valid = AuthToken.objects.filter(expires_at__gt=timezone.now(), user__is_active=True)
+    for queryset in matching(valid, "id", token_ids):
+        found.update(queryset.values_list("id", flat=True))
     return found
 
 
-def users_active(*, user_ids: list[str]) -> set[str]:
-    """Which of ``user_ids`` are active users (sockets authenticated by a session)."""
+def users_passwords(*, user_ids: list[str]) -> dict[str, str]:
+    """The password hash of each of ``user_ids`` that is an active user."""
     ids = [int(u) for u in user_ids if u.isdigit()]
-    if not ids:
-        return set()
-    found = get_user_model().objects.filter(pk__in=ids, is_active=True).values_list("pk", flat=True)
-    return {str(pk) for pk in found}
+    found: dict[str, str] = {}
+    active = get_user_model().objects.filter(is_active=True)
+    for queryset in matching(active, "pk", ids):
+        found.update((str(pk), password) for pk, password in queryset.values_list("pk", "password"))
+    return found
 
 
 class ExpiringTokenAuthentication(BaseAuthentication):
@@ -182,9 +183,35 @@ def _token_deleted(sender: Any, instance: AuthToken, **kwargs: Any) -> None:
     sockets_revoke_on_commit(user_id=instance.user_id, token_hash=instance.digest)
 
 
+# Set on a user instance by ``user_saving_receiver`` when its save changes the password.
+_PASSWORD_CHANGED = "_realtime_password_changed"
+
+
+def user_saving_receiver(
+    sender: Any, instance: Any, raw: bool, update_fields: Any, **kwargs: Any
+) -> None:
+    """Compare the password being saved with the stored one (the admin, ``set_password`` then
+    ``save``, a reset flow: every path that saves the model)."""
+    setattr(instance, _PASSWORD_CHANGED, False)
+    if raw or instance._state.adding or instance.pk is None:
+        return
+    if update_fields is not None and "password" not in update_fields:
+        return  # ``last_login`` on every login, and other partial saves: no query
+    stored = sender._default_manager.filter(pk=instance.pk).values_list("password", flat=True)
+    previous = stored.first()
+    setattr(instance, _PASSWORD_CHANGED, previous is not None and previous != instance.password)
+
+
 def user_saved_receiver(sender: Any, instance: Any, created: bool, **kwargs: Any) -> None:
     if created:
         return
-    if not instance.is_active:
-        # Every socket of the user, session-authenticated ones too.
+    password_changed = bool(getattr(instance, _PASSWORD_CHANGED, False))
+    setattr(instance, _PASSWORD_CHANGED, False)
+    if password_changed:
+        # Whoever changed it may be locking a thief out: no token issued before survives.
+        # Each deletion revokes its own token; the message below covers the rest.
+        AuthToken.objects.filter(user_id=instance.pk).delete()
+    if password_changed or not instance.is_active:
+        # Every socket of the user, session-authenticated ones too (a new password changes
+        # the session auth hash, so Django refuses their cookies from now on).
         sockets_revoke_on_commit(user_id=instance.pk, token_hash=None)

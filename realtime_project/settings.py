@@ -293,9 +293,12 @@ REALTIME: dict[str, Any] = {
     "METRICS_TOKEN": env_optional_str("METRICS_TOKEN"),
     # How long /metrics reuses one scrape's registry round trips.
     "METRICS_CACHE_SECONDS": env_float("METRICS_CACHE_SECONDS", 2.0, minimum=0),
-    # Tokens (docs/auth.md): lifetime, and how often each instance re-checks its sockets'.
+    # Tokens (docs/auth.md): lifetime, and how often each instance re-checks all its sockets'
+    # tokens, sessions and users in the database (the authority sweep). Above about 1 s, what
+    # no message announces (bulk updates, session expiry, a Redis outage) misses the 2 s the
+    # contract allows.
     "TOKEN_TTL_SECONDS": env_float("TOKEN_TTL_SECONDS", 30 * 24 * 3600, minimum=1),
-    "TOKEN_RECHECK_SECONDS": env_float("TOKEN_RECHECK_SECONDS", 30, minimum=0.05),
+    "TOKEN_RECHECK_SECONDS": env_float("TOKEN_RECHECK_SECONDS", 1.0, minimum=0.05),
     # Valid tokens each instance keeps so that a reconnect costs no query (0: no cache), and
     # how long one is served before it is read from the database again.
     "TOKEN_CACHE_SIZE": env_int("TOKEN_CACHE_SIZE", 10000, minimum=0),

@@ -34,11 +34,13 @@ class WsClient(FrameReader):
         token: str | None,
         user_id: str | None = None,
         origin: str | None = None,
+        cookie: str | None = None,
         within: float = 5.0,
     ) -> WsClient:
         connection = await connect(
             url + auth_query(token=token, user_id=user_id),
             origin=Origin(origin) if origin is not None else None,
+            additional_headers={"Cookie": cookie} if cookie is not None else None,
             open_timeout=within,
             max_size=None,
             ping_interval=None,
