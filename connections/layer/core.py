@@ -656,9 +656,12 @@ class RealtimeChannelLayer(BaseChannelLayer):
         elif not self._owns(channel):
             await self._send_remote(channel, payload, ephemeral, key)
             return
+        # The sweep runs first: looked up before it, a channel it reaps would take the
+        # message into a queue the layer no longer holds, and its receiver would wait forever.
+        now = self._now()
         chan = self._channel(channel)
         outcome = chan.offer(
-            payload, ephemeral, _digest(key), self._now(), self._counters, "delivered_local",
+            payload, ephemeral, _digest(key), now, self._counters, "delivered_local",
             "channel_full",
         )  # fmt: skip
         if outcome in NOT_QUEUED:
@@ -733,8 +736,14 @@ class RealtimeChannelLayer(BaseChannelLayer):
             self._adopt_orphans(self._link())  # its link was closed: subscribe again here
         loop = asyncio.get_running_loop()
         counters = self._counters
-        chan.last_used = self._clock()
-        while (payload := chan.pop(self._now(), counters)) is None:
+        while True:
+            now = self._now()
+            # A wait longer than expiry may have let the sweep reap this queue (and a send
+            # meanwhile start another): wait on the one the layer holds.
+            chan = self._channels.setdefault(channel, chan)
+            chan.last_used = now
+            if (payload := chan.pop(now, counters)) is not None:
+                break
             waiter: asyncio.Future[None] = loop.create_future()
             chan.add_waiter(waiter)
             try:
@@ -743,9 +752,14 @@ class RealtimeChannelLayer(BaseChannelLayer):
                 chan.remove_waiter(waiter)
                 if waiter.done() and not waiter.cancelled() and chan.items:
                     chan.wake_one()  # pass on the wake-up this receiver will not use
-                elif not chan.items and not chan.groups and not chan.waiters:
+                elif (
+                    not chan.items
+                    and not chan.groups
+                    and not chan.waiters
+                    and self._channels.get(channel) is chan
+                ):
                     # Nobody waits and nothing routes here: forget the channel.
-                    self._channels.pop(channel, None)
+                    del self._channels[channel]
                 chan.last_used = self._clock()
                 raise
         chan.last_used = self._clock()

@@ -476,3 +476,27 @@ def test_the_projects_layer_settings_use_only_known_options() -> None:
     config: dict[str, Any] = settings.CHANNEL_LAYERS["default"]
     if config["BACKEND"] == "connections.layer.RealtimeChannelLayer":
         RealtimeChannelLayer(**config.get("CONFIG", {}))
+
+
+# A send that runs the sweep
+
+
+async def test_a_send_that_runs_the_sweep_is_still_received(url: str | None) -> None:
+    """Channels' test_inmemorychannel.py::test_expiry_multi: once earlier messages expired,
+    a new one sent to the channel is received, and nothing older is. The send that finds the
+    channel unused for longer than expiry is also the call that runs the sweep."""
+    layer = make(url, expiry=3)
+    clock = skew_clocks(layer)
+    try:
+        for name in ("test-channel-1", await layer.new_channel()):
+            for n in (1, 2, 3):
+                await layer.send(name, {"type": f"message.{n}"})
+            assert (await layer.receive(name))["type"] == "message.1"
+            clock.advance(30)  # message.2 and .3 expired; the channel unused past expiry
+            await layer.send(name, {"type": "message.4"})
+            async with asyncio.timeout(2):
+                assert (await layer.receive(name))["type"] == "message.4"
+            assert await nothing_within(layer, name)
+        assert layer.counters()["delivered_local"] == 8
+    finally:
+        await layer.flush()
