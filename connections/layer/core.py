@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import difflib
+import hashlib
 import inspect
 import itertools
 import logging
@@ -36,6 +37,19 @@ from connections.layer.cluster import (
 from connections.layer.endpoints import HashRing, RedisEndpoint
 from connections.layer.links import DEGRADED, HEALTHY, REDIS_FAILURES, LinkSettings, ShardLink
 from connections.layer.loops import LoopLink, run_on_loop
+from connections.layer.named import (
+    ALREADY_PUSHED,
+    FULL,
+    GROUP_PUSH,
+    MEMBERSHIP_TTL_SECONDS,
+    NOT_A_MEMBER,
+    PUSHED,
+    RELAYS_IN_FLIGHT_MAX,
+    NamedMember,
+    list_key,
+    membership_key,
+    pushed_key,
+)
 from connections.layer.queues import (
     DROPPED,
     POLICIES,
@@ -82,6 +96,8 @@ COUNTER_NAMES = (
     # Cluster: MOVED/ASK replies and dropped sharded subscriptions seen, and slot map re-reads.
     "slot_moves",
     "slot_map_refreshes",
+    # Group messages not relayed into a named channel: too many relays in flight.
+    "named_relay_dropped",
 )
 
 # A resharding moves slots one after another: a burst of MOVED replies makes one re-read.
@@ -233,6 +249,14 @@ class RealtimeChannelLayer(BaseChannelLayer):
         self._verdict_seconds = min(1.0, bounded)
         self._channels: dict[str, ChannelQueue] = {}
         self._groups: dict[str, dict[str, None]] = {}
+        # With Redis: named channels this instance added to groups (named.py), by channel and
+        # by group, and the relays of other instances' group messages into their lists.
+        self._named: dict[str, NamedMember] = {}
+        self._named_groups: dict[str, dict[str, None]] = {}
+        self._relays: set[asyncio.Task[None]] = set()
+        # Numbers group messages for named channels' relays; a random start so that a
+        # restarted instance with the same id does not reuse numbers still remembered.
+        self._message_numbers = itertools.count(secrets.randbits(62))
         self._links: dict[asyncio.AbstractEventLoop, LoopLink] = {}
         self._links_lock = threading.Lock()
         self._hooked: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
@@ -272,7 +296,7 @@ class RealtimeChannelLayer(BaseChannelLayer):
         # Of those wanted, the groups kept past their last local member (``group_linger``).
         result["lingering"] = sum(len(shard.lingering) for shard in shards)
         result["channels"] = len(self._channels)
-        result["groups"] = len(self._groups)
+        result["groups"] = len(self._groups.keys() | self._named_groups.keys())
         result["queued"] = sum(len(chan.items) for chan in list(self._channels.values()))
         return result
 
@@ -462,6 +486,10 @@ class RealtimeChannelLayer(BaseChannelLayer):
             if len(self._group_names) > _GROUP_NAME_CACHE_MAX:
                 self._group_names.clear()
             self._group_names[channel] = group
+        named = self._named_groups.get(group)
+        if named:
+            number = rest[0] if rest and type(rest[0]) is int else None
+            self._relay_remote(loop_link, group, named, origin, dedup_key, number, data, payload)
         members = self._groups.get(group)
         if not members:
             return
@@ -473,6 +501,135 @@ class RealtimeChannelLayer(BaseChannelLayer):
                     payload, ephemeral, key, now, self._counters, "delivered_remote",
                     "group_full_dropped",
                 )  # fmt: skip
+
+    # Named channels in groups (named.py)
+
+    def _message_id(self, origin: str, dedup_key: object, number: int | None, data: bytes) -> str:
+        """The id two instances relaying one group message into a named channel agree on."""
+        if type(dedup_key) is str:
+            return f"k:{dedup_key}"  # a channel gets a given key at most once
+        if number is not None:
+            return f"m:{_token(origin)}:{number}"
+        # From an instance that numbers no messages: the envelope itself.
+        return "e:" + hashlib.blake2b(data, digest_size=16).hexdigest()
+
+    def _relay_remote(
+        self,
+        loop_link: LoopLink,
+        group: str,
+        named: dict[str, None],
+        origin: str,
+        dedup_key: object,
+        number: int | None,
+        data: bytes,
+        payload: bytes,
+    ) -> None:
+        names = []
+        for name in tuple(named):
+            member = self._named.get(name)
+            if member is not None and self._homed(member, loop_link):
+                names.append(name)
+        if not names:
+            return
+        if len(self._relays) >= RELAYS_IN_FLIGHT_MAX:
+            self._counters["named_relay_dropped"] += len(names)
+            logger.warning(
+                "group %s: %d named channels not relayed (Redis slow)", group, len(names)
+            )
+            return
+        message_id = self._message_id(origin, dedup_key, number, data)
+        entry = _pack((self._wall_clock(), payload))
+        task = loop_link.loop.create_task(
+            self._push_to_named(group, names, entry, message_id, "delivered_remote")
+        )
+        self._relays.add(task)
+        task.add_done_callback(self._relays.discard)
+
+    async def _push_to_named(
+        self, group: str, names: list[str], entry: bytes, message_id: str, delivered: str
+    ) -> None:
+        """Push one group message into named channels' lists (each at most once, named.py)."""
+        link = self._link()
+        counters = self._counters
+        for name in names:
+            member = self._named.get(name)
+            unconfirmed = member is not None and group in member.unconfirmed
+            client = link.named_client(self._ring.node_for(name))
+            try:
+                result = await client.eval(
+                    GROUP_PUSH,
+                    3,
+                    list_key(self.prefix, name),
+                    membership_key(self.prefix, name),
+                    pushed_key(self.prefix, name, message_id),
+                    entry,
+                    self.get_capacity(name),
+                    max(1, math.ceil(self.expiry)),
+                    group,
+                    MEMBERSHIP_TTL_SECONDS,
+                    "1" if unconfirmed else "0",
+                )
+            except REDIS_FAILURES as exc:
+                counters["publish_failures"] += 1
+                logger.warning("group %s: push to named channel %s failed: %r", group, name, exc)
+                continue
+            if member is not None:
+                member.unconfirmed.discard(group)
+            if result == PUSHED:
+                counters[delivered] += 1
+            elif result == FULL:
+                counters["group_full_dropped"] += 1
+                counters["queue_overflows"] += 1
+            elif result == ALREADY_PUSHED:
+                counters["duplicates_dropped"] += 1
+            elif result == NOT_A_MEMBER:
+                self._forget_named(group, name)  # another process discarded it
+
+    async def _named_group_add(self, group: str, channel: str) -> None:
+        current = self._link()
+        member = self._named.get(channel)
+        if member is None:
+            member = self._named[channel] = NamedMember(current)
+        member.groups.add(group)
+        self._named_groups.setdefault(group, {})[channel] = None
+        key = membership_key(self.prefix, channel)
+        client = current.named_client(self._ring.node_for(channel))
+        try:
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.sadd(key, group)
+                pipe.expire(key, MEMBERSHIP_TTL_SECONDS)
+                await pipe.execute()
+            member.unconfirmed.discard(group)
+        except REDIS_FAILURES as exc:
+            # Kept here; the first message relayed once Redis answers records it there.
+            member.unconfirmed.add(group)
+            self._counters["redis_errors"] += 1
+            logger.warning("group_add %s %s: Redis failed: %r", group, channel, exc)
+        await self._subscribe_member(member, current, group, channel)
+
+    async def _named_group_discard(self, group: str, channel: str) -> None:
+        client = self._link().named_client(self._ring.node_for(channel))
+        try:
+            await client.srem(membership_key(self.prefix, channel), group)
+        except REDIS_FAILURES as exc:
+            self._counters["redis_errors"] += 1
+            logger.warning("group_discard %s %s: Redis failed: %r", group, channel, exc)
+        self._forget_named(group, channel)
+
+    def _forget_named(self, group: str, channel: str) -> None:
+        named = self._named_groups.get(group)
+        if named is not None:
+            named.pop(channel, None)
+            if not named:
+                del self._named_groups[group]
+        member = self._named.get(channel)
+        if member is None or group not in member.groups:
+            return
+        member.groups.discard(group)
+        member.unconfirmed.discard(group)
+        if not member.groups:
+            del self._named[channel]
+        self._unsubscribe_member(member.link, group, channel)
 
     def _on_verdict(self, request: object, verdict: object) -> None:
         if type(request) is not int:
@@ -489,7 +646,7 @@ class RealtimeChannelLayer(BaseChannelLayer):
             loop.call_soon_threadsafe(_resolve, waiter, str(verdict))
 
     @staticmethod
-    def _homed(chan: ChannelQueue, link: LoopLink) -> bool:
+    def _homed(chan: ChannelQueue | NamedMember, link: LoopLink) -> bool:
         home = chan.link
         if home is link:
             return True
@@ -554,6 +711,13 @@ class RealtimeChannelLayer(BaseChannelLayer):
             if chan.groups and (home is None or not home.alive):
                 chan.link = link
                 for group in chan.groups:
+                    link.group_members.setdefault(group, set()).add(name)
+                    self._shard(link, group).want(self._group_prefix + group.encode())
+        for name, member in list(self._named.items()):
+            home = member.link
+            if member.groups and (home is None or not home.alive):
+                member.link = link
+                for group in member.groups:
                     link.group_members.setdefault(group, set()).add(name)
                     self._shard(link, group).want(self._group_prefix + group.encode())
 
@@ -798,14 +962,22 @@ class RealtimeChannelLayer(BaseChannelLayer):
         """Join; returns once Redis confirmed the group's subscription (when one was needed)."""
         self.require_valid_group_name(group)
         self.require_valid_channel_name(channel)
-        self._refuse_named_with_redis(channel, "group_add")
+        if self.endpoints and "!" not in channel:
+            await self._named_group_add(group, channel)
+            return
         chan = self._channel(channel)
         self._groups.setdefault(group, {})[channel] = None
         chan.groups.add(group)
         if not self.endpoints:
             return
+        await self._subscribe_member(chan, self._link(), group, channel)
+
+    async def _subscribe_member(
+        self, chan: ChannelQueue | NamedMember, current: LoopLink, group: str, channel: str
+    ) -> None:
+        """Count ``channel`` in its home loop's members of ``group``, subscribing the group
+        there when it is the first; returns once Redis confirmed (or the wait timed out)."""
         link = chan.link
-        current = self._link()
         if link is None or not link.alive:
             chan.link = link = current
         if link is current:
@@ -833,6 +1005,9 @@ class RealtimeChannelLayer(BaseChannelLayer):
         (after ``group_linger`` seconds, in a batch with others, when that is set)."""
         self.require_valid_group_name(group)
         self.require_valid_channel_name(channel)
+        if self.endpoints and "!" not in channel:
+            await self._named_group_discard(group, channel)
+            return
         members = self._groups.get(group)
         if members is not None:
             members.pop(channel, None)
@@ -842,8 +1017,11 @@ class RealtimeChannelLayer(BaseChannelLayer):
         if chan is None:
             return
         chan.groups.discard(group)
-        link = chan.link
-        if not self.endpoints or link is None or not link.alive:
+        if self.endpoints:
+            self._unsubscribe_member(chan.link, group, channel)
+
+    def _unsubscribe_member(self, link: LoopLink | None, group: str, channel: str) -> None:
+        if link is None or not link.alive:
             return
         if link.loop is asyncio.get_running_loop():
             self._member_removed(link, group, channel)
@@ -874,9 +1052,15 @@ class RealtimeChannelLayer(BaseChannelLayer):
                         "group_full_dropped",
                     )  # fmt: skip
         if self.endpoints:
-            envelope = _pack((self.instance_id, key, None, ephemeral, payload))
+            number = next(self._message_numbers)
+            envelope = _pack((self.instance_id, key, None, ephemeral, payload, number))
             name = f"{self.prefix}:g:{group}"
             await self._publish(group, name, envelope)
+            named = self._named_groups.get(group)
+            if named:
+                message_id = self._message_id(self.instance_id, key, number, envelope)
+                entry = _pack((self._wall_clock(), payload))
+                await self._push_to_named(group, list(named), entry, message_id, "delivered_local")
 
     async def flush(self) -> None:
         """Forget every local channel and group, and close this loop's Redis connections.
@@ -885,6 +1069,8 @@ class RealtimeChannelLayer(BaseChannelLayer):
         (channels_redis's flush deletes every key of its prefix, theirs included)."""
         self._channels.clear()
         self._groups.clear()
+        self._named.clear()
+        self._named_groups.clear()
         await self.close()
 
     async def close(self) -> None:

@@ -238,16 +238,76 @@ async def test_a_group_of_100_members(url: str | None) -> None:
         await layer.flush()
 
 
-async def test_named_channel_group_membership(channel_layer, url: str | None) -> None:
-    if url is None:  # local mode: a named channel is this process's, like InMemoryChannelLayer
-        await channel_layer.group_add("test-group", "test-gr-chan-1")
-        await channel_layer.group_send("test-group", {"type": "message.1"})
+async def test_named_channels_in_a_group(channel_layer) -> None:
+    """Channels' test_inmemorychannel.py::test_groups_basic (named channels as members): the
+    members get the message, the discarded one does not, with Redis as without."""
+    for name in ("test-gr-chan-1", "test-gr-chan-2", "test-gr-chan-3"):
+        await channel_layer.group_add("test-group", name)
+    await channel_layer.group_discard("test-group", "test-gr-chan-2")
+    await channel_layer.group_send("test-group", {"type": "message.1"})
+    async with asyncio.timeout(2):
         assert (await channel_layer.receive("test-gr-chan-1"))["type"] == "message.1"
-        return
-    # With Redis a named channel is a list shared by processes; group membership needs a
-    # channel homed on one instance, so it is refused loudly rather than lost quietly.
-    with pytest.raises(TypeError, match="new_channel"):
-        await channel_layer.group_add("test-group", "test-gr-chan-1")
+        assert (await channel_layer.receive("test-gr-chan-3"))["type"] == "message.1"
+    assert await nothing_within(channel_layer, "test-gr-chan-1")
+    assert await nothing_within(channel_layer, "test-gr-chan-2")
+
+
+async def test_group_send_to_a_full_named_member_does_not_raise(channel_layer) -> None:
+    """channels_redis test_core.py::test_groups_channel_full and Channels'
+    test_inmemorychannel.py::test_groups_channel_full: group_send ignores a full member, which
+    keeps what it had (capacity 3 here)."""
+    await channel_layer.group_add("test-group", "test-gr-chan-1")
+    for n in range(5):
+        await channel_layer.group_send("test-group", {"type": "message.1", "n": n})
+    assert [(await channel_layer.receive("test-gr-chan-1"))["n"] for _ in range(3)] == [0, 1, 2]
+    assert await nothing_within(channel_layer, "test-gr-chan-1")
+    assert channel_layer.counters()["group_full_dropped"] == 2
+
+
+async def test_a_named_member_gets_each_group_message_once_across_instances(
+    redis_url: str,
+) -> None:
+    """A named channel added to a group by two instances gets each message of the group once,
+    whoever sends it (the adder included: no echo), and a discard by any instance ends it."""
+    one, two, three = (make(redis_url, instance_id=f"host-{n}") for n in range(3))
+    try:
+        await one.group_add("jobs", "worker")
+        await two.group_add("jobs", "worker")
+        await three.group_send("jobs", {"type": "job", "n": 1})
+        await one.group_send("jobs", {"type": "job", "n": 2})
+        await two.group_send("jobs", {"type": "job", "n": 3})
+        received: list[int] = []
+        async with asyncio.timeout(5):
+            while len(received) < 3:
+                received.append((await three.receive("worker"))["n"])
+        assert sorted(received) == [1, 2, 3]
+        assert await nothing_within(three, "worker", seconds=0.5)
+
+        await three.group_discard("jobs", "worker")  # not an instance that added it
+        await three.group_send("jobs", {"type": "job", "n": 4})
+        await one.group_send("jobs", {"type": "job", "n": 5})
+        assert await nothing_within(two, "worker", seconds=0.5)
+        assert one.counters()["groups"] == 0
+    finally:
+        for layer in (one, two, three):
+            await layer.flush()
+
+
+async def test_a_named_member_added_from_a_short_lived_loop_keeps_receiving(
+    redis_url: str,
+) -> None:
+    """A sync view adds a worker's channel with async_to_sync (its loop ends at once): the
+    membership moves to a live loop, so another instance's group_send still reaches it."""
+    holder, sender = make(redis_url, instance_id="holder"), make(redis_url, instance_id="sender")
+    try:
+        await asyncio.to_thread(async_to_sync(holder.group_add), "jobs", "worker")
+        await holder.new_channel()  # the instance's own loop takes the membership over
+        await sender.group_send("jobs", {"type": "job", "n": 1})
+        async with asyncio.timeout(5):
+            assert (await sender.receive("worker"))["n"] == 1
+    finally:
+        await holder.flush()
+        await sender.flush()
 
 
 async def test_fan_out_over_10_instances(redis_url: str) -> None:
