@@ -57,6 +57,15 @@ from connections.layer.queues import (
     ChannelQueue,
     dedup_digest,
 )
+from connections.layer.wire import (
+    NEWER_MESSAGES_IGNORED,
+    WIRE_VERSION,
+    Envelope,
+    NewerMessage,
+    Verdict,
+    WireError,
+    decode,
+)
 
 __all__ = ["ChannelFull", "RealtimeChannelLayer"]
 
@@ -98,7 +107,12 @@ COUNTER_NAMES = (
     "slot_map_refreshes",
     # Group messages not relayed into a named channel: too many relays in flight.
     "named_relay_dropped",
+    # Messages of a newer wire version (wire.py), ignored.
+    "newer_version_ignored",
 )
+
+# Senders and versions whose newer messages were logged (each once).
+_NEWER_SEEN_MAX = 1_000
 
 # A resharding moves slots one after another: a burst of MOVED replies makes one re-read.
 SLOT_REFRESH_PAUSE_SECONDS = 0.1
@@ -268,6 +282,7 @@ class RealtimeChannelLayer(BaseChannelLayer):
         self._listeners: dict[int, tuple[asyncio.AbstractEventLoop, Callable[[], None]]] = {}
         self._listener_ids = itertools.count(1)
         self._counters = dict.fromkeys(COUNTER_NAMES, 0)
+        self._newer_seen: set[tuple[str, int]] = set()
         self._degraded_since: float | None = None
         self._degraded_total = 0.0
         # Expiry's clocks: monotonic for this process's queues, wall time for named channels'
@@ -442,25 +457,26 @@ class RealtimeChannelLayer(BaseChannelLayer):
     def on_remote(self, link: ShardLink, channel: bytes, data: bytes) -> None:
         """An envelope from Redis: drop our own echo, then deliver to members homed here."""
         try:
-            envelope = msgpack.unpackb(data, raw=False)
-            origin = envelope[0]
-        except (ValueError, TypeError, IndexError, msgpack.UnpackException):
+            message = decode(data)
+        except WireError as exc:
             self._counters["undeliverable"] += 1
+            logger.warning("layer: undeliverable message on %r: %s", channel, exc)
             return
-        if origin == self.instance_id:
+        if type(message) is NewerMessage:
+            self._on_newer(message)
+            return
+        if message.origin == self.instance_id:
             self._counters["echoes_dropped"] += 1
             return
-        if len(envelope) == 3:  # [origin, request, verdict]: the answer to our send()
-            self._on_verdict(envelope[1], envelope[2])
+        if type(message) is Verdict:  # the answer to our send()
+            self._on_verdict(message.request, message.verdict)
             return
-        try:
-            _, dedup_key, target, ephemeral, payload, *rest = envelope
-        except ValueError:
-            self._counters["undeliverable"] += 1
-            return
+        assert type(message) is Envelope
+        origin, dedup_key, target = message.origin, message.dedup_key, message.target
+        ephemeral, payload, tag = message.ephemeral, message.payload, message.tag
         loop_link = link.loop_link
         # The key travels as the sender's string (instances of other versions read it too).
-        key = dedup_digest(dedup_key) if type(dedup_key) is str else None
+        key = dedup_digest(dedup_key) if dedup_key is not None else None
         now = self._now()
         if target is not None:
             verdict = VERDICT_GONE
@@ -475,9 +491,9 @@ class RealtimeChannelLayer(BaseChannelLayer):
                     "remote_send_refused",
                 )  # fmt: skip
                 verdict = VERDICT_FULL if outcome in NOT_QUEUED else VERDICT_OK
-            if rest and rest[0] is not None:
+            if tag is not None:
                 inbox = f"{self.prefix}:i:{_token(origin)}"
-                answer = _pack((self.instance_id, rest[0], verdict))
+                answer = Verdict(self.instance_id, tag, verdict).encode()
                 self._shard(loop_link, inbox).publish(inbox, answer)
             return
         group = self._group_names.get(channel)
@@ -488,8 +504,7 @@ class RealtimeChannelLayer(BaseChannelLayer):
             self._group_names[channel] = group
         named = self._named_groups.get(group)
         if named:
-            number = rest[0] if rest and type(rest[0]) is int else None
-            self._relay_remote(loop_link, group, named, origin, dedup_key, number, data, payload)
+            self._relay_remote(loop_link, group, named, origin, dedup_key, tag, data, payload)
         members = self._groups.get(group)
         if not members:
             return
@@ -631,9 +646,23 @@ class RealtimeChannelLayer(BaseChannelLayer):
             del self._named[channel]
         self._unsubscribe_member(member.link, group, channel)
 
-    def _on_verdict(self, request: object, verdict: object) -> None:
-        if type(request) is not int:
-            return
+    def _on_newer(self, message: NewerMessage) -> None:
+        """A message of a newer release (a deployment rolling): not misread, counted, logged
+        once per sender and version (every one of them would flood the log)."""
+        self._counters["newer_version_ignored"] += 1
+        NEWER_MESSAGES_IGNORED.labels(version=str(message.version)).inc()
+        seen = (str(message.origin), message.version)
+        if seen not in self._newer_seen and len(self._newer_seen) < _NEWER_SEEN_MAX:
+            self._newer_seen.add(seen)
+            logger.warning(
+                "layer: ignoring messages of wire version %d from %s (this instance reads up "
+                "to %d)",
+                message.version,
+                message.origin,
+                WIRE_VERSION,
+            )
+
+    def _on_verdict(self, request: int, verdict: str) -> None:
         waiter = self._verdicts.get(request)
         if waiter is None or waiter.done():
             return
@@ -641,9 +670,9 @@ class RealtimeChannelLayer(BaseChannelLayer):
         if loop.is_closed():
             return
         if loop is asyncio.get_running_loop():
-            waiter.set_result(str(verdict))
+            waiter.set_result(verdict)
         else:
-            loop.call_soon_threadsafe(_resolve, waiter, str(verdict))
+            loop.call_soon_threadsafe(_resolve, waiter, verdict)
 
     @staticmethod
     def _homed(chan: ChannelQueue | NamedMember, link: LoopLink) -> bool:
@@ -846,7 +875,9 @@ class RealtimeChannelLayer(BaseChannelLayer):
         waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._verdicts[request] = waiter
         try:
-            envelope = _pack((self.instance_id, key, channel, ephemeral, payload, request))
+            envelope = Envelope(
+                self.instance_id, key, channel, ephemeral, payload, request
+            ).encode()
             if not await self._publish(inbox, inbox, envelope):
                 return  # degraded: counted as a publish failure, never raised
             try:
@@ -1053,7 +1084,7 @@ class RealtimeChannelLayer(BaseChannelLayer):
                     )  # fmt: skip
         if self.endpoints:
             number = next(self._message_numbers)
-            envelope = _pack((self.instance_id, key, None, ephemeral, payload, number))
+            envelope = Envelope(self.instance_id, key, None, ephemeral, payload, number).encode()
             name = f"{self.prefix}:g:{group}"
             await self._publish(group, name, envelope)
             named = self._named_groups.get(group)
