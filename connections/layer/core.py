@@ -65,6 +65,7 @@ from connections.layer.wire import (
     Verdict,
     WireError,
     decode,
+    encode_group_envelope,
 )
 
 __all__ = ["ChannelFull", "RealtimeChannelLayer"]
@@ -1084,7 +1085,7 @@ class RealtimeChannelLayer(BaseChannelLayer):
                     )  # fmt: skip
         if self.endpoints:
             number = next(self._message_numbers)
-            envelope = Envelope(self.instance_id, key, None, ephemeral, payload, number).encode()
+            envelope = encode_group_envelope(self.instance_id, key, ephemeral, payload, number)
             name = f"{self.prefix}:g:{group}"
             await self._publish(group, name, envelope)
             named = self._named_groups.get(group)

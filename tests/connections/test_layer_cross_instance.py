@@ -12,7 +12,13 @@ import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
 from connections.layer import ChannelFull, RealtimeChannelLayer
-from connections.layer.wire import WIRE_VERSION, Envelope, Verdict, decode
+from connections.layer.wire import (
+    WIRE_VERSION,
+    Envelope,
+    Verdict,
+    decode,
+    encode_group_envelope,
+)
 from scripts.procs import RedisServer, wait_until
 from tests.support.async_poll import async_wait_until
 from tests.support.layers import layer_pair, make_layer, nothing_within, receive_within
@@ -368,6 +374,8 @@ async def test_a_message_of_a_newer_wire_version_is_ignored_counted_and_logged(
 def test_the_wire_types_round_trip_and_read_the_earlier_layout() -> None:
     envelope = Envelope("inst-a", "evt-1", None, True, b"payload", 42)
     assert decode(envelope.encode()) == envelope
+    # group_send's fast path builds the same bytes as the declared type.
+    assert encode_group_envelope("inst-a", "evt-1", True, b"payload", 42) == envelope.encode()
     verdict = Verdict("inst-b", 9, "full")
     assert decode(verdict.encode()) == verdict
     # The unversioned layouts of the release before (version 1).
