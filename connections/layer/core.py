@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import difflib
+import hashlib
 import inspect
 import itertools
 import logging
@@ -36,12 +37,35 @@ from connections.layer.cluster import (
 from connections.layer.endpoints import HashRing, RedisEndpoint
 from connections.layer.links import DEGRADED, HEALTHY, REDIS_FAILURES, LinkSettings, ShardLink
 from connections.layer.loops import LoopLink, run_on_loop
+from connections.layer.named import (
+    ALREADY_PUSHED,
+    FULL,
+    GROUP_PUSH,
+    MEMBERSHIP_TTL_SECONDS,
+    NOT_A_MEMBER,
+    PUSHED,
+    RELAYS_IN_FLIGHT_MAX,
+    NamedMember,
+    list_key,
+    membership_key,
+    pushed_key,
+)
 from connections.layer.queues import (
     DROPPED,
     POLICIES,
     REFUSED,
     ChannelQueue,
     dedup_digest,
+)
+from connections.layer.wire import (
+    NEWER_MESSAGES_IGNORED,
+    WIRE_VERSION,
+    Envelope,
+    NewerMessage,
+    Verdict,
+    WireError,
+    decode,
+    encode_group_envelope,
 )
 
 __all__ = ["ChannelFull", "RealtimeChannelLayer"]
@@ -82,7 +106,14 @@ COUNTER_NAMES = (
     # Cluster: MOVED/ASK replies and dropped sharded subscriptions seen, and slot map re-reads.
     "slot_moves",
     "slot_map_refreshes",
+    # Group messages not relayed into a named channel: too many relays in flight.
+    "named_relay_dropped",
+    # Messages of a newer wire version (wire.py), ignored.
+    "newer_version_ignored",
 )
+
+# Senders and versions whose newer messages were logged (each once).
+_NEWER_SEEN_MAX = 1_000
 
 # A resharding moves slots one after another: a burst of MOVED replies makes one re-read.
 SLOT_REFRESH_PAUSE_SECONDS = 0.1
@@ -233,6 +264,14 @@ class RealtimeChannelLayer(BaseChannelLayer):
         self._verdict_seconds = min(1.0, bounded)
         self._channels: dict[str, ChannelQueue] = {}
         self._groups: dict[str, dict[str, None]] = {}
+        # With Redis: named channels this instance added to groups (named.py), by channel and
+        # by group, and the relays of other instances' group messages into their lists.
+        self._named: dict[str, NamedMember] = {}
+        self._named_groups: dict[str, dict[str, None]] = {}
+        self._relays: set[asyncio.Task[None]] = set()
+        # Numbers group messages for named channels' relays; a random start so that a
+        # restarted instance with the same id does not reuse numbers still remembered.
+        self._message_numbers = itertools.count(secrets.randbits(62))
         self._links: dict[asyncio.AbstractEventLoop, LoopLink] = {}
         self._links_lock = threading.Lock()
         self._hooked: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
@@ -244,6 +283,7 @@ class RealtimeChannelLayer(BaseChannelLayer):
         self._listeners: dict[int, tuple[asyncio.AbstractEventLoop, Callable[[], None]]] = {}
         self._listener_ids = itertools.count(1)
         self._counters = dict.fromkeys(COUNTER_NAMES, 0)
+        self._newer_seen: set[tuple[str, int]] = set()
         self._degraded_since: float | None = None
         self._degraded_total = 0.0
         # Expiry's clocks: monotonic for this process's queues, wall time for named channels'
@@ -272,7 +312,7 @@ class RealtimeChannelLayer(BaseChannelLayer):
         # Of those wanted, the groups kept past their last local member (``group_linger``).
         result["lingering"] = sum(len(shard.lingering) for shard in shards)
         result["channels"] = len(self._channels)
-        result["groups"] = len(self._groups)
+        result["groups"] = len(self._groups.keys() | self._named_groups.keys())
         result["queued"] = sum(len(chan.items) for chan in list(self._channels.values()))
         return result
 
@@ -418,25 +458,26 @@ class RealtimeChannelLayer(BaseChannelLayer):
     def on_remote(self, link: ShardLink, channel: bytes, data: bytes) -> None:
         """An envelope from Redis: drop our own echo, then deliver to members homed here."""
         try:
-            envelope = msgpack.unpackb(data, raw=False)
-            origin = envelope[0]
-        except (ValueError, TypeError, IndexError, msgpack.UnpackException):
+            message = decode(data)
+        except WireError as exc:
             self._counters["undeliverable"] += 1
+            logger.warning("layer: undeliverable message on %r: %s", channel, exc)
             return
-        if origin == self.instance_id:
+        if type(message) is NewerMessage:
+            self._on_newer(message)
+            return
+        if message.origin == self.instance_id:
             self._counters["echoes_dropped"] += 1
             return
-        if len(envelope) == 3:  # [origin, request, verdict]: the answer to our send()
-            self._on_verdict(envelope[1], envelope[2])
+        if type(message) is Verdict:  # the answer to our send()
+            self._on_verdict(message.request, message.verdict)
             return
-        try:
-            _, dedup_key, target, ephemeral, payload, *rest = envelope
-        except ValueError:
-            self._counters["undeliverable"] += 1
-            return
+        assert type(message) is Envelope
+        origin, dedup_key, target = message.origin, message.dedup_key, message.target
+        ephemeral, payload, tag = message.ephemeral, message.payload, message.tag
         loop_link = link.loop_link
         # The key travels as the sender's string (instances of other versions read it too).
-        key = dedup_digest(dedup_key) if type(dedup_key) is str else None
+        key = dedup_digest(dedup_key) if dedup_key is not None else None
         now = self._now()
         if target is not None:
             verdict = VERDICT_GONE
@@ -451,9 +492,9 @@ class RealtimeChannelLayer(BaseChannelLayer):
                     "remote_send_refused",
                 )  # fmt: skip
                 verdict = VERDICT_FULL if outcome in NOT_QUEUED else VERDICT_OK
-            if rest and rest[0] is not None:
+            if tag is not None:
                 inbox = f"{self.prefix}:i:{_token(origin)}"
-                answer = _pack((self.instance_id, rest[0], verdict))
+                answer = Verdict(self.instance_id, tag, verdict).encode()
                 self._shard(loop_link, inbox).publish(inbox, answer)
             return
         group = self._group_names.get(channel)
@@ -462,6 +503,9 @@ class RealtimeChannelLayer(BaseChannelLayer):
             if len(self._group_names) > _GROUP_NAME_CACHE_MAX:
                 self._group_names.clear()
             self._group_names[channel] = group
+        named = self._named_groups.get(group)
+        if named:
+            self._relay_remote(loop_link, group, named, origin, dedup_key, tag, data, payload)
         members = self._groups.get(group)
         if not members:
             return
@@ -474,9 +518,152 @@ class RealtimeChannelLayer(BaseChannelLayer):
                     "group_full_dropped",
                 )  # fmt: skip
 
-    def _on_verdict(self, request: object, verdict: object) -> None:
-        if type(request) is not int:
+    # Named channels in groups (named.py)
+
+    def _message_id(self, origin: str, dedup_key: object, number: int | None, data: bytes) -> str:
+        """The id two instances relaying one group message into a named channel agree on."""
+        if type(dedup_key) is str:
+            return f"k:{dedup_key}"  # a channel gets a given key at most once
+        if number is not None:
+            return f"m:{_token(origin)}:{number}"
+        # From an instance that numbers no messages: the envelope itself.
+        return "e:" + hashlib.blake2b(data, digest_size=16).hexdigest()
+
+    def _relay_remote(
+        self,
+        loop_link: LoopLink,
+        group: str,
+        named: dict[str, None],
+        origin: str,
+        dedup_key: object,
+        number: int | None,
+        data: bytes,
+        payload: bytes,
+    ) -> None:
+        names = []
+        for name in tuple(named):
+            member = self._named.get(name)
+            if member is not None and self._homed(member, loop_link):
+                names.append(name)
+        if not names:
             return
+        if len(self._relays) >= RELAYS_IN_FLIGHT_MAX:
+            self._counters["named_relay_dropped"] += len(names)
+            logger.warning(
+                "group %s: %d named channels not relayed (Redis slow)", group, len(names)
+            )
+            return
+        message_id = self._message_id(origin, dedup_key, number, data)
+        entry = _pack((self._wall_clock(), payload))
+        task = loop_link.loop.create_task(
+            self._push_to_named(group, names, entry, message_id, "delivered_remote")
+        )
+        self._relays.add(task)
+        task.add_done_callback(self._relays.discard)
+
+    async def _push_to_named(
+        self, group: str, names: list[str], entry: bytes, message_id: str, delivered: str
+    ) -> None:
+        """Push one group message into named channels' lists (each at most once, named.py)."""
+        link = self._link()
+        counters = self._counters
+        for name in names:
+            member = self._named.get(name)
+            unconfirmed = member is not None and group in member.unconfirmed
+            client = link.named_client(self._ring.node_for(name))
+            try:
+                result = await client.eval(
+                    GROUP_PUSH,
+                    3,
+                    list_key(self.prefix, name),
+                    membership_key(self.prefix, name),
+                    pushed_key(self.prefix, name, message_id),
+                    entry,
+                    self.get_capacity(name),
+                    max(1, math.ceil(self.expiry)),
+                    group,
+                    MEMBERSHIP_TTL_SECONDS,
+                    "1" if unconfirmed else "0",
+                )
+            except REDIS_FAILURES as exc:
+                counters["publish_failures"] += 1
+                logger.warning("group %s: push to named channel %s failed: %r", group, name, exc)
+                continue
+            if member is not None:
+                member.unconfirmed.discard(group)
+            if result == PUSHED:
+                counters[delivered] += 1
+            elif result == FULL:
+                counters["group_full_dropped"] += 1
+                counters["queue_overflows"] += 1
+            elif result == ALREADY_PUSHED:
+                counters["duplicates_dropped"] += 1
+            elif result == NOT_A_MEMBER:
+                self._forget_named(group, name)  # another process discarded it
+
+    async def _named_group_add(self, group: str, channel: str) -> None:
+        current = self._link()
+        member = self._named.get(channel)
+        if member is None:
+            member = self._named[channel] = NamedMember(current)
+        member.groups.add(group)
+        self._named_groups.setdefault(group, {})[channel] = None
+        key = membership_key(self.prefix, channel)
+        client = current.named_client(self._ring.node_for(channel))
+        try:
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.sadd(key, group)
+                pipe.expire(key, MEMBERSHIP_TTL_SECONDS)
+                await pipe.execute()
+            member.unconfirmed.discard(group)
+        except REDIS_FAILURES as exc:
+            # Kept here; the first message relayed once Redis answers records it there.
+            member.unconfirmed.add(group)
+            self._counters["redis_errors"] += 1
+            logger.warning("group_add %s %s: Redis failed: %r", group, channel, exc)
+        await self._subscribe_member(member, current, group, channel)
+
+    async def _named_group_discard(self, group: str, channel: str) -> None:
+        client = self._link().named_client(self._ring.node_for(channel))
+        try:
+            await client.srem(membership_key(self.prefix, channel), group)
+        except REDIS_FAILURES as exc:
+            self._counters["redis_errors"] += 1
+            logger.warning("group_discard %s %s: Redis failed: %r", group, channel, exc)
+        self._forget_named(group, channel)
+
+    def _forget_named(self, group: str, channel: str) -> None:
+        named = self._named_groups.get(group)
+        if named is not None:
+            named.pop(channel, None)
+            if not named:
+                del self._named_groups[group]
+        member = self._named.get(channel)
+        if member is None or group not in member.groups:
+            return
+        member.groups.discard(group)
+        member.unconfirmed.discard(group)
+        if not member.groups:
+            del self._named[channel]
+        self._unsubscribe_member(member.link, group, channel)
+
+    def _on_newer(self, message: NewerMessage) -> None:
+        """A message of a newer release (a deployment rolling): not misread, counted, logged
+        once per sender and version (every one of them would flood the log)."""
+        self._counters["newer_version_ignored"] += 1
+        NEWER_MESSAGES_IGNORED.labels(version=str(message.version)).inc()
+        seen = (str(message.origin), message.version)
+        if seen not in self._newer_seen and len(self._newer_seen) < _NEWER_SEEN_MAX:
+            self._newer_seen.add(seen)
+            logger.warning(
+                "layer: ignoring messages of wire version %d from %s (this instance reads up "
+                "to %d)",
+                message.version,
+                message.origin,
+                WIRE_VERSION,
+            )
+
+    def _on_verdict(self, request: int, verdict: str) -> None:
         waiter = self._verdicts.get(request)
         if waiter is None or waiter.done():
             return
@@ -484,12 +671,12 @@ class RealtimeChannelLayer(BaseChannelLayer):
         if loop.is_closed():
             return
         if loop is asyncio.get_running_loop():
-            waiter.set_result(str(verdict))
+            waiter.set_result(verdict)
         else:
-            loop.call_soon_threadsafe(_resolve, waiter, str(verdict))
+            loop.call_soon_threadsafe(_resolve, waiter, verdict)
 
     @staticmethod
-    def _homed(chan: ChannelQueue, link: LoopLink) -> bool:
+    def _homed(chan: ChannelQueue | NamedMember, link: LoopLink) -> bool:
         home = chan.link
         if home is link:
             return True
@@ -554,6 +741,13 @@ class RealtimeChannelLayer(BaseChannelLayer):
             if chan.groups and (home is None or not home.alive):
                 chan.link = link
                 for group in chan.groups:
+                    link.group_members.setdefault(group, set()).add(name)
+                    self._shard(link, group).want(self._group_prefix + group.encode())
+        for name, member in list(self._named.items()):
+            home = member.link
+            if member.groups and (home is None or not home.alive):
+                member.link = link
+                for group in member.groups:
                     link.group_members.setdefault(group, set()).add(name)
                     self._shard(link, group).want(self._group_prefix + group.encode())
 
@@ -656,9 +850,12 @@ class RealtimeChannelLayer(BaseChannelLayer):
         elif not self._owns(channel):
             await self._send_remote(channel, payload, ephemeral, key)
             return
+        # The sweep runs first: looked up before it, a channel it reaps would take the
+        # message into a queue the layer no longer holds, and its receiver would wait forever.
+        now = self._now()
         chan = self._channel(channel)
         outcome = chan.offer(
-            payload, ephemeral, _digest(key), self._now(), self._counters, "delivered_local",
+            payload, ephemeral, _digest(key), now, self._counters, "delivered_local",
             "channel_full",
         )  # fmt: skip
         if outcome in NOT_QUEUED:
@@ -679,7 +876,9 @@ class RealtimeChannelLayer(BaseChannelLayer):
         waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._verdicts[request] = waiter
         try:
-            envelope = _pack((self.instance_id, key, channel, ephemeral, payload, request))
+            envelope = Envelope(
+                self.instance_id, key, channel, ephemeral, payload, request
+            ).encode()
             if not await self._publish(inbox, inbox, envelope):
                 return  # degraded: counted as a publish failure, never raised
             try:
@@ -733,8 +932,14 @@ class RealtimeChannelLayer(BaseChannelLayer):
             self._adopt_orphans(self._link())  # its link was closed: subscribe again here
         loop = asyncio.get_running_loop()
         counters = self._counters
-        chan.last_used = self._clock()
-        while (payload := chan.pop(self._now(), counters)) is None:
+        while True:
+            now = self._now()
+            # A wait longer than expiry may have let the sweep reap this queue (and a send
+            # meanwhile start another): wait on the one the layer holds.
+            chan = self._channels.setdefault(channel, chan)
+            chan.last_used = now
+            if (payload := chan.pop(now, counters)) is not None:
+                break
             waiter: asyncio.Future[None] = loop.create_future()
             chan.add_waiter(waiter)
             try:
@@ -743,9 +948,14 @@ class RealtimeChannelLayer(BaseChannelLayer):
                 chan.remove_waiter(waiter)
                 if waiter.done() and not waiter.cancelled() and chan.items:
                     chan.wake_one()  # pass on the wake-up this receiver will not use
-                elif not chan.items and not chan.groups and not chan.waiters:
+                elif (
+                    not chan.items
+                    and not chan.groups
+                    and not chan.waiters
+                    and self._channels.get(channel) is chan
+                ):
                     # Nobody waits and nothing routes here: forget the channel.
-                    self._channels.pop(channel, None)
+                    del self._channels[channel]
                 chan.last_used = self._clock()
                 raise
         chan.last_used = self._clock()
@@ -784,14 +994,22 @@ class RealtimeChannelLayer(BaseChannelLayer):
         """Join; returns once Redis confirmed the group's subscription (when one was needed)."""
         self.require_valid_group_name(group)
         self.require_valid_channel_name(channel)
-        self._refuse_named_with_redis(channel, "group_add")
+        if self.endpoints and "!" not in channel:
+            await self._named_group_add(group, channel)
+            return
         chan = self._channel(channel)
         self._groups.setdefault(group, {})[channel] = None
         chan.groups.add(group)
         if not self.endpoints:
             return
+        await self._subscribe_member(chan, self._link(), group, channel)
+
+    async def _subscribe_member(
+        self, chan: ChannelQueue | NamedMember, current: LoopLink, group: str, channel: str
+    ) -> None:
+        """Count ``channel`` in its home loop's members of ``group``, subscribing the group
+        there when it is the first; returns once Redis confirmed (or the wait timed out)."""
         link = chan.link
-        current = self._link()
         if link is None or not link.alive:
             chan.link = link = current
         if link is current:
@@ -819,6 +1037,9 @@ class RealtimeChannelLayer(BaseChannelLayer):
         (after ``group_linger`` seconds, in a batch with others, when that is set)."""
         self.require_valid_group_name(group)
         self.require_valid_channel_name(channel)
+        if self.endpoints and "!" not in channel:
+            await self._named_group_discard(group, channel)
+            return
         members = self._groups.get(group)
         if members is not None:
             members.pop(channel, None)
@@ -828,8 +1049,11 @@ class RealtimeChannelLayer(BaseChannelLayer):
         if chan is None:
             return
         chan.groups.discard(group)
-        link = chan.link
-        if not self.endpoints or link is None or not link.alive:
+        if self.endpoints:
+            self._unsubscribe_member(chan.link, group, channel)
+
+    def _unsubscribe_member(self, link: LoopLink | None, group: str, channel: str) -> None:
+        if link is None or not link.alive:
             return
         if link.loop is asyncio.get_running_loop():
             self._member_removed(link, group, channel)
@@ -860,9 +1084,15 @@ class RealtimeChannelLayer(BaseChannelLayer):
                         "group_full_dropped",
                     )  # fmt: skip
         if self.endpoints:
-            envelope = _pack((self.instance_id, key, None, ephemeral, payload))
+            number = next(self._message_numbers)
+            envelope = encode_group_envelope(self.instance_id, key, ephemeral, payload, number)
             name = f"{self.prefix}:g:{group}"
             await self._publish(group, name, envelope)
+            named = self._named_groups.get(group)
+            if named:
+                message_id = self._message_id(self.instance_id, key, number, envelope)
+                entry = _pack((self._wall_clock(), payload))
+                await self._push_to_named(group, list(named), entry, message_id, "delivered_local")
 
     async def flush(self) -> None:
         """Forget every local channel and group, and close this loop's Redis connections.
@@ -871,6 +1101,8 @@ class RealtimeChannelLayer(BaseChannelLayer):
         (channels_redis's flush deletes every key of its prefix, theirs included)."""
         self._channels.clear()
         self._groups.clear()
+        self._named.clear()
+        self._named_groups.clear()
         await self.close()
 
     async def close(self) -> None:

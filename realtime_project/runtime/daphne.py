@@ -22,10 +22,17 @@ Daphne, whatever command line started it:
   included), and the socket's own queue in the channel layer fills meanwhile (it overflows
   into 4008 if the client stays behind). A buffer that makes no progress for
   ``WS_SEND_STALL_SECONDS`` belongs to a client that stopped reading: the server queues a 4008
-  close frame, and autobahn aborts the TCP connection (dropping the buffer) when the client
-  has not answered it within its close-handshake timeout (1 s, Daphne leaves autobahn's
-  default); the consumer's disconnect handler cleans up either way. Anything written without
-  waiting (there is nothing else today) is cut off at four times the bound.
+  close frame behind what is buffered. Autobahn would abort the TCP connection when the client
+  has not answered that close within its close-handshake timeout (1 s, Daphne leaves
+  autobahn's default), which a client still has to read megabytes to reach: one that resumed
+  reading two seconds later saw 1006, not 4008. Here autobahn's timer is replaced by a watch
+  of what is still unsent (Twisted's buffer and the kernel's send queue): the connection is
+  aborted once that makes no progress for ``WS_SEND_STALL_SECONDS``, or once it is all sent
+  and the client has not answered within autobahn's timeout. Nothing is added to the buffer
+  after the close, so memory stays bounded, and a client that never reads again is dropped
+  ``WS_SEND_STALL_SECONDS`` after the close. The consumer's disconnect handler cleans up
+  either way. Anything written without waiting (there is nothing else today) is cut off at
+  four times the bound.
 - **No blind proxy headers.** ``--proxy-headers`` makes Daphne believe ``X-Forwarded-For``
   from any peer. That option is turned off here: ``realtime_project.runtime.proxy_headers``
   reads the header, and only from ``TRUSTED_PROXIES``.
@@ -33,8 +40,11 @@ Daphne, whatever command line started it:
 
 from __future__ import annotations
 
+import array
 import asyncio
+import fcntl
 import logging
+import termios
 import time
 from typing import Any, Final
 
@@ -63,6 +73,20 @@ def transport_buffered_bytes(transport: Any) -> int:
     # Twisted keeps two buffers: ``dataBuffer`` (being written, from ``offset``) and the list
     # of later writes (``_tempDataLen`` bytes).
     return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+
+
+def kernel_unsent_bytes(transport: Any) -> int:
+    """Bytes the kernel holds in ``transport``'s socket send queue, not yet acknowledged by
+    the peer (0 if unknown): after Twisted's buffer, the rest of what a client has to read."""
+    while isinstance(transport, ProtocolWrapper):
+        transport = transport.transport
+    try:
+        descriptor = transport.fileno()
+        unsent = array.array("i", [0])
+        fcntl.ioctl(descriptor, termios.TIOCOUTQ, unsent, True)
+    except (AttributeError, OSError, ValueError):
+        return 0
+    return int(unsent[0])
 
 
 def _keep_peer(
@@ -135,6 +159,9 @@ def daphne_patch() -> bool:
             self.sendCloseFrame(code=code, isReply=False)
         else:
             original_close(self, code=code)
+        if code == WS_4008_SLOW_CONSUMER:
+            # The consumer's queue overflowed: its close may sit behind megabytes too.
+            wait_for_the_close_to_be_read(self)
 
     def max_message_size_exceeded(self: Any, msg_size: int, max_msg_size: int, reason: str) -> None:
         # In place of autobahn's _fail_connection, which drops TCP under failByDrop.
@@ -178,3 +205,45 @@ def slow_consumer_close(protocol: Any, buffered: int) -> None:
         client=":".join(str(p) for p in protocol.client_addr) if protocol.client_addr else None,
     )
     protocol.sendCloseFrame(code=WS_4008_SLOW_CONSUMER, isReply=False)
+    wait_for_the_close_to_be_read(protocol)
+
+
+def wait_for_the_close_to_be_read(protocol: Any) -> None:
+    """In place of autobahn's close-handshake timer, started by the close just queued: a
+    client reading what was buffered before it has until it stops making progress."""
+    timer = getattr(protocol, "closeHandshakeTimeoutCall", None)
+    if timer is None:
+        return  # autobahn set no timer (a timeout of 0): nothing to replace
+    timer.cancel()
+    protocol.closeHandshakeTimeoutCall = None
+    unsent = transport_buffered_bytes(protocol.transport) + kernel_unsent_bytes(protocol.transport)
+    now = time.monotonic()
+    _watch_closing(protocol, unsent, now, None)
+
+
+# How often the close of a slow consumer looks at what is still unsent.
+CLOSE_WATCH_SECONDS: Final = 0.05
+
+
+def _watch_closing(protocol: Any, lowest: int, progressed: float, sent_at: float | None) -> None:
+    """Until the close handshake ends: abort once the unsent bytes stop shrinking for the
+    stall time, or once all is sent and the client does not answer within autobahn's timeout.
+    A client that reads again within the stall time reads everything up to the 4008."""
+    if protocol.state == protocol.STATE_CLOSED:
+        return
+    transport = protocol.transport
+    unsent = transport_buffered_bytes(transport) + kernel_unsent_bytes(transport)
+    now = time.monotonic()
+    if unsent < lowest:
+        lowest, progressed = unsent, now
+    if unsent == 0 and sent_at is None:
+        sent_at = now
+    if now - progressed > realtime_settings.WS_SEND_STALL_SECONDS or (
+        sent_at is not None and now - sent_at > protocol.closeHandshakeTimeout
+    ):
+        protocol.onCloseHandshakeTimeout()  # autobahn's own end: unclean, TCP aborted
+        return
+    # Daphne runs Twisted on asyncio's loop: this callback runs on it.
+    asyncio.get_running_loop().call_later(
+        CLOSE_WATCH_SECONDS, _watch_closing, protocol, lowest, progressed, sent_at
+    )

@@ -6,9 +6,11 @@ instead (docs/channel-layer.md)."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -17,12 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 from asgiref.sync import async_to_sync
+from channels import DEFAULT_CHANNEL_LAYER
+from channels.exceptions import InvalidChannelLayerError
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
-from channels.layers import channel_layers
+from channels.layers import channel_layers, get_channel_layer
 from channels.testing import WebsocketCommunicator
 
 from connections.layer import ChannelFull, RealtimeChannelLayer
+from tests.support.async_poll import async_wait_until
 from tests.support.layers import nothing_within
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -238,16 +244,76 @@ async def test_a_group_of_100_members(url: str | None) -> None:
         await layer.flush()
 
 
-async def test_named_channel_group_membership(channel_layer, url: str | None) -> None:
-    if url is None:  # local mode: a named channel is this process's, like InMemoryChannelLayer
-        await channel_layer.group_add("test-group", "test-gr-chan-1")
-        await channel_layer.group_send("test-group", {"type": "message.1"})
+async def test_named_channels_in_a_group(channel_layer) -> None:
+    """Channels' test_inmemorychannel.py::test_groups_basic (named channels as members): the
+    members get the message, the discarded one does not, with Redis as without."""
+    for name in ("test-gr-chan-1", "test-gr-chan-2", "test-gr-chan-3"):
+        await channel_layer.group_add("test-group", name)
+    await channel_layer.group_discard("test-group", "test-gr-chan-2")
+    await channel_layer.group_send("test-group", {"type": "message.1"})
+    async with asyncio.timeout(2):
         assert (await channel_layer.receive("test-gr-chan-1"))["type"] == "message.1"
-        return
-    # With Redis a named channel is a list shared by processes; group membership needs a
-    # channel homed on one instance, so it is refused loudly rather than lost quietly.
-    with pytest.raises(TypeError, match="new_channel"):
-        await channel_layer.group_add("test-group", "test-gr-chan-1")
+        assert (await channel_layer.receive("test-gr-chan-3"))["type"] == "message.1"
+    assert await nothing_within(channel_layer, "test-gr-chan-1")
+    assert await nothing_within(channel_layer, "test-gr-chan-2")
+
+
+async def test_group_send_to_a_full_named_member_does_not_raise(channel_layer) -> None:
+    """channels_redis test_core.py::test_groups_channel_full and Channels'
+    test_inmemorychannel.py::test_groups_channel_full: group_send ignores a full member, which
+    keeps what it had (capacity 3 here)."""
+    await channel_layer.group_add("test-group", "test-gr-chan-1")
+    for n in range(5):
+        await channel_layer.group_send("test-group", {"type": "message.1", "n": n})
+    assert [(await channel_layer.receive("test-gr-chan-1"))["n"] for _ in range(3)] == [0, 1, 2]
+    assert await nothing_within(channel_layer, "test-gr-chan-1")
+    assert channel_layer.counters()["group_full_dropped"] == 2
+
+
+async def test_a_named_member_gets_each_group_message_once_across_instances(
+    redis_url: str,
+) -> None:
+    """A named channel added to a group by two instances gets each message of the group once,
+    whoever sends it (the adder included: no echo), and a discard by any instance ends it."""
+    one, two, three = (make(redis_url, instance_id=f"host-{n}") for n in range(3))
+    try:
+        await one.group_add("jobs", "worker")
+        await two.group_add("jobs", "worker")
+        await three.group_send("jobs", {"type": "job", "n": 1})
+        await one.group_send("jobs", {"type": "job", "n": 2})
+        await two.group_send("jobs", {"type": "job", "n": 3})
+        received: list[int] = []
+        async with asyncio.timeout(5):
+            while len(received) < 3:
+                received.append((await three.receive("worker"))["n"])
+        assert sorted(received) == [1, 2, 3]
+        assert await nothing_within(three, "worker", seconds=0.5)
+
+        await three.group_discard("jobs", "worker")  # not an instance that added it
+        await three.group_send("jobs", {"type": "job", "n": 4})
+        await one.group_send("jobs", {"type": "job", "n": 5})
+        assert await nothing_within(two, "worker", seconds=0.5)
+        assert one.counters()["groups"] == 0
+    finally:
+        for layer in (one, two, three):
+            await layer.flush()
+
+
+async def test_a_named_member_added_from_a_short_lived_loop_keeps_receiving(
+    redis_url: str,
+) -> None:
+    """A sync view adds a worker's channel with async_to_sync (its loop ends at once): the
+    membership moves to a live loop, so another instance's group_send still reaches it."""
+    holder, sender = make(redis_url, instance_id="holder"), make(redis_url, instance_id="sender")
+    try:
+        await asyncio.to_thread(async_to_sync(holder.group_add), "jobs", "worker")
+        await holder.new_channel()  # the instance's own loop takes the membership over
+        await sender.group_send("jobs", {"type": "job", "n": 1})
+        async with asyncio.timeout(5):
+            assert (await sender.receive("worker"))["n"] == 1
+    finally:
+        await holder.flush()
+        await sender.flush()
 
 
 async def test_fan_out_over_10_instances(redis_url: str) -> None:
@@ -330,8 +396,10 @@ async def test_a_gone_consumers_queue_does_not_outlive_expiry(url: str | None) -
 # Event loops and cancellation
 
 
-async def test_receive_can_be_cancelled_at_any_moment(channel_layer) -> None:
-    layer = make(None, capacity=30)
+async def test_receive_can_be_cancelled_at_any_moment(url: str | None) -> None:
+    """channels_redis test_core.py::test_receive_cancel (expected to fail there), and more:
+    what a cancelled receive did not return is still there for the next one."""
+    layer = make(url, capacity=30)
     name = await layer.new_channel()
     delay = 0.0
     received = 0
@@ -353,6 +421,7 @@ async def test_receive_can_be_cancelled_at_any_moment(channel_layer) -> None:
         async with asyncio.timeout(1):
             await layer.receive(name)
         received += 1
+    await layer.flush()
 
 
 def test_receive_from_two_event_loops(url: str | None) -> None:
@@ -476,3 +545,363 @@ def test_the_projects_layer_settings_use_only_known_options() -> None:
     config: dict[str, Any] = settings.CHANNEL_LAYERS["default"]
     if config["BACKEND"] == "connections.layer.RealtimeChannelLayer":
         RealtimeChannelLayer(**config.get("CONFIG", {}))
+
+
+# A send that runs the sweep
+
+
+async def test_a_send_that_runs_the_sweep_is_still_received(url: str | None) -> None:
+    """Channels' test_inmemorychannel.py::test_expiry_multi: once earlier messages expired,
+    a new one sent to the channel is received, and nothing older is. The send that finds the
+    channel unused for longer than expiry is also the call that runs the sweep."""
+    layer = make(url, expiry=3)
+    clock = skew_clocks(layer)
+    try:
+        for name in ("test-channel-1", await layer.new_channel()):
+            for n in (1, 2, 3):
+                await layer.send(name, {"type": f"message.{n}"})
+            assert (await layer.receive(name))["type"] == "message.1"
+            clock.advance(30)  # message.2 and .3 expired; the channel unused past expiry
+            await layer.send(name, {"type": "message.4"})
+            async with asyncio.timeout(2):
+                assert (await layer.receive(name))["type"] == "message.4"
+            assert await nothing_within(layer, name)
+        assert layer.counters()["delivered_local"] == 8
+    finally:
+        await layer.flush()
+
+
+# Ported from the reference suites: what the sections above did not check yet. Each test
+# names the reference behaviour it covers; options and private attributes of the reference
+# layers (serializers, key formats, receive buffers, close_pools) are theirs, not the API's.
+
+
+async def test_a_receive_waiting_before_the_send_gets_the_message(channel_layer) -> None:
+    """Channels' test_inmemorychannel.py::test_race_empty: a receiver that waits on a named
+    channel before anything was sent to it gets the message sent afterwards."""
+    receiving = asyncio.ensure_future(channel_layer.receive("test-channel-1"))
+    await asyncio.sleep(0)  # the receiver is waiting (it has nothing to read yet)
+    assert not receiving.done()
+    await channel_layer.send("test-channel-1", {"type": "test.message", "text": "Ahoy-hoy!"})
+    async with asyncio.timeout(3):
+        assert await receiving == {"type": "test.message", "text": "Ahoy-hoy!"}
+
+
+async def test_a_named_channel_sent_by_one_layer_is_received_by_another(redis_url: str) -> None:
+    """channels_redis test_pubsub.py::test_receive_on_non_owned_general_channel: a named
+    channel is nobody's: another process's layer, already waiting, receives it. (Messages are
+    dicts, as the Channels spec says; the pub/sub layer also passed a bare string.)"""
+    sender, receiver = make(redis_url, instance_id="sender"), make(redis_url, instance_id="other")
+    try:
+        receiving = asyncio.ensure_future(receiver.receive("test-channel"))
+        await asyncio.sleep(0)
+        await sender.send("test-channel", {"type": "message.1"})
+        async with asyncio.timeout(3):
+            assert await receiving == {"type": "message.1"}
+    finally:
+        await sender.close()
+        await receiver.close()
+
+
+async def test_a_single_message_expires(url: str | None) -> None:
+    """Channels' test_inmemorychannel.py::test_expiry_single: a message older than expiry is
+    not received, and the channel holding it is cleaned up."""
+    layer = make(url, expiry=3)
+    clock = skew_clocks(layer)
+    try:
+        await layer.send("test-channel-1", {"type": "message.1"})
+        clock.advance(4)
+        assert await nothing_within(layer, "test-channel-1")
+        if url is None:
+            clock.advance(4)  # past the next sweep: the idle, empty channel goes
+            await layer.send("test-channel-2", {"type": "message.2"})
+            assert layer.counters()["channels_expired"] == 1
+        assert layer.counters()["expired"] == 1
+    finally:
+        await layer.flush()
+
+
+async def test_an_unread_channels_expired_message_is_cleaned_up() -> None:
+    """Channels' test_inmemorychannel.py::test_expiry_unread: a channel nobody reads again is
+    reaped with its expired message when another channel is used."""
+    layer = make(None, expiry=3)
+    clock = skew_clocks(layer)
+    await layer.send("test-channel-1", {"type": "message.1"})
+    clock.advance(4)
+    await layer.send("test-channel-2", {"type": "message.2"})
+    assert (await layer.receive("test-channel-2"))["type"] == "message.2"
+    counters = layer.counters()
+    assert (counters["channels_expired"], counters["expired"], counters["channels"]) == (1, 1, 1)
+
+
+async def test_messages_within_expiry_all_arrive(url: str | None) -> None:
+    """channels_redis test_core.py::test_message_expiry__all_messages_under_expiration_time."""
+    layer = make(url, expiry=3)
+    clock = skew_clocks(layer)
+    try:
+        name = await layer.new_channel()
+        for text in ("First!", "Second!", "Third!"):
+            clock.advance(1)  # sent at 1, 2 and 3 s; received at 3 s
+            await layer.send(name, {"type": "test.message", "text": text})
+        async with asyncio.timeout(3):
+            assert [(await layer.receive(name))["text"] for _ in range(3)] == [
+                "First!",
+                "Second!",
+                "Third!",
+            ]
+    finally:
+        await layer.flush()
+
+
+async def test_only_the_member_holding_an_old_message_loses_it(url: str | None) -> None:
+    """channels_redis test_core.py::test_message_expiry__group_send__one_channel_expires_message
+    (expected to fail on channels_redis): a message sent to one member expires there, while
+    group messages sent later reach both members."""
+    layer = make(url, expiry=3)
+    clock = skew_clocks(layer)
+    try:
+        one, two = await layer.new_channel(), await layer.new_channel(prefix="channel_2")
+        await layer.group_add("test-group", one)
+        await layer.group_add("test-group", two)
+        await layer.send(one, {"type": "test.message", "text": "Zero!"})
+        clock.advance(2)
+        for text in ("First!", "Second!", "Third!"):
+            await layer.group_send("test-group", {"type": "test.message", "text": text})
+            clock.advance(1)
+        clock.advance(-1)  # Zero! is 4 s old, First! 2 s
+        for name in (one, two):
+            assert [(await layer.receive(name))["text"] for _ in range(3)] == [
+                "First!",
+                "Second!",
+                "Third!",
+            ]
+            assert await nothing_within(layer, name)
+    finally:
+        await layer.flush()
+
+
+async def test_group_send_skips_a_member_at_capacity(channel_layer) -> None:
+    """channels_redis test_core.py::test_group_send_capacity: the 4th message to a member of
+    capacity 3 is not delivered; the first three are. (channels_redis logs the count; this
+    layer counts it.)"""
+    name = await channel_layer.new_channel()
+    await channel_layer.group_add("test-group", name)
+    for n in (1, 2, 3, 4):
+        await channel_layer.group_send("test-group", {"type": f"message.{n}"})
+    assert [(await channel_layer.receive(name))["type"] for _ in range(3)] == [
+        "message.1",
+        "message.2",
+        "message.3",
+    ]
+    assert await nothing_within(channel_layer, name)
+    assert channel_layer.counters()["group_full_dropped"] == 1
+
+
+@pytest.fixture
+def ten_hosts(redis_url: str) -> str:
+    """channels_redis's MULTIPLE_TEST_HOSTS: ten databases of one server, as ten nodes."""
+    return ",".join(f"{redis_url.rsplit('/', 1)[0]}/{db}" for db in range(10))
+
+
+async def test_groups_over_multiple_hosts(ten_hosts: str) -> None:
+    """channels_redis test_core.py::test_groups_multiple_hosts, seen from another instance
+    too (a group's Redis channel lives on one of the hosts)."""
+    layer, other = make(ten_hosts, capacity=100), make(ten_hosts, capacity=100)
+    try:
+        names = [await layer.new_channel(prefix=f"channel{n}") for n in (1, 2, 3)]
+        for name in names:
+            await layer.group_add("test-group", name)
+        await layer.group_discard("test-group", names[1])
+        await layer.group_send("test-group", {"type": "message.1"})
+        await other.group_send("test-group", {"type": "message.1"})
+        async with asyncio.timeout(2):
+            for name in (names[0], names[2]):
+                assert [(await layer.receive(name))["type"] for _ in range(2)] == ["message.1"] * 2
+        assert await nothing_within(layer, names[1])
+    finally:
+        await layer.flush()
+        await other.flush()
+
+
+@pytest.mark.parametrize(("members", "seconds"), [(1, 1), (10, 1), (100, 10)])
+async def test_group_send_over_multiple_hosts_in_time(
+    ten_hosts: str, members: int, seconds: float
+) -> None:
+    """channels_redis test_core.py::test_groups_multiple_hosts_performance: group_send returns,
+    and every member has the message, within the reference's time limits."""
+    layer = make(ten_hosts, capacity=100)
+    try:
+        names = [await layer.new_channel(prefix=f"channel{n}") for n in range(members)]
+        for name in names:
+            await layer.group_add("test-group", name)
+        async with asyncio.timeout(seconds):
+            await layer.group_send("test-group", {"type": "message.1"})
+        async with asyncio.timeout(seconds):
+            for name in names:
+                assert (await layer.receive(name))["type"] == "message.1"
+    finally:
+        await layer.flush()
+
+
+async def test_repeated_group_send_through_async_to_sync(url: str | None) -> None:
+    """channels_redis test_core.py::test_repeated_group_send_with_async_to_sync: each call
+    runs on a new event loop (as from a sync view) and none fails for the previous loop's
+    connections; with Redis, a member on another instance gets both."""
+    layer = make(url, capacity=3)
+    other = make(url, instance_id="other") if url else layer
+    member = await other.new_channel()
+    await other.group_add("channel_name_2", member)
+    try:
+        for group in ("channel_name_1", "channel_name_2", "channel_name_2"):
+            await asyncio.to_thread(async_to_sync(layer.group_send), group, {"type": group})
+        async with asyncio.timeout(3):
+            assert [(await other.receive(member))["type"] for _ in range(2)] == [
+                "channel_name_2"
+            ] * 2
+        assert not layer._links or layer is other  # each loop's connections closed with it
+    finally:
+        await other.flush()
+
+
+def test_a_layer_used_from_async_to_sync_leaves_nothing_running(url: str | None) -> None:
+    """channels_redis test_pubsub.py::test_layer_close and
+    test_multi_event_loop_garbage_collection: no task or connection outlives the loop."""
+    layer = make(url)
+
+    async def send_and_receive() -> dict[str, Any]:
+        await layer.send("TestChannel", {"type": "test.message", "text": "Ahoy-hoy!"})
+        name = await layer.new_channel()
+        await layer.send(name, {"type": "test.message"})
+        return await layer.receive(name)
+
+    assert async_to_sync(send_and_receive)() == {"type": "test.message"}
+    assert not layer._links
+
+
+def test_send_from_another_loop_then_receive_on_the_first(url: str | None) -> None:
+    """channels_redis test_pubsub.py::test_send_receive_sync and test_multi_send_receive_sync:
+    a channel made on one event loop receives, in order, what async_to_sync sent to it from
+    new loops."""
+    layer = make(url)
+    loop = asyncio.new_event_loop()
+    try:
+        name = loop.run_until_complete(layer.new_channel())
+        async_to_sync(layer.send, force_new_loop=True)(name, {"type": "test.message", "n": 0})
+        send = async_to_sync(layer.send)
+        send(name, {"type": "test.message", "n": 1})
+        send(name, {"type": "test.message", "n": 2})
+
+        async def three() -> list[int]:
+            async with asyncio.timeout(3):
+                return [(await layer.receive(name))["n"] for _ in range(3)]
+
+        assert loop.run_until_complete(three()) == [0, 1, 2]
+        loop.run_until_complete(layer.close())
+    finally:
+        loop.close()
+
+
+def test_the_api_methods_are_coroutine_functions() -> None:
+    """channels_redis test_pubsub.py::test_proxied_methods_coroutine_check, for every method
+    of the Channels layer interface."""
+    layer = RealtimeChannelLayer()
+    for method in ("send", "receive", "new_channel", "group_add", "group_discard"):
+        assert inspect.iscoroutinefunction(getattr(layer, method)), method
+    for method in ("group_send", "flush", "close"):
+        assert inspect.iscoroutinefunction(getattr(layer, method)), method
+
+
+async def test_groups_survive_the_loss_of_every_redis_connection(redis_url: str) -> None:
+    """channels_redis test_pubsub.py::test_auto_reconnect: Redis drops the layer's connections
+    between group changes; after reconnecting by itself the layer's members get what another
+    instance sends them, and the member that left does not."""
+    layer = make(redis_url, instance_id="members", probe_interval=0.2, backoff_max=0.2)
+    sender = make(redis_url, instance_id="sender")
+    admin = aioredis.Redis.from_url(redis_url)
+    try:
+        names = [await layer.new_channel(prefix=f"test-gr-chan-{n}") for n in (1, 2, 3)]
+        await layer.group_add("test-group", names[0])
+        await layer.group_add("test-group", names[1])
+        await admin.client_kill_filter(_type="pubsub")
+        await admin.client_kill_filter(_type="normal", skipme=True)
+        await layer.group_add("test-group", names[2])
+        await layer.group_discard("test-group", names[1])
+        await admin.client_kill_filter(_type="pubsub")
+        await admin.client_kill_filter(_type="normal", skipme=True)
+
+        async def subscribed_again() -> bool:
+            return layer.status == "healthy" and b"rt:g:test-group" in {
+                channel for channel in await admin.pubsub_channels()
+            }
+
+        await async_wait_until(subscribed_again, timeout=10, what="the layer resubscribed")
+        await sender.group_send("test-group", {"type": "message.1"})
+        async with asyncio.timeout(5):
+            assert (await layer.receive(names[0]))["type"] == "message.1"
+            assert (await layer.receive(names[2]))["type"] == "message.1"
+        assert await nothing_within(layer, names[1])
+    finally:
+        await admin.aclose()
+        await layer.close()
+        await sender.close()
+
+
+# Channels' tests/test_layers.py, with this layer as the backend
+
+
+LAYER_BACKEND = "connections.layer.RealtimeChannelLayer"
+
+
+def test_a_test_backend_needs_test_config(settings) -> None:
+    """Channels' test_layers.py::test_config_error."""
+    settings.CHANNEL_LAYERS = {DEFAULT_CHANNEL_LAYER: {"BACKEND": LAYER_BACKEND}}
+    with pytest.raises(InvalidChannelLayerError):
+        channel_layers.make_test_backend(DEFAULT_CHANNEL_LAYER)
+
+
+def test_a_test_backend_takes_its_test_config(settings) -> None:
+    """Channels' test_layers.py::test_config_instance."""
+    settings.CHANNEL_LAYERS = {
+        DEFAULT_CHANNEL_LAYER: {"BACKEND": LAYER_BACKEND, "TEST_CONFIG": {"expiry": 100500}}
+    }
+    layer = channel_layers.make_test_backend(DEFAULT_CHANNEL_LAYER)
+    assert isinstance(layer, RealtimeChannelLayer)
+    assert layer.expiry == 100500
+
+
+def test_changed_settings_reset_the_layers(settings) -> None:
+    """Channels' test_layers.py::test_override_settings."""
+    settings.CHANNEL_LAYERS = {DEFAULT_CHANNEL_LAYER: {"BACKEND": LAYER_BACKEND}}
+    assert channel_layers.backends == {}
+    assert isinstance(get_channel_layer(), RealtimeChannelLayer)
+    assert channel_layers.backends != {}
+    settings.CHANNEL_LAYERS = {DEFAULT_CHANNEL_LAYER: {"BACKEND": LAYER_BACKEND, "CONFIG": {}}}
+    assert channel_layers.backends == {}
+
+
+@pytest.mark.parametrize(
+    ("name", "valid"), [("¯\\_(ツ)_/¯", False), ("chat", True), ("chat" * 100, False)]
+)
+def test_channel_and_group_name_validation(name: str, valid: bool) -> None:
+    """Channels' test_layers.py::test_channel_and_group_name_validation and the two
+    ..._length_error_message tests."""
+    layer = RealtimeChannelLayer()
+    for check, kind in (
+        (layer.require_valid_channel_name, "Channel"),
+        (layer.require_valid_group_name, "Group"),
+    ):
+        if valid:
+            assert check(name)
+        else:
+            with pytest.raises(TypeError, match=re.escape(layer.invalid_name_error.format(kind))):
+                check(name)
+
+
+def test_the_deprecated_name_checks_still_work_and_warn() -> None:
+    """Channels' test_layers.py::test_deprecated_valid_channel_name and ..._group_name."""
+    layer = RealtimeChannelLayer()
+    for check, word in ((layer.valid_channel_name, "channel"), (layer.valid_group_name, "group")):
+        with pytest.warns(DeprecationWarning, match=f"valid_{word}_name is deprecated"):
+            assert check(f"valid-{word}")
+        with pytest.warns(DeprecationWarning), pytest.raises(TypeError):
+            check("¯\\_(ツ)_/¯")

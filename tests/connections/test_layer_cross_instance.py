@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 
+import msgpack
 import pytest
+import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
 
 from connections.layer import ChannelFull, RealtimeChannelLayer
+from connections.layer.wire import (
+    WIRE_VERSION,
+    Envelope,
+    Verdict,
+    decode,
+    encode_group_envelope,
+)
 from scripts.procs import RedisServer, wait_until
 from tests.support.async_poll import async_wait_until
 from tests.support.layers import layer_pair, make_layer, nothing_within, receive_within
@@ -309,3 +320,66 @@ async def test_an_idle_link_without_subscriptions_passes_its_probes(redis_url: s
         assert counters["reconnects"] == 0
     finally:
         await layer.close()
+
+
+# The wire between instances (connections/layer/wire.py)
+
+
+def _ignored_by_the_metric(version: int) -> float:
+    value = REGISTRY.get_sample_value(
+        "realtime_layer_wire_newer_ignored_total", {"version": str(version)}
+    )
+    return value or 0.0
+
+
+async def test_a_message_of_a_newer_wire_version_is_ignored_counted_and_logged(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rolling deployment: an instance of a later release publishes messages this one cannot
+    read. They are not delivered, not fatal, counted (layer counter and Prometheus) and logged
+    once; an earlier release's unversioned message is still read."""
+    caplog.set_level(logging.WARNING, logger="connections.layer.core")
+    newer = WIRE_VERSION + 1
+    layer = make_layer(redis_url, "inst-current")
+    publisher = aioredis.Redis.from_url(redis_url)
+    before = _ignored_by_the_metric(newer)
+    try:
+        member = await layer.new_channel()
+        await layer.group_add("conv.v", member)
+        future = msgpack.packb(
+            ["inst-next", None, None, False, b"\x92\x01\x02", 7, newer, {"a": "new field"}],
+            use_bin_type=True,
+        )
+        legacy = msgpack.packb(
+            ["inst-prev", "k1", None, False, msgpack.packb({"type": "from.previous"})],
+            use_bin_type=True,
+        )
+        for data in (future, legacy, future):
+            await publisher.publish("rt:g:conv.v", data)
+
+        assert await receive_within(layer, member) == {"type": "from.previous"}
+        await async_wait_until(
+            lambda: layer.counters()["newer_version_ignored"] == 2, timeout=5, what="both counted"
+        )
+        assert await nothing_within(layer, member)
+        assert _ignored_by_the_metric(newer) - before == 2
+        logged = [r for r in caplog.records if f"wire version {newer}" in r.getMessage()]
+        assert len(logged) == 1 and "inst-next" in logged[0].getMessage()
+        assert layer.counters()["undeliverable"] == 0
+    finally:
+        await publisher.aclose()
+        await layer.close()
+
+
+def test_the_wire_types_round_trip_and_read_the_earlier_layout() -> None:
+    envelope = Envelope("inst-a", "evt-1", None, True, b"payload", 42)
+    assert decode(envelope.encode()) == envelope
+    # group_send's fast path builds the same bytes as the declared type.
+    assert encode_group_envelope("inst-a", "evt-1", True, b"payload", 42) == envelope.encode()
+    verdict = Verdict("inst-b", 9, "full")
+    assert decode(verdict.encode()) == verdict
+    # The unversioned layouts of the release before (version 1).
+    assert decode(msgpack.packb(["inst-a", None, "specific.x!y", False, b"p", 3])) == Envelope(
+        "inst-a", None, "specific.x!y", False, b"p", 3, version=1
+    )
+    assert decode(msgpack.packb(["inst-b", 9, "ok"])) == Verdict("inst-b", 9, "ok", version=1)
