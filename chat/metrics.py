@@ -8,9 +8,14 @@ registry.
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
+from collections.abc import Iterable
+from itertools import accumulate
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 registry = CollectorRegistry(auto_describe=False)
 
@@ -33,24 +38,60 @@ DELIVERY_LATENCY_BUCKETS_SECONDS: Final = (
     10.0,
 )
 
-_latency = Histogram(
-    "realtime_delivery_latency_seconds",
+LATENCY_HELP: Final = (
     "Seconds from an event's emission (after its commit) to its frame handed to a socket's "
     "transport on this instance, by event kind. The two ends are read from the wall clocks of "
     "the emitting and the delivering host: across hosts it includes their clock offset. "
     "Events delivered late by healing or a gap fill count from the time they were logged; "
-    "a resume's replay is not counted.",
-    ["kind"],
-    buckets=DELIVERY_LATENCY_BUCKETS_SECONDS,
-    registry=registry,
+    "a resume's replay is not counted."
 )
-# Bound once: an observation is a dict lookup and the histogram's own update, nothing more.
-_latency_by_kind: Final = {kind: _latency.labels(kind=kind) for kind in DELIVERY_KINDS}
 
 
-def delivery_observe(kind: str, emitted_at: float) -> None:
-    """Count one frame of ``kind`` handed to a transport, emitted at ``emitted_at`` (epoch)."""
-    child = _latency_by_kind.get(kind)
-    if child is not None:
-        # A sender's clock ahead of ours must not make a negative latency: it counts as 0.
-        child.observe(max(0.0, time.time() - emitted_at))
+class _Series:
+    """One kind's histogram: a count per bucket (not cumulative) and the sum of latencies."""
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(DELIVERY_LATENCY_BUCKETS_SECONDS) + 1)  # the last is +Inf
+        self.total = 0.0
+
+
+class DeliveryLatency(Collector):
+    """The delivery latency histogram, counted without a lock.
+
+    prometheus_client's ``Histogram.observe`` takes two locks and walks the buckets: ~5x the
+    cost of this one (docs/benchmarks.md), paid per socket per event. Observations happen
+    only on the event loop's thread, one at a time, so plain integers suffice; a scrape that
+    reads them between two observations sees one more or one less, as with any counter.
+    """
+
+    def __init__(self) -> None:
+        self.series: dict[str, _Series] = {kind: _Series() for kind in DELIVERY_KINDS}
+
+    def observe(self, kind: str, emitted_at: float) -> None:
+        series = self.series.get(kind)
+        if series is None:
+            return
+        latency = time.time() - emitted_at
+        if latency < 0.0:
+            # A sender's clock ahead of ours must not make a negative latency: it counts as 0.
+            latency = 0.0
+        series.counts[bisect_left(DELIVERY_LATENCY_BUCKETS_SECONDS, latency)] += 1
+        series.total += latency
+
+    def collect(self) -> Iterable[Metric]:
+        family = HistogramMetricFamily(
+            "realtime_delivery_latency_seconds", LATENCY_HELP, labels=["kind"]
+        )
+        bounds = [repr(bound) for bound in DELIVERY_LATENCY_BUCKETS_SECONDS] + ["+Inf"]
+        for kind, series in self.series.items():
+            cumulative = list(accumulate(series.counts))
+            family.add_metric([kind], list(zip(bounds, cumulative, strict=True)), series.total)
+        yield family
+
+
+delivery_latency = DeliveryLatency()
+registry.register(delivery_latency)
+# Bound once: a delivery pays one attribute lookup before the observation itself.
+delivery_observe: Final = delivery_latency.observe
