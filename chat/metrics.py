@@ -21,7 +21,7 @@ registry = CollectorRegistry(auto_describe=False)
 
 # The event kinds a socket is sent; a label per kind keeps the series few and fixed.
 DELIVERY_KINDS: Final = ("message", "read", "member", "typing", "presence")
-# From a frame handed over at once (1 ms) to one healed after an outage (10 s and more).
+# From a frame handed over at once (1 ms) to one healed after an outage (10 s; above: +Inf).
 DELIVERY_LATENCY_BUCKETS_SECONDS: Final = (
     0.001,
     0.0025,
@@ -61,9 +61,9 @@ class DeliveryLatency(Collector):
     """The delivery latency histogram, counted without a lock.
 
     prometheus_client's ``Histogram.observe`` takes two locks and walks the buckets: ~5x the
-    cost of this one (docs/benchmarks.md), paid per socket per event. Observations happen
-    only on the event loop's thread, one at a time, so plain integers suffice; a scrape that
-    reads them between two observations sees one more or one less, as with any counter.
+    cost of this one (docs/benchmarks.md), paid per socket per event. Observations happen on
+    the event loop's thread, and so does the scrape (``/metrics`` is an async view), so no
+    scrape sees an observation half done and plain integers suffice.
     """
 
     def __init__(self) -> None:
@@ -93,5 +93,5 @@ class DeliveryLatency(Collector):
 
 delivery_latency = DeliveryLatency()
 registry.register(delivery_latency)
-# Bound once: a delivery pays one attribute lookup before the observation itself.
+# The bound method: a delivery calls it without looking up the collector first.
 delivery_observe: Final = delivery_latency.observe
