@@ -62,8 +62,9 @@ class DeliveryLatency(Collector):
 
     prometheus_client's ``Histogram.observe`` takes two locks and walks the buckets: ~5x the
     cost of this one (docs/benchmarks.md), paid per socket per event. Observations happen on
-    the event loop's thread, and so does the scrape (``/metrics`` is an async view), so no
-    scrape sees an observation half done and plain integers suffice.
+    the event loop's thread only, so plain integers suffice; the scrape (an async view) reads
+    them there too, and were it ever read from another thread, a bucket one observation
+    ahead of the sum is nothing a quantile would notice.
     """
 
     def __init__(self) -> None:
