@@ -18,7 +18,8 @@ from typing import Any
 
 from chat import selectors
 from chat.dedup import SeenIds
-from chat.event_types import DURABLE_TYPES
+from chat.event_types import DURABLE_TYPES, frame_time
+from chat.metrics import delivery_observe
 from connections.close_codes import WS_1011_INTERNAL_ERROR, WS_4008_SLOW_CONSUMER
 from realtime_project.conf import realtime_settings
 
@@ -121,10 +122,13 @@ class DeliveryMixin:
         if seen is not None and isinstance(event_id, str) and not seen.first_time(event_id):
             return
         excluded = message.get("exclude_channel") == self.channel_name
+        raw_time = message.get("emitted_at")
+        # A message from an instance that does not stamp it is delivered, just not timed.
+        emitted_at = raw_time if type(raw_time) is float else None
         conversation_id = event.get("conversation_id")
         if conversation_id is None:  # presence: no conversation, no seq
             if not excluded:
-                await self.send_frame(event)
+                await self._send_event(event, emitted_at)
             return
         if event.get("type") not in DURABLE_TYPES:  # typing
             if (
@@ -132,11 +136,19 @@ class DeliveryMixin:
                 and conversation_id in self.positions
                 and await self.typing_receivable(str(conversation_id))
             ):
-                await self.send_frame(event)
+                await self._send_event(event, emitted_at)
             return
-        await self._durable_offer(event, excluded=excluded)
+        await self._durable_offer(event, excluded=excluded, emitted_at=emitted_at)
 
-    async def _durable_offer(self, event: dict[str, Any], *, excluded: bool) -> None:
+    async def _send_event(self, event: dict[str, Any], emitted_at: float | None) -> None:
+        """Send a live (or healed) event and observe how long it took to get here."""
+        await self.send_frame(event)
+        if emitted_at is not None:
+            delivery_observe(event["type"], emitted_at)
+
+    async def _durable_offer(
+        self, event: dict[str, Any], *, excluded: bool, emitted_at: float | None = None
+    ) -> None:
         """A live durable event: deliver it in ``seq`` order, once, filling any gap first."""
         conversation_id = str(event["conversation_id"])
         seq = int(event["seq"])
@@ -152,7 +164,7 @@ class DeliveryMixin:
             return
         if verdict is Offer.GAP and not await self._fill_gap(conversation_id, before=seq):
             return
-        await self._deliver(event, excluded=excluded)
+        await self._deliver(event, excluded=excluded, emitted_at=emitted_at)
 
     def _added_here(self, event: dict[str, Any]) -> bool:
         return (
@@ -181,19 +193,28 @@ class DeliveryMixin:
             if entry.seq != cursor.high + 1:
                 await self.server_close(code=WS_4008_SLOW_CONSUMER)
                 return False
-            await self._deliver(entry.frame, excluded=entry.origin_channel == self.channel_name)
+            await self._deliver(
+                entry.frame,
+                excluded=entry.origin_channel == self.channel_name,
+                emitted_at=frame_time(entry.frame),
+            )
             if conversation_id not in self.positions:
                 return False  # that was this user's removal
         return before == cursor.high + 1
 
-    async def _deliver(self, event: dict[str, Any], *, excluded: bool) -> None:
-        """Send the next durable event of a followed conversation and move its cursor."""
+    async def _deliver(
+        self, event: dict[str, Any], *, excluded: bool, emitted_at: float | None = None
+    ) -> None:
+        """Send the next durable event of a followed conversation and move its cursor.
+
+        ``emitted_at`` is None for a resume's replay: what a client missed while away says
+        nothing about how fast this instance delivers."""
         conversation_id = str(event["conversation_id"])
         cursor = self.positions.get(conversation_id)
         assert cursor is not None
         cursor.high = int(event["seq"])
         if not excluded:
-            await self.send_frame(event)
+            await self._send_event(event, emitted_at)
         if (
             event.get("type") == "member"
             and event.get("action") == "removed"

@@ -98,6 +98,16 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat()
 
 
+def frame_time(frame: dict[str, Any]) -> float | None:
+    """When ``frame`` was built (its ``ts``, epoch seconds); None if it has no readable one.
+
+    For an event read back from the log: its latency counts from then (``chat.metrics``)."""
+    try:
+        return datetime.fromisoformat(frame["ts"]).timestamp()
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def event_frame(event: AnyEvent) -> dict[str, Any]:
     """The wire frame of ``event``, with a fresh ``event_id`` and ``ts``."""
     return {

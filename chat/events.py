@@ -20,6 +20,7 @@ emitted here is the logged one.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -41,14 +42,23 @@ def conversation_group(conversation_id: object) -> str:
 
 
 def event_message(
-    frame: dict[str, Any], *, exclude_channel: str | None = None, ephemeral: bool = False
+    frame: dict[str, Any],
+    *,
+    exclude_channel: str | None = None,
+    ephemeral: bool = False,
+    emitted_at: float | None = None,
 ) -> dict[str, Any]:
-    """The channel-layer message that carries ``frame`` to sockets."""
+    """The channel-layer message that carries ``frame`` to sockets.
+
+    ``emitted_at`` (epoch seconds, now unless given) travels beside the frame, not in it, so
+    the socket that sends it can observe the delivery latency (``chat.metrics``) without
+    parsing the frame's ``ts``."""
     message: dict[str, Any] = {
         "type": EVENT_MESSAGE_TYPE,
         "event": frame,
         "exclude_channel": exclude_channel,
         "dedup_key": frame["event_id"],
+        "emitted_at": time.time() if emitted_at is None else emitted_at,
     }
     if ephemeral:
         message["ephemeral"] = True

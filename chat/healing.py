@@ -26,9 +26,12 @@ from typing import Protocol
 
 from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
+from prometheus_client import Counter, Gauge
 
 from chat import events, selectors
 from chat.delivery import Positions
+from chat.event_types import frame_time
+from chat.metrics import registry
 from connections.close_codes import WS_4008_SLOW_CONSUMER
 from connections.database import database_async
 from connections.layer import RealtimeChannelLayer
@@ -53,6 +56,8 @@ class _LoopState:
         # (channel, conversation) -> the socket's cursor at the previous periodic pass.
         self.highs: dict[tuple[str, str], int] = {}
         self.passes = 0
+        # Durable events the last pass found missing from sockets that still follow them.
+        self.owed = 0
 
 
 _states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
@@ -87,11 +92,13 @@ async def heal_once(*, fully: bool) -> int:
     targets = list(state.targets.values())
     if not targets:
         state.previous = {}
+        state.owed = 0
         return 0
     state.passes += 1
     handed = 0
     if fully or state.passes % MEMBERSHIP_EVERY_PASSES == 0:
         handed += await _memberships_heal(targets)
+        _handed.inc(handed)
     conversation_ids = {cid for target in targets for cid in target.positions.cursors}
     current = await database_async(selectors.conversation_last_seqs)(
         conversation_ids=conversation_ids
@@ -113,6 +120,7 @@ async def heal_once(*, fully: bool) -> int:
         moving = not fully and previous_highs.get((channel, cid), high) != high
         if high < goal.get(cid, 0) and not moving:
             behind.setdefault(cid, []).append((state.targets[channel], high))
+    state.owed = sum(goal[cid] - high for cid, items in behind.items() for _, high in items)
     if not behind:
         return handed
     limit = realtime_settings.RESUME_MAX_EVENTS
@@ -128,7 +136,9 @@ async def heal_once(*, fully: bool) -> int:
                 if entry.seq <= high:
                     continue
                 message = events.event_message(
-                    entry.frame, exclude_channel=entry.origin_channel or None
+                    entry.frame,
+                    exclude_channel=entry.origin_channel or None,
+                    emitted_at=frame_time(entry.frame),
                 )
                 try:
                     await layer.send(target.channel_name, message)
@@ -137,6 +147,7 @@ async def heal_once(*, fully: bool) -> int:
                     await target.server_close(code=WS_4008_SLOW_CONSUMER)
                     break
                 handed += 1
+                _handed.inc()
     if handed:
         logger.info("healing handed %d missed events to local sockets", handed)
     return handed
@@ -205,3 +216,25 @@ async def healing_loop() -> None:
     finally:
         if remove is not None:
             remove()
+
+
+def heal_backlog() -> int:
+    """Durable events the last healing pass of each running event loop found owed to its
+    sockets (a closed loop's sockets are gone, and owed nothing)."""
+    return sum(state.owed for loop, state in list(_states.items()) if not loop.is_closed())
+
+
+_backlog = Gauge(
+    "realtime_heal_backlog",
+    "Durable events this instance's healing found missing from its live sockets at its last "
+    "pass (every HEAL_INTERVAL_SECONDS) and is delivering from the database. Zero while live "
+    "delivery loses nothing; above zero pass after pass, healing is not catching up.",
+    registry=registry,
+)
+_backlog.set_function(heal_backlog)
+_handed = Counter(
+    "realtime_heal_events_handed",
+    "Missed durable events healing handed to this instance's sockets (a socket that got one "
+    "live meanwhile drops it as a duplicate).",
+    registry=registry,
+)

@@ -4,7 +4,8 @@ The layer and the registry already count what they do; a collector reads their c
 scrape time instead of keeping a second copy. What only the consumer sees (sockets opened and
 closed, rejected connections, bad frames) is counted here through four small functions the
 consumer calls: ``connection_opened()``, ``connection_closed(code)``,
-``connection_rejected(close_code)`` and ``frame_error(code)``.
+``connection_rejected(close_code)`` and ``frame_error(code)``. Apps that define their own
+metrics keep them in their own registry (``chat.metrics.registry``), rendered here with ours.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from chat import metrics as chat_metrics
 from connections.status import layer_view, registry_view
 from presence.services import presence_counters as presence_counters_read
 
@@ -208,6 +210,19 @@ def _safe(name: str) -> str:
 
 collector = RealtimeCollector()
 registry.register(collector)
+
+
+class _ForwardingCollector(Collector):
+    """Another app's own registry, rendered with ours (its counters live beside its code)."""
+
+    def __init__(self, source: CollectorRegistry) -> None:
+        self._source = source
+
+    def collect(self) -> Iterable[Metric]:
+        return self._source.collect()
+
+
+registry.register(_ForwardingCollector(chat_metrics.registry))
 
 
 def presence_counters() -> dict[str, float]:

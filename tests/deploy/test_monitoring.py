@@ -80,6 +80,8 @@ def test_every_metric_the_dashboard_and_rules_use_is_exported(
     # The check itself would pass on nothing: make sure it reads both files.
     assert "realtime_layer_status" in wanted
     assert "realtime_connections_rejected_total" in wanted
+    # Healing's and the delivery histogram's series, defined in chat's own registry.
+    assert {"realtime_heal_backlog", "realtime_delivery_latency_seconds_bucket"} <= wanted
     assert sorted(wanted - names) == []
 
 
