@@ -52,13 +52,11 @@ from chat.serializers import (
     TypingFrameSerializer,
 )
 from chat.typing_state import TypingTimers
-from connections.admission import connect_gate
 from connections.authority import SocketAuthorityMixin, TokenRejected
 from connections.close_codes import (
     WS_1000_NORMAL_CLOSURE,
     WS_1009_MESSAGE_TOO_BIG,
     WS_1012_SERVICE_RESTART,
-    WS_1013_TRY_AGAIN_LATER,
     WS_4008_SLOW_CONSUMER,
     WS_4401_UNAUTHORIZED,
     WS_4429_TOO_MANY,
@@ -223,18 +221,7 @@ class ChatConsumer(DeliveryMixin, SocketAuthorityMixin, AsyncWebsocketConsumer):
     # -- lifecycle -------------------------------------------------------------------------
 
     async def connect(self) -> None:
-        gate = connect_gate()
-        if not gate.enter():
-            # Too many connects in progress here (the handshakes that passed the shedding
-            # middleware together): retry later (docs/protocol.md).
-            await self.refuse(WS_1013_TRY_AGAIN_LATER)
-            return
-        try:
-            await self._connect()
-        finally:
-            gate.leave()
-
-    async def _connect(self) -> None:
+        # Admission (connections.admission) already happened in the shedding middleware.
         user = self.scope.get("user")
         code = self.scope.get("auth_close_code")
         if code is None and (user is None or not user.is_authenticated):

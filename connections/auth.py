@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable
-from typing import Any, cast
+from typing import Any, Final, cast
 from urllib.parse import parse_qs
 
 from channels.auth import AuthMiddlewareStack
@@ -20,7 +20,7 @@ from channels.middleware import BaseMiddleware
 from channels.security.websocket import OriginValidator
 from django.contrib.auth.models import AnonymousUser
 
-from connections.admission import connect_gate
+from connections.admission import ConnectGate, connect_gate, retry_reason
 from connections.authority import SCOPE_KEY
 from connections.close_codes import WS_1013_TRY_AGAIN_LATER, WS_4401_UNAUTHORIZED, WS_4403_FORBIDDEN
 from connections.models import token_digest
@@ -111,9 +111,11 @@ class BrowserOriginValidator(OriginValidator):
 
 
 class SheddingMiddleware:
-    """The first thing a handshake meets: with ``CONNECT_MAX_IN_FLIGHT`` connects already in
-    progress here, accept and close with ``1013`` at once (``connections.admission``), before
-    the session, the token, the consumer or any database work."""
+    """The first thing a handshake meets: a connect the event loop cannot answer within
+    ``CONNECT_MAX_WAIT_MS`` is accepted and closed with ``1013`` and a retry hint at once
+    (``connections.admission``), before the session, the token, the consumer or any
+    database work. An admitted connect holds its ticket until the application accepts or
+    refuses the socket, or the client goes away first."""
 
     def __init__(self, inner: ASGIApp) -> None:
         self.inner = inner
@@ -121,24 +123,64 @@ class SheddingMiddleware:
     def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Awaitable[Any]:
         # A plain function returning the inner coroutine: no frame of ours stays suspended
         # for the socket's whole life.
-        if not connect_gate().full():
-            return cast(Awaitable[Any], self.inner(scope, receive, send))
-        connect_gate().shed += 1
-        metrics.connection_rejected(WS_1013_TRY_AGAIN_LATER)
-        return self._shed(receive, send)
+        gate = connect_gate()
+        ticket = gate.enter()
+        if ticket is None:
+            metrics.connection_rejected(WS_1013_TRY_AGAIN_LATER)
+            return self._shed(receive, send, gate.retry_after_ms())
+        pass_ = _TicketRelease(gate, ticket, receive, send)
+        return cast(Awaitable[Any], self.inner(scope, pass_.receive, pass_.send))
 
     @staticmethod
-    async def _shed(receive: Any, send: Any) -> None:
+    async def _shed(receive: Any, send: Any, retry_after_ms: int) -> None:
         message = await receive()
         if message.get("type") != "websocket.connect":
             return None
         await send({"type": "websocket.accept"})
-        await send({"type": "websocket.close", "code": WS_1013_TRY_AGAIN_LATER})
+        await send(
+            {
+                "type": "websocket.close",
+                "code": WS_1013_TRY_AGAIN_LATER,
+                "reason": retry_reason(retry_after_ms),
+            }
+        )
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(10):
                 while (await receive()).get("type") != "websocket.disconnect":
                     pass
         return None
+
+
+class _TicketRelease:
+    """Gives an admitted connect's ticket back on its answer (accept or close) or on the
+    client's disconnect, whichever comes first; a pass-through after that."""
+
+    __slots__ = ("_gate", "_receive", "_send", "_ticket")
+
+    def __init__(self, gate: ConnectGate, ticket: int, receive: Any, send: Any) -> None:
+        self._gate: ConnectGate | None = gate
+        self._ticket = ticket
+        self._receive = receive
+        self._send = send
+
+    def _release(self) -> None:
+        if self._gate is not None:
+            self._gate.leave(self._ticket)
+            self._gate = None
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if self._gate is not None and message.get("type") in _ANSWERS:
+            self._release()
+        await self._send(message)
+
+    async def receive(self) -> dict[str, Any]:
+        message: dict[str, Any] = await self._receive()
+        if self._gate is not None and message.get("type") == "websocket.disconnect":
+            self._release()
+        return message
+
+
+_ANSWERS: Final = frozenset({"websocket.accept", "websocket.close"})
 
 
 class TokenOrSessionRouter:

@@ -6,9 +6,11 @@ Two instances; user i on instance i mod 2, so every conversation of 2 spans both
 sockets are open and every conversation has a little history, the survivor's sockets send
 pings (the survivor's own responsiveness) and messages to their partners on the other
 instance at fixed rates; then the other instance is killed with SIGKILL. Each of its
-clients, on seeing its socket drop, reconnects to the survivor with jittered exponential
-backoff (a random delay up to 1 s, doubling per failed attempt up to 10 s; a ``1013``
-close is such a failure) and sends ``resume`` with the last ``seq`` it saw. Measured: how
+clients, on seeing its socket drop, reconnects to the survivor as docs/protocol.md tells
+clients to: after a random delay up to 1 s, then, when closed with ``1013`` and the reason
+``retry_after_ms=N``, after a random delay in ``[N, 2N)`` ms, and after any other failure with
+jittered exponential backoff (the ceiling doubling per failed attempt up to 10 s); then it
+sends ``resume`` with the last ``seq`` it saw. Measured: how
 long until every client has its resume acknowledged, the survivor's ping round trips
 before, during and after, how many connects were shed (1013), and the usual tally: every
 message the survivor acknowledged is owed to the partner, replayed or live, exactly once.
@@ -40,6 +42,18 @@ from bench.e2e.targets import bench_cluster, users_seed
 BACKOFF_FIRST_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 10.0
 TRY_AGAIN_LATER = 1013
+RETRY_REASON_PREFIX = "retry_after_ms="
+
+
+def retry_hint_seconds(reason: str) -> float | None:
+    """The ``[N, 2N)`` draw a ``1013`` close's ``retry_after_ms=N`` asks for; None without one."""
+    if not reason.startswith(RETRY_REASON_PREFIX):
+        return None
+    try:
+        hint_ms = int(reason[len(RETRY_REASON_PREFIX) :])
+    except ValueError:
+        return None
+    return random.uniform(hint_ms, 2 * hint_ms) / 1000
 
 
 @dataclasses.dataclass
@@ -48,13 +62,19 @@ class Comeback:
     shed: int = 0  # closed with 1013
     failed: int = 0  # refused otherwise (connection refused, timeouts)
     reasons: Counter[str] = dataclasses.field(default_factory=Counter)
+    hints_ms: list[int] = dataclasses.field(default_factory=list)  # 1013 retry hints received
+    shed_answer_ms: list[float] = dataclasses.field(default_factory=list)  # attempt to 1013
     connected_after: float | None = None  # seconds after the kill
     resumed_after: float | None = None
     recovered: bool | None = None
 
 
-async def _reopen(gen: LoadGenerator, client: Client, url: str, record: Comeback) -> int | None:
-    """One attempt on ``url``; None once ``connected`` arrived, else the close code (or 0)."""
+async def _reopen(
+    gen: LoadGenerator, client: Client, url: str, record: Comeback
+) -> tuple[int, str] | None:
+    """One attempt on ``url``; None once ``connected`` arrived, else the close code (or 0)
+    and its reason."""
+    started = time.monotonic()
     try:
         ws = await connect(
             f"{url}?token={client.account.token}",
@@ -65,21 +85,24 @@ async def _reopen(gen: LoadGenerator, client: Client, url: str, record: Comeback
         )
     except (OSError, TimeoutError, websockets.WebSocketException) as exc:
         record.reasons[type(exc).__name__] += 1
-        return 0
+        return 0, ""
     try:
         first = json.loads(await asyncio.wait_for(ws.recv(), OPEN_TIMEOUT_SECONDS))
     except websockets.ConnectionClosed as closed:
         code = closed.rcvd.code if closed.rcvd is not None else 0
+        reason = closed.rcvd.reason if closed.rcvd is not None else ""
         record.reasons[f"close {code}"] += 1
-        return code
+        if code == TRY_AGAIN_LATER:
+            record.shed_answer_ms.append((time.monotonic() - started) * 1000)
+        return code, reason
     except (OSError, TimeoutError) as exc:
         record.reasons[type(exc).__name__] += 1
         await ws.close()
-        return 0
+        return 0, ""
     if first.get("type") != "connected":
         record.reasons[f"first frame {first.get('type')}"] += 1
         await ws.close()
-        return 0
+        return 0, ""
     client.ws = ws
     client.reader = asyncio.create_task(gen._read(client))
     return None
@@ -93,18 +116,26 @@ async def _come_back(
     client.ws = None
     client.account = dataclasses.replace(client.account, url=url)
     attempt = 0
+    delay = random.uniform(0, BACKOFF_FIRST_SECONDS)
     while True:
-        ceiling = min(BACKOFF_MAX_SECONDS, BACKOFF_FIRST_SECONDS * 2**attempt)
-        await asyncio.sleep(random.uniform(0, ceiling))
+        await asyncio.sleep(delay)
         record.attempts += 1
-        code = await _reopen(gen, client, url, record)
-        if code is None:
+        outcome = await _reopen(gen, client, url, record)
+        if outcome is None:
             break
+        code, reason = outcome
+        attempt += 1
+        hinted = retry_hint_seconds(reason) if code == TRY_AGAIN_LATER else None
         if code == TRY_AGAIN_LATER:
             record.shed += 1
         else:
             record.failed += 1
-        attempt += 1
+        if hinted is not None:
+            record.hints_ms.append(int(reason[len(RETRY_REASON_PREFIX) :]))
+            delay = hinted
+        else:
+            ceiling = min(BACKOFF_MAX_SECONDS, BACKOFF_FIRST_SECONDS * 2**attempt)
+            delay = random.uniform(0, ceiling)
     record.connected_after = time.monotonic() - killed_at
     reply = await gen.request(client, {"type": "resume", "positions": dict(client.positions)})
     record.resumed_after = time.monotonic() - killed_at
@@ -242,6 +273,9 @@ async def storm(args: Any, workdir: Path) -> dict[str, Any]:
             "shed_1013": sum(r.shed for r in records.values()),
             "failed_other": sum(r.failed for r in records.values()),
             "attempt_outcomes": dict(sum((r.reasons for r in records.values()), Counter())),
+            "retry_hint_ms": percentiles([float(h) for r in records.values() for h in r.hints_ms]),
+            "shed_answer_ms": percentiles([a for r in records.values() for a in r.shed_answer_ms]),
+            "resumed_within_5s": sum(1 for s in resumed if s <= 5.0),
             "survivor_ping_ms": {
                 "before": _window(samples, killed_at - args.storm_calm, killed_at),
                 "during": _window(samples, killed_at, back_at),

@@ -1,6 +1,6 @@
 """What Daphne (autobahn, Twisted) does differently here, applied once per process. docs/health.md.
 
-``daphne_patch()`` (called from ``realtime_project/asgi.py``) changes four things of
+``daphne_patch()`` (called from ``realtime_project/asgi.py``) changes five things of
 Daphne, whatever command line started it:
 
 - **Protocol close codes.** Autobahn accepts only 1000 and 3000-4999 from an application
@@ -8,6 +8,10 @@ Daphne, whatever command line started it:
   instance must send) or 1009 ("message too big") raises inside Daphne and the client sees the
   connection drop (1006) instead. RFC 6455 and the IANA registry allow servers to send these
   codes; they go through autobahn's lower-level ``sendCloseFrame``.
+- **Close reasons reach the client.** Daphne drops the ``reason`` of ``websocket.close``
+  (ASGI 2.3 has it); a ``1013`` carries the client's retry hint there
+  (``connections.admission``), so it is sent in the close frame, cut to the 123 bytes a
+  close frame holds.
 - **Oversized frames close with 1009.** Daphne's own cap (``--websocket-max-message-size``,
   1 MiB) makes autobahn *drop* the TCP connection (``failByDrop``), so a 2 MiB frame was
   answered with 1006. Here autobahn sends a 1009 close frame as soon as a frame's header (or a
@@ -124,6 +128,19 @@ def daphne_patch() -> bool:
     original_close = WebSocketProtocol.serverClose
     original_send = WebSocketProtocol.serverSend
     original_reply = Server.handle_reply
+    original_protocol_reply = WebSocketProtocol.handle_reply
+
+    def protocol_reply(self: Any, message: dict[str, Any]) -> None:
+        reason = message.get("reason")
+        if (
+            message.get("type") == "websocket.close"
+            and reason
+            and self.state != self.STATE_CONNECTING
+        ):
+            code = message.get("code") or 1000
+            self.sendCloseFrame(code=code, reasonUtf8=close_reason_bytes(reason), isReply=False)
+            return
+        original_protocol_reply(self, message)
 
     async def handle_reply(self: Any, protocol: Any, message: dict[str, Any]) -> None:
         await original_reply(self, protocol, message)
@@ -160,11 +177,22 @@ def daphne_patch() -> bool:
             slow_consumer_close(self, buffered)
 
     Server.handle_reply = handle_reply
+    WebSocketProtocol.handle_reply = protocol_reply
     WebSocketProtocol.serverClose = server_close
     WebSocketProtocol.serverSend = server_send
     WebSocketProtocol._max_message_size_exceeded = max_message_size_exceeded
     WebSocketProtocol._realtime_patched = True
     return True
+
+
+# A close frame's payload is at most 125 bytes, two of them the code.
+CLOSE_REASON_MAX_BYTES: Final = 123
+
+
+def close_reason_bytes(reason: str) -> bytes:
+    """``reason`` as UTF-8, cut to what a close frame holds without splitting a character."""
+    raw = reason.encode("utf-8")[:CLOSE_REASON_MAX_BYTES]
+    return raw.decode("utf-8", errors="ignore").encode("utf-8")
 
 
 def slow_consumer_close(protocol: Any, buffered: int) -> None:

@@ -1,0 +1,61 @@
+"""The close reason of ``websocket.close`` reaches the client's close frame under Daphne.
+
+Daphne drops it; ``realtime_project.runtime.daphne`` sends it (a ``1013`` carries the client's
+retry hint there). This fails first if Daphne's protocol class moves what the patch relies on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from daphne.ws_protocol import WebSocketProtocol
+
+from connections.close_codes import WS_1013_TRY_AGAIN_LATER
+from realtime_project.runtime.daphne import (
+    CLOSE_REASON_MAX_BYTES,
+    close_reason_bytes,
+    daphne_patch,
+)
+
+
+class _Probe(WebSocketProtocol):  # type: ignore[misc]
+    """Daphne's protocol with no connection under it: records the close frames it sends."""
+
+    def __init__(self, state: int) -> None:
+        self.state = state
+        self.frames: list[tuple[int | None, bytes | None]] = []
+
+    def sendCloseFrame(
+        self,
+        code: int | None = None,
+        reasonUtf8: bytes | None = None,
+        isReply: bool = False,
+    ) -> None:
+        self.frames.append((code, reasonUtf8))
+
+    def serverReject(self) -> None:
+        self.frames.append((None, b"rejected"))
+
+
+def _close(probe: _Probe, message: dict[str, Any]) -> list[tuple[int | None, bytes | None]]:
+    probe.handle_reply({"type": "websocket.close", **message})
+    return probe.frames
+
+
+def test_a_close_reason_is_sent_with_its_code() -> None:
+    assert daphne_patch()
+    probe = _Probe(WebSocketProtocol.STATE_OPEN)
+    frames = _close(probe, {"code": WS_1013_TRY_AGAIN_LATER, "reason": "retry_after_ms=1500"})
+    assert frames == [(WS_1013_TRY_AGAIN_LATER, b"retry_after_ms=1500")]
+
+
+def test_a_close_before_accept_is_still_a_refused_handshake() -> None:
+    assert daphne_patch()
+    probe = _Probe(WebSocketProtocol.STATE_CONNECTING)
+    assert _close(probe, {"code": 4401, "reason": "ignored"}) == [(None, b"rejected")]
+
+
+def test_a_long_reason_is_cut_without_splitting_a_character() -> None:
+    cut = close_reason_bytes("é" * 100)
+    assert len(cut) <= CLOSE_REASON_MAX_BYTES
+    assert cut.decode("utf-8") == "é" * (CLOSE_REASON_MAX_BYTES // 2)
