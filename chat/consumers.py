@@ -73,7 +73,7 @@ from presence.serializers import StatusInputSerializer, status_to_dict
 from presence.services import (
     presence_admit,
     presence_disconnect,
-    presence_mark_online,
+    presence_mark_online_soon,
     presence_set,
 )
 from realtime_project.conf import realtime_settings
@@ -268,11 +268,9 @@ class ChatConsumer(DeliveryMixin, SocketAuthorityMixin, AsyncWebsocketConsumer):
             await self._join(conversation_id, seq)
         healing_register(self)
         await self.accept()
-        try:
-            await presence_mark_online(user_id=self.user_id)
-        except Exception:
-            # Presence degrades on its own when Firestore fails.
-            logger.exception("presence_mark_online failed for user=%s", self.user_id)
+        # Off the connect's path (a storm's connects would each wait on the store); presence
+        # degrades on its own when Firestore fails.
+        presence_mark_online_soon(user_id=self.user_id)
         local_sockets.add(self)
         metrics.connection_opened()
         log_event(

@@ -7,10 +7,12 @@ instances in one process. Every function is a coroutine, safe under ``async_to_s
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from connections.registry import ConnectionInfo, ConnectionRegistry, get_registry
@@ -58,6 +60,17 @@ class _VersionClock:
 _clock = _VersionClock()
 
 
+# Users marked online at once per event loop by ``mark_online_soon``: a storm of connects
+# makes a steady stream of store calls, not a thousand at the same moment.
+ONLINE_WRITES_AT_ONCE = 64
+
+
+@dataclass
+class _OnlineQueue:
+    users: set[str] = field(default_factory=set)
+    writer: asyncio.Task[None] | None = None
+
+
 class PresenceService:
     def __init__(
         self,
@@ -73,6 +86,9 @@ class PresenceService:
         self.deadlines = deadlines
         self.writer = writer or PresenceWriter(store)
         self._grace = grace_seconds
+        self._online_queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _OnlineQueue] = (
+            weakref.WeakKeyDictionary()
+        )
 
     @property
     def grace_seconds(self) -> float:
@@ -139,6 +155,35 @@ class PresenceService:
         if not self.registry.writes_deadlines or self.deadlines.key_for(user_id) is None:
             await self.deadlines.cancel(user_id)
         return info
+
+    def mark_online_soon(self, *, user_id: str) -> None:
+        """``mark_online`` off the caller's path: the connect answers without waiting on the
+        store. Users queued on this event loop are written by one task, a bounded number at a
+        time, once each however many of their sockets connected meanwhile."""
+        loop = asyncio.get_running_loop()
+        queue = self._online_queues.get(loop)
+        if queue is None:
+            queue = self._online_queues[loop] = _OnlineQueue()
+        queue.users.add(user_id)
+        if queue.writer is None:
+            queue.writer = loop.create_task(self._mark_queued_online(queue))
+
+    async def _mark_queued_online(self, queue: _OnlineQueue) -> None:
+        try:
+            while queue.users:
+                batch = [
+                    queue.users.pop() for _ in range(min(ONLINE_WRITES_AT_ONCE, len(queue.users)))
+                ]
+                results = await asyncio.gather(
+                    *(self.mark_online(user_id=uid) for uid in batch), return_exceptions=True
+                )
+                for uid, result in zip(batch, results, strict=True):
+                    if isinstance(result, Exception):
+                        # The writer keeps what the store could not take; anything else is a bug
+                        # that must not stop the other users' writes.
+                        logger.error("presence: marking %s online failed: %r", uid, result)
+        finally:
+            queue.writer = None
 
     async def mark_online(self, *, user_id: str) -> None:
         """Online unless the stored state already says the user is here (online/away/busy)."""
@@ -299,6 +344,12 @@ async def presence_admit(
 async def presence_mark_online(*, user_id: str) -> None:
     """The presence half of ``presence_connect``: online unless already stored as here."""
     await get_presence().mark_online(user_id=user_id)
+
+
+def presence_mark_online_soon(*, user_id: str) -> None:
+    """``presence_mark_online`` in the background, coalesced per user: a connect's answer
+    does not wait on the store."""
+    get_presence().mark_online_soon(user_id=user_id)
 
 
 async def presence_disconnect(*, user_id: str, connection_id: str) -> None:
