@@ -64,6 +64,7 @@ class Comeback:
     reasons: Counter[str] = dataclasses.field(default_factory=Counter)
     hints_ms: list[int] = dataclasses.field(default_factory=list)  # 1013 retry hints received
     shed_answer_ms: list[float] = dataclasses.field(default_factory=list)  # attempt to 1013
+    answer_ms: list[float] = dataclasses.field(default_factory=list)  # attempt to any answer
     connected_after: float | None = None  # seconds after the kill
     resumed_after: float | None = None
     recovered: bool | None = None
@@ -85,6 +86,7 @@ async def _reopen(
         )
     except (OSError, TimeoutError, websockets.WebSocketException) as exc:
         record.reasons[type(exc).__name__] += 1
+        record.answer_ms.append((time.monotonic() - started) * 1000)
         return 0, ""
     try:
         first = json.loads(await asyncio.wait_for(ws.recv(), OPEN_TIMEOUT_SECONDS))
@@ -92,8 +94,9 @@ async def _reopen(
         code = closed.rcvd.code if closed.rcvd is not None else 0
         reason = closed.rcvd.reason if closed.rcvd is not None else ""
         record.reasons[f"close {code}"] += 1
+        record.answer_ms.append((time.monotonic() - started) * 1000)
         if code == TRY_AGAIN_LATER:
-            record.shed_answer_ms.append((time.monotonic() - started) * 1000)
+            record.shed_answer_ms.append(record.answer_ms[-1])
         return code, reason
     except (OSError, TimeoutError) as exc:
         record.reasons[type(exc).__name__] += 1
@@ -103,6 +106,7 @@ async def _reopen(
         record.reasons[f"first frame {first.get('type')}"] += 1
         await ws.close()
         return 0, ""
+    record.answer_ms.append((time.monotonic() - started) * 1000)
     client.ws = ws
     client.reader = asyncio.create_task(gen._read(client))
     return None
@@ -220,6 +224,12 @@ async def storm(args: Any, workdir: Path) -> dict[str, Any]:
         victim, survivor = cluster.instances
         gen = LoadGenerator(accounts_assign(seeded, [victim.ws_url, survivor.ws_url]))
         connect_stats = await gen.connect()
+        # Connects the instances shed (1013) come back as clients do, after their hint.
+        refused = [c for c in gen.clients if c.ws is None]
+        opened_at = time.monotonic()
+        await asyncio.gather(
+            *(_come_back(gen, c, c.account.url, opened_at, Comeback()) for c in refused)
+        )
         victims = [c for c in gen.clients if c.account.url == victim.ws_url and c.ws]
         survivors = [c for c in gen.clients if c.account.url == survivor.ws_url and c.ws]
         # A little history in every conversation, so each resume has a position to give.
@@ -254,7 +264,8 @@ async def storm(args: Any, workdir: Path) -> dict[str, Any]:
             spy.wait(timeout=60)
         resumed = [r.resumed_after for r in records.values() if r.resumed_after is not None]
         result = {
-            "sockets": connect_stats.sockets,
+            "sockets": sum(1 for c in gen.clients if c.ws is not None),
+            "opened_after_shedding": len(refused),
             "connect": dataclasses.asdict(connect_stats),
             "killed_sockets": len(victims),
             "survivor_sockets": len(survivors),
@@ -289,3 +300,71 @@ async def storm(args: Any, workdir: Path) -> dict[str, Any]:
         return result
     finally:
         cluster.stop()
+
+
+# Attempts that were not answered in time: Daphne's handshake timeout (403), a connection the
+# server dropped before answering, the client's own timeout.
+UNANSWERED = ("InvalidStatus", "InvalidMessage", "TimeoutError")
+
+
+async def overload(args: Any, workdir: Path) -> dict[str, Any]:
+    """``--overload 2000 4000 8000``: each count of clients connects to one fresh instance at
+    once (within a second), as a crashed instance's clients do, obeying ``1013`` hints.
+
+    Measured per count: completed connects a second (from the first attempt to the last
+    ``connected``), how long each attempt waited for its answer, and how many went
+    unanswered (a handshake timed out or was dropped). Graceful means every attempt answered
+    within a second and the completed rate not falling as the offered count grows.
+    """
+    results: dict[str, Any] = {}
+    for offered in args.overload:
+        cluster = bench_cluster(
+            layer="realtime",
+            state_dir=workdir / f"overload-{offered}",
+            instances=1,
+            database_url=args.database_url,
+        )
+        try:
+            seeded = users_seed(cluster, users=offered, size=2)
+            (instance,) = cluster.instances
+            gen = LoadGenerator(accounts_assign(seeded, [instance.ws_url]))
+            records = {c.index: Comeback() for c in gen.clients}
+            rss_before = rss_kib(instance.pid)
+            started = time.monotonic()
+            comers = [
+                asyncio.create_task(_come_back(gen, c, instance.ws_url, started, records[c.index]))
+                for c in gen.clients
+            ]
+            _, not_done = await asyncio.wait(comers, timeout=args.storm_deadline)
+            for task in not_done:
+                task.cancel()
+            await asyncio.gather(*not_done, return_exceptions=True)
+            connected: list[float] = [
+                r.connected_after for r in records.values() if r.connected_after is not None
+            ]
+            answers = [a for r in records.values() for a in r.answer_ms]
+            outcomes = sum((r.reasons for r in records.values()), Counter())
+            last = max(connected, default=0.0)
+            results[str(offered)] = {
+                "offered": offered,
+                "connected": len(connected),
+                "all_connected_seconds": (round(last, 2) if len(connected) == offered else None),
+                "completed_per_second": round(len(connected) / last, 1) if last else 0.0,
+                "connected_seconds": percentiles(connected),
+                "attempts": sum(r.attempts for r in records.values()),
+                "shed_1013": sum(r.shed for r in records.values()),
+                "failed_other": sum(r.failed for r in records.values()),
+                "unanswered": sum(outcomes[name] for name in UNANSWERED),
+                "answered_within_1s": sum(1 for a in answers if a <= 1000),
+                "answer_ms": percentiles(answers),
+                "retry_hint_ms": percentiles(
+                    [float(h) for r in records.values() for h in r.hints_ms]
+                ),
+                "attempt_outcomes": dict(outcomes),
+                "rss_kib": {"before": rss_before, "after": rss_kib(instance.pid)},
+                "errors": dict(gen.errors),
+            }
+            await gen.close()
+        finally:
+            cluster.stop()
+    return results
