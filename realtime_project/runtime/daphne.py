@@ -1,7 +1,14 @@
 """What Daphne (autobahn, Twisted) does differently here, applied once per process. docs/health.md.
 
-``daphne_patch()`` (called from ``realtime_project/asgi.py``) changes five things of
+``daphne_patch()`` (called from ``realtime_project/asgi.py``) changes six things of
 Daphne, whatever command line started it:
+
+- **No debug text built for nothing.** Autobahn formats the arguments of its debug log
+  lines eagerly on every connection, discarded or not: ``pformat`` of its configuration in
+  ``_connectionMade`` and ``hltype`` of a method in half a dozen handshake steps. py-spy on
+  an instance taking a storm of connects: 12 % of its event loop. Those names, in
+  autobahn's modules, now return an object that formats itself only if a log line is
+  written.
 
 - **Protocol close codes.** Autobahn accepts only 1000 and 3000-4999 from an application
   (``sendClose``), so ``websocket.close`` with 1012 ("service restart", what a draining
@@ -40,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, Final
 
 from twisted.internet.abstract import FileDescriptor
@@ -112,6 +120,48 @@ async def send_drained(protocol: Any) -> None:
             return
 
 
+class LazyLogValue:
+    """A log argument rendered only when the line is formatted (``str``/``format``)."""
+
+    __slots__ = ("_render", "_value")
+
+    def __init__(self, render: Callable[[Any], str], value: Any) -> None:
+        self._render = render
+        self._value = value
+
+    def __str__(self) -> str:
+        return str(self._render(self._value))
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+
+def lazy_log_renderer(render: Callable[[Any], str]) -> Callable[[Any], LazyLogValue]:
+    def lazily(value: Any) -> LazyLogValue:
+        return LazyLogValue(render, value)
+
+    return lazily
+
+
+# Autobahn's modules and the log-argument helpers they call eagerly (see the module's notes).
+AUTOBAHN_LOG_HELPERS: Final = (
+    ("autobahn.websocket.protocol", ("pformat", "hltype")),
+    ("autobahn.twisted.websocket", ("hltype",)),
+)
+
+
+def _autobahn_logs_lazily() -> None:
+    import importlib
+
+    for module_name, names in AUTOBAHN_LOG_HELPERS:
+        module = importlib.import_module(module_name)
+        for name in names:
+            setattr(module, name, lazy_log_renderer(getattr(module, name)))
+
+
 def daphne_patch() -> bool:
     """Apply every change above to Daphne's protocol, once; False when Daphne is not installed."""
     try:
@@ -122,6 +172,8 @@ def daphne_patch() -> bool:
         return False
     if getattr(WebSocketProtocol, "_realtime_patched", False):
         return True
+
+    _autobahn_logs_lazily()
 
     http_protocol.parse_x_forwarded_for = _keep_peer
     ws_protocol.parse_x_forwarded_for = _keep_peer

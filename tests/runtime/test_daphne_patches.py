@@ -1,7 +1,10 @@
-"""The close reason of ``websocket.close`` reaches the client's close frame under Daphne.
+"""What ``realtime_project.runtime.daphne`` changes in Daphne's and autobahn's protocol
+classes, checked on the classes themselves: these fail first when a pinned version moves
+what a patch relies on.
 
-Daphne drops it; ``realtime_project.runtime.daphne`` sends it (a ``1013`` carries the client's
-retry hint there). This fails first if Daphne's protocol class moves what the patch relies on.
+The close reason of ``websocket.close`` reaches the client's close frame (Daphne drops it; a
+``1013`` carries the client's retry hint there); autobahn's debug arguments are formatted
+only when a line is written.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ from daphne.ws_protocol import WebSocketProtocol
 
 from connections.close_codes import WS_1013_TRY_AGAIN_LATER
 from realtime_project.runtime.daphne import (
+    AUTOBAHN_LOG_HELPERS,
     CLOSE_REASON_MAX_BYTES,
+    LazyLogValue,
     close_reason_bytes,
     daphne_patch,
 )
@@ -59,3 +64,18 @@ def test_a_long_reason_is_cut_without_splitting_a_character() -> None:
     cut = close_reason_bytes("é" * 100)
     assert len(cut) <= CLOSE_REASON_MAX_BYTES
     assert cut.decode("utf-8") == "é" * (CLOSE_REASON_MAX_BYTES // 2)
+
+
+def test_autobahn_debug_arguments_are_formatted_only_when_written() -> None:
+    import importlib
+    from pprint import pformat
+
+    assert daphne_patch()
+    for module_name, names in AUTOBAHN_LOG_HELPERS:
+        module = importlib.import_module(module_name)
+        for name in names:
+            assert isinstance(getattr(module, name)(_Probe), LazyLogValue), (module_name, name)
+    protocol = importlib.import_module("autobahn.websocket.protocol")
+    config = [("openHandshakeTimeout", 5, "WebSocketServerFactory")]
+    lazy = protocol.pformat(config)
+    assert f"{lazy}" == str(lazy) == pformat(config)
