@@ -42,6 +42,9 @@ RETRY_MIN_MS: Final = 250
 # leaving room for the connects nobody told to wait.
 RETRY_STEP_RATES: Final = 0.8
 RETRY_REASON_PREFIX: Final = "retry_after_ms="
+# A ticket held this long belongs to a connect the server has given up on (Daphne drops a
+# handshake after 5 s) whose release was lost: it stops counting as the oldest waiting.
+STALE_TICKET_SECONDS: Final = 10.0
 
 
 def retry_reason(retry_after_ms: int) -> str:
@@ -79,16 +82,19 @@ class ConnectGate:
         return min(realtime_settings.CONNECT_MAX_IN_FLIGHT, max(MIN_IN_FLIGHT, by_rate))
 
     def oldest_wait(self, now: float | None = None) -> float:
-        if not self._started:
-            return 0.0
-        first = next(iter(self._started.values()))
-        return (self._clock() if now is None else now) - first
+        now = self._clock() if now is None else now
+        started = self._started
+        while started:
+            ticket, first = next(iter(started.items()))
+            if now - first < STALE_TICKET_SECONDS:
+                return now - first
+            del started[ticket]
+        return 0.0
 
     def full(self, now: float | None = None) -> bool:
         now = self._clock() if now is None else now
-        if self.in_flight >= self.limit():
-            return True
-        return self.oldest_wait(now) >= self.max_wait_seconds
+        oldest = self.oldest_wait(now)  # forgets stale tickets first
+        return self.in_flight >= self.limit() or oldest >= self.max_wait_seconds
 
     def enter(self) -> int | None:
         """A ticket for a connect that may proceed; None (counted) when it must be shed."""

@@ -94,7 +94,13 @@ class WebSocketAuthMiddleware(BaseMiddleware):
         scope[SCOPE_KEY] = identity
         # Not BaseMiddleware's __call__: its second copy of the scope, and its suspended
         # frame, would live as long as the socket does.
-        return await self.inner(scope, receive, send)
+        try:
+            return await self.inner(scope, receive, send)
+        finally:
+            # An application that failed before answering still gives its ticket back.
+            ticket = scope.get(CONNECT_TICKET_KEY)
+            if ticket is not None:
+                ticket.release()
 
 
 class BrowserOriginValidator(OriginValidator):
@@ -129,6 +135,9 @@ class SheddingMiddleware:
             metrics.connection_rejected(WS_1013_TRY_AGAIN_LATER)
             return self._shed(receive, send, gate.retry_after_ms())
         pass_ = _TicketRelease(gate, ticket, receive, send)
+        # The scope is this connection's own (the server builds one per connection); the
+        # authentication middleware gives the ticket back if the application fails first.
+        scope[CONNECT_TICKET_KEY] = pass_
         return cast(Awaitable[Any], self.inner(scope, pass_.receive, pass_.send))
 
     @staticmethod
@@ -163,24 +172,25 @@ class _TicketRelease:
         self._receive = receive
         self._send = send
 
-    def _release(self) -> None:
+    def release(self) -> None:
         if self._gate is not None:
             self._gate.leave(self._ticket)
             self._gate = None
 
     async def send(self, message: dict[str, Any]) -> None:
         if self._gate is not None and message.get("type") in _ANSWERS:
-            self._release()
+            self.release()
         await self._send(message)
 
     async def receive(self) -> dict[str, Any]:
         message: dict[str, Any] = await self._receive()
         if self._gate is not None and message.get("type") == "websocket.disconnect":
-            self._release()
+            self.release()
         return message
 
 
 _ANSWERS: Final = frozenset({"websocket.accept", "websocket.close"})
+CONNECT_TICKET_KEY: Final = "realtime.connect_ticket"
 
 
 class TokenOrSessionRouter:

@@ -12,11 +12,12 @@ import pytest
 from connections.admission import (
     MIN_IN_FLIGHT,
     RETRY_MIN_MS,
+    STALE_TICKET_SECONDS,
     ConnectGate,
     connect_gate,
     retry_reason,
 )
-from connections.auth import SheddingMiddleware
+from connections.auth import SheddingMiddleware, WebSocketAuthMiddleware
 from connections.close_codes import WS_1013_TRY_AGAIN_LATER
 from tests.support.consumer import SocketClosed
 from tests.support.consumer_fixtures import *  # noqa: F403
@@ -94,6 +95,37 @@ async def test_a_client_gone_before_its_answer_gives_its_ticket_back() -> None:
     assert gate.in_flight == 1
     await running
     assert gate.in_flight == 0
+
+
+async def test_an_application_failing_before_its_answer_gives_its_ticket_back() -> None:
+    async def fails(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        raise RuntimeError("the database went away")
+
+    inputs: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    inputs.put_nowait({"type": "websocket.connect"})
+
+    async def send(message: dict[str, Any]) -> None:
+        raise AssertionError(f"nothing is sent: {message}")
+
+    gate = connect_gate()
+    app = SheddingMiddleware(WebSocketAuthMiddleware(fails))
+    scope = {"type": "websocket", "query_string": b"", "headers": []}
+    with pytest.raises(RuntimeError):
+        await app(scope, inputs.get, send)
+    assert gate.in_flight == 0
+
+
+def test_a_lost_ticket_stops_holding_the_gate_after_a_while(settings: Any) -> None:
+    settings.REALTIME = {**settings.REALTIME, "CONNECT_MAX_WAIT_MS": 1000}
+    clock = FakeClock()
+    gate = ConnectGate(clock=clock)
+    assert gate.enter() is not None  # its release never comes
+    clock.now += 2
+    assert gate.enter() is None
+    clock.now += STALE_TICKET_SECONDS
+    assert gate.enter() is not None
+    assert gate.in_flight == 1
 
 
 def test_the_hints_spread_a_burst_over_the_time_the_instance_needs(settings: Any) -> None:
