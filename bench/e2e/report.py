@@ -290,6 +290,13 @@ def render_storm(storm: dict[str, Any]) -> str:
         f"deliveries owed {tally['expected']}, lost {tally['lost']}, duplicates "
         f"{tally['duplicate_events']} / {tally['duplicate_messages']}, unacked {tally['unacked']}",
     ]
+    closed = storm.get("mass_close")
+    if closed:
+        lines.append(
+            f"mass close: {closed['entries_before']} registry entries, {closed['entries_left']} "
+            f"left, emptied after {closed['emptied_seconds']} s, pool errors logged "
+            f"{closed['pool_errors_logged']}, health {closed['health']}"
+        )
     return "\n".join(lines)
 
 

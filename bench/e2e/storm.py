@@ -196,6 +196,50 @@ def _window(samples: list[tuple[float, float]], start: float, end: float) -> dic
     return {"pings": len(values), **percentiles(values)}
 
 
+POOL_EXHAUSTED = ("MaxConnectionsError", "keeping local truth")
+
+
+async def _mass_close(gen: LoadGenerator, cluster: Any, instance: Any) -> dict[str, Any]:
+    """Every socket closed at once: how long until the survivor's registry entries are gone,
+    whether its Redis pool ran out meanwhile (its log), and its health after."""
+    import redis.asyncio as aioredis
+
+    from connections.registry_redis import KEY_PREFIX
+    from connections.topology import instance_tag
+    from scripts.procs import http_get
+
+    key = f"{KEY_PREFIX}{instance_tag(instance.instance_id)}:conns"
+    log_before = instance.log_path.read_text(errors="replace")
+    client = aioredis.Redis.from_url(cluster.redis.url)
+    try:
+        before = int(await client.hlen(key))
+        closed_at = time.monotonic()
+        await gen.close()
+        left = before
+        while left and time.monotonic() - closed_at < 30:
+            await asyncio.sleep(0.05)
+            left = int(await client.hlen(key))
+        emptied_after = time.monotonic() - closed_at if not left else None
+    finally:
+        await client.aclose()
+    status, body = await asyncio.to_thread(http_get, f"{instance.base_url}/api/health", 5.0)
+    log_after = instance.log_path.read_text(errors="replace")[len(log_before) :]
+    return {
+        "entries_before": before,
+        "entries_left": left,
+        "emptied_seconds": round(emptied_after, 2) if emptied_after is not None else None,
+        "pool_errors_logged": sum(log_after.count(marker) for marker in POOL_EXHAUSTED),
+        "health": {"status_code": status, "status": _health_status(body)},
+    }
+
+
+def _health_status(body: Any) -> str | None:
+    try:
+        return str(json.loads(body)["status"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 def _profile(args: Any, pid: int) -> subprocess.Popen[bytes] | None:
     """``--profile DIR``: py-spy on the survivor for the first seconds of the storm."""
     if not args.profile:
@@ -296,7 +340,11 @@ async def storm(args: Any, workdir: Path) -> dict[str, Any]:
             "integrity": tally,
             "errors": dict(gen.errors),
         }
-        await gen.close()
+        try:
+            result["mass_close"] = await _mass_close(gen, cluster, survivor)
+        except Exception as exc:  # the storm's results are worth keeping whatever this does
+            result["mass_close_error"] = repr(exc)
+            await gen.close()
         return result
     finally:
         cluster.stop()
