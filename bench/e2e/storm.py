@@ -274,6 +274,7 @@ async def storm(args: Any, workdir: Path) -> dict[str, Any]:
         await asyncio.gather(
             *(_come_back(gen, c, c.account.url, opened_at, Comeback()) for c in refused)
         )
+        opened = sum(1 for c in gen.clients if c.ws is not None)
         victims = [c for c in gen.clients if c.account.url == victim.ws_url and c.ws]
         survivors = [c for c in gen.clients if c.account.url == survivor.ws_url and c.ws]
         # A little history in every conversation, so each resume has a position to give.
@@ -308,7 +309,7 @@ async def storm(args: Any, workdir: Path) -> dict[str, Any]:
             spy.wait(timeout=60)
         resumed = [r.resumed_after for r in records.values() if r.resumed_after is not None]
         result = {
-            "sockets": sum(1 for c in gen.clients if c.ws is not None),
+            "sockets": opened,
             "opened_after_shedding": len(refused),
             "connect": dataclasses.asdict(connect_stats),
             "killed_sockets": len(victims),
