@@ -155,3 +155,21 @@ def connect_gate() -> ConnectGate:
     if gate is None:
         gate = _gates[loop] = ConnectGate()
     return gate
+
+
+def upgrade_refusal() -> int | None:
+    """For the server's check before a WebSocket handshake: the retry hint of a connect the
+    gate would shed (counted as shed), or None to let the handshake go on to the application.
+
+    A refusal here costs Daphne's HTTP parsing only; the ``1013`` after the handshake
+    (``connections.auth.SheddingMiddleware``) stays for connects that pass this check
+    together and find the gate full.
+    """
+    try:
+        gate = connect_gate()
+    except RuntimeError:  # no event loop running: nothing to judge by
+        return None
+    if not gate.full():
+        return None
+    gate.shed += 1
+    return gate.retry_after_ms()

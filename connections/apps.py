@@ -10,11 +10,15 @@ class ConnectionsConfig(AppConfig):
         from django.db.models.signals import post_save
 
         from connections import schema  # noqa: F401  (registers the OpenAPI extension)
+        from connections.admission import upgrade_refusal
         from connections.instance import register_background_task
         from connections.rebalance import rebalance_loop
         from connections.tokens import user_saved_receiver
+        from realtime_project.runtime.daphne import upgrade_refusal_set
 
         register_background_task(rebalance_loop, name="connections-rebalance")
+        # A connect the gate would shed is refused before its WebSocket handshake.
+        upgrade_refusal_set(upgrade_refusal)
         # Deactivating a user closes every socket of theirs (docs/auth.md).
         post_save.connect(
             user_saved_receiver, sender=get_user_model(), dispatch_uid="connections.user_saved"

@@ -1,7 +1,14 @@
 """What Daphne (autobahn, Twisted) does differently here, applied once per process. docs/health.md.
 
-``daphne_patch()`` (called from ``realtime_project/asgi.py``) changes six things of
+``daphne_patch()`` (called from ``realtime_project/asgi.py``) changes seven things of
 Daphne, whatever command line started it:
+
+- **A WebSocket upgrade can be refused before its handshake.** A callable registered with
+  ``upgrade_refusal_set`` (connections/admission.py registers the connect gate's) is asked
+  for each upgrade request as soon as Daphne has parsed it; when it returns a delay, the
+  request is answered ``503 Service Unavailable`` with ``Retry-After`` (seconds) and
+  ``X-Retry-After-Ms`` and closed: no WebSocket handshake, no application instance, about a
+  third of what refusing with ``1013`` after the handshake costs.
 
 - **No debug text built for nothing.** Autobahn formats the arguments of its debug log
   lines eagerly on every connection, discarded or not: ``pformat`` of its configuration in
@@ -162,6 +169,39 @@ def _autobahn_logs_lazily() -> None:
             setattr(module, name, lazy_log_renderer(getattr(module, name)))
 
 
+# Asked for each WebSocket upgrade: None to proceed, or milliseconds the client should wait.
+UpgradeRefusal = Callable[[], int | None]
+_upgrade_refusal: UpgradeRefusal | None = None
+
+
+def upgrade_refusal_set(refusal: UpgradeRefusal | None) -> None:
+    """Install (or remove, with None) the check every WebSocket upgrade meets first."""
+    global _upgrade_refusal
+    _upgrade_refusal = refusal
+
+
+def _is_websocket_upgrade(request: Any) -> bool:
+    values = request.requestHeaders.getRawHeaders(b"upgrade") or []
+    return bool(values) and values[0].lower() == b"websocket"
+
+
+def refuse_upgrade(request: Any, retry_after_ms: int) -> None:
+    """Answer an upgrade request 503 with its retry hint, the way Daphne answers its errors."""
+    seconds = max(1, -(-retry_after_ms // 1000))
+    request.handle_reply(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"Retry-After", str(seconds).encode("ascii")),
+                (b"X-Retry-After-Ms", str(retry_after_ms).encode("ascii")),
+                (b"Content-Length", b"0"),
+            ],
+        }
+    )
+    request.handle_reply({"type": "http.response.body", "body": b""})
+
+
 def daphne_patch() -> bool:
     """Apply every change above to Daphne's protocol, once; False when Daphne is not installed."""
     try:
@@ -174,6 +214,19 @@ def daphne_patch() -> bool:
         return True
 
     _autobahn_logs_lazily()
+
+    original_process = http_protocol.WebRequest.process
+
+    def process(self: Any) -> Any:
+        refusal = _upgrade_refusal
+        if refusal is not None and _is_websocket_upgrade(self):
+            retry_after_ms = refusal()
+            if retry_after_ms is not None:
+                refuse_upgrade(self, retry_after_ms)
+                return None
+        return original_process(self)
+
+    http_protocol.WebRequest.process = process
 
     http_protocol.parse_x_forwarded_for = _keep_peer
     ws_protocol.parse_x_forwarded_for = _keep_peer

@@ -16,6 +16,7 @@ from connections.admission import (
     ConnectGate,
     connect_gate,
     retry_reason,
+    upgrade_refusal,
 )
 from connections.auth import SheddingMiddleware, WebSocketAuthMiddleware
 from connections.close_codes import WS_1013_TRY_AGAIN_LATER
@@ -191,3 +192,18 @@ def test_the_limit_follows_the_rate_measured_under_load(settings: Any) -> None:
 
 def test_the_reason_names_the_hint() -> None:
     assert retry_reason(1500) == "retry_after_ms=1500"
+
+
+async def test_the_server_refuses_before_the_handshake_only_what_the_gate_would_shed(
+    realtime_override,
+) -> None:
+    realtime_override(CONNECT_MAX_IN_FLIGHT=1)
+    gate = connect_gate()
+    assert upgrade_refusal() is None
+    ticket = gate.enter()
+    assert ticket is not None
+    hint = upgrade_refusal()
+    assert hint is not None and hint >= RETRY_MIN_MS
+    assert gate.shed == 1
+    gate.leave(ticket)
+    assert upgrade_refusal() is None

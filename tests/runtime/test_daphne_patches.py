@@ -20,6 +20,7 @@ from realtime_project.runtime.daphne import (
     LazyLogValue,
     close_reason_bytes,
     daphne_patch,
+    upgrade_refusal_set,
 )
 
 
@@ -79,3 +80,33 @@ def test_autobahn_debug_arguments_are_formatted_only_when_written() -> None:
     config = [("openHandshakeTimeout", 5, "WebSocketServerFactory")]
     lazy = protocol.pformat(config)
     assert f"{lazy}" == str(lazy) == pformat(config)
+
+
+class _UpgradeRequest:
+    """What the patched ``WebRequest.process`` reads of a request, and the replies it makes."""
+
+    def __init__(self, upgrade: bytes | None) -> None:
+        from twisted.web.http_headers import Headers
+
+        self.requestHeaders = Headers({b"upgrade": [upgrade]} if upgrade else {})
+        self.replies: list[dict[str, Any]] = []
+
+    def handle_reply(self, message: dict[str, Any]) -> None:
+        self.replies.append(message)
+
+
+def test_an_upgrade_the_gate_refuses_is_answered_503_before_any_handshake() -> None:
+    from daphne.http_protocol import WebRequest
+
+    assert daphne_patch()
+    request = _UpgradeRequest(b"websocket")
+    try:
+        upgrade_refusal_set(lambda: 2500)
+        assert WebRequest.process(request) is None
+    finally:
+        upgrade_refusal_set(None)
+    start, body = request.replies
+    assert start["status"] == 503
+    assert dict(start["headers"])[b"Retry-After"] == b"3"
+    assert dict(start["headers"])[b"X-Retry-After-Ms"] == b"2500"
+    assert body == {"type": "http.response.body", "body": b""}
