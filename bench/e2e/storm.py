@@ -8,7 +8,8 @@ pings (the survivor's own responsiveness) and messages to their partners on the 
 instance at fixed rates; then the other instance is killed with SIGKILL. Each of its
 clients, on seeing its socket drop, reconnects to the survivor as docs/protocol.md tells
 clients to: after a random delay up to 1 s, then, when closed with ``1013`` and the reason
-``retry_after_ms=N``, after a random delay in ``[N, 2N)`` ms, and after any other failure with
+``retry_after_ms=N`` (or refused before the handshake with ``503`` and ``X-Retry-After-Ms:
+N``), after a random delay in ``[N, 2N)`` ms, and after any other failure with
 jittered exponential backoff (the ceiling doubling per failed attempt up to 10 s); then it
 sends ``resume`` with the last ``seq`` it saw. Measured: how
 long until every client has its resume acknowledged, the survivor's ping round trips
@@ -42,6 +43,7 @@ from bench.e2e.targets import bench_cluster, users_seed
 BACKOFF_FIRST_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 10.0
 TRY_AGAIN_LATER = 1013
+REFUSED_BEFORE_HANDSHAKE = 503
 RETRY_REASON_PREFIX = "retry_after_ms="
 
 
@@ -84,6 +86,18 @@ async def _reopen(
             ping_interval=None,
             proxy=None,
         )
+    except websockets.InvalidStatus as exc:
+        # Refused before the handshake (503 with the same hint as a 1013's reason), or the
+        # server gave up on the handshake (Daphne's 403 after its timeout).
+        record.answer_ms.append((time.monotonic() - started) * 1000)
+        response = exc.response
+        hint = response.headers.get("X-Retry-After-Ms", "")
+        if response.status_code == REFUSED_BEFORE_HANDSHAKE and hint:
+            record.reasons["http 503"] += 1
+            record.shed_answer_ms.append(record.answer_ms[-1])
+            return TRY_AGAIN_LATER, f"{RETRY_REASON_PREFIX}{hint}"
+        record.reasons[type(exc).__name__] += 1
+        return 0, ""
     except (OSError, TimeoutError, websockets.WebSocketException) as exc:
         record.reasons[type(exc).__name__] += 1
         record.answer_ms.append((time.monotonic() - started) * 1000)
