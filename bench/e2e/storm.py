@@ -247,10 +247,13 @@ async def _mass_close(gen: LoadGenerator, cluster: Any, instance: Any) -> dict[s
     }
 
 
-def _health_status(body: Any) -> str | None:
+def _health_status(body: Any) -> dict[str, Any] | None:
+    """The overall status and each check's, to tell what a ``degraded`` is about."""
     try:
-        return str(json.loads(body)["status"])
-    except (ValueError, KeyError, TypeError):
+        data = json.loads(body)
+        checks = {name: check.get("status") for name, check in data["checks"].items()}
+        return {"status": data["status"], "checks": checks}
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
