@@ -12,8 +12,10 @@ import logging
 import threading
 import time
 import weakref
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from connections.registry import ConnectionInfo, ConnectionRegistry, get_registry
 from connections.topology import get_topology
@@ -58,6 +60,16 @@ class _VersionClock:
 
 
 _clock = _VersionClock()
+
+
+# Clean-ups started for cancelled callers, referenced until they finish.
+_background: set[asyncio.Future[None]] = set()
+
+
+def _in_background(work: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.ensure_future(work)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
 
 
 # Users marked online at once per event loop by ``mark_online_soon`` (one read of their
@@ -146,13 +158,20 @@ class PresenceService:
         max_sockets: int | None = None,
     ) -> ConnectionInfo:
         """``connect`` without the presence write: the registry entry and the deadline."""
-        info = await self.registry.register(
-            connection_id=connection_id,
-            user_id=user_id,
-            metadata=metadata,
-            max_sockets=max_sockets,
-            deadline_key=self.deadlines.key_for(user_id),
-        )
+        try:
+            info = await self.registry.register(
+                connection_id=connection_id,
+                user_id=user_id,
+                metadata=metadata,
+                max_sockets=max_sockets,
+                deadline_key=self.deadlines.key_for(user_id),
+            )
+        except asyncio.CancelledError:
+            # The caller was cut short (Daphne kills an application that outlived its client
+            # by 10 s) and will never disconnect this socket; its entry may be written all the
+            # same, and the user's offline deadline cancelled with it.
+            _in_background(self.disconnect(user_id=user_id, connection_id=connection_id))
+            raise
         if not self.registry.writes_deadlines or self.deadlines.key_for(user_id) is None:
             await self.deadlines.cancel(user_id)
         return info
