@@ -12,10 +12,11 @@ socket's typing.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from channels.consumer import get_handler_name
@@ -56,6 +57,7 @@ from connections.authority import SocketAuthorityMixin, TokenRejected
 from connections.close_codes import (
     WS_1000_NORMAL_CLOSURE,
     WS_1009_MESSAGE_TOO_BIG,
+    WS_1011_INTERNAL_ERROR,
     WS_1012_SERVICE_RESTART,
     WS_4008_SLOW_CONSUMER,
     WS_4401_UNAUTHORIZED,
@@ -163,6 +165,16 @@ def _header(scope: dict[str, Any], name: bytes) -> str:
     return ""
 
 
+# Clean-ups of connects cut short, referenced until they finish.
+_background: set[asyncio.Future[None]] = set()
+
+
+def _in_background(work: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.ensure_future(work)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
 def connection_metadata(scope: dict[str, Any]) -> dict[str, str]:
     client = scope.get("client") or ("", 0)
     return {"user_agent": _header(scope, b"user-agent")[:256], "address": str(client[0] or "")}
@@ -222,6 +234,17 @@ class ChatConsumer(DeliveryMixin, SocketAuthorityMixin, AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         # Admission (connections.admission) already happened in the shedding middleware.
+        try:
+            await self._connect()
+        except asyncio.CancelledError:
+            # Daphne kills an application that outlived its client by 10 s, connects still
+            # queued included; no disconnect handler runs then, so what this connect
+            # registered is undone here (presence undoes a registration cut short itself).
+            if self.registered:
+                _in_background(self.disconnect(WS_1011_INTERNAL_ERROR))
+            raise
+
+    async def _connect(self) -> None:
         user = self.scope.get("user")
         code = self.scope.get("auth_close_code")
         if code is None and (user is None or not user.is_authenticated):
