@@ -12,11 +12,12 @@ socket's typing.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from channels.consumer import get_handler_name
@@ -53,13 +54,12 @@ from chat.serializers import (
     TypingFrameSerializer,
 )
 from chat.typing_state import TypingTimers
-from connections.admission import connect_gate
 from connections.authority import SocketAuthorityMixin, TokenRejected
 from connections.close_codes import (
     WS_1000_NORMAL_CLOSURE,
     WS_1009_MESSAGE_TOO_BIG,
+    WS_1011_INTERNAL_ERROR,
     WS_1012_SERVICE_RESTART,
-    WS_1013_TRY_AGAIN_LATER,
     WS_4008_SLOW_CONSUMER,
     WS_4401_UNAUTHORIZED,
     WS_4429_TOO_MANY,
@@ -76,7 +76,7 @@ from presence.serializers import StatusInputSerializer, status_to_dict
 from presence.services import (
     presence_admit,
     presence_disconnect,
-    presence_mark_online,
+    presence_mark_online_soon,
     presence_set,
 )
 from realtime_project.conf import realtime_settings
@@ -169,6 +169,16 @@ def _header(scope: dict[str, Any], name: bytes) -> str:
     return ""
 
 
+# Clean-ups of connects cut short, referenced until they finish.
+_background: set[asyncio.Future[None]] = set()
+
+
+def _in_background(work: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.ensure_future(work)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
 def connection_metadata(scope: dict[str, Any]) -> dict[str, str]:
     client = scope.get("client") or ("", 0)
     return {"user_agent": _header(scope, b"user-agent")[:256], "address": str(client[0] or "")}
@@ -231,16 +241,16 @@ class ChatConsumer(DeliveryMixin, SocketAuthorityMixin, AsyncWebsocketConsumer):
     # -- lifecycle -------------------------------------------------------------------------
 
     async def connect(self) -> None:
-        gate = connect_gate()
-        if not gate.enter():
-            # Too many connects in progress here (the handshakes that passed the shedding
-            # middleware together): retry later (docs/protocol.md).
-            await self.refuse(WS_1013_TRY_AGAIN_LATER)
-            return
+        # Admission (connections.admission) already happened in the shedding middleware.
         try:
             await self._connect()
-        finally:
-            gate.leave()
+        except asyncio.CancelledError:
+            # Daphne kills an application that outlived its client by 10 s, connects still
+            # queued included; no disconnect handler runs then, so what this connect
+            # registered is undone here (presence undoes a registration cut short itself).
+            if self.registered:
+                _in_background(self.disconnect(WS_1011_INTERNAL_ERROR))
+            raise
 
     async def _connect(self) -> None:
         user = self.scope.get("user")
@@ -289,11 +299,9 @@ class ChatConsumer(DeliveryMixin, SocketAuthorityMixin, AsyncWebsocketConsumer):
             await self._join(conversation_id, seq)
         healing_register(self)
         await self.accept()
-        try:
-            await presence_mark_online(user_id=self.user_id)
-        except Exception:
-            # Presence degrades on its own when Firestore fails.
-            logger.exception("presence_mark_online failed for user=%s", self.user_id)
+        # Off the connect's path (a storm's connects would each wait on the store); presence
+        # degrades on its own when Firestore fails.
+        presence_mark_online_soon(user_id=self.user_id)
         local_sockets.add(self)
         metrics.connection_opened()
         log_event(

@@ -1,41 +1,146 @@
 """Shedding connects an instance cannot take yet (docs/protocol.md, close code 1013).
 
-A connect is several database and Redis round trips and a presence write. When a crashed
-instance's sockets all come back at once, letting every handshake in means each of them
-(and every frame of the sockets already here) waits behind all the others. Instead each
-event loop lets at most ``CONNECT_MAX_IN_FLIGHT`` connects run at a time; one more is
-accepted and closed at once with ``1013 Try Again Later``, before any database work, and
-the client retries after a jittered backoff.
+A connect is database and Redis round trips on an event loop that also serves every socket
+already here. When a crashed instance's sockets all come back at once, letting every
+handshake in makes each of them wait behind all the others: past Daphne's 5 s handshake
+timeout they are thrown away, work done for nothing, and the survivor's own sockets wait
+seconds for a pong. Counting connects in flight against a fixed bound does not help: what
+a client can wait for is time, and how many connects fit in a second depends on the load.
+
+So each event loop measures the rate at which it completes connects while it has a queue,
+and admits a connect only while the queue ahead of it is worth at most about half of
+``CONNECT_MAX_WAIT_MS`` at that rate (and while the oldest waiting connect is younger than
+the whole budget, which catches a rate that fell). Every other one is accepted and closed
+at once with ``1013`` and the reason ``retry_after_ms=<N>``: the client waits a uniformly
+random delay in ``[N, 2N)`` ms. N grows with each shed by a slice of the time the instance
+needs for one connect, so the shed clients come back spread over the time it needs to take
+them, a little slower than it can (docs/registry.md, "Admission").
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 import weakref
+from collections import deque
+from collections.abc import Callable
+from typing import Final
 
 from realtime_project.conf import realtime_settings
 
+# Enough connects at once to overlap their database and Redis waits, whatever the rate says.
+MIN_IN_FLIGHT: Final = 32
+# The rate assumed before this loop has measured one under load, in connects a second.
+INITIAL_RATE_PER_SECOND: Final = 200.0
+# Completions counted for the rate: those of the last second while the loop had a queue.
+RATE_WINDOW_SECONDS: Final = 1.0
+# The shortest retry hint: a client shed while the queue drains still waits this long.
+RETRY_MIN_MS: Final = 250
+# Shed clients wait uniformly in [N, 2N), so the k-th of a burst hinted N = k * step comes
+# back at about ln 2 / step a second; a step of 0.8 / rate brings them at 0.87x the rate,
+# leaving room for the connects nobody told to wait.
+RETRY_STEP_RATES: Final = 0.8
+RETRY_REASON_PREFIX: Final = "retry_after_ms="
+# A ticket held this long belongs to a connect the server has given up on (Daphne drops a
+# handshake after 5 s) whose release was lost: it stops counting as the oldest waiting.
+STALE_TICKET_SECONDS: Final = 10.0
+
+
+def retry_reason(retry_after_ms: int) -> str:
+    """The close reason of a ``1013``: how long the client waits at least (docs/protocol.md)."""
+    return f"{RETRY_REASON_PREFIX}{retry_after_ms}"
+
 
 class ConnectGate:
-    """Connects in progress on one event loop."""
+    """Connects in progress on one event loop, the rate they complete at, the retry horizon."""
 
-    def __init__(self) -> None:
-        self.in_flight = 0
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._next_ticket = 0
+        # Ticket -> start time, in admission order: the first is the oldest waiting connect.
+        self._started: dict[int, float] = {}
+        self._completions: deque[float] = deque()
+        self._busy_since: float | None = None
+        self.rate = INITIAL_RATE_PER_SECOND
+        # When the clients shed so far are due back, spread at the rate: the next hint.
+        self._horizon = 0.0
         self.shed = 0
+        self.admitted = 0
 
-    def full(self) -> bool:
-        return self.in_flight >= realtime_settings.CONNECT_MAX_IN_FLIGHT
+    @property
+    def in_flight(self) -> int:
+        return len(self._started)
 
-    def enter(self) -> bool:
-        """Take a slot; False (and counted) when there is none: close with 1013."""
-        if self.full():
+    @property
+    def max_wait_seconds(self) -> float:
+        return realtime_settings.CONNECT_MAX_WAIT_MS / 1000
+
+    def limit(self) -> int:
+        """Connects admitted at once: half the wait budget's worth at the measured rate."""
+        by_rate = int(self.rate * self.max_wait_seconds / 2)
+        return min(realtime_settings.CONNECT_MAX_IN_FLIGHT, max(MIN_IN_FLIGHT, by_rate))
+
+    def oldest_wait(self, now: float | None = None) -> float:
+        now = self._clock() if now is None else now
+        started = self._started
+        while started:
+            ticket, first = next(iter(started.items()))
+            if now - first < STALE_TICKET_SECONDS:
+                return now - first
+            del started[ticket]
+        return 0.0
+
+    def full(self, now: float | None = None) -> bool:
+        now = self._clock() if now is None else now
+        oldest = self.oldest_wait(now)  # forgets stale tickets first
+        return self.in_flight >= self.limit() or oldest >= self.max_wait_seconds
+
+    def enter(self) -> int | None:
+        """A ticket for a connect that may proceed; None (counted) when it must be shed."""
+        now = self._clock()
+        if self.full(now):
             self.shed += 1
-            return False
-        self.in_flight += 1
-        return True
+            return None
+        if not self._started:
+            self._busy_since = now
+        ticket = self._next_ticket
+        self._next_ticket += 1
+        self._started[ticket] = now
+        self.admitted += 1
+        return ticket
 
-    def leave(self) -> None:
-        self.in_flight = max(0, self.in_flight - 1)
+    def leave(self, ticket: int) -> None:
+        """The connect answered (accepted or refused) or its client went away."""
+        if self._started.pop(ticket, None) is None:
+            return
+        now = self._clock()
+        completions = self._completions
+        completions.append(now)
+        while completions and completions[0] < now - RATE_WINDOW_SECONDS:
+            completions.popleft()
+        busy_since = self._busy_since if self._busy_since is not None else now
+        span = min(RATE_WINDOW_SECONDS, now - busy_since)
+        # Only a loop that had a queue for a while measures what it can do; an idle one
+        # completes connects as slowly as they arrive.
+        if span >= RATE_WINDOW_SECONDS:
+            self.rate = max(1.0, len(completions) / RATE_WINDOW_SECONDS)
+        elif span >= RATE_WINDOW_SECONDS / 2:
+            counted = sum(1 for at in completions if at >= now - span)
+            self.rate = max(1.0, counted / span)
+        if not self._started:
+            self._busy_since = None
+
+    def retry_after_ms(self) -> int:
+        """The hint for the connect being shed now; each one pushes the next one later."""
+        now = self._clock()
+        step = RETRY_STEP_RATES / self.rate
+        # Those admitted go first; then every client already told to wait.
+        ceiling_ms = realtime_settings.CONNECT_RETRY_MAX_MS
+        horizon = max(self._horizon, now + self.in_flight / self.rate) + step
+        self._horizon = min(horizon, now + ceiling_ms / 1000)
+        hint = math.ceil((self._horizon - now) * 1000)
+        return int(min(ceiling_ms, max(RETRY_MIN_MS, hint)))
 
 
 _gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ConnectGate] = (
@@ -50,3 +155,21 @@ def connect_gate() -> ConnectGate:
     if gate is None:
         gate = _gates[loop] = ConnectGate()
     return gate
+
+
+def upgrade_refusal() -> int | None:
+    """For the server's check before a WebSocket handshake: the retry hint of a connect the
+    gate would shed (counted as shed), or None to let the handshake go on to the application.
+
+    A refusal here costs Daphne's HTTP parsing only; the ``1013`` after the handshake
+    (``connections.auth.SheddingMiddleware``) stays for connects that pass this check
+    together and find the gate full.
+    """
+    try:
+        gate = connect_gate()
+    except RuntimeError:  # no event loop running: nothing to judge by
+        return None
+    if not gate.full():
+        return None
+    gate.shed += 1
+    return gate.retry_after_ms()

@@ -13,11 +13,15 @@ class ConnectionsConfig(AppConfig):
             schema,  # noqa: F401  (registers the OpenAPI extension)
             sessions,  # noqa: F401  (a deleted session closes its sockets)
         )
+        from connections.admission import upgrade_refusal
         from connections.instance import register_background_task
         from connections.rebalance import rebalance_loop
         from connections.tokens import user_saved_receiver, user_saving_receiver
+        from realtime_project.runtime.daphne import upgrade_refusal_set
 
         register_background_task(rebalance_loop, name="connections-rebalance")
+        # A connect the gate would shed is refused before its WebSocket handshake.
+        upgrade_refusal_set(upgrade_refusal)
         # Deactivating a user, or changing their password, closes every socket of theirs
         # (docs/auth.md).
         pre_save.connect(

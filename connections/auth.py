@@ -13,7 +13,7 @@ import contextlib
 import time
 from collections.abc import Awaitable
 from http.cookies import CookieError, SimpleCookie
-from typing import Any, cast
+from typing import Any, Final, cast
 from urllib.parse import parse_qs, urlsplit
 
 from channels.auth import AuthMiddlewareStack
@@ -22,7 +22,7 @@ from channels.security.websocket import OriginValidator, WebsocketDenier
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 
-from connections.admission import connect_gate
+from connections.admission import ConnectGate, connect_gate, retry_reason
 from connections.authority import SCOPE_KEY, SESSION_SCOPE_KEY
 from connections.close_codes import WS_1013_TRY_AGAIN_LATER, WS_4401_UNAUTHORIZED, WS_4403_FORBIDDEN
 from connections.models import token_digest
@@ -114,7 +114,13 @@ class WebSocketAuthMiddleware(BaseMiddleware):
         )
         # Not BaseMiddleware's __call__: its second copy of the scope, and its suspended
         # frame, would live as long as the socket does.
-        return await self.inner(scope, receive, send)
+        try:
+            return await self.inner(scope, receive, send)
+        finally:
+            # An application that failed before answering still gives its ticket back.
+            ticket = scope.get(CONNECT_TICKET_KEY)
+            if ticket is not None:
+                ticket.release()
 
 
 class BrowserOriginValidator(OriginValidator):
@@ -219,9 +225,11 @@ class CookieOriginGuard:
 
 
 class SheddingMiddleware:
-    """The first thing a handshake meets: with ``CONNECT_MAX_IN_FLIGHT`` connects already in
-    progress here, accept and close with ``1013`` at once (``connections.admission``), before
-    the session, the token, the consumer or any database work."""
+    """The first thing a handshake meets: a connect the event loop cannot answer within
+    ``CONNECT_MAX_WAIT_MS`` is accepted and closed with ``1013`` and a retry hint at once
+    (``connections.admission``), before the session, the token, the consumer or any
+    database work. An admitted connect holds its ticket until the application accepts or
+    refuses the socket, or the client goes away first."""
 
     def __init__(self, inner: ASGIApp) -> None:
         self.inner = inner
@@ -229,24 +237,68 @@ class SheddingMiddleware:
     def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Awaitable[Any]:
         # A plain function returning the inner coroutine: no frame of ours stays suspended
         # for the socket's whole life.
-        if not connect_gate().full():
-            return cast(Awaitable[Any], self.inner(scope, receive, send))
-        connect_gate().shed += 1
-        metrics.connection_rejected(WS_1013_TRY_AGAIN_LATER)
-        return self._shed(receive, send)
+        gate = connect_gate()
+        ticket = gate.enter()
+        if ticket is None:
+            metrics.connection_rejected(WS_1013_TRY_AGAIN_LATER)
+            return self._shed(receive, send, gate.retry_after_ms())
+        pass_ = _TicketRelease(gate, ticket, receive, send)
+        # The scope is this connection's own (the server builds one per connection); the
+        # authentication middleware gives the ticket back if the application fails first.
+        scope[CONNECT_TICKET_KEY] = pass_
+        return cast(Awaitable[Any], self.inner(scope, pass_.receive, pass_.send))
 
     @staticmethod
-    async def _shed(receive: Any, send: Any) -> None:
+    async def _shed(receive: Any, send: Any, retry_after_ms: int) -> None:
         message = await receive()
         if message.get("type") != "websocket.connect":
             return None
         await send({"type": "websocket.accept"})
-        await send({"type": "websocket.close", "code": WS_1013_TRY_AGAIN_LATER})
+        await send(
+            {
+                "type": "websocket.close",
+                "code": WS_1013_TRY_AGAIN_LATER,
+                "reason": retry_reason(retry_after_ms),
+            }
+        )
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(10):
                 while (await receive()).get("type") != "websocket.disconnect":
                     pass
         return None
+
+
+class _TicketRelease:
+    """Gives an admitted connect's ticket back on its answer (accept or close) or on the
+    client's disconnect, whichever comes first; a pass-through after that."""
+
+    __slots__ = ("_gate", "_receive", "_send", "_ticket")
+
+    def __init__(self, gate: ConnectGate, ticket: int, receive: Any, send: Any) -> None:
+        self._gate: ConnectGate | None = gate
+        self._ticket = ticket
+        self._receive = receive
+        self._send = send
+
+    def release(self) -> None:
+        if self._gate is not None:
+            self._gate.leave(self._ticket)
+            self._gate = None
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if self._gate is not None and message.get("type") in _ANSWERS:
+            self.release()
+        await self._send(message)
+
+    async def receive(self) -> dict[str, Any]:
+        message: dict[str, Any] = await self._receive()
+        if self._gate is not None and message.get("type") == "websocket.disconnect":
+            self.release()
+        return message
+
+
+_ANSWERS: Final = frozenset({"websocket.accept", "websocket.close"})
+CONNECT_TICKET_KEY: Final = "realtime.connect_ticket"
 
 
 class TokenOrSessionRouter:

@@ -3,8 +3,11 @@
 A connect is one Lua script on the user's slot (socket limit, registry entry, offline deadline
 cancelled) and, on a Redis Cluster, one more write on the instance's slot: one round trip on a
 single node, two on a cluster. A disconnect is one round trip (on a cluster its two writes go to
-their nodes concurrently). The heartbeat is one round trip per instance (two when it has to
-replay after Redis lost this instance's data). A Redis failure never leaves
+their nodes concurrently). On a single node (or Sentinel) the scripts of every socket that
+connects or closes in the same moment share a pipeline (``connections.registry_batch``): a
+storm of connects or a mass close is a few round trips on one pooled connection. The
+heartbeat is one round trip per instance (two when it has to replay after Redis lost this
+instance's data). A Redis failure never leaves
 ``register``/``unregister``: the local truth is kept and replayed by the next heartbeat that
 reaches Redis.
 
@@ -27,6 +30,7 @@ from connections.registry import (
     SocketLimitReached,
     utc_from_timestamp,
 )
+from connections.registry_batch import ScriptBatcher
 from connections.topology import (
     REDIS_ERRORS,
     LoopClients,
@@ -155,6 +159,7 @@ class RedisConnectionRegistry(ConnectionRegistry):
             topology = RedisTopology(mode="single", urls=(redis_url,))
         self.topology = topology
         self._clients = LoopClients(topology)
+        self._scripts = ScriptBatcher(self._clients)
         self._prefix = key_prefix
         # Instances whose lease had lapsed at the last heartbeat: the connect and disconnect
         # scripts ignore (and clean) their entries without reading the instance set, which
@@ -295,11 +300,14 @@ class RedisConnectionRegistry(ConnectionRegistry):
             "" if self._announced else _now_ms(),
             *sorted(self._dead),
         ]
-        client = self._clients.get()
         try:
-            admitted, before = await client.eval(_CONNECT, len(keys), *keys, *args)
-            if int(admitted) and cluster:
-                await self._instance_write(client, connection_id, user_id, info)
+            if cluster:
+                client = self._clients.get()
+                admitted, before = await client.eval(_CONNECT, len(keys), *keys, *args)
+                if int(admitted):
+                    await self._instance_write(client, connection_id, user_id, info)
+            else:
+                admitted, before = await self._scripts.run(_CONNECT, keys, args)
         except REDIS_ERRORS as exc:
             self._mark_failed("register", exc)
             return info
@@ -373,11 +381,11 @@ class RedisConnectionRegistry(ConnectionRegistry):
             "0" if cluster else "1",
             *sorted(self._dead),
         ]
-        client = self._clients.get()
         try:
-            script = client.eval(_DISCONNECT, len(keys), *keys, *args)
             if cluster:
                 # Two slots, two nodes: both writes travel at once (one round trip of waiting).
+                client = self._clients.get()
+                script = client.eval(_DISCONNECT, len(keys), *keys, *args)
                 pipe = client.pipeline(transaction=False)
                 pipe.hdel(self._k_conns(iid), connection_id)
                 if local:
@@ -386,7 +394,7 @@ class RedisConnectionRegistry(ConnectionRegistry):
                     pipe.hdel(self._k_iusers(iid), owner)
                 remote, _ = await asyncio.gather(script, pipe.execute())
             else:
-                remote = await script
+                remote = await self._scripts.run(_DISCONNECT, keys, args)
         except REDIS_ERRORS as exc:
             self._closed_while_down[connection_id] = owner
             self._mark_failed("unregister", exc)

@@ -7,11 +7,15 @@ instances in one process. Every function is a coroutine, safe under ``async_to_s
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
-from dataclasses import dataclass
+import weakref
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from connections.registry import ConnectionInfo, ConnectionRegistry, get_registry
 from connections.topology import get_topology
@@ -58,6 +62,28 @@ class _VersionClock:
 _clock = _VersionClock()
 
 
+# Clean-ups started for cancelled callers, referenced until they finish.
+_background: set[asyncio.Future[None]] = set()
+
+
+def _in_background(work: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.ensure_future(work)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+# Users marked online at once per event loop by ``mark_online_soon`` (one read of their
+# documents, then the writes still needed): a storm of connects makes a steady stream of
+# store calls, not a thousand at the same moment.
+ONLINE_WRITES_AT_ONCE = 100
+
+
+@dataclass
+class _OnlineQueue:
+    users: set[str] = field(default_factory=set)
+    writer: asyncio.Task[None] | None = None
+
+
 class PresenceService:
     def __init__(
         self,
@@ -73,6 +99,9 @@ class PresenceService:
         self.deadlines = deadlines
         self.writer = writer or PresenceWriter(store)
         self._grace = grace_seconds
+        self._online_queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _OnlineQueue] = (
+            weakref.WeakKeyDictionary()
+        )
 
     @property
     def grace_seconds(self) -> float:
@@ -129,16 +158,77 @@ class PresenceService:
         max_sockets: int | None = None,
     ) -> ConnectionInfo:
         """``connect`` without the presence write: the registry entry and the deadline."""
-        info = await self.registry.register(
-            connection_id=connection_id,
-            user_id=user_id,
-            metadata=metadata,
-            max_sockets=max_sockets,
-            deadline_key=self.deadlines.key_for(user_id),
-        )
+        try:
+            info = await self.registry.register(
+                connection_id=connection_id,
+                user_id=user_id,
+                metadata=metadata,
+                max_sockets=max_sockets,
+                deadline_key=self.deadlines.key_for(user_id),
+            )
+        except asyncio.CancelledError:
+            # The caller was cut short (Daphne kills an application that outlived its client
+            # by 10 s) and will never disconnect this socket; its entry may be written all the
+            # same, and the user's offline deadline cancelled with it.
+            _in_background(self.disconnect(user_id=user_id, connection_id=connection_id))
+            raise
         if not self.registry.writes_deadlines or self.deadlines.key_for(user_id) is None:
             await self.deadlines.cancel(user_id)
         return info
+
+    def mark_online_soon(self, *, user_id: str) -> None:
+        """``mark_online`` off the caller's path: the connect answers without waiting on the
+        store. Users queued on this event loop are written by one task, a bounded number at a
+        time, once each however many of their sockets connected meanwhile."""
+        loop = asyncio.get_running_loop()
+        queue = self._online_queues.get(loop)
+        if queue is None:
+            queue = self._online_queues[loop] = _OnlineQueue()
+        queue.users.add(user_id)
+        if queue.writer is None:
+            queue.writer = loop.create_task(self._mark_queued_online(queue))
+
+    async def _mark_queued_online(self, queue: _OnlineQueue) -> None:
+        try:
+            while queue.users:
+                count = min(ONLINE_WRITES_AT_ONCE, len(queue.users))
+                await self._mark_online_many([queue.users.pop() for _ in range(count)])
+        finally:
+            queue.writer = None
+
+    async def _mark_online_many(self, user_ids: list[str]) -> None:
+        """Online for each of ``user_ids`` not stored as here already: one read for them all.
+
+        In a storm nearly every user is stored as online still (their instance died within
+        the grace period), and each transition read its document on its own: thousands of
+        store calls taking a quarter of the survivor's event loop. Skipping on this read is
+        safe: the deadline loop re-checks the registry after every offline write and marks
+        online again a user whose socket arrived meanwhile (``process_due``).
+        """
+        try:
+            stored: dict[str, StoredPresence] | None = await self.store.get_many(user_ids)
+        except PresenceStoreError:
+            stored = None  # each transition goes to the writer, which holds it for retry
+        now = _now()
+        changes = [
+            self._change(user_id=uid, status="online", last_seen=now, only_if_offline=True)
+            for uid in user_ids
+        ]
+        due = [
+            change
+            for change in changes
+            if stored is None
+            or self.writer.pending_for(change.user_id) is not None
+            or change.applies_over(stored.get(change.user_id))
+        ]
+        results = await asyncio.gather(
+            *(self.writer.apply(change) for change in due), return_exceptions=True
+        )
+        for change, result in zip(due, results, strict=True):
+            if isinstance(result, Exception):
+                # The writer keeps what the store could not take; anything else is a bug that
+                # must not stop the other users' writes.
+                logger.error("presence: marking %s online failed: %r", change.user_id, result)
 
     async def mark_online(self, *, user_id: str) -> None:
         """Online unless the stored state already says the user is here (online/away/busy)."""
@@ -299,6 +389,12 @@ async def presence_admit(
 async def presence_mark_online(*, user_id: str) -> None:
     """The presence half of ``presence_connect``: online unless already stored as here."""
     await get_presence().mark_online(user_id=user_id)
+
+
+def presence_mark_online_soon(*, user_id: str) -> None:
+    """``presence_mark_online`` in the background, coalesced per user: a connect's answer
+    does not wait on the store."""
+    get_presence().mark_online_soon(user_id=user_id)
 
 
 async def presence_disconnect(*, user_id: str, connection_id: str) -> None:

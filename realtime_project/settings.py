@@ -249,11 +249,15 @@ REALTIME: dict[str, Any] = {
     # The youngest generation of Python's garbage collector, in allocations (the interpreter's
     # default is 700); 0 keeps the interpreter's defaults (realtime_project/runtime/collector.py).
     "GC_GEN0_THRESHOLD": env_int("GC_GEN0_THRESHOLD", 20000, minimum=0),
-    # Connects in progress at once per instance; one more is closed with 1013 (retry later).
-    # High enough that a burst a client means (a thousand sockets opened at once) all gets in;
-    # the storm bench shows shedding at 100 bought little, since each shed still costs a
-    # handshake (docs/benchmarks.md).
+    # Admission (connections/admission.py): a connect waits at most CONNECT_MAX_WAIT_MS for
+    # its answer (admitted while the queue ahead is worth half of it at the measured connect
+    # rate; otherwise 1013 with a retry hint of at most CONNECT_RETRY_MAX_MS), and never more
+    # than CONNECT_MAX_IN_FLIGHT connects run at once per event loop, whatever the rate says.
+    # The hint's ceiling is high: one below the instance's real pace (a machine far slower
+    # than expected) brings clients back too early, each return another handshake to refuse.
     "CONNECT_MAX_IN_FLIGHT": env_int("CONNECT_MAX_IN_FLIGHT", 1000, minimum=1),
+    "CONNECT_MAX_WAIT_MS": env_int("CONNECT_MAX_WAIT_MS", 1000, minimum=50),
+    "CONNECT_RETRY_MAX_MS": env_int("CONNECT_RETRY_MAX_MS", 30000, minimum=250),
     # Per-socket token bucket for client frames; a socket that keeps flooding is closed 4429.
     "RATE_LIMIT_FRAMES_PER_SECOND": env_float("RATE_LIMIT_FRAMES_PER_SECOND", 20, minimum=0.1),
     "RATE_LIMIT_BURST": env_int("RATE_LIMIT_BURST", 40, minimum=1),

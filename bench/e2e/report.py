@@ -36,6 +36,8 @@ def render(results: dict[str, Any]) -> str:
         return render_soak(results["soak"])
     if "storm" in results:
         return render_storm(results["storm"])
+    if "overload" in results:
+        return render_overload(results["overload"])
     out: list[str] = []
     echo = results.get("echo")
     layers: dict[str, Any] = results.get("layers", {})
@@ -277,6 +279,10 @@ def render_storm(storm: dict[str, Any]) -> str:
         f"every resume recovered: {storm['recovered_all']}",
         f"connect attempts {storm['attempts']}, shed with 1013: {storm['shed_1013']}, "
         f"other failures: {storm['failed_other']}",
+        f"resumed within 5 s: {storm.get('resumed_within_5s')}; 1013 answered after p99 "
+        f"{_ms((storm.get('shed_answer_ms') or {}).get('p99'))} ms; retry hints p50/max "
+        f"{(storm.get('retry_hint_ms') or {}).get('p50')} / "
+        f"{(storm.get('retry_hint_ms') or {}).get('max')} ms",
         "",
         "Survivor's own sockets, ping round trip",
         _table(["window", "pings", "p50 ms", "p99 ms"], rows),
@@ -284,4 +290,42 @@ def render_storm(storm: dict[str, Any]) -> str:
         f"deliveries owed {tally['expected']}, lost {tally['lost']}, duplicates "
         f"{tally['duplicate_events']} / {tally['duplicate_messages']}, unacked {tally['unacked']}",
     ]
+    closed = storm.get("mass_close")
+    if closed:
+        lines.append(
+            f"mass close: {closed['entries_before']} registry entries, {closed['entries_left']} "
+            f"left, emptied after {closed['emptied_seconds']} s, pool errors logged "
+            f"{closed['pool_errors_logged']}, health {closed['health']}"
+        )
     return "\n".join(lines)
+
+
+def render_overload(overload: dict[str, Any]) -> str:
+    rows = [
+        [
+            run["offered"],
+            run["connected"],
+            run["all_connected_seconds"],
+            run["completed_per_second"],
+            run["attempts"],
+            run["shed_1013"],
+            run["unanswered"],
+            f"{run['answered_within_1s']} / {run['attempts']}",
+            _ms(run["answer_ms"]["p99"]),
+            _ms(run["answer_ms"]["max"]),
+        ]
+        for run in overload.values()
+    ]
+    header = [
+        "offered",
+        "connected",
+        "all in s",
+        "completed/s",
+        "attempts",
+        "1013",
+        "unanswered",
+        "answered within 1 s",
+        "answer p99 ms",
+        "max ms",
+    ]
+    return "Overload: clients connecting at once to one instance\n\n" + _table(header, rows)

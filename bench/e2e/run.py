@@ -31,7 +31,7 @@ from bench.e2e import report
 from bench.e2e.load import LoadGenerator, accounts_assign
 from bench.e2e.measure import memory_ramp, phase, round_trips, rss_settled
 from bench.e2e.probes import RedisProbe
-from bench.e2e.storm import storm
+from bench.e2e.storm import overload, storm
 from bench.e2e.targets import bench_cluster, echo_start, fd_limit_raise, users_seed
 from scripts.procs import REPO_ROOT
 
@@ -267,6 +267,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--storm-message-rate", type=float, default=20, help="messages/s")
     parser.add_argument("--storm-calm", type=float, default=3.0, help="seconds before/after")
     parser.add_argument("--storm-deadline", type=float, default=60.0, help="give up after S")
+    parser.add_argument(
+        "--overload", type=int, nargs="+", help="clients connecting at once to one instance"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS_PATH)
     parser.add_argument("--profile", type=Path, help="py-spy the full-speed phases into DIR")
     parser.add_argument(
@@ -297,7 +300,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     }
     with tempfile.TemporaryDirectory(prefix="e2e-bench-") as tmp:
         workdir = Path(tmp)
-        if args.storm:
+        if args.overload:
+            results["overload"] = await overload(args, workdir)
+        elif args.storm:
             results["storm"] = await storm(args, workdir)
         elif args.soak:
             results["soak"] = await soak(args, workdir)
@@ -315,12 +320,15 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     limit = fd_limit_raise()
-    if limit < 2 * max(args.users, args.storm_users if args.storm else 0) + 256:
+    storm_users = max([args.storm_users if args.storm else 0, *(args.overload or [])])
+    if limit < 2 * max(args.users, storm_users) + 256:
         print(f"open-file limit {limit} is too low for {args.users} sockets", file=sys.stderr)
         return 1
     results = asyncio.run(main_async(args))
     out: Path = args.out
-    if out == RESULTS_PATH and args.storm:
+    if out == RESULTS_PATH and args.overload:
+        out = out.with_name("e2e-overload.json")
+    elif out == RESULTS_PATH and args.storm:
         out = out.with_name("e2e-storm.json")
     elif out == RESULTS_PATH and args.soak:
         out = out.with_name("e2e-soak.json")

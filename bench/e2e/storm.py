@@ -6,9 +6,12 @@ Two instances; user i on instance i mod 2, so every conversation of 2 spans both
 sockets are open and every conversation has a little history, the survivor's sockets send
 pings (the survivor's own responsiveness) and messages to their partners on the other
 instance at fixed rates; then the other instance is killed with SIGKILL. Each of its
-clients, on seeing its socket drop, reconnects to the survivor with jittered exponential
-backoff (a random delay up to 1 s, doubling per failed attempt up to 10 s; a ``1013``
-close is such a failure) and sends ``resume`` with the last ``seq`` it saw. Measured: how
+clients, on seeing its socket drop, reconnects to the survivor as docs/protocol.md tells
+clients to: after a random delay up to 1 s, then, when closed with ``1013`` and the reason
+``retry_after_ms=N`` (or refused before the handshake with ``503`` and ``X-Retry-After-Ms:
+N``), after a random delay in ``[N, 2N)`` ms, and after any other failure with
+jittered exponential backoff (the ceiling doubling per failed attempt up to 10 s); then it
+sends ``resume`` with the last ``seq`` it saw. Measured: how
 long until every client has its resume acknowledged, the survivor's ping round trips
 before, during and after, how many connects were shed (1013), and the usual tally: every
 message the survivor acknowledged is owed to the partner, replayed or live, exactly once.
@@ -40,6 +43,19 @@ from bench.e2e.targets import bench_cluster, users_seed
 BACKOFF_FIRST_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 10.0
 TRY_AGAIN_LATER = 1013
+REFUSED_BEFORE_HANDSHAKE = 503
+RETRY_REASON_PREFIX = "retry_after_ms="
+
+
+def retry_hint_seconds(reason: str) -> float | None:
+    """The ``[N, 2N)`` draw a ``1013`` close's ``retry_after_ms=N`` asks for; None without one."""
+    if not reason.startswith(RETRY_REASON_PREFIX):
+        return None
+    try:
+        hint_ms = int(reason[len(RETRY_REASON_PREFIX) :])
+    except ValueError:
+        return None
+    return random.uniform(hint_ms, 2 * hint_ms) / 1000
 
 
 @dataclasses.dataclass
@@ -48,13 +64,20 @@ class Comeback:
     shed: int = 0  # closed with 1013
     failed: int = 0  # refused otherwise (connection refused, timeouts)
     reasons: Counter[str] = dataclasses.field(default_factory=Counter)
+    hints_ms: list[int] = dataclasses.field(default_factory=list)  # 1013 retry hints received
+    shed_answer_ms: list[float] = dataclasses.field(default_factory=list)  # attempt to 1013
+    answer_ms: list[float] = dataclasses.field(default_factory=list)  # attempt to any answer
     connected_after: float | None = None  # seconds after the kill
     resumed_after: float | None = None
     recovered: bool | None = None
 
 
-async def _reopen(gen: LoadGenerator, client: Client, url: str, record: Comeback) -> int | None:
-    """One attempt on ``url``; None once ``connected`` arrived, else the close code (or 0)."""
+async def _reopen(
+    gen: LoadGenerator, client: Client, url: str, record: Comeback
+) -> tuple[int, str] | None:
+    """One attempt on ``url``; None once ``connected`` arrived, else the close code (or 0)
+    and its reason."""
+    started = time.monotonic()
     try:
         ws = await connect(
             f"{url}?token={client.account.token}",
@@ -63,23 +86,41 @@ async def _reopen(gen: LoadGenerator, client: Client, url: str, record: Comeback
             ping_interval=None,
             proxy=None,
         )
+    except websockets.InvalidStatus as exc:
+        # Refused before the handshake (503 with the same hint as a 1013's reason), or the
+        # server gave up on the handshake (Daphne's 403 after its timeout).
+        record.answer_ms.append((time.monotonic() - started) * 1000)
+        response = exc.response
+        hint = response.headers.get("X-Retry-After-Ms", "")
+        if response.status_code == REFUSED_BEFORE_HANDSHAKE and hint:
+            record.reasons["http 503"] += 1
+            record.shed_answer_ms.append(record.answer_ms[-1])
+            return TRY_AGAIN_LATER, f"{RETRY_REASON_PREFIX}{hint}"
+        record.reasons[type(exc).__name__] += 1
+        return 0, ""
     except (OSError, TimeoutError, websockets.WebSocketException) as exc:
         record.reasons[type(exc).__name__] += 1
-        return 0
+        record.answer_ms.append((time.monotonic() - started) * 1000)
+        return 0, ""
     try:
         first = json.loads(await asyncio.wait_for(ws.recv(), OPEN_TIMEOUT_SECONDS))
     except websockets.ConnectionClosed as closed:
         code = closed.rcvd.code if closed.rcvd is not None else 0
+        reason = closed.rcvd.reason if closed.rcvd is not None else ""
         record.reasons[f"close {code}"] += 1
-        return code
+        record.answer_ms.append((time.monotonic() - started) * 1000)
+        if code == TRY_AGAIN_LATER:
+            record.shed_answer_ms.append(record.answer_ms[-1])
+        return code, reason
     except (OSError, TimeoutError) as exc:
         record.reasons[type(exc).__name__] += 1
         await ws.close()
-        return 0
+        return 0, ""
     if first.get("type") != "connected":
         record.reasons[f"first frame {first.get('type')}"] += 1
         await ws.close()
-        return 0
+        return 0, ""
+    record.answer_ms.append((time.monotonic() - started) * 1000)
     client.ws = ws
     client.reader = asyncio.create_task(gen._read(client))
     return None
@@ -93,18 +134,26 @@ async def _come_back(
     client.ws = None
     client.account = dataclasses.replace(client.account, url=url)
     attempt = 0
+    delay = random.uniform(0, BACKOFF_FIRST_SECONDS)
     while True:
-        ceiling = min(BACKOFF_MAX_SECONDS, BACKOFF_FIRST_SECONDS * 2**attempt)
-        await asyncio.sleep(random.uniform(0, ceiling))
+        await asyncio.sleep(delay)
         record.attempts += 1
-        code = await _reopen(gen, client, url, record)
-        if code is None:
+        outcome = await _reopen(gen, client, url, record)
+        if outcome is None:
             break
+        code, reason = outcome
+        attempt += 1
+        hinted = retry_hint_seconds(reason) if code == TRY_AGAIN_LATER else None
         if code == TRY_AGAIN_LATER:
             record.shed += 1
         else:
             record.failed += 1
-        attempt += 1
+        if hinted is not None:
+            record.hints_ms.append(int(reason[len(RETRY_REASON_PREFIX) :]))
+            delay = hinted
+        else:
+            ceiling = min(BACKOFF_MAX_SECONDS, BACKOFF_FIRST_SECONDS * 2**attempt)
+            delay = random.uniform(0, ceiling)
     record.connected_after = time.monotonic() - killed_at
     reply = await gen.request(client, {"type": "resume", "positions": dict(client.positions)})
     record.resumed_after = time.monotonic() - killed_at
@@ -161,6 +210,53 @@ def _window(samples: list[tuple[float, float]], start: float, end: float) -> dic
     return {"pings": len(values), **percentiles(values)}
 
 
+POOL_EXHAUSTED = ("MaxConnectionsError", "keeping local truth")
+
+
+async def _mass_close(gen: LoadGenerator, cluster: Any, instance: Any) -> dict[str, Any]:
+    """Every socket closed at once: how long until the survivor's registry entries are gone,
+    whether its Redis pool ran out meanwhile (its log), and its health after."""
+    import redis.asyncio as aioredis
+
+    from connections.registry_redis import KEY_PREFIX
+    from connections.topology import instance_tag
+    from scripts.procs import http_get
+
+    key = f"{KEY_PREFIX}{instance_tag(instance.instance_id)}:conns"
+    log_before = instance.log_path.read_text(errors="replace")
+    client = aioredis.Redis.from_url(cluster.redis.url)
+    try:
+        before = int(await client.hlen(key))
+        closed_at = time.monotonic()
+        await gen.close()
+        left = before
+        while left and time.monotonic() - closed_at < 30:
+            await asyncio.sleep(0.05)
+            left = int(await client.hlen(key))
+        emptied_after = time.monotonic() - closed_at if not left else None
+    finally:
+        await client.aclose()
+    status, body = await asyncio.to_thread(http_get, f"{instance.base_url}/api/health", 5.0)
+    log_after = instance.log_path.read_text(errors="replace")[len(log_before) :]
+    return {
+        "entries_before": before,
+        "entries_left": left,
+        "emptied_seconds": round(emptied_after, 2) if emptied_after is not None else None,
+        "pool_errors_logged": sum(log_after.count(marker) for marker in POOL_EXHAUSTED),
+        "health": {"status_code": status, "status": _health_status(body)},
+    }
+
+
+def _health_status(body: Any) -> dict[str, Any] | None:
+    """The overall status and each check's, to tell what a ``degraded`` is about."""
+    try:
+        data = json.loads(body)
+        checks = {name: check.get("status") for name, check in data["checks"].items()}
+        return {"status": data["status"], "checks": checks}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 def _profile(args: Any, pid: int) -> subprocess.Popen[bytes] | None:
     """``--profile DIR``: py-spy on the survivor for the first seconds of the storm."""
     if not args.profile:
@@ -189,6 +285,13 @@ async def storm(args: Any, workdir: Path) -> dict[str, Any]:
         victim, survivor = cluster.instances
         gen = LoadGenerator(accounts_assign(seeded, [victim.ws_url, survivor.ws_url]))
         connect_stats = await gen.connect()
+        # Connects the instances shed (1013) come back as clients do, after their hint.
+        refused = [c for c in gen.clients if c.ws is None]
+        opened_at = time.monotonic()
+        await asyncio.gather(
+            *(_come_back(gen, c, c.account.url, opened_at, Comeback()) for c in refused)
+        )
+        opened = sum(1 for c in gen.clients if c.ws is not None)
         victims = [c for c in gen.clients if c.account.url == victim.ws_url and c.ws]
         survivors = [c for c in gen.clients if c.account.url == survivor.ws_url and c.ws]
         # A little history in every conversation, so each resume has a position to give.
@@ -223,7 +326,8 @@ async def storm(args: Any, workdir: Path) -> dict[str, Any]:
             spy.wait(timeout=60)
         resumed = [r.resumed_after for r in records.values() if r.resumed_after is not None]
         result = {
-            "sockets": connect_stats.sockets,
+            "sockets": opened,
+            "opened_after_shedding": len(refused),
             "connect": dataclasses.asdict(connect_stats),
             "killed_sockets": len(victims),
             "survivor_sockets": len(survivors),
@@ -242,6 +346,9 @@ async def storm(args: Any, workdir: Path) -> dict[str, Any]:
             "shed_1013": sum(r.shed for r in records.values()),
             "failed_other": sum(r.failed for r in records.values()),
             "attempt_outcomes": dict(sum((r.reasons for r in records.values()), Counter())),
+            "retry_hint_ms": percentiles([float(h) for r in records.values() for h in r.hints_ms]),
+            "shed_answer_ms": percentiles([a for r in records.values() for a in r.shed_answer_ms]),
+            "resumed_within_5s": sum(1 for s in resumed if s <= 5.0),
             "survivor_ping_ms": {
                 "before": _window(samples, killed_at - args.storm_calm, killed_at),
                 "during": _window(samples, killed_at, back_at),
@@ -251,7 +358,79 @@ async def storm(args: Any, workdir: Path) -> dict[str, Any]:
             "integrity": tally,
             "errors": dict(gen.errors),
         }
-        await gen.close()
+        try:
+            result["mass_close"] = await _mass_close(gen, cluster, survivor)
+        except Exception as exc:  # the storm's results are worth keeping whatever this does
+            result["mass_close_error"] = repr(exc)
+            await gen.close()
         return result
     finally:
         cluster.stop()
+
+
+# Attempts that were not answered in time: Daphne's handshake timeout (403), a connection the
+# server dropped before answering, the client's own timeout.
+UNANSWERED = ("InvalidStatus", "InvalidMessage", "TimeoutError")
+
+
+async def overload(args: Any, workdir: Path) -> dict[str, Any]:
+    """``--overload 2000 4000 8000``: each count of clients connects to one fresh instance at
+    once (within a second), as a crashed instance's clients do, obeying ``1013`` hints.
+
+    Measured per count: completed connects a second (from the first attempt to the last
+    ``connected``), how long each attempt waited for its answer, and how many went
+    unanswered (a handshake timed out or was dropped). Graceful means every attempt answered
+    within a second and the completed rate not falling as the offered count grows.
+    """
+    results: dict[str, Any] = {}
+    for offered in args.overload:
+        cluster = bench_cluster(
+            layer="realtime",
+            state_dir=workdir / f"overload-{offered}",
+            instances=1,
+            database_url=args.database_url,
+        )
+        try:
+            seeded = users_seed(cluster, users=offered, size=2)
+            (instance,) = cluster.instances
+            gen = LoadGenerator(accounts_assign(seeded, [instance.ws_url]))
+            records = {c.index: Comeback() for c in gen.clients}
+            rss_before = rss_kib(instance.pid)
+            started = time.monotonic()
+            comers = [
+                asyncio.create_task(_come_back(gen, c, instance.ws_url, started, records[c.index]))
+                for c in gen.clients
+            ]
+            _, not_done = await asyncio.wait(comers, timeout=args.storm_deadline)
+            for task in not_done:
+                task.cancel()
+            await asyncio.gather(*not_done, return_exceptions=True)
+            connected: list[float] = [
+                r.connected_after for r in records.values() if r.connected_after is not None
+            ]
+            answers = [a for r in records.values() for a in r.answer_ms]
+            outcomes = sum((r.reasons for r in records.values()), Counter())
+            last = max(connected, default=0.0)
+            results[str(offered)] = {
+                "offered": offered,
+                "connected": len(connected),
+                "all_connected_seconds": (round(last, 2) if len(connected) == offered else None),
+                "completed_per_second": round(len(connected) / last, 1) if last else 0.0,
+                "connected_seconds": percentiles(connected),
+                "attempts": sum(r.attempts for r in records.values()),
+                "shed_1013": sum(r.shed for r in records.values()),
+                "failed_other": sum(r.failed for r in records.values()),
+                "unanswered": sum(outcomes[name] for name in UNANSWERED),
+                "answered_within_1s": sum(1 for a in answers if a <= 1000),
+                "answer_ms": percentiles(answers),
+                "retry_hint_ms": percentiles(
+                    [float(h) for r in records.values() for h in r.hints_ms]
+                ),
+                "attempt_outcomes": dict(outcomes),
+                "rss_kib": {"before": rss_before, "after": rss_kib(instance.pid)},
+                "errors": dict(gen.errors),
+            }
+            await gen.close()
+        finally:
+            cluster.stop()
+    return results

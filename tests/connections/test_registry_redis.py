@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 
@@ -249,3 +250,52 @@ async def test_remove_instance_drains_at_once(pair: tuple[RedisConnectionRegistr
     assert await a.remove_instance() == ["42"]
     assert [c.instance_id for c in await b.user_connections("42")] == ["inst-b"]
     assert [i["instance_id"] for i in (await b.stats())["instances"]] == ["inst-b"]
+
+
+async def test_a_storm_and_a_mass_close_leave_the_registry_exact(redis_url: str) -> None:
+    """1,200 sockets of 400 users connect at once, then all close at once: no pool runs out
+    (the client's pool holds 100 connections), nothing falls back to local truth, and Redis
+    ends exactly as the sockets left it, each user's offline deadline set once."""
+    registry = RedisConnectionRegistry(redis_url=redis_url, instance_id="inst-a", ttl_seconds=5)
+    other = RedisConnectionRegistry(redis_url=redis_url, instance_id="inst-b", ttl_seconds=5)
+    await registry.heartbeat()
+    await other.heartbeat()
+    await other.register(connection_id="kept", user_id="u0", metadata={})
+    sockets = [(f"c{i}", f"u{i % 400}") for i in range(1200)]
+    deadlines = "rt:test:deadlines"
+    try:
+        await asyncio.gather(
+            *(
+                registry.register(connection_id=cid, user_id=uid, metadata=UA, max_sockets=20)
+                for cid, uid in sockets
+            )
+        )
+        assert not registry.degraded
+        raw = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        try:
+            assert await raw.hlen(registry.key_conns("inst-a")) == 1200
+            assert await registry.user_connection_count("u7") == 3
+            assert await registry.user_connection_count("u0") == 4  # one on the other instance
+
+            left = await asyncio.gather(
+                *(
+                    registry.unregister(
+                        connection_id=cid, user_id=uid, offline_deadline=(deadlines, 1e12)
+                    )
+                    for cid, uid in sockets
+                )
+            )
+            assert not registry.degraded
+            # Each user's sockets closed in turn: 2 left, then 1, then none anywhere, except
+            # u0, who keeps a socket on the other instance.
+            assert sorted(left).count(0) == 399
+            assert await raw.exists(registry.key_conns("inst-a")) == 0
+            assert await raw.zrange(deadlines, 0, -1) == sorted(f"u{i}" for i in range(1, 400))
+            assert [c.connection_id for c in await registry.user_connections("u0")] == ["kept"]
+            assert await registry.user_connection_count("u7") == 0
+            assert await raw.exists(registry.key_user("u7")) == 0
+        finally:
+            await raw.aclose()
+    finally:
+        await registry.close()
+        await other.close()

@@ -29,6 +29,7 @@ class InProcessSocket(FrameReader):
         super().__init__()
         self.communicator = communicator
         self.close_code: int | None = None
+        self.close_reason = ""
         self.accepted = False
 
     @classmethod
@@ -87,6 +88,7 @@ class InProcessSocket(FrameReader):
             output = await self._next_output(remaining)
             if output["type"] == "websocket.close":
                 self.close_code = output.get("code", 1000)
+                self.close_reason = output.get("reason") or ""
             else:
                 self._keep(json.loads(output["text"]))
         return self.close_code
