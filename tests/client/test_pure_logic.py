@@ -65,6 +65,19 @@ def test_a_1013_without_a_hint_backs_off_as_any_drop() -> None:
         )
 
 
+def test_an_upgrade_refused_with_503_is_retried_after_its_hint() -> None:
+    backoff = Backoff(base_seconds=0.5, cap_seconds=30)
+    # The millisecond header wins; the standard header in seconds is the fallback.
+    headers = {"Retry-After": "2", "X-Retry-After-Ms": "1500"}
+    assert backoff.after_refusal(headers, 0, lambda: LOWEST) == pytest.approx(1.5)
+    assert 1.5 < backoff.after_refusal(headers, 0, lambda: HIGHEST) < 3.0
+    assert backoff.after_refusal({"Retry-After": "2"}, 0, lambda: LOWEST) == pytest.approx(2.0)
+    for bad in ({}, {"Retry-After": "soon"}, {"X-Retry-After-Ms": "0", "Retry-After": "-1"}):
+        assert backoff.after_refusal(bad, 3, lambda: HIGHEST) == pytest.approx(
+            backoff.full_jitter(3, lambda: HIGHEST)
+        )
+
+
 def test_full_jitter_grows_from_zero_to_the_cap() -> None:
     backoff = Backoff(base_seconds=0.5, cap_seconds=30)
     assert backoff.full_jitter(0, lambda: LOWEST) == 0

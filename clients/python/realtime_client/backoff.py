@@ -7,6 +7,8 @@ every delay is drawn at random: attempt ``n`` waits uniformly in ``[0, min(cap, 
 - ``1013`` with the reason ``retry_after_ms=<N>``: the instance sheds connects and says when
   to come back; wait uniformly in ``[N, 2N)`` ms, so the retries spread over the next window
   instead of landing on its first millisecond. Without a (valid) reason: plain backoff.
+  An upgrade refused with ``503`` before the handshake carries the same hint in
+  ``X-Retry-After-Ms`` (``Retry-After`` in seconds as a fallback) and is honoured alike.
 - ``1012``: the instance drains and another is ready: reconnect at once (a small jitter) to the
   next URL.
 """
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Final
 
 from realtime_client.close_codes import (
@@ -57,6 +59,22 @@ class Backoff:
         ceiling = min(self.cap_seconds, self.base_seconds * 2.0 ** min(attempt, 32))
         return random() * ceiling
 
+    def hinted(self, hint_ms: int, random: Random) -> float:
+        """Uniform in ``[N, 2N)`` milliseconds for a server's hint ``N``: the shed clients
+        come back spread over the time the instance asked for."""
+        return (hint_ms + random() * hint_ms) / 1000.0
+
+    def after_refusal(self, headers: Mapping[str, str], attempt: int, random: Random) -> float:
+        """The delay after an upgrade refused with ``503`` (``X-Retry-After-Ms``, else
+        ``Retry-After`` in seconds), the handshake-less form of ``1013``."""
+        hint = retry_after_ms(f"retry_after_ms={headers.get('X-Retry-After-Ms', '')}")
+        if hint is None:
+            seconds = headers.get("Retry-After", "")
+            hint = int(seconds) * 1000 if seconds.isdigit() and int(seconds) > 0 else None
+        if hint is None:
+            return self.full_jitter(attempt, random)
+        return self.hinted(hint, random)
+
     def after_close(
         self, code: int | None, reason: str | None, attempt: int, random: Random
     ) -> float:
@@ -67,7 +85,7 @@ class Backoff:
         if code == WS_1013_TRY_AGAIN_LATER:
             hint = retry_after_ms(reason)
             if hint is not None:
-                return (hint + random() * hint) / 1000.0
+                return self.hinted(hint, random)
         if code == WS_4429_TOO_MANY:
             attempt = max(attempt, self.too_many_attempts)
         return self.full_jitter(attempt, random)

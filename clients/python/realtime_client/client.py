@@ -35,6 +35,7 @@ from urllib.parse import urlencode
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus
 
 from realtime_client.backoff import Backoff, Random
 from realtime_client.close_codes import (
@@ -397,6 +398,14 @@ class Client:
             separator = "&" if "?" in url else "?"
             try:
                 ws = await self._opener(f"{url}{separator}{self._query()}", self.open_timeout)
+            except InvalidStatus as exc:
+                # 503 before the handshake: the instance sheds connects and says when to come back.
+                delay = self.backoff.after_refusal(exc.response.headers, attempt, self._random)
+                logger.debug("connect to %s refused (%r); next in %.2fs", url, exc, delay)
+                attempt += 1
+                self._next_url()
+                await self._pause(delay)
+                continue
             except (OSError, TimeoutError, websockets.WebSocketException) as exc:
                 delay = self.backoff.full_jitter(attempt, self._random)
                 logger.debug("connect to %s failed (%r); next in %.2fs", url, exc, delay)
