@@ -16,6 +16,8 @@ from connections.close_codes import WS_4401_UNAUTHORIZED
 from connections.models import AuthToken, token_digest
 from connections.token_cache import token_cache
 from connections.tokens import token_lookup_async
+from tests.support.clock import *  # noqa: F403
+from tests.support.clock import MovableClock
 from tests.support.consumer_fixtures import *  # noqa: F403
 from tests.support.consumer_fixtures import Demo
 from tests.support.tokens import token_issued
@@ -88,15 +90,17 @@ async def test_deactivating_the_user_drops_every_token_of_theirs(open_socket, de
         assert await socket.wait_closed() == WS_4401_UNAUTHORIZED
 
 
-async def test_a_cached_token_is_not_served_past_its_expiry(open_socket, demo: Demo) -> None:
+async def test_a_cached_token_is_not_served_past_its_expiry(
+    open_socket, demo: Demo, token_time: MovableClock
+) -> None:
     key = await token_issued(demo.carol.id, ttl_seconds=1)
     await _connect_and_close(open_socket, demo.carol, key)
     digest = token_digest(key)
     assert digest in token_cache().digests()
-    deadline = asyncio.get_running_loop().time() + 3
-    while token_cache().get(digest) is not None:
-        assert asyncio.get_running_loop().time() < deadline, "still served past its expiry"
-        await asyncio.sleep(0.05)
+    token_time.advance(0.9)
+    assert token_cache().get(digest) is not None, "dropped before its expiry"
+    token_time.advance(0.1)
+    assert token_cache().get(digest) is None, "still served at its expiry"
     socket = await open_socket(demo.carol, token=key)
     assert await socket.wait_closed() == WS_4401_UNAUTHORIZED
 
