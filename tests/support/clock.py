@@ -1,14 +1,16 @@
-"""A token clock that moves only when a test moves it (``connections.clock.token_clock``).
+"""Clocks a test moves instead of sleeping until time has passed.
 
-A test that needs a token expired moves this clock past its ``expires_at`` instead of
-sleeping until then: the database lookups, the token cache and the sockets' expiry timers
-all read it. Import the fixture into a test module
-(``from tests.support.clock import *``) and ask for ``token_time``.
+- ``token_time`` (a fixture): the token clock (``connections.clock.token_clock``) standing
+  still until moved; the database lookups, the token cache and the sockets' expiry timers
+  all read it. Import the fixture into a test module (``from tests.support.clock import *``).
+- ``skew_clocks(layer)``: moves a channel layer's expiry clocks forward (its ``_clock`` and
+  ``_wall_clock`` seams).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -17,8 +19,9 @@ import pytest
 from django.utils import timezone
 
 from connections.clock import token_clock
+from connections.layer import RealtimeChannelLayer
 
-__all__ = ["MovableClock", "token_time"]
+__all__ = ["MovableClock", "SkewedClock", "skew_clocks", "token_time"]
 
 
 @dataclass
@@ -71,3 +74,22 @@ def token_time(monkeypatch: pytest.MonkeyPatch) -> Iterator[MovableClock]:
     monkeypatch.setattr(token_clock, "now", clock.now)
     monkeypatch.setattr(token_clock, "call_at", clock.call_at)
     yield clock
+
+
+class SkewedClock:
+    """Moves a layer's expiry clocks forward without waiting."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+def skew_clocks(*layers: RealtimeChannelLayer) -> SkewedClock:
+    """One offset for all of ``layers``: instances agree on the time, as real ones do."""
+    clock = SkewedClock()
+    for layer in layers:
+        layer._clock = lambda: time.monotonic() + clock.offset
+        layer._wall_clock = lambda: time.time() + clock.offset
+    return clock
