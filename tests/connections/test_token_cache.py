@@ -16,6 +16,7 @@ from connections.close_codes import WS_4401_UNAUTHORIZED
 from connections.models import AuthToken, token_digest
 from connections.token_cache import token_cache
 from connections.tokens import token_lookup_async
+from tests.support.async_poll import async_wait_until
 from tests.support.clock import *  # noqa: F403
 from tests.support.clock import MovableClock
 from tests.support.consumer_fixtures import *  # noqa: F403
@@ -65,10 +66,12 @@ async def test_a_token_revoked_with_no_socket_left_here_is_refused(
     digest = token_digest(demo.alice.token)
     assert digest in token_cache().digests()
     await AuthToken.objects.filter(digest=digest).adelete()  # logout: the signal revokes
-    deadline = asyncio.get_running_loop().time() + 3
-    while digest in token_cache().digests():
-        assert asyncio.get_running_loop().time() < deadline, "the revocation never arrived"
-        await asyncio.sleep(0.01)
+    await async_wait_until(
+        lambda: digest not in token_cache().digests(),
+        timeout=3,
+        interval=0.01,
+        what="the revocation to drop the token from the cache",
+    )
     again = await open_socket(demo.alice)
     assert await again.wait_closed() == WS_4401_UNAUTHORIZED
     assert lookups == [demo.alice.token, demo.alice.token]
@@ -81,10 +84,12 @@ async def test_deactivating_the_user_drops_every_token_of_theirs(open_socket, de
     user = await get_user_model().objects.aget(pk=demo.bob.id)
     user.is_active = False
     await user.asave()
-    deadline = asyncio.get_running_loop().time() + 3
-    while len(token_cache()):
-        assert asyncio.get_running_loop().time() < deadline, "the revocation never arrived"
-        await asyncio.sleep(0.01)
+    await async_wait_until(
+        lambda: len(token_cache()) == 0,
+        timeout=3,
+        interval=0.01,
+        what="the revocation to empty the cache of the user's tokens",
+    )
     for key in (demo.bob.token, second):
         socket = await open_socket(demo.bob, token=key)
         assert await socket.wait_closed() == WS_4401_UNAUTHORIZED
@@ -139,7 +144,8 @@ async def test_the_recheck_drops_a_cached_token_no_signal_announced(
     await AuthToken.objects.filter(digest=token_digest(key)).aupdate(
         expires_at=timezone.now() - timedelta(seconds=1)
     )
-    deadline = asyncio.get_running_loop().time() + 3
-    while token_digest(key) in token_cache().digests():
-        assert asyncio.get_running_loop().time() < deadline, "the re-check never dropped it"
-        await asyncio.sleep(0.02)
+    await async_wait_until(
+        lambda: token_digest(key) not in token_cache().digests(),
+        timeout=3,
+        what="the re-check to drop the token from the cache",
+    )
