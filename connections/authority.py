@@ -28,8 +28,8 @@ from datetime import datetime
 from typing import Any
 
 from channels.layers import get_channel_layer
-from django.utils import timezone
 
+from connections.clock import token_clock
 from connections.close_codes import WS_4401_UNAUTHORIZED
 from connections.database import database_async
 from connections.layer import RealtimeChannelLayer
@@ -146,9 +146,9 @@ class SocketAuthorityMixin:
         identity = self.token_identity
         if identity is None:
             return
-        delay = max(0.0, (identity.expires_at - timezone.now()).total_seconds())
-        loop = asyncio.get_running_loop()
-        self._expiry_timer = loop.call_later(delay, self._expired, identity.expires_at)
+        self._expiry_timer = token_clock.call_at(
+            identity.expires_at, self._expired, identity.expires_at
+        )
 
     def _expired(self, expires_at: datetime) -> None:
         identity = self.token_identity

@@ -38,8 +38,8 @@ from datetime import datetime
 from typing import Any
 
 from channels.layers import get_channel_layer
-from django.utils import timezone
 
+from connections.clock import token_clock
 from connections.control import REVOKE_MESSAGE_TYPE, control_audible, user_group
 from realtime_project.conf import realtime_settings
 
@@ -89,7 +89,7 @@ class TokenCache:
         entry = self._tokens.get(digest) if control_audible(self.layer) else None
         if entry is not None:
             max_age = realtime_settings.TOKEN_CACHE_SECONDS
-            if entry.expires_at <= timezone.now() or time.monotonic() - entry.read_at > max_age:
+            if entry.expires_at <= token_clock.now() or time.monotonic() - entry.read_at > max_age:
                 self.drop(digest)
                 entry = None
             else:

@@ -19,11 +19,11 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models.signals import post_delete
 from django.dispatch import receiver
-from django.utils import timezone
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.request import Request
 
+from connections.clock import token_clock
 from connections.control import sockets_revoke_on_commit
 from connections.database import database_async, database_async_enabled, database_connection
 from connections.models import AuthToken, token_digest
@@ -62,7 +62,7 @@ def token_ttl() -> timedelta:
 @transaction.atomic
 def token_issue(*, user: Any) -> TokenGrant:
     """A new token for ``user``; the user's expired tokens are pruned on the way."""
-    now = timezone.now()
+    now = token_clock.now()
     AuthToken.objects.filter(user=user, expires_at__lte=now).delete()
     key = secrets.token_urlsafe(32)
     token = AuthToken.objects.create(
@@ -73,7 +73,7 @@ def token_issue(*, user: Any) -> TokenGrant:
 
 def tokens_issue_bulk(*, user_ids: list[int]) -> dict[int, str]:
     """A new token for each of ``user_ids`` in one INSERT (seeding load tests)."""
-    expires_at = timezone.now() + token_ttl()
+    expires_at = token_clock.now() + token_ttl()
     keys = {pk: secrets.token_urlsafe(32) for pk in user_ids}
     AuthToken.objects.bulk_create(
         [
@@ -90,7 +90,7 @@ def token_lookup(key: str) -> AuthToken | None:
         return None
     token = (
         AuthToken.objects.select_related("user")
-        .filter(digest=token_digest(key), expires_at__gt=timezone.now())
+        .filter(digest=token_digest(key), expires_at__gt=token_clock.now())
         .first()
     )
     if token is None or not token.user.is_active:
@@ -120,7 +120,7 @@ async def token_lookup_async(key: str) -> AuthToken | None:
         f"WHERE t.digest = %s AND t.expires_at > %s AND u.is_active"
     )
     async with database_connection() as db:
-        row = await (await db.execute(query, [token_digest(key), timezone.now()])).fetchone()
+        row = await (await db.execute(query, [token_digest(key), token_clock.now()])).fetchone()
     if row is None:
         return None
     found = AuthToken.from_db("default", token_fields, row[: len(token_fields)])
@@ -136,7 +136,7 @@ def token_revoke(*, token: AuthToken) -> None:
 def tokens_valid(*, token_ids: list[int]) -> set[int]:
     """Which of ``token_ids`` still name a valid token (unexpired, its user active)."""
     found: set[int] = set()
-    valid = AuthToken.objects.filter(expires_at__gt=timezone.now(), user__is_active=True)
+    valid = AuthToken.objects.filter(expires_at__gt=token_clock.now(), user__is_active=True)
     for queryset in matching(valid, "id", token_ids):
         found.update(queryset.values_list("id", flat=True))
     return found

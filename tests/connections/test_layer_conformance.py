@@ -13,7 +13,6 @@ import random
 import re
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -29,26 +28,10 @@ from channels.testing import WebsocketCommunicator
 
 from connections.layer import ChannelFull, RealtimeChannelLayer
 from tests.support.async_poll import async_wait_until
+from tests.support.clock import skew_clocks
 from tests.support.layers import nothing_within
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class SkewedClock:
-    """Moves a layer's expiry clocks forward without waiting."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def advance(self, seconds: float) -> None:
-        self.offset += seconds
-
-
-def skew_clocks(layer: RealtimeChannelLayer) -> SkewedClock:
-    clock = SkewedClock()
-    layer._clock = lambda: time.monotonic() + clock.offset
-    layer._wall_clock = lambda: time.time() + clock.offset
-    return clock
 
 
 def make(url: str | None, **options: object) -> RealtimeChannelLayer:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from connections.layer import ChannelFull, RealtimeChannelLayer
+from tests.support.clock import skew_clocks
 
 OVERFLOW = {"type": "channel.overflow"}
 
@@ -86,15 +85,14 @@ async def test_close_puts_the_marker_first_and_drops_everything_after() -> None:
 
 async def test_on_a_close_channel_an_expired_durable_message_means_overflow() -> None:
     layer = RealtimeChannelLayer(capacity=100, expiry=10)
-    offset = [0.0]
-    layer._clock = lambda: time.monotonic() + offset[0]
+    clock = skew_clocks(layer)
     closing, refusing = await layer.new_channel(), await layer.new_channel()
     layer.set_overflow_policy(closing, "close")
     for channel in (closing, refusing):
         await layer.group_add("conv.e", channel)
     await layer.group_send("conv.e", {"type": "typing", "ephemeral": True})
     await layer.group_send("conv.e", event(1))
-    offset[0] = 11
+    clock.advance(11)
     await layer.group_send("conv.e", event(2))
 
     # A socket 10 s behind is told to close (its client resumes); nothing is skipped silently.

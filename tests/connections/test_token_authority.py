@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
 
+from chat import events
+from chat.event_types import PresenceEvent, event_frame
+from connections import control
 from connections.authority import authority_watch
 from connections.close_codes import WS_4401_UNAUTHORIZED
 from connections.models import AuthToken, token_digest
+from tests.support.clock import *  # noqa: F403
+from tests.support.clock import MovableClock
 from tests.support.consumer_fixtures import *  # noqa: F403
 from tests.support.consumer_fixtures import Demo
 from tests.support.tokens import token_issued
@@ -28,6 +32,14 @@ async def _connected(open_socket, demo_user, token: str):
     socket = await open_socket(demo_user, token=token)
     await socket.recv_until(frame_is("connected"))
     return socket
+
+
+async def _after_what_was_sent(socket, user_id: str) -> None:
+    """Once this returns, the socket has handled every control message sent to its user
+    before the call: a marker sent after them on the same group comes back after them."""
+    marker = event_frame(PresenceEvent(user_id="marker", status="away", last_seen=None))
+    await get_channel_layer().group_send(control.user_group(user_id), events.event_message(marker))
+    await socket.recv_until(lambda frame: frame.get("event_id") == marker["event_id"])
 
 
 async def test_deleting_a_token_closes_its_sockets_only(open_socket, demo: Demo) -> None:
@@ -52,11 +64,16 @@ async def test_deactivating_the_user_closes_every_socket(open_socket, demo: Demo
     assert await second.wait_closed(within=2) == WS_4401_UNAUTHORIZED
 
 
-async def test_a_token_expiring_while_open_closes_the_socket(open_socket, demo: Demo) -> None:
+async def test_a_token_expiring_while_open_closes_the_socket(
+    open_socket, demo: Demo, token_time: MovableClock
+) -> None:
     socket = await _connected(
         open_socket, demo.alice, await token_issued(demo.alice.id, ttl_seconds=1)
     )
     assert (await socket.request({"type": "ping"}))["type"] == "pong"
+    token_time.advance(0.9)
+    assert (await socket.request({"type": "ping"}))["type"] == "pong"  # not before its time
+    token_time.advance(0.1)
     assert await socket.wait_closed(within=3) == WS_4401_UNAUTHORIZED
 
 
@@ -78,7 +95,9 @@ async def test_the_recheck_catches_what_no_signal_announced(
     assert len(authority_watch) == 0
 
 
-async def test_an_auth_frame_swaps_to_a_fresh_token(open_socket, demo: Demo) -> None:
+async def test_an_auth_frame_swaps_to_a_fresh_token(
+    open_socket, demo: Demo, token_time: MovableClock
+) -> None:
     old_key = await token_issued(demo.alice.id, ttl_seconds=1.5)
     socket = await _connected(open_socket, demo.alice, old_key)
     new_key = await token_issued(demo.alice.id)
@@ -87,7 +106,8 @@ async def test_an_auth_frame_swaps_to_a_fresh_token(open_socket, demo: Demo) -> 
     assert ack["user_id"] == demo.alice.id and ack["expires_at"]
     # The old token's expiry and revocation no longer concern this socket ...
     await _delete(old_key)
-    await asyncio.sleep(1.6)  # past the old token's expiry, the revocation long delivered
+    token_time.advance(1.6)  # past the old token's expiry
+    await _after_what_was_sent(socket, demo.alice.id)  # the old token's revocation included
     assert (await socket.request({"type": "ping"}))["type"] == "pong"
     # ... the new one's do.
     await _delete(new_key)

@@ -16,6 +16,9 @@ from connections.close_codes import WS_4401_UNAUTHORIZED
 from connections.models import AuthToken, token_digest
 from connections.token_cache import token_cache
 from connections.tokens import token_lookup_async
+from tests.support.async_poll import async_wait_until
+from tests.support.clock import *  # noqa: F403
+from tests.support.clock import MovableClock
 from tests.support.consumer_fixtures import *  # noqa: F403
 from tests.support.consumer_fixtures import Demo
 from tests.support.tokens import token_issued
@@ -63,10 +66,12 @@ async def test_a_token_revoked_with_no_socket_left_here_is_refused(
     digest = token_digest(demo.alice.token)
     assert digest in token_cache().digests()
     await AuthToken.objects.filter(digest=digest).adelete()  # logout: the signal revokes
-    deadline = asyncio.get_running_loop().time() + 3
-    while digest in token_cache().digests():
-        assert asyncio.get_running_loop().time() < deadline, "the revocation never arrived"
-        await asyncio.sleep(0.01)
+    await async_wait_until(
+        lambda: digest not in token_cache().digests(),
+        timeout=3,
+        interval=0.01,
+        what="the revocation to drop the token from the cache",
+    )
     again = await open_socket(demo.alice)
     assert await again.wait_closed() == WS_4401_UNAUTHORIZED
     assert lookups == [demo.alice.token, demo.alice.token]
@@ -79,24 +84,28 @@ async def test_deactivating_the_user_drops_every_token_of_theirs(open_socket, de
     user = await get_user_model().objects.aget(pk=demo.bob.id)
     user.is_active = False
     await user.asave()
-    deadline = asyncio.get_running_loop().time() + 3
-    while len(token_cache()):
-        assert asyncio.get_running_loop().time() < deadline, "the revocation never arrived"
-        await asyncio.sleep(0.01)
+    await async_wait_until(
+        lambda: len(token_cache()) == 0,
+        timeout=3,
+        interval=0.01,
+        what="the revocation to empty the cache of the user's tokens",
+    )
     for key in (demo.bob.token, second):
         socket = await open_socket(demo.bob, token=key)
         assert await socket.wait_closed() == WS_4401_UNAUTHORIZED
 
 
-async def test_a_cached_token_is_not_served_past_its_expiry(open_socket, demo: Demo) -> None:
+async def test_a_cached_token_is_not_served_past_its_expiry(
+    open_socket, demo: Demo, token_time: MovableClock
+) -> None:
     key = await token_issued(demo.carol.id, ttl_seconds=1)
     await _connect_and_close(open_socket, demo.carol, key)
     digest = token_digest(key)
     assert digest in token_cache().digests()
-    deadline = asyncio.get_running_loop().time() + 3
-    while token_cache().get(digest) is not None:
-        assert asyncio.get_running_loop().time() < deadline, "still served past its expiry"
-        await asyncio.sleep(0.05)
+    token_time.advance(0.9)
+    assert token_cache().get(digest) is not None, "dropped before its expiry"
+    token_time.advance(0.1)
+    assert token_cache().get(digest) is None, "still served at its expiry"
     socket = await open_socket(demo.carol, token=key)
     assert await socket.wait_closed() == WS_4401_UNAUTHORIZED
 
@@ -135,7 +144,8 @@ async def test_the_recheck_drops_a_cached_token_no_signal_announced(
     await AuthToken.objects.filter(digest=token_digest(key)).aupdate(
         expires_at=timezone.now() - timedelta(seconds=1)
     )
-    deadline = asyncio.get_running_loop().time() + 3
-    while token_digest(key) in token_cache().digests():
-        assert asyncio.get_running_loop().time() < deadline, "the re-check never dropped it"
-        await asyncio.sleep(0.02)
+    await async_wait_until(
+        lambda: token_digest(key) not in token_cache().digests(),
+        timeout=3,
+        what="the re-check to drop the token from the cache",
+    )

@@ -24,6 +24,7 @@ import pytest
 from scripts.deployment import Cluster, RedisKind
 from scripts.procs import DaphneInstance, RedisServer
 from tests.ops.support import health, open_sockets
+from tests.support.async_poll import async_wait_until
 from tests.support.cluster import E2E_ENV
 from tests.support.delivery_client import DeliveryClient
 from tests.support.delivery_ledger import (
@@ -164,12 +165,27 @@ async def test_master_killed_mid_stream_loses_and_duplicates_nothing(deployment:
         def recovered() -> bool:
             return all("degraded" in s and s[-1] == "healthy" for s in seen.values())
 
-        # Keep writing through the failover until both instances said degraded, then healthy.
-        while not recovered():
-            assert time.monotonic() - started < 30, f"health never recovered: {seen}"
+        async def recovered_while_writing() -> bool:
+            nonlocal n
+            if recovered():
+                return True
             await send(n)
             n += 1
-            await asyncio.sleep(0.05)
+            return False
+
+        # Keep writing through the failover until both instances said degraded, then healthy;
+        # a send that fails fails the test at once (retry_on=()).
+        try:
+            await async_wait_until(
+                recovered_while_writing,
+                timeout=30,
+                interval=0.05,
+                what="both instances to say degraded, then healthy",
+                retry_on=(),
+            )
+        except TimeoutError as exc:
+            exc.add_note(f"health seen: {seen}")
+            raise
         failover_seconds = time.monotonic() - started
         for _ in range(10):
             await send(n)

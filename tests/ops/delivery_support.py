@@ -8,12 +8,12 @@ socket of every ``DeliveryClient`` against them (``tests.support.delivery_ledger
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterable, Mapping
 
 from scripts.deployment import Cluster
 from scripts.procs import DaphneInstance
 from tests.ops.support import token
+from tests.support.async_poll import async_wait_until
 from tests.support.delivery_client import DeliveryClient
 from tests.support.delivery_ledger import (
     CommittedLog,
@@ -109,14 +109,16 @@ def demo_senders(cluster: Cluster) -> list[Sender]:
 
 async def committed_after(traffic: Traffic, since: float, count: int, *, within: float) -> None:
     """Wait until ``count`` sends started after ``since`` are committed."""
-    deadline = time.monotonic() + within
-    while len([s for s in traffic.sent if s.started_at >= since]) < count:
-        if time.monotonic() > deadline:
-            raise TimeoutError(
-                f"only {len([s for s in traffic.sent if s.started_at >= since])} of {count} "
-                f"sends committed within {within}s; failures: {traffic.failed[:3]}"
-            )
-        await asyncio.sleep(0.02)
+
+    def done() -> int:
+        return len([s for s in traffic.sent if s.started_at >= since])
+
+    try:
+        await async_wait_until(
+            lambda: done() >= count, timeout=within, what=f"{count} sends committed"
+        )
+    except TimeoutError as exc:
+        raise TimeoutError(f"{exc}: only {done()}; failures: {traffic.failed[:3]}") from None
 
 
 async def settle_and_check(

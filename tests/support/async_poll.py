@@ -15,8 +15,14 @@ async def async_wait_until(
     timeout: float = 10.0,  # noqa: ASYNC109 (same signature as scripts.procs.wait_until)
     interval: float = 0.02,
     what: str = "",
+    retry_on: tuple[type[Exception], ...] = (Exception,),
 ) -> Any:
-    """Await ``predicate()`` (sync or async) until it is truthy or ``timeout`` passes."""
+    """Await ``predicate()`` (sync or async) until it is truthy or ``timeout`` passes.
+
+    An exception of ``retry_on`` counts as not ready yet (and is said in the timeout's
+    message); any other propagates at once, so a predicate that asserts along the way
+    (``retry_on=()``) fails the test on the spot instead of being retried.
+    """
     deadline = time.monotonic() + timeout
     last_error: BaseException | None = None
     while True:
@@ -24,7 +30,7 @@ async def async_wait_until(
             result = predicate()
             if inspect.isawaitable(result):
                 result = await result
-        except Exception as exc:  # the thing polled for may raise until it is ready
+        except retry_on as exc:  # the thing polled for may raise until it is ready
             result, last_error = None, exc
         if result:
             return result

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from scripts.procs import wait_until
 from tests.support.rest import rest_call
 
 
@@ -58,10 +59,11 @@ def message_post(
 ) -> Sent:
     """Post until committed, rotating over ``base_urls``; the same ``client_id`` each time."""
     started = time.monotonic()
-    deadline = started + give_up_after
     attempts = 0
-    last = ""
-    while True:
+
+    def answered() -> Sent | str:
+        """The committed send, or why the server refused it; raises while worth a retry."""
+        nonlocal attempts
         url = base_urls[attempts % len(base_urls)]
         attempts += 1
         try:
@@ -88,11 +90,21 @@ def message_post(
                 status=status,
             )
         if 400 <= status < 500 and status not in (408, 429):
-            raise AssertionError(f"{sender.name}: POST refused {status} {reply}")
-        last = f"{status} {reply}"
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{sender.name}: not committed in {give_up_after}s ({last})")
-        time.sleep(0.05)
+            return f"{sender.name}: POST refused {status} {reply}"
+        # Said as the last error in the timeout's message.
+        raise _NotCommitted(f"{status} {reply}")
+
+    outcome = wait_until(
+        answered, timeout=give_up_after, interval=0.05, what=f"{sender.name}'s send committed"
+    )
+    if isinstance(outcome, str):
+        raise AssertionError(outcome)
+    assert isinstance(outcome, Sent)
+    return outcome
+
+
+class _NotCommitted(Exception):
+    """A send's attempt that may be retried: no answer, a 5xx, a 408 or a 429."""
 
 
 async def send_at_rate(
