@@ -31,7 +31,7 @@ GROUPS = 300
 
 
 def make_layer(url: str, cluster: bool, instance: str) -> Any:
-    from connections.layer import RealtimeChannelLayer
+    from realtime_layer import RealtimeChannelLayer
 
     return RealtimeChannelLayer(hosts=url, cluster=cluster, instance_id=instance)
 

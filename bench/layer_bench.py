@@ -33,7 +33,7 @@ GROUP = "bench"
 
 def make_layer(kind: str, url: str, instance: str = "bench") -> Any:
     if kind == "realtime":
-        from connections.layer import RealtimeChannelLayer
+        from realtime_layer import RealtimeChannelLayer
 
         return RealtimeChannelLayer(hosts=url, instance_id=instance)
     if kind == "pubsub":

@@ -67,7 +67,6 @@ from connections.close_codes import (
 from connections.control import control_audible, user_group
 from connections.database import database_async
 from connections.instance import instance_id, instance_start
-from connections.layer import RealtimeChannelLayer
 from connections.lifecycle import drain_is_active
 from connections.registry import SocketLimitReached, get_registry
 from connections.sockets import local_sockets
@@ -79,6 +78,7 @@ from presence.services import (
     presence_mark_online_soon,
     presence_set,
 )
+from realtime_layer import RealtimeChannelLayer
 from realtime_project.conf import realtime_settings
 from realtime_project.inputs import input_validate
 from realtime_project.runtime.logging import log_event

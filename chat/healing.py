@@ -34,7 +34,7 @@ from chat.event_types import frame_time
 from chat.metrics import registry
 from connections.close_codes import WS_4008_SLOW_CONSUMER
 from connections.database import database_async
-from connections.layer import RealtimeChannelLayer
+from realtime_layer import RealtimeChannelLayer
 from realtime_project.conf import realtime_settings
 
 logger = logging.getLogger(__name__)

@@ -32,10 +32,10 @@ from channels.layers import get_channel_layer
 from connections.clock import token_clock
 from connections.close_codes import WS_4401_UNAUTHORIZED
 from connections.database import database_async
-from connections.layer import RealtimeChannelLayer
 from connections.sessions import SessionIdentity, sessions_live, sessions_stored_in_database
 from connections.token_cache import token_cache
 from connections.tokens import TokenIdentity, token_lookup, tokens_valid, users_passwords
+from realtime_layer import RealtimeChannelLayer
 from realtime_project.conf import realtime_settings
 
 logger = logging.getLogger(__name__)

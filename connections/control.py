@@ -23,8 +23,8 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
-from connections.layer import RealtimeChannelLayer
-from connections.layer.core import STATUS_DEGRADED
+from realtime_layer import RealtimeChannelLayer
+from realtime_layer.core import STATUS_DEGRADED
 
 logger = logging.getLogger(__name__)
 

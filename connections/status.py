@@ -13,8 +13,8 @@ from typing import Any, Protocol
 
 from channels.layers import get_channel_layer
 
-from connections.layer import RealtimeChannelLayer
 from connections.registry import get_registry
+from realtime_layer import RealtimeChannelLayer
 
 
 class LayerView(Protocol):

@@ -11,7 +11,7 @@ See docs/topology.md. Three topologies, chosen by settings alone:
   The layer uses sharded pub/sub (``SPUBLISH``/``SSUBSCRIBE``) per node; every multi-key script
   touches keys of one hash tag (``user_tag``, ``instance_tag``), so it runs on one slot.
 
-The layer (``connections.layer``), the registry, the presence deadline queue, the cache
+The layer (``realtime_layer``), the registry, the presence deadline queue, the cache
 (``connections.cache``) and the health check all take their clients and node list from here.
 """
 
@@ -32,7 +32,7 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from connections.layer.endpoints import redacted_url
+from realtime_layer.endpoints import redacted_url
 from realtime_project.conf import realtime_settings
 
 # What a Redis call may raise when Redis is down, slow, restarting or failing over.

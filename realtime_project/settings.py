@@ -360,7 +360,7 @@ _LAYER_CONFIG.update(
     group_linger_max=REALTIME["LAYER_GROUP_LINGER_MAX"],
 )
 CHANNEL_LAYERS: dict[str, dict[str, Any]] = {
-    "default": {"BACKEND": "connections.layer.RealtimeChannelLayer", "CONFIG": _LAYER_CONFIG},
+    "default": {"BACKEND": "realtime_layer.RealtimeChannelLayer", "CONFIG": _LAYER_CONFIG},
 }
 # Another layer in place of ours, for comparisons (bench/e2e): a dotted class path such as
 # channels_redis.pubsub.RedisPubSubChannelLayer, given REDIS_URL the way channels_redis takes it.

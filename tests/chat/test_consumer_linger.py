@@ -41,7 +41,7 @@ async def test_a_reconnect_within_the_linger_costs_no_subscription_and_misses_no
 ) -> None:
     settings.CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "connections.layer.RealtimeChannelLayer",
+            "BACKEND": "realtime_layer.RealtimeChannelLayer",
             "CONFIG": {"hosts": redis_url, "group_linger": 30.0},
         }
     }

@@ -256,7 +256,7 @@ async def test_an_overflowing_socket_is_closed_4008_and_others_keep_going(
 ) -> None:
     settings.CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "connections.layer.RealtimeChannelLayer",
+            "BACKEND": "realtime_layer.RealtimeChannelLayer",
             "CONFIG": {"capacity": 5},
         }
     }

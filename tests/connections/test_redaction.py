@@ -6,9 +6,9 @@ import logging
 
 import pytest
 
-from connections.layer import RealtimeChannelLayer
-from connections.layer.endpoints import RedisEndpoint, redacted_url
 from connections.topology import RedisTopology
+from realtime_layer import RealtimeChannelLayer
+from realtime_layer.endpoints import RedisEndpoint, redacted_url
 from scripts.procs import free_port
 from tests.support.async_poll import async_wait_until
 

@@ -40,7 +40,7 @@ async def redis_layer(redis_factory: Callable[..., Any], settings: Any) -> Async
     server = redis_factory()
     settings.CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "connections.layer.RealtimeChannelLayer",
+            "BACKEND": "realtime_layer.RealtimeChannelLayer",
             "CONFIG": {
                 "hosts": server.url,
                 "instance_id": "inst-b",

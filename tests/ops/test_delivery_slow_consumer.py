@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from connections.layer import RealtimeChannelLayer
+from realtime_layer import RealtimeChannelLayer
 from scripts.deployment import Cluster
 from tests.ops.delivery_support import (
     DELIVERY_ENV,

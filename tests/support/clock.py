@@ -19,7 +19,7 @@ import pytest
 from django.utils import timezone
 
 from connections.clock import token_clock
-from connections.layer import RealtimeChannelLayer
+from realtime_layer import RealtimeChannelLayer
 
 __all__ = ["MovableClock", "SkewedClock", "skew_clocks", "token_time"]
 

@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from connections.layer import RealtimeChannelLayer
+from realtime_layer import RealtimeChannelLayer
 
 
 def make_layer(url: str, instance_id: str, **overrides: object) -> RealtimeChannelLayer:

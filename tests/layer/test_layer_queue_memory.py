@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from connections.layer import RealtimeChannelLayer
-from connections.layer.queues import SEEN_KEYS_PER_CHANNEL
+from realtime_layer import RealtimeChannelLayer
+from realtime_layer.queues import SEEN_KEYS_PER_CHANNEL
 
 
 async def test_an_idle_channel_holds_no_queue_and_a_drained_one_lets_it_go() -> None:

@@ -27,17 +27,17 @@ import msgpack
 from channels.exceptions import ChannelFull
 from channels.layers import BaseChannelLayer
 
-from connections.layer.cluster import (
+from realtime_layer.cluster import (
     ClusterEndpoint,
     SlotRouter,
     cluster_endpoints,
     cluster_slots,
     slot_map_remap,
 )
-from connections.layer.endpoints import HashRing, RedisEndpoint
-from connections.layer.links import DEGRADED, HEALTHY, REDIS_FAILURES, LinkSettings, ShardLink
-from connections.layer.loops import LoopLink, run_on_loop
-from connections.layer.named import (
+from realtime_layer.endpoints import HashRing, RedisEndpoint
+from realtime_layer.links import DEGRADED, HEALTHY, REDIS_FAILURES, LinkSettings, ShardLink
+from realtime_layer.loops import LoopLink, run_on_loop
+from realtime_layer.named import (
     ALREADY_PUSHED,
     FULL,
     GROUP_PUSH,
@@ -50,14 +50,14 @@ from connections.layer.named import (
     membership_key,
     pushed_key,
 )
-from connections.layer.queues import (
+from realtime_layer.queues import (
     DROPPED,
     POLICIES,
     REFUSED,
     ChannelQueue,
     dedup_digest,
 )
-from connections.layer.wire import (
+from realtime_layer.wire import (
     NEWER_MESSAGES_IGNORED,
     WIRE_VERSION,
     Envelope,

@@ -24,10 +24,10 @@ from redis.asyncio.connection import Connection
 from redis.crc import key_slot
 from redis.exceptions import AskError, RedisError, ResponseError
 
-from connections.layer.endpoints import RedisEndpoint
+from realtime_layer.endpoints import RedisEndpoint
 
 if TYPE_CHECKING:
-    from connections.layer.loops import LoopLink
+    from realtime_layer.loops import LoopLink
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class ShardLink:
         self._lost = asyncio.Event()
         self._settled = asyncio.Event()
         self._pong = asyncio.Event()
-        # Plain or sharded pub/sub (a Redis Cluster master; connections/layer/cluster.py).
+        # Plain or sharded pub/sub (a Redis Cluster master; realtime_layer/cluster.py).
         self._publish_verb = "SPUBLISH" if endpoint.sharded else "PUBLISH"
         self._verbs = (
             (b"SSUBSCRIBE", b"SUNSUBSCRIBE")

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 import msgpack
 
 if TYPE_CHECKING:
-    from connections.layer.loops import LoopLink
+    from realtime_layer.loops import LoopLink
 
 POLICY_REFUSE = "refuse"
 POLICY_CLOSE = "close"

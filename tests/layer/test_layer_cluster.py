@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from redis.crc import key_slot
 
-from connections.layer import RealtimeChannelLayer
-from connections.layer.cluster import ClusterEndpoint, SlotRouter, slot_map_remap
+from realtime_layer import RealtimeChannelLayer
+from realtime_layer.cluster import ClusterEndpoint, SlotRouter, slot_map_remap
 from scripts.procs import (
     CLUSTER_NODE_ARGS,
     RedisClusterSet,

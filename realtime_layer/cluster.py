@@ -28,7 +28,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import parse_url
 from redis.crc import key_slot
 
-from connections.layer.endpoints import RedisEndpoint
+from realtime_layer.endpoints import RedisEndpoint
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import channel_layers, get_channel_layer
 from channels.testing import WebsocketCommunicator
 
-from connections.layer import ChannelFull, RealtimeChannelLayer
+from realtime_layer import ChannelFull, RealtimeChannelLayer
 from tests.support.async_poll import async_wait_until
 from tests.support.clock import skew_clocks
 from tests.support.layers import nothing_within
@@ -442,7 +442,7 @@ def test_send_from_another_event_loop_wakes_the_receiver(url: str | None) -> Non
 
 WORKER = """
 import asyncio, json, sys
-from connections.layer import RealtimeChannelLayer
+from realtime_layer import RealtimeChannelLayer
 
 async def main():
     layer = RealtimeChannelLayer(hosts=sys.argv[1], socket_timeout=1.0)
@@ -494,7 +494,7 @@ class EchoConsumer(AsyncJsonWebsocketConsumer):
 # Channels closes stale database connections around every consumer dispatch.
 @pytest.mark.django_db(transaction=True)
 async def test_channels_consumer_runs_on_the_layer(settings) -> None:
-    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "connections.layer.RealtimeChannelLayer"}}
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "realtime_layer.RealtimeChannelLayer"}}
     first = WebsocketCommunicator(EchoConsumer.as_asgi(), "/ws/")
     second = WebsocketCommunicator(EchoConsumer.as_asgi(), "/ws/")
     assert (await first.connect())[0]
@@ -526,7 +526,7 @@ def test_the_projects_layer_settings_use_only_known_options() -> None:
     from django.conf import settings
 
     config: dict[str, Any] = settings.CHANNEL_LAYERS["default"]
-    if config["BACKEND"] == "connections.layer.RealtimeChannelLayer":
+    if config["BACKEND"] == "realtime_layer.RealtimeChannelLayer":
         RealtimeChannelLayer(**config.get("CONFIG", {}))
 
 
@@ -832,7 +832,7 @@ async def test_groups_survive_the_loss_of_every_redis_connection(redis_url: str)
 # Channels' tests/test_layers.py, with this layer as the backend
 
 
-LAYER_BACKEND = "connections.layer.RealtimeChannelLayer"
+LAYER_BACKEND = "realtime_layer.RealtimeChannelLayer"
 
 
 def test_a_test_backend_needs_test_config(settings) -> None:

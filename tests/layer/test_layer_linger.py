@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 import redis
 
-from connections.layer import RealtimeChannelLayer
+from realtime_layer import RealtimeChannelLayer
 from scripts.procs import RedisClusterSet, RedisServer
 from tests.support import layers
 from tests.support.async_poll import async_wait_until

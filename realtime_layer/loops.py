@@ -15,8 +15,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from connections.layer.endpoints import RedisEndpoint
-from connections.layer.links import LayerCallbacks, LinkSettings, ShardLink
+from realtime_layer.endpoints import RedisEndpoint
+from realtime_layer.links import LayerCallbacks, LinkSettings, ShardLink
 
 
 class LoopLink:

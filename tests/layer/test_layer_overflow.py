@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from connections.layer import ChannelFull, RealtimeChannelLayer
+from realtime_layer import ChannelFull, RealtimeChannelLayer
 from tests.support.clock import skew_clocks
 
 OVERFLOW = {"type": "channel.overflow"}

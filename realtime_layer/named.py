@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from connections.layer.loops import LoopLink
+    from realtime_layer.loops import LoopLink
 
 # A membership nobody relays to for this long is forgotten by Redis (channels_redis's
 # group_expiry default); each relayed message and each group_add renews it.

@@ -11,8 +11,8 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
-from connections.layer import ChannelFull, RealtimeChannelLayer
-from connections.layer.wire import (
+from realtime_layer import ChannelFull, RealtimeChannelLayer
+from realtime_layer.wire import (
     WIRE_VERSION,
     Envelope,
     Verdict,
@@ -323,7 +323,7 @@ async def test_an_idle_link_without_subscriptions_passes_its_probes(redis_url: s
         await layer.close()
 
 
-# The wire between instances (connections/layer/wire.py)
+# The wire between instances (realtime_layer/wire.py)
 
 
 def _ignored_by_the_metric(version: int) -> float:
@@ -339,7 +339,7 @@ async def test_a_message_of_a_newer_wire_version_is_ignored_counted_and_logged(
     """A rolling deployment: an instance of a later release publishes messages this one cannot
     read. They are not delivered, not fatal, counted (layer counter and Prometheus) and logged
     once; an earlier release's unversioned message is still read."""
-    caplog.set_level(logging.WARNING, logger="connections.layer.core")
+    caplog.set_level(logging.WARNING, logger="realtime_layer.core")
     newer = WIRE_VERSION + 1
     layer = make_layer(redis_url, "inst-current")
     publisher = aioredis.Redis.from_url(redis_url)
