@@ -1,20 +1,19 @@
 """The WebSocket consumer: one socket's lifecycle (docs/protocol.md, docs/events.md).
 
-Connect: authenticate, register the connection (registry + presence), join ``user.<id>`` and
-one ``conv.<id>`` per conversation, send ``connected``. Client frames are parsed, rate
+Connect, delivery, membership, revocation and disconnect are every live socket's
+(``chat.live_socket``, shared with the event stream of ``chat.stream``); this module is the
+WebSocket transport and the client frames. Client frames are parsed, rate
 limited, validated with the REST serializers, authorized, and handed to a service; the socket
 gets an ``ack`` or an ``error``, and the service emits the event to everyone else. Events
 reach the socket as ``realtime.event`` layer messages; durable ones go through the socket's
 cursors (``chat.delivery.DeliveryMixin``: once, in ``seq`` order, gaps filled from the log,
-``resume``; docs/delivery.md). Disconnect undoes everything connect did and ends the
-socket's typing.
+``resume``; docs/delivery.md). Disconnect also ends the socket's typing.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,10 +23,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from rest_framework import serializers as drf_serializers
 from rest_framework.exceptions import ValidationError
 
-from chat import events, selectors, services
-from chat.dedup import SeenIds, socket_seen_ids
-from chat.delivery import DeliveryMixin, Positions
-from chat.event_types import ConnectedEvent, event_frame
+from chat import selectors, services
 from chat.frames import (
     ENVELOPE_KEYS,
     INVALID_JSON,
@@ -43,7 +39,7 @@ from chat.frames import (
     frame_parse,
     pong_frame,
 )
-from chat.healing import healing_register, healing_unregister
+from chat.live_socket import LiveSocketMixin
 from chat.ratelimit import TokenBucket, Verdict
 from chat.serializers import (
     MessageFrameSerializer,
@@ -52,35 +48,19 @@ from chat.serializers import (
     TypingFrameSerializer,
 )
 from chat.typing_state import TypingTimers
-from connections.admission import connect_gate
-from connections.authority import SocketAuthorityMixin, TokenRejected
+from connections.authority import TokenRejected
 from connections.close_codes import (
-    WS_1000_NORMAL_CLOSURE,
     WS_1009_MESSAGE_TOO_BIG,
-    WS_1012_SERVICE_RESTART,
-    WS_1013_TRY_AGAIN_LATER,
-    WS_4008_SLOW_CONSUMER,
-    WS_4401_UNAUTHORIZED,
     WS_4429_TOO_MANY,
 )
-from connections.control import user_group
 from connections.database import database_async
-from connections.instance import instance_id, instance_start
-from connections.layer import RealtimeChannelLayer
-from connections.lifecycle import drain_is_active
-from connections.registry import SocketLimitReached, get_registry
-from connections.sockets import local_sockets
-from health import metrics
+from connections.registry import get_registry
 from presence.serializers import StatusInputSerializer, status_to_dict
 from presence.services import (
-    presence_admit,
-    presence_disconnect,
-    presence_mark_online,
     presence_set,
 )
 from realtime_project.conf import realtime_settings
 from realtime_project.inputs import input_validate
-from realtime_project.runtime.logging import log_event
 
 logger = logging.getLogger(__name__)
 
@@ -158,34 +138,15 @@ def _read_mark(
     return result
 
 
-def _header(scope: dict[str, Any], name: bytes) -> str:
-    for key, value in scope.get("headers", []):
-        if key.lower() == name:
-            return bytes(value).decode("latin-1")
-    return ""
+class ChatConsumer(LiveSocketMixin, AsyncWebsocketConsumer):
+    """The WebSocket transport of a live socket (``chat.live_socket``), and its client frames."""
 
-
-def connection_metadata(scope: dict[str, Any]) -> dict[str, str]:
-    client = scope.get("client") or ("", 0)
-    return {"user_agent": _header(scope, b"user-agent")[:256], "address": str(client[0] or "")}
-
-
-class ChatConsumer(DeliveryMixin, SocketAuthorityMixin, AsyncWebsocketConsumer):
     user_id: str
     connection_id: str
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.registered = False
-        self.closing = False
-        # The conversations this socket follows, each with its delivery cursor: the socket's
-        # authority too (frames and events of any other conversation are refused).
-        self.positions = Positions()
-        # The seq of each removal this socket applied: an older "added" that healing or a
-        # late delivery brings afterwards must not bring the conversation back.
-        self.removed_at: dict[str, int] = {}
-        # Set at connect (chat.dedup says when a socket needs a memory of its own).
-        self.seen: SeenIds | None = None
+        self.live_init()
         self.bucket = TokenBucket(
             rate=realtime_settings.RATE_LIMIT_FRAMES_PER_SECOND,
             burst=realtime_settings.RATE_LIMIT_BURST,
@@ -220,152 +181,36 @@ class ChatConsumer(DeliveryMixin, SocketAuthorityMixin, AsyncWebsocketConsumer):
         await self.disconnect(message["code"])
         raise StopConsumer()
 
-    # -- lifecycle -------------------------------------------------------------------------
+    # -- the transport -----------------------------------------------------------------------
 
     async def connect(self) -> None:
-        gate = connect_gate()
-        if not gate.enter():
-            # Too many connects in progress here (the handshakes that passed the shedding
-            # middleware together): retry later (docs/protocol.md).
-            await self.refuse(WS_1013_TRY_AGAIN_LATER)
-            return
-        try:
-            await self._connect()
-        finally:
-            gate.leave()
+        await self.live_connect()
 
-    async def _connect(self) -> None:
-        user = self.scope.get("user")
-        code = self.scope.get("auth_close_code")
-        if code is None and (user is None or not user.is_authenticated):
-            code = WS_4401_UNAUTHORIZED
-        if code is not None:
-            # Accept first: a refused handshake looks like "server down" to a browser.
-            await self.refuse(code)
-            return
-        self.user_id = str(user.pk)
-        self.connection_id = uuid.uuid4().hex
-        self.seen = socket_seen_ids(self.channel_layer)
-        if drain_is_active():
-            # The load balancer has not noticed the drain yet: send the client elsewhere.
-            await self.refuse(WS_1012_SERVICE_RESTART)
-            return
-        await instance_start()
-        metadata = connection_metadata(self.scope)
-        try:
-            # The limit is checked and the socket registered in one atomic step across every
-            # instance (docs/registry.md): 40 sockets racing with a limit of 20 admit 20.
-            await presence_admit(
-                user_id=self.user_id,
-                connection_id=self.connection_id,
-                metadata=metadata,
-                max_sockets=realtime_settings.MAX_SOCKETS_PER_USER,
-            )
-        except SocketLimitReached:
-            await self.refuse(WS_4429_TOO_MANY)
-            return
-        except Exception:
-            # The registry degrades on its own when Redis fails; a bug there must still not
-            # cost the user their socket.
-            logger.exception("presence_admit failed for user=%s", self.user_id)
-        self.registered = True
+    async def disconnect(self, code: int) -> None:
+        await self.live_disconnect(code)
 
-        positions = await selectors.conversation_positions_for_user_async(user_id=self.user_id)
-        if isinstance(self.channel_layer, RealtimeChannelLayer):
-            # Overflow closes this socket (4008) instead of dropping a durable event from it.
-            self.channel_layer.set_overflow_policy(self.channel_name, "close")
-        await self.channel_layer.group_add(user_group(self.user_id), self.channel_name)
-        # From here a revocation reaches this socket; its token's expiry closes it too.
-        self.authority_start()
-        for conversation_id, seq in positions.items():
-            await self._join(conversation_id, seq)
-        healing_register(self)
+    async def transport_accept(self) -> None:
         await self.accept()
-        try:
-            await presence_mark_online(user_id=self.user_id)
-        except Exception:
-            # Presence degrades on its own when Firestore fails.
-            logger.exception("presence_mark_online failed for user=%s", self.user_id)
-        local_sockets.add(self)
-        metrics.connection_opened()
-        log_event(
-            logger,
-            "ws_connect",
-            connection_id=self.connection_id,
-            user_id=self.user_id,
-            address=metadata["address"],
-        )
-        await self.send_frame(
-            event_frame(
-                ConnectedEvent(
-                    connection_id=self.connection_id,
-                    instance_id=instance_id(),
-                    user_id=self.user_id,
-                    heartbeat_interval=realtime_settings.HEARTBEAT_INTERVAL_SECONDS,
-                )
-            )
-        )
 
-    async def refuse(self, code: int) -> None:
-        metrics.connection_rejected(code)
-        log_event(logger, "ws_refused", close_code=code, user_id=getattr(self, "user_id", None))
+    async def transport_refuse(self, code: int) -> None:
+        # Accept first: a refused handshake looks like "server down" to a browser.
         await self.accept()
         await self.server_close(code=code)
 
-    async def disconnect(self, code: int) -> None:
-        self.authority_stop()
-        if not self.registered:
-            return
-        self.registered = False
-        local_sockets.discard(self)
-        metrics.connection_closed(code)
-        log_event(
-            logger,
-            "ws_disconnect",
-            connection_id=self.connection_id,
-            user_id=self.user_id,
-            close_code=code,
-        )
-        for conversation_id in self.typing.stop_all():
-            await self._typing_emit(conversation_id, is_typing=False)
-        healing_unregister(self)
-        layer = self.channel_layer
-        await layer.group_discard(user_group(self.user_id), self.channel_name)
-        for conversation_id in list(self.positions.cursors):
-            await layer.group_discard(events.conversation_group(conversation_id), self.channel_name)
-        try:
-            await presence_disconnect(user_id=self.user_id, connection_id=self.connection_id)
-        except Exception:
-            logger.exception("presence_disconnect failed for user=%s", self.user_id)
+    async def transport_send(self, frame: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(frame, separators=(",", ":")))
 
-    async def server_close(self, *, code: int) -> None:
-        """Close from the server side (drain, flood, limits); cleanup follows on disconnect."""
-        if self.closing:
-            return
-        self.closing = True
+    async def transport_close(self, code: int) -> None:
         await self.close(code=code)
 
-    async def send_frame(self, frame: dict[str, Any]) -> None:
-        if frame.get("type") == "error":
-            metrics.frame_error(str(frame.get("code")))
-        if not self.closing:
-            await self.send(text_data=json.dumps(frame, separators=(",", ":")))
-
-    async def _join(self, conversation_id: str, seq: int) -> None:
-        """Follow a conversation from ``seq`` on (what came before is not owed to this socket)."""
-        if self.positions.join(conversation_id, seq):
-            await self.channel_layer.group_add(
-                events.conversation_group(conversation_id), self.channel_name
-            )
+    async def live_before_leave(self) -> None:
+        for conversation_id in self.typing.stop_all():
+            await self._typing_emit(conversation_id, is_typing=False)
 
     async def _leave(self, conversation_id: str) -> None:
-        """Stop following a conversation: no event of it reaches the socket any more."""
-        if self.positions.leave(conversation_id):
-            if self.typing.stopped(conversation_id):
-                await self._typing_emit(conversation_id, is_typing=False)
-            await self.channel_layer.group_discard(
-                events.conversation_group(conversation_id), self.channel_name
-            )
+        if conversation_id in self.positions and self.typing.stopped(conversation_id):
+            await self._typing_emit(conversation_id, is_typing=False)
+        await super()._leave(conversation_id)
 
     # -- client frames -----------------------------------------------------------------------
 
@@ -489,24 +334,3 @@ class ChatConsumer(DeliveryMixin, SocketAuthorityMixin, AsyncWebsocketConsumer):
         data = _validated(ResumeFrameSerializer, frame)
         answers = await self.resume(data["positions"])
         return ack_frame(ref=frame.ref, result={"conversations": answers})
-
-    async def realtime_join(self, message: dict[str, Any]) -> None:
-        conversation_id = message.get("conversation_id")
-        if (
-            self.registered
-            and isinstance(conversation_id, str)
-            and conversation_id
-            and conversation_id not in self.removed_at
-        ):
-            await self._join(conversation_id, int(message.get("seq", 0)))
-
-    async def channel_overflow(self, message: dict[str, Any]) -> None:
-        """The layer could not queue an event for this socket: the client reads too slowly.
-
-        Nothing durable is dropped from a socket that stays open, so it does not stay open:
-        the client reconnects and resumes from its last ``seq``.
-        """
-        await self.server_close(code=WS_4008_SLOW_CONSUMER)
-
-    async def connection_close(self, message: dict[str, Any]) -> None:
-        await self.server_close(code=int(message.get("code", WS_1000_NORMAL_CLOSURE)))
