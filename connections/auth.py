@@ -254,3 +254,14 @@ def websocket_stack(inner: ASGIApp) -> ASGIApp:
     if settings.DEBUG and not allowed_hosts:
         allowed_hosts = ["localhost", "127.0.0.1", "[::1]"]
     return SheddingMiddleware(BrowserOriginValidator(TokenOrSessionRouter(inner), allowed_hosts))
+
+
+async def user_for_token(key: str) -> tuple[Any, TokenIdentity | None]:
+    """The token's user (``None`` if unknown, revoked or expired) and identity, as a socket's
+    handshake reads them: for the transports that authenticate outside this module."""
+    return await _user_for_token(key)
+
+
+def has_session_cookie(scope: dict[str, Any]) -> bool:
+    """Whether the request carries this site's session cookie."""
+    return _has_session_cookie(scope)
