@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
@@ -19,7 +20,11 @@ from chat import services
 from chat.event_types import event_check
 from chat.models import Conversation
 from chat.stream_cursor import cursor_encode
-from connections.close_codes import WS_1012_SERVICE_RESTART, WS_4401_UNAUTHORIZED
+from connections.close_codes import (
+    WS_1012_SERVICE_RESTART,
+    WS_4008_SLOW_CONSUMER,
+    WS_4401_UNAUTHORIZED,
+)
 from connections.models import AuthToken, token_digest
 from connections.registry import get_registry
 from connections.sockets import local_sockets, sockets_close_all
@@ -316,3 +321,16 @@ async def test_a_drain_ends_streams_so_clients_reconnect_elsewhere(open_stream, 
     assert (await stream.frame_until("close"))["code"] == WS_1012_SERVICE_RESTART
     await stream.wait_ended()
     assert await get_registry().user_connection_count(demo.alice.id) == 0
+
+
+async def test_an_overflowing_queue_ends_the_stream_with_4008(open_stream, demo: Demo) -> None:
+    stream = await open_stream(demo.bob)
+    await stream.next_event()
+    (live,) = [s for s in local_sockets.snapshot() if getattr(s, "transport_name", "") == "sse"]
+    layer = get_channel_layer()
+    assert layer is not None
+    # What the layer sends a channel whose queue overflowed (connections/layer).
+    await layer.send(live.channel_name, {"type": "channel.overflow"})  # type: ignore[attr-defined]
+    assert (await stream.frame_until("close"))["code"] == WS_4008_SLOW_CONSUMER
+    await stream.wait_ended()
+    assert await get_registry().user_connection_count(demo.bob.id) == 0
