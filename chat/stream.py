@@ -9,8 +9,8 @@ so that ``Last-Event-ID`` on a reconnect resumes all of them at once. A comment 
 quiet stream for a dead one. There are no client frames: writes go through REST.
 
 Where a WebSocket is closed with a code, a stream sends a last ``close`` event
-(``{"type": "close", "code"}``) and ends; before it is accepted it answers with an HTTP
-status instead (401, 403, 429, 503 with ``Retry-After``).
+(``{"type": "close", "event_id", "ts", "code"}``) and ends; before it is accepted it
+answers with an HTTP status instead (401, 403, 429, 503 with ``Retry-After``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import uuid
 from typing import Any
 
 from channels.consumer import get_handler_name
@@ -159,7 +160,12 @@ class EventStreamConsumer(LiveSocketMixin, AsyncHttpConsumer):
         self.claims = {}
 
     async def _send_resync(self, conversation_id: str) -> None:
-        frame = {"type": "resync", "ts": now_iso(), "conversation_id": conversation_id}
+        frame = {
+            "type": "resync",
+            "event_id": uuid.uuid4().hex,
+            "ts": now_iso(),
+            "conversation_id": conversation_id,
+        }
         if not self.closing:
             await self._write(
                 sse_event("resync", json.dumps(frame, separators=(",", ":")), event_id=self._id())
@@ -211,7 +217,10 @@ class EventStreamConsumer(LiveSocketMixin, AsyncHttpConsumer):
     async def transport_close(self, code: int) -> None:
         self.close_code = code
         if self.started:
-            frame = json.dumps({"type": "close", "code": code}, separators=(",", ":"))
+            frame = json.dumps(
+                {"type": "close", "event_id": uuid.uuid4().hex, "ts": now_iso(), "code": code},
+                separators=(",", ":"),
+            )
             with contextlib.suppress(Exception):
                 await self.send_body(sse_event("close", frame), more_body=True)
                 await self.send_body(b"", more_body=False)
