@@ -255,6 +255,27 @@ def _logout(on: DaphneInstance, token: str) -> int:
         return int(response.status)
 
 
+async def test_a_stream_makes_its_user_online_and_offline_after_the_grace(
+    cluster: E2ECluster,
+) -> None:
+    user_id = cluster.user("admin").id
+
+    def status() -> str | None:
+        document = cluster.presence_document(user_id)
+        return document.status if document is not None else None
+
+    await async_wait_until(lambda: status() in (None, "offline"), timeout=10, what="offline")
+    stream = await TcpStream.open(cluster.b.base_url, token=cluster.user("admin").token)
+    try:
+        await stream.frame_until("connected")
+        await async_wait_until(lambda: status() == "online", timeout=10, what="admin online")
+    finally:
+        await stream.close()
+    await async_wait_until(
+        lambda: status() == "offline", timeout=10, what="admin offline after the grace"
+    )
+
+
 async def test_streams_and_sockets_share_the_per_user_limit(cluster: E2ECluster) -> None:
     token = cluster.user("admin").token
     streams: list[TcpStream] = []
