@@ -23,7 +23,7 @@ from connections.close_codes import WS_1012_SERVICE_RESTART, WS_4401_UNAUTHORIZE
 from scripts.procs import DaphneInstance
 from tests.support.async_poll import async_wait_until
 from tests.support.cluster import E2ECluster
-from tests.support.delivery_ledger import committed_logs, last_seqs
+from tests.support.delivery_ledger import CommittedLog, committed_logs, last_seqs
 from tests.support.sse import SseEvent, TcpStream
 from tests.support.ws_client import WsClient, frame_is
 
@@ -70,11 +70,18 @@ class Follower:
             await stream.close()
 
 
-def tally(follower: Follower, start: dict[str, int], logs: dict[str, object]) -> dict[str, list]:
+def tally(
+    follower: Follower, start: dict[str, int], logs: dict[str, CommittedLog]
+) -> dict[str, list[str]]:
     """Lost, duplicated, out-of-order and mismatched durable events against the log."""
     seen: Counter[tuple[str, int]] = Counter()
     order: dict[tuple[int, str], int] = {}
-    problems: dict[str, list] = {"lost": [], "duplicated": [], "out_of_order": [], "mismatch": []}
+    problems: dict[str, list[str]] = {
+        "lost": [],
+        "duplicated": [],
+        "out_of_order": [],
+        "mismatch": [],
+    }
     for n, event in follower.durable():
         frame = event.json()
         cid, seq = str(frame["conversation_id"]), int(frame["seq"])
@@ -85,11 +92,11 @@ def tally(follower: Follower, start: dict[str, int], logs: dict[str, object]) ->
         if order.get((n, cid), 0) >= seq:
             problems["out_of_order"].append(f"{cid}#{seq}")
         order[(n, cid)] = seq
-        committed = logs[cid].by_seq.get(seq)  # type: ignore[attr-defined]
+        committed = logs[cid].by_seq.get(seq)
         if committed is None or committed.get("event_id") != frame.get("event_id"):
             problems["mismatch"].append(f"{cid}#{seq}")
     for cid, log in logs.items():
-        for seq in range(start.get(cid, 0) + 1, log.last_seq + 1):  # type: ignore[attr-defined]
+        for seq in range(start.get(cid, 0) + 1, log.last_seq + 1):
             if seen[(cid, seq)] == 0:
                 problems["lost"].append(f"{cid}#{seq}")
             elif seen[(cid, seq)] > 1:
@@ -125,7 +132,7 @@ async def post_messages(
     return committed
 
 
-def bob_logs(cluster: E2ECluster) -> dict[str, object]:
+def bob_logs(cluster: E2ECluster) -> dict[str, CommittedLog]:
     return dict(
         committed_logs(
             cluster.a.base_url,
@@ -168,7 +175,7 @@ async def test_a_stream_on_a_gets_a_message_posted_on_b_at_once(cluster: E2EClus
 async def test_across_an_instance_crash_last_event_id_loses_and_repeats_nothing(
     cluster: E2ECluster,
 ) -> None:
-    start = last_seqs(bob_logs(cluster))  # type: ignore[arg-type]
+    start = last_seqs(bob_logs(cluster))
     follower = Follower(cluster.user("bob").token)
     await follower.connect(cluster.b)
     try:
@@ -180,7 +187,7 @@ async def test_across_an_instance_crash_last_event_id_loses_and_repeats_nothing(
         committed = await sending
         assert committed == 60
         logs = bob_logs(cluster)
-        await follower.pump(until=last_seqs(logs), within=15)  # type: ignore[arg-type]
+        await follower.pump(until=last_seqs(logs), within=15)
         problems = tally(follower, start, logs)
         print(f"crash: {sum(len(f.events) for f in follower.streams)} events, {problems}")
         assert problems == {"lost": [], "duplicated": [], "out_of_order": [], "mismatch": []}
@@ -191,7 +198,7 @@ async def test_across_an_instance_crash_last_event_id_loses_and_repeats_nothing(
 async def test_across_a_redis_restart_an_open_stream_loses_and_repeats_nothing(
     cluster: E2ECluster,
 ) -> None:
-    start = last_seqs(bob_logs(cluster))  # type: ignore[arg-type]
+    start = last_seqs(bob_logs(cluster))
     follower = Follower(cluster.user("bob").token)
     await follower.connect(cluster.a)
     try:
@@ -203,7 +210,7 @@ async def test_across_a_redis_restart_an_open_stream_loses_and_repeats_nothing(
         # Healing delivers what the outage cost, with no action from the client; a stream
         # the server ended (a slow consumer) comes back with its Last-Event-ID.
         deadline = time.monotonic() + 20
-        while not follower.has(last_seqs(logs)) and time.monotonic() < deadline:  # type: ignore[arg-type]
+        while not follower.has(last_seqs(logs)) and time.monotonic() < deadline:
             if follower.streams[-1].ended:
                 await follower.connect(cluster.a)
             await follower.streams[-1]._more(0.1)
