@@ -5,6 +5,7 @@ membership, drain)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -15,11 +16,13 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.test import Client
+from django.utils import timezone
 
 from chat import services
 from chat.event_types import event_check
 from chat.models import Conversation
 from chat.stream_cursor import cursor_encode
+from connections.authority import authority_watch
 from connections.close_codes import (
     WS_1012_SERVICE_RESTART,
     WS_4008_SLOW_CONSUMER,
@@ -334,3 +337,26 @@ async def test_an_overflowing_queue_ends_the_stream_with_4008(open_stream, demo:
     assert (await stream.frame_until("close"))["code"] == WS_4008_SLOW_CONSUMER
     await stream.wait_ended()
     assert await get_registry().user_connection_count(demo.bob.id) == 0
+
+
+async def test_deactivating_the_user_ends_the_stream(open_stream, demo: Demo) -> None:
+    stream = await open_stream(demo.bob)
+    await stream.next_event()
+    user = await get_user_model().objects.aget(pk=demo.bob.id)
+    user.is_active = False
+    await user.asave()
+    assert (await stream.frame_until("close", within=2))["code"] == WS_4401_UNAUTHORIZED
+    await stream.wait_ended(within=2)
+
+
+async def test_the_periodic_recheck_ends_a_stream_whose_token_went_behind_its_back(
+    open_stream, demo: Demo
+) -> None:
+    stream = await open_stream(demo.carol)
+    await stream.next_event()
+    # QuerySet.update() sends no signal, so no revocation: only the re-check can notice.
+    await AuthToken.objects.filter(digest=token_digest(demo.carol.token)).aupdate(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    assert await authority_watch.sweep() >= 1
+    assert (await stream.frame_until("close", within=2))["code"] == WS_4401_UNAUTHORIZED
