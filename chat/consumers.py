@@ -1,23 +1,20 @@
 """The WebSocket consumer: one socket's lifecycle (docs/protocol.md, docs/events.md).
 
-Connect: authenticate, register the connection (registry + presence), join ``user.<id>`` and
-one ``conv.<id>`` per conversation, send ``connected``. Client frames are parsed, rate
+Connect, delivery, membership, revocation and disconnect are every live socket's
+(``chat.live_socket``, shared with the event stream of ``chat.stream``); this module is the
+WebSocket transport and the client frames. Client frames are parsed, rate
 limited, validated with the REST serializers, authorized, and handed to a service; the socket
 gets an ``ack`` or an ``error``, and the service emits the event to everyone else. Events
 reach the socket as ``realtime.event`` layer messages; durable ones go through the socket's
 cursors (``chat.delivery.DeliveryMixin``: once, in ``seq`` order, gaps filled from the log,
-``resume``; docs/delivery.md). Disconnect undoes everything connect did and ends the
-socket's typing.
+``resume``; docs/delivery.md). Disconnect also ends the socket's typing.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import time
-import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from channels.consumer import get_handler_name
@@ -26,10 +23,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from rest_framework import serializers as drf_serializers
 from rest_framework.exceptions import ValidationError
 
-from chat import events, selectors, services
-from chat.dedup import SeenIds, socket_seen_ids
-from chat.delivery import DeliveryMixin, Positions
-from chat.event_types import ConnectedEvent, event_frame
+from chat import selectors, services
 from chat.frames import (
     ENVELOPE_KEYS,
     INVALID_JSON,
@@ -45,7 +39,7 @@ from chat.frames import (
     frame_parse,
     pong_frame,
 )
-from chat.healing import healing_register, healing_unregister
+from chat.live_socket import LiveSocketMixin
 from chat.ratelimit import TokenBucket, Verdict
 from chat.serializers import (
     MessageFrameSerializer,
@@ -54,41 +48,24 @@ from chat.serializers import (
     TypingFrameSerializer,
 )
 from chat.typing_state import TypingTimers
-from connections.authority import SocketAuthorityMixin, TokenRejected
+from connections.authority import TokenRejected
 from connections.close_codes import (
-    WS_1000_NORMAL_CLOSURE,
     WS_1009_MESSAGE_TOO_BIG,
-    WS_1011_INTERNAL_ERROR,
-    WS_1012_SERVICE_RESTART,
-    WS_4008_SLOW_CONSUMER,
-    WS_4401_UNAUTHORIZED,
     WS_4429_TOO_MANY,
 )
-from connections.control import control_audible, user_group
+from connections.control import control_audible
 from connections.database import database_async
-from connections.instance import instance_id, instance_start
-from connections.lifecycle import drain_is_active
-from connections.registry import SocketLimitReached, get_registry
-from connections.sockets import local_sockets
-from health import metrics
+from connections.registry import get_registry
 from presence.serializers import StatusInputSerializer, status_to_dict
 from presence.services import (
-    presence_admit,
-    presence_disconnect,
-    presence_mark_online_soon,
     presence_set,
 )
-from realtime_layer import RealtimeChannelLayer
 from realtime_project.conf import realtime_settings
 from realtime_project.inputs import input_validate
-from realtime_project.runtime.logging import log_event
 
 logger = logging.getLogger(__name__)
 
 INTERNAL_ERROR = "internal_error"
-# How long a database confirmation of membership lets typing through to a socket while the
-# layer is degraded (``ChatConsumer.typing_receivable``).
-MEMBERSHIP_CONFIRM_SECONDS = 1.0
 
 Handler = Callable[[ClientFrame], Awaitable[dict[str, Any]]]
 # Client frame type -> handler method; one table for every socket (a per-socket dict of
@@ -162,44 +139,15 @@ def _read_mark(
     return result
 
 
-def _header(scope: dict[str, Any], name: bytes) -> str:
-    for key, value in scope.get("headers", []):
-        if key.lower() == name:
-            return bytes(value).decode("latin-1")
-    return ""
+class ChatConsumer(LiveSocketMixin, AsyncWebsocketConsumer):
+    """The WebSocket transport of a live socket (``chat.live_socket``), and its client frames."""
 
-
-# Clean-ups of connects cut short, referenced until they finish.
-_background: set[asyncio.Future[None]] = set()
-
-
-def _in_background(work: Coroutine[Any, Any, None]) -> None:
-    task = asyncio.ensure_future(work)
-    _background.add(task)
-    task.add_done_callback(_background.discard)
-
-
-def connection_metadata(scope: dict[str, Any]) -> dict[str, str]:
-    client = scope.get("client") or ("", 0)
-    return {"user_agent": _header(scope, b"user-agent")[:256], "address": str(client[0] or "")}
-
-
-class ChatConsumer(DeliveryMixin, SocketAuthorityMixin, AsyncWebsocketConsumer):
     user_id: str
     connection_id: str
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.registered = False
-        self.closing = False
-        # The conversations this socket follows, each with its delivery cursor: the socket's
-        # authority too (frames and events of any other conversation are refused).
-        self.positions = Positions()
-        # The seq of each removal this socket applied: an older "added" that healing or a
-        # late delivery brings afterwards must not bring the conversation back.
-        self.removed_at: dict[str, int] = {}
-        # Set at connect (chat.dedup says when a socket needs a memory of its own).
-        self.seen: SeenIds | None = None
+        self.live_init()
         self.bucket = TokenBucket(
             rate=realtime_settings.RATE_LIMIT_FRAMES_PER_SECOND,
             burst=realtime_settings.RATE_LIMIT_BURST,
@@ -209,10 +157,6 @@ class ChatConsumer(DeliveryMixin, SocketAuthorityMixin, AsyncWebsocketConsumer):
             timeout_seconds=realtime_settings.TYPING_TIMEOUT_SECONDS,
             on_expire=self._typing_expired,
         )
-        # While the layer is degraded: when the database last confirmed this socket's
-        # participation in a conversation (monotonic), for the typing it receives. ``None``
-        # the rest of the time, so an idle socket carries no dict.
-        self.confirmed_at: dict[str, float] | None = None
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Run the handler for ``message`` without Channels' per-message thread hop.
@@ -238,150 +182,36 @@ class ChatConsumer(DeliveryMixin, SocketAuthorityMixin, AsyncWebsocketConsumer):
         await self.disconnect(message["code"])
         raise StopConsumer()
 
-    # -- lifecycle -------------------------------------------------------------------------
+    # -- the transport -----------------------------------------------------------------------
 
     async def connect(self) -> None:
-        # Admission (connections.admission) already happened in the shedding middleware.
-        try:
-            await self._connect()
-        except asyncio.CancelledError:
-            # Daphne kills an application that outlived its client by 10 s, connects still
-            # queued included; no disconnect handler runs then, so what this connect
-            # registered is undone here (presence undoes a registration cut short itself).
-            if self.registered:
-                _in_background(self.disconnect(WS_1011_INTERNAL_ERROR))
-            raise
+        await self.live_connect()
 
-    async def _connect(self) -> None:
-        user = self.scope.get("user")
-        code = self.scope.get("auth_close_code")
-        if code is None and (user is None or not user.is_authenticated):
-            code = WS_4401_UNAUTHORIZED
-        if code is not None:
-            # Accept first: a refused handshake looks like "server down" to a browser.
-            await self.refuse(code)
-            return
-        self.user_id = str(user.pk)
-        self.connection_id = uuid.uuid4().hex
-        self.seen = socket_seen_ids(self.channel_layer)
-        if drain_is_active():
-            # The load balancer has not noticed the drain yet: send the client elsewhere.
-            await self.refuse(WS_1012_SERVICE_RESTART)
-            return
-        await instance_start()
-        metadata = connection_metadata(self.scope)
-        try:
-            # The limit is checked and the socket registered in one atomic step across every
-            # instance (docs/registry.md): 40 sockets racing with a limit of 20 admit 20.
-            await presence_admit(
-                user_id=self.user_id,
-                connection_id=self.connection_id,
-                metadata=metadata,
-                max_sockets=realtime_settings.MAX_SOCKETS_PER_USER,
-            )
-        except SocketLimitReached:
-            await self.refuse(WS_4429_TOO_MANY)
-            return
-        except Exception:
-            # The registry degrades on its own when Redis fails; a bug there must still not
-            # cost the user their socket.
-            logger.exception("presence_admit failed for user=%s", self.user_id)
-        self.registered = True
+    async def disconnect(self, code: int) -> None:
+        await self.live_disconnect(code)
 
-        positions = await selectors.conversation_positions_for_user_async(user_id=self.user_id)
-        if isinstance(self.channel_layer, RealtimeChannelLayer):
-            # Overflow closes this socket (4008) instead of dropping a durable event from it.
-            self.channel_layer.set_overflow_policy(self.channel_name, "close")
-        await self.channel_layer.group_add(user_group(self.user_id), self.channel_name)
-        # From here a revocation reaches this socket; its token's expiry closes it too.
-        self.authority_start()
-        for conversation_id, seq in positions.items():
-            await self._join(conversation_id, seq)
-        healing_register(self)
+    async def transport_accept(self) -> None:
         await self.accept()
-        # Off the connect's path (a storm's connects would each wait on the store); presence
-        # degrades on its own when Firestore fails.
-        presence_mark_online_soon(user_id=self.user_id)
-        local_sockets.add(self)
-        metrics.connection_opened()
-        log_event(
-            logger,
-            "ws_connect",
-            connection_id=self.connection_id,
-            user_id=self.user_id,
-            address=metadata["address"],
-        )
-        await self.send_frame(
-            event_frame(
-                ConnectedEvent(
-                    connection_id=self.connection_id,
-                    instance_id=instance_id(),
-                    user_id=self.user_id,
-                    heartbeat_interval=realtime_settings.HEARTBEAT_INTERVAL_SECONDS,
-                )
-            )
-        )
 
-    async def refuse(self, code: int) -> None:
-        metrics.connection_rejected(code)
-        log_event(logger, "ws_refused", close_code=code, user_id=getattr(self, "user_id", None))
+    async def transport_refuse(self, code: int) -> None:
+        # Accept first: a refused handshake looks like "server down" to a browser.
         await self.accept()
         await self.server_close(code=code)
 
-    async def disconnect(self, code: int) -> None:
-        self.authority_stop()
-        if not self.registered:
-            return
-        self.registered = False
-        local_sockets.discard(self)
-        metrics.connection_closed(code)
-        log_event(
-            logger,
-            "ws_disconnect",
-            connection_id=self.connection_id,
-            user_id=self.user_id,
-            close_code=code,
-        )
-        for conversation_id in self.typing.stop_all():
-            await self._typing_emit(conversation_id, is_typing=False)
-        healing_unregister(self)
-        layer = self.channel_layer
-        await layer.group_discard(user_group(self.user_id), self.channel_name)
-        for conversation_id in list(self.positions.cursors):
-            await layer.group_discard(events.conversation_group(conversation_id), self.channel_name)
-        try:
-            await presence_disconnect(user_id=self.user_id, connection_id=self.connection_id)
-        except Exception:
-            logger.exception("presence_disconnect failed for user=%s", self.user_id)
+    async def transport_send(self, frame: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(frame, separators=(",", ":")))
 
-    async def server_close(self, *, code: int) -> None:
-        """Close from the server side (drain, flood, limits); cleanup follows on disconnect."""
-        if self.closing:
-            return
-        self.closing = True
+    async def transport_close(self, code: int) -> None:
         await self.close(code=code)
 
-    async def send_frame(self, frame: dict[str, Any]) -> None:
-        if frame.get("type") == "error":
-            metrics.frame_error(str(frame.get("code")))
-        if not self.closing:
-            await self.send(text_data=json.dumps(frame, separators=(",", ":")))
-
-    async def _join(self, conversation_id: str, seq: int) -> None:
-        """Follow a conversation from ``seq`` on (what came before is not owed to this socket)."""
-        if self.positions.join(conversation_id, seq):
-            await self.channel_layer.group_add(
-                events.conversation_group(conversation_id), self.channel_name
-            )
+    async def live_before_leave(self) -> None:
+        for conversation_id in self.typing.stop_all():
+            await self._typing_emit(conversation_id, is_typing=False)
 
     async def _leave(self, conversation_id: str) -> None:
-        """Stop following a conversation: no event of it reaches the socket any more."""
-        if self.positions.leave(conversation_id):
-            if self.typing.stopped(conversation_id):
-                await self._typing_emit(conversation_id, is_typing=False)
-            await self.channel_layer.group_discard(
-                events.conversation_group(conversation_id), self.channel_name
-            )
+        if conversation_id in self.positions and self.typing.stopped(conversation_id):
+            await self._typing_emit(conversation_id, is_typing=False)
+        await super()._leave(conversation_id)
 
     # -- client frames -----------------------------------------------------------------------
 
@@ -494,30 +324,6 @@ class ChatConsumer(DeliveryMixin, SocketAuthorityMixin, AsyncWebsocketConsumer):
             raise FrameError(INVALID_PAYLOAD, ref=frame.ref, message=str(exc)) from None
         return ack_frame(ref=frame.ref, result=result)
 
-    async def typing_receivable(self, conversation_id: str) -> bool:
-        """Typing reaches a socket through its conversation groups. While this instance
-        cannot hear membership changes made elsewhere (Redis down), a removed participant
-        would go on seeing it until healing delivers the removal: the database decides, at
-        most once per ``MEMBERSHIP_CONFIRM_SECONDS`` per conversation (typing arrives in
-        bursts, and each is otherwise a query per receiving socket)."""
-        if control_audible(self.channel_layer):
-            self.confirmed_at = None
-            return True
-        confirmed = self.confirmed_at if self.confirmed_at is not None else {}
-        now = time.monotonic()
-        if now - confirmed.get(conversation_id, -MEMBERSHIP_CONFIRM_SECONDS) < (
-            MEMBERSHIP_CONFIRM_SECONDS
-        ):
-            return True
-        seq = await database_async(selectors.participant_conversation_seq)(
-            conversation_id=conversation_id, user_id=self.user_id
-        )
-        if seq is None:
-            return False  # the removal itself arrives with healing, in seq order
-        confirmed[conversation_id] = now
-        self.confirmed_at = confirmed
-        return True
-
     async def _typing_emit(self, conversation_id: str, *, is_typing: bool) -> dict[str, Any]:
         return await services.typing_notify_async(
             conversation_id=conversation_id,
@@ -535,24 +341,3 @@ class ChatConsumer(DeliveryMixin, SocketAuthorityMixin, AsyncWebsocketConsumer):
         data = _validated(ResumeFrameSerializer, frame)
         answers = await self.resume(data["positions"])
         return ack_frame(ref=frame.ref, result={"conversations": answers})
-
-    async def realtime_join(self, message: dict[str, Any]) -> None:
-        conversation_id = message.get("conversation_id")
-        if (
-            self.registered
-            and isinstance(conversation_id, str)
-            and conversation_id
-            and conversation_id not in self.removed_at
-        ):
-            await self._join(conversation_id, int(message.get("seq", 0)))
-
-    async def channel_overflow(self, message: dict[str, Any]) -> None:
-        """The layer could not queue an event for this socket: the client reads too slowly.
-
-        Nothing durable is dropped from a socket that stays open, so it does not stay open:
-        the client reconnects and resumes from its last ``seq``.
-        """
-        await self.server_close(code=WS_4008_SLOW_CONSUMER)
-
-    async def connection_close(self, message: dict[str, Any]) -> None:
-        await self.server_close(code=int(message.get("code", WS_1000_NORMAL_CLOSURE)))

@@ -71,7 +71,9 @@ async def _user_for_token(key: str) -> tuple[Any, TokenIdentity | None]:
     )
 
 
-def _session_identity(scope: dict[str, Any], user: Any) -> SessionIdentity | None:
+def session_identity(scope: dict[str, Any], user: Any) -> SessionIdentity | None:
+    """What ends a connection opened with a session cookie: that session's end, or a new
+    password (``connections.authority``)."""
     session = scope.get("session")
     key = getattr(session, "session_key", None) if session is not None else None
     if not key:
@@ -110,7 +112,7 @@ class WebSocketAuthMiddleware(BaseMiddleware):
         scope["auth_close_code"] = close_code
         scope[SCOPE_KEY] = identity
         scope[SESSION_SCOPE_KEY] = (
-            _session_identity(scope, user) if token is None and close_code is None else None
+            session_identity(scope, user) if token is None and close_code is None else None
         )
         # Not BaseMiddleware's __call__: its second copy of the scope, and its suspended
         # frame, would live as long as the socket does.
@@ -242,7 +244,7 @@ class SheddingMiddleware:
         if ticket is None:
             metrics.connection_rejected(WS_1013_TRY_AGAIN_LATER)
             return self._shed(receive, send, gate.retry_after_ms())
-        pass_ = _TicketRelease(gate, ticket, receive, send)
+        pass_ = TicketRelease(gate, ticket, receive, send)
         # The scope is this connection's own (the server builds one per connection); the
         # authentication middleware gives the ticket back if the application fails first.
         scope[CONNECT_TICKET_KEY] = pass_
@@ -268,7 +270,7 @@ class SheddingMiddleware:
         return None
 
 
-class _TicketRelease:
+class TicketRelease:
     """Gives an admitted connect's ticket back on its answer (accept or close) or on the
     client's disconnect, whichever comes first; a pass-through after that."""
 
@@ -292,12 +294,15 @@ class _TicketRelease:
 
     async def receive(self) -> dict[str, Any]:
         message: dict[str, Any] = await self._receive()
-        if self._gate is not None and message.get("type") == "websocket.disconnect":
+        if self._gate is not None and message.get("type") in _GONE:
             self.release()
         return message
 
 
-_ANSWERS: Final = frozenset({"websocket.accept", "websocket.close"})
+# A WebSocket's answer, or an event stream's (its response starts when it is accepted or
+# refused); and the client going away first.
+_ANSWERS: Final = frozenset({"websocket.accept", "websocket.close", "http.response.start"})
+_GONE: Final = frozenset({"websocket.disconnect", "http.disconnect"})
 CONNECT_TICKET_KEY: Final = "realtime.connect_ticket"
 
 
@@ -324,3 +329,14 @@ def websocket_stack(inner: ASGIApp) -> ASGIApp:
     if settings.DEBUG and not allowed_hosts:
         allowed_hosts = ["localhost", "127.0.0.1", "[::1]"]
     return SheddingMiddleware(BrowserOriginValidator(TokenOrSessionRouter(inner), allowed_hosts))
+
+
+async def user_for_token(key: str) -> tuple[Any, TokenIdentity | None]:
+    """The token's user (``None`` if unknown, revoked or expired) and identity, as a socket's
+    handshake reads them: for the transports that authenticate outside this module."""
+    return await _user_for_token(key)
+
+
+def has_session_cookie(scope: dict[str, Any]) -> bool:
+    """Whether the request carries this site's session cookie."""
+    return _has_session_cookie(scope)

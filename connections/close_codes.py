@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Final
 
 WS_1000_NORMAL_CLOSURE: Final = 1000
+WS_1001_GOING_AWAY: Final = 1001  # the client went away
 WS_1009_MESSAGE_TOO_BIG: Final = 1009
 WS_1011_INTERNAL_ERROR: Final = 1011
 WS_1012_SERVICE_RESTART: Final = 1012  # the instance is draining: reconnect elsewhere

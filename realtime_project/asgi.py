@@ -1,12 +1,15 @@
 """The ASGI application: the only place that builds the router and the middleware.
 
-HTTP goes to Django; ``/ws/`` goes through the origin check and authentication to the chat
-consumer. Run it with ``daphne realtime_project.asgi:application``.
+HTTP goes to Django, but for ``/api/events/stream`` (server-sent events, docs/sse.md), which
+goes through the stream's authentication to its consumer; ``/ws/`` goes through the origin
+check and authentication to the chat consumer. Run it with
+``daphne realtime_project.asgi:application``.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from django.core.asgi import get_asgi_application
 
@@ -15,22 +18,38 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "realtime_project.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.urls import re_path  # noqa: E402
 
 from chat.routing import websocket_urlpatterns  # noqa: E402
+from chat.stream import EventStreamConsumer  # noqa: E402
 from connections.auth import websocket_stack  # noqa: E402
 from connections.lifecycle import drain_install_on_reactor, instance_lifecycle  # noqa: E402
+from connections.stream_auth import StreamAuthMiddleware  # noqa: E402
 from health.asgi import health_router  # noqa: E402
 from realtime_project.runtime.access_log import daphne_access_log_scrub  # noqa: E402
 from realtime_project.runtime.collector import collector_tune  # noqa: E402
 from realtime_project.runtime.daphne import daphne_patch  # noqa: E402
 from realtime_project.runtime.proxy_headers import proxy_headers  # noqa: E402
 
+# Typed as views for ``re_path``, which Channels' URLRouter accepts ASGI applications in.
+event_stream: Any = StreamAuthMiddleware(EventStreamConsumer.as_asgi())
+django_http: Any = django_asgi_app
+
 application = proxy_headers(
     ProtocolTypeRouter(
         {
             # The instance's loops start with its first request (the load balancer's probe),
             # which is answered on the event loop, before Django's middleware.
-            "http": instance_lifecycle(health_router(django_asgi_app)),
+            "http": instance_lifecycle(
+                health_router(
+                    URLRouter(
+                        [
+                            re_path(r"^api/events/stream/?$", event_stream),
+                            re_path(r"", django_http),
+                        ]
+                    )
+                )
+            ),
             "websocket": websocket_stack(URLRouter(websocket_urlpatterns)),
         }
     )

@@ -50,7 +50,11 @@ Daphne, whatever command line started it:
   after the close, so memory stays bounded, and a client that never reads again is dropped
   ``WS_SEND_STALL_SECONDS`` after the close. The consumer's disconnect handler cleans up
   either way. Anything written without waiting (there is nothing else today) is cut off at
-  four times the bound.
+  four times the bound. An event stream
+  (``chat.stream``, a streamed HTTP response) gets the same bound: each body chunk waits
+  while the connection holds more than ``WS_MAX_BUFFERED_BYTES`` unsent, and one that makes
+  no progress for ``WS_SEND_STALL_SECONDS`` is aborted (the client reconnects with its
+  ``Last-Event-ID``).
 - **No blind proxy headers.** ``--proxy-headers`` makes Daphne believe ``X-Forwarded-For``
   from any peer. That option is turned off here: ``realtime_project.runtime.proxy_headers``
   reads the header, and only from ``TRUSTED_PROXIES``.
@@ -226,6 +230,39 @@ def refuse_upgrade(request: Any, retry_after_ms: int) -> None:
     request.handle_reply({"type": "http.response.body", "body": b""})
 
 
+async def stream_drained(request: Any) -> None:
+    """``send_drained`` for a streamed HTTP response (an event stream): return once its
+    connection's buffer is under the bound; abort the connection if it stops draining."""
+    limit = _max_buffered_bytes()
+    if request.finished or request.channel is None:
+        return
+    transport = request.channel.transport
+    buffered = transport_buffered_bytes(transport)
+    if buffered <= limit:
+        return
+    stall = realtime_settings.WS_SEND_STALL_SECONDS
+    lowest, progressed = buffered, time.monotonic()
+    while not request.finished and request.channel is not None:
+        await asyncio.sleep(DRAIN_POLL_SECONDS)
+        buffered = transport_buffered_bytes(transport)
+        if buffered <= limit:
+            return
+        now = time.monotonic()
+        if buffered < lowest:
+            lowest, progressed = buffered, now
+        elif now - progressed > stall:
+            log_event(
+                logger,
+                "sse_slow_consumer",
+                level=logging.WARNING,
+                buffered_bytes=buffered,
+                limit=limit,
+            )
+            # Daphne tells the application (http.disconnect), which cleans up.
+            transport.abortConnection()
+            return
+
+
 def daphne_patch() -> bool:
     """Apply every change above to Daphne's protocol, once; False when Daphne is not installed."""
     try:
@@ -275,6 +312,12 @@ def daphne_patch() -> bool:
         await original_reply(self, protocol, message)
         if isinstance(protocol, WebSocketProtocol) and message.get("type") == "websocket.send":
             await send_drained(protocol)
+        elif (
+            isinstance(protocol, http_protocol.WebRequest)
+            and message.get("type") == "http.response.body"
+            and message.get("more_body")
+        ):
+            await stream_drained(protocol)
 
     def server_close(self: Any, code: int | None = None) -> None:
         if code in SERVER_CLOSE_CODES:

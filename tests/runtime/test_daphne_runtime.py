@@ -259,3 +259,69 @@ async def test_a_client_that_stops_reading_is_closed_and_memory_stays_bounded(
         stalled.close()
         await alice.close()
         await carol.close()
+
+
+def _stalled_stream(instance: DaphneInstance, token: str) -> socket.socket:
+    """An event stream requested by hand on a socket with a tiny receive window, never read
+    after its response head."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", instance.port))
+    sock.sendall(
+        (
+            f"GET /api/events/stream?token={token} HTTP/1.1\r\n"
+            f"Host: 127.0.0.1:{instance.port}\r\nAccept: text/event-stream\r\n\r\n"
+        ).encode()
+    )
+    sock.settimeout(5)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(1)
+        assert chunk, "closed before the response head"
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return sock
+
+
+async def test_an_event_stream_that_stops_reading_is_ended_and_memory_stays_bounded(
+    runtime_cluster: Cluster,
+) -> None:
+    instance = _instance(runtime_cluster)
+    conversation = runtime_cluster.demo["conversations"]["alice-bob-carol"]["id"]
+    stalled = _stalled_stream(instance, _token(runtime_cluster, "bob"))
+    alice = await _open(instance.ws_url, _token(runtime_cluster, "alice"))
+    try:
+        await alice.recv_until(frame_is("connected"))
+        wait_until(
+            lambda: _connections_info(runtime_cluster, "bob")["connection_count"] == 1,
+            timeout=5,
+            what="bob's stalled stream registered",
+        )
+        rss_before = _rss_bytes(instance.pid)
+        body = "y" * 60000
+        sent = 0
+        started = time.monotonic()
+        while sent * len(body) < 16 * MIB and time.monotonic() < started + 12:
+            for _ in range(10):
+                await alice.send({"type": "message", "conversation_id": conversation, "body": body})
+                sent += 1
+            for _ in range(10):
+                await alice.recv_until(frame_is("ack"), within=10)
+            if _connections_info(runtime_cluster, "bob")["connection_count"] == 0:
+                break
+        wait_until(
+            lambda: _connections_info(runtime_cluster, "bob")["connection_count"] == 0,
+            timeout=3,
+            what="the stalled stream ended by the server",
+        )
+        wait_until(
+            lambda: _ended(stalled),
+            timeout=3,
+            what="the stalled stream's TCP connection closed by the server",
+        )
+        growth = _rss_bytes(instance.pid) - rss_before
+        assert growth < 16 * MIB, f"RSS grew by {growth / MIB:.1f} MiB"
+        assert alice.is_open
+    finally:
+        stalled.close()
+        await alice.close()
