@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 
 from connections.status import layer_view, registry_view
 from presence.services import presence_counters as presence_counters_read
+from webhooks import metrics as webhooks_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -208,6 +209,19 @@ def _safe(name: str) -> str:
 
 collector = RealtimeCollector()
 registry.register(collector)
+
+
+class _ForwardingCollector(Collector):
+    """Another app's own registry, rendered with ours (its counters live beside its code)."""
+
+    def __init__(self, source: CollectorRegistry) -> None:
+        self._source = source
+
+    def collect(self) -> Iterable[Metric]:
+        return self._source.collect()
+
+
+registry.register(_ForwardingCollector(webhooks_metrics.registry))
 
 
 def presence_counters() -> dict[str, float]:

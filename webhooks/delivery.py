@@ -1,0 +1,198 @@
+"""The outbox's database side: claims, outcomes, resolution, stats. See docs/webhooks.md.
+
+Everything here is synchronous Django ORM run on the database threads; the sender
+(``webhooks.sender``) does the network calls between these steps, never inside a transaction.
+Time is a parameter everywhere, so tests move it instead of waiting.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Count, Exists, F, Min, OuterRef, Q
+
+from webhooks.models import OutboxEvent, WebhookCounter
+from webhooks.outbox import CANDIDATES_KEY
+
+COUNTERS = ("delivered", "failed_attempts", "expired")
+_CLAIM_ROW = "claim"
+
+
+@dataclass(frozen=True)
+class Batch:
+    batch_id: uuid.UUID
+    target: str
+    events: list[dict[str, Any]]
+    row_ids: list[int]
+    oldest: datetime
+    attempts: int
+
+
+def _lock_claims() -> None:
+    # Claims run one at a time across instances: the first write of the transaction takes
+    # this row's lock (PostgreSQL) or the database's write lock (SQLite), so a claim always
+    # sees the leases of the one before it and a stream's batches never interleave.
+    updated = WebhookCounter.objects.filter(name=_CLAIM_ROW).update(value=F("value") + 1)
+    if not updated:
+        WebhookCounter.objects.get_or_create(name=_CLAIM_ROW)
+        WebhookCounter.objects.filter(name=_CLAIM_ROW).update(value=F("value") + 1)
+
+
+def _free(now: datetime) -> Q:
+    return Q(lease_until__isnull=True) | Q(lease_until__lt=now)
+
+
+def batch_claim(*, target: str, now: datetime, size: int, lease_seconds: float) -> Batch | None:
+    """Lease the next batch for ``target``: a due retry first, else the oldest new events.
+
+    A new event is taken only when no earlier event of its stream is held or sits in a
+    batch not yet delivered, so within a stream batches go out, and are retried, in order.
+    """
+    lease = now + timedelta(seconds=lease_seconds)
+    with transaction.atomic():
+        _lock_claims()
+        retry = (
+            OutboxEvent.objects.filter(
+                target=target, batch_id__isnull=False, held=False, next_attempt_at__lte=now
+            )
+            .filter(_free(now))
+            .order_by("id")
+            .values_list("batch_id", flat=True)
+            .first()
+        )
+        if retry is not None:
+            batch_id = retry
+            OutboxEvent.objects.filter(batch_id=batch_id).update(lease_until=lease)
+        else:
+            earlier = OutboxEvent.objects.filter(
+                target=target, stream=OuterRef("stream"), id__lt=OuterRef("id")
+            ).filter(Q(batch_id__isnull=False) | Q(held=True) | Q(unresolved=True))
+            ids = list(
+                OutboxEvent.objects.filter(
+                    target=target, batch_id__isnull=True, held=False, unresolved=False
+                )
+                .exclude(Q(~Q(stream="")) & Q(Exists(earlier)))
+                .order_by("id")
+                .values_list("id", flat=True)[:size]
+            )
+            if not ids:
+                return None
+            batch_id = uuid.uuid4()
+            OutboxEvent.objects.filter(id__in=ids).update(
+                batch_id=batch_id, lease_until=lease, next_attempt_at=now
+            )
+        rows = list(
+            OutboxEvent.objects.filter(batch_id=batch_id)
+            .order_by("id")
+            .values("id", "event_id", "name", "payload", "created_at", "attempts")
+        )
+    if not rows:
+        return None
+    return Batch(
+        batch_id=batch_id,
+        target=target,
+        events=[{"name": r["name"], "id": str(r["event_id"]), **r["payload"]} for r in rows],
+        row_ids=[r["id"] for r in rows],
+        oldest=min(r["created_at"] for r in rows),
+        attempts=max(r["attempts"] for r in rows),
+    )
+
+
+def _count(name: str, amount: int) -> None:
+    if amount <= 0:
+        return
+    if not WebhookCounter.objects.filter(name=name).update(value=F("value") + amount):
+        WebhookCounter.objects.get_or_create(name=name)
+        WebhookCounter.objects.filter(name=name).update(value=F("value") + amount)
+
+
+def batch_delivered(*, batch: Batch) -> int:
+    """The receiver took the batch: forget its rows, count them once (whoever sent them)."""
+    with transaction.atomic():
+        deleted, _ = OutboxEvent.objects.filter(id__in=batch.row_ids).delete()
+        _count("delivered", deleted)
+    return deleted
+
+
+def backoff_seconds(*, attempts: int, base: float, cap: float, rand: Callable[[], float]) -> float:
+    """Full jitter: uniform over [0, min(cap, base * 2^attempts)]."""
+    return float(rand()) * min(cap, base * (2.0 ** min(attempts, 62)))
+
+
+def batch_failed(
+    *,
+    batch: Batch,
+    now: datetime,
+    max_age_seconds: float,
+    base_seconds: float,
+    cap_seconds: float,
+    rand: Callable[[], float] = random.random,
+) -> int:
+    """Count a failed call; retry the batch later, or expire it past the maximum age.
+
+    Returns the number of events expired (0 when the batch will be retried).
+    """
+    with transaction.atomic():
+        _count("failed_attempts", 1)
+        if (now - batch.oldest).total_seconds() >= max_age_seconds:
+            expired, _ = OutboxEvent.objects.filter(id__in=batch.row_ids).delete()
+            _count("expired", expired)
+            return expired
+        delay = backoff_seconds(
+            attempts=batch.attempts, base=base_seconds, cap=cap_seconds, rand=rand
+        )
+        OutboxEvent.objects.filter(id__in=batch.row_ids).update(
+            attempts=F("attempts") + 1,
+            next_attempt_at=now + timedelta(seconds=delay),
+            lease_until=None,
+        )
+    return 0
+
+
+def unresolved_events(*, limit: int) -> dict[uuid.UUID, list[str]]:
+    """``message.offline`` events whose recipients are still candidates, oldest first."""
+    rows = (
+        OutboxEvent.objects.filter(unresolved=True)
+        .order_by("id")
+        .values_list("event_id", "payload")[:limit]
+    )
+    return {event_id: list(payload.get(CANDIDATES_KEY, [])) for event_id, payload in rows}
+
+
+def events_resolved(*, offline: dict[uuid.UUID, list[str]]) -> None:
+    """Store each event's checked recipients; an event with none is owed to nobody."""
+    with transaction.atomic():
+        for event_id, user_ids in offline.items():
+            rows = OutboxEvent.objects.filter(event_id=event_id, unresolved=True)
+            if not user_ids:
+                rows.delete()
+                continue
+            for row in rows:
+                payload = dict(row.payload)
+                payload.pop(CANDIDATES_KEY, None)
+                payload["user_ids"] = user_ids
+                row.payload = payload
+                row.unresolved = False
+                row.save(update_fields=["payload", "unresolved"])
+
+
+def outbox_stats(*, now: datetime) -> dict[str, Any]:
+    """``GET /api/webhooks/stats``: what is owed, and the totals since the outbox began."""
+    owed = OutboxEvent.objects.filter(held=False).aggregate(
+        pending=Count("id"), oldest=Min("created_at")
+    )
+    totals = dict(WebhookCounter.objects.filter(name__in=COUNTERS).values_list("name", "value"))
+    oldest: datetime | None = owed["oldest"]
+    return {
+        "pending": owed["pending"],
+        "oldest_pending_age_seconds": (
+            max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0
+        ),
+        **{name: int(totals.get(name, 0)) for name in COUNTERS},
+    }
