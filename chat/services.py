@@ -28,6 +28,13 @@ from chat.serializers import message_body, message_to_dict
 from connections.control import user_group
 from connections.database import database_async, database_async_enabled, database_connection
 from realtime_project.conf import realtime_settings
+from webhooks.outbox import (
+    CANDIDATES_KEY,
+    outbox_record,
+    outbox_statement_cte,
+    outbox_statement_params,
+    webhooks_enabled,
+)
 
 
 def _seq_next(conversation_id: uuid.UUID) -> int:
@@ -201,6 +208,17 @@ def _member_event(
         origin_channel=None,
         extra_groups=[user_group(user_id)],
     )
+    if webhooks_enabled():
+        outbox_record(
+            name=f"member.{action}",
+            payload={
+                "conversation_id": event.conversation_id,
+                "user_id": event.user_id,
+                "by": event.by,
+                "seq": seq,
+            },
+            stream=event.conversation_id,
+        )
 
 
 def participant_add(*, conversation: Conversation, user_id: int | str) -> None:
@@ -250,7 +268,7 @@ WITH p AS (
     FROM s
     RETURNING seq
 )
-INSERT INTO {log} (conversation_id, seq, type, frame, origin_channel, created_at)
+{webhooks}INSERT INTO {log} (conversation_id, seq, type, frame, origin_channel, created_at)
 SELECT %(conversation)s, m.seq, %(type)s,
     jsonb_set(
         jsonb_set(%(frame)s::jsonb, '{{seq}}', to_jsonb(m.seq)), '{{message,seq}}', to_jsonb(m.seq)
@@ -261,13 +279,35 @@ RETURNING seq
 """
 
 
+# With webhooks on, the same statement owes a ``message.offline`` event (webhooks/outbox.py)
+# naming every other participant as a candidate; the sender drops those with a live socket.
+_OTHERS = "FROM {participants} WHERE conversation_id = %(conversation)s AND user_id <> %(sender)s"
+_OFFLINE_PAYLOAD = """jsonb_build_object(
+    'conversation_id', %(conversation)s::text, 'seq', m.seq, 'message_id', %(id)s::text,
+    'sender_id', %(sender)s::text, '{candidates}',
+    (SELECT jsonb_agg(user_id::text ORDER BY user_id) {others}))"""
+
+
 @functools.cache
-def _message_statement() -> str:
+def _message_statement(webhooks: bool = False) -> str:
+    participants = Participant._meta.db_table
+    others = _OTHERS.format(participants=participants)
+    cte = ""
+    if webhooks:
+        insert = outbox_statement_cte(
+            source="m",
+            where=f"EXISTS (SELECT 1 {others})",
+            stream="%(conversation)s::text",
+            payload=_OFFLINE_PAYLOAD.format(candidates=CANDIDATES_KEY, others=others),
+            unresolved=True,
+        )
+        cte = f", w AS (\n{insert}\n)\n"
     return _MESSAGE_STATEMENT.format(
-        participants=Participant._meta.db_table,
+        participants=participants,
         conversations=Conversation._meta.db_table,
         messages=Message._meta.db_table,
         log=Event._meta.db_table,
+        webhooks=cte,
     )
 
 
@@ -292,7 +332,7 @@ def _message_new(
     frame = event_frame(
         MessageEvent(conversation_id=str(conversation_id), seq=0, message=message_body(message))
     )
-    params = {
+    params: dict[str, Any] = {
         "conversation": conversation_id,
         "id": message.id,
         "sender": message.sender_id,
@@ -303,6 +343,8 @@ def _message_new(
         "frame": json.dumps(frame),
         "origin": origin,
     }
+    if webhooks_enabled():
+        params.update(outbox_statement_params(name="message.offline", at=message.created_at))
     return message, frame, params
 
 
@@ -332,13 +374,40 @@ def _message_write_one_statement(
         origin=origin,
     )
     with connection.cursor() as cursor:
-        cursor.execute(_message_statement(), params)
+        cursor.execute(_message_statement("wh_urls" in params), params)
         row = cursor.fetchone()
     if row is None:
         raise selectors.NotParticipant
     _message_sequenced(message, frame, int(row[0]))
     message._state.db = connection.alias
     return message, frame
+
+
+def _message_offline_record(*, message: Message) -> None:
+    """The portable path's twin of the statement's outbox row (``_OFFLINE_PAYLOAD``)."""
+    others = sorted(
+        (
+            uid
+            for uid in selectors.participant_ids(conversation_id=message.conversation_id)
+            if uid != str(message.sender_id)
+        ),
+        key=int,
+    )
+    if not others:
+        return
+    outbox_record(
+        name="message.offline",
+        payload={
+            "conversation_id": str(message.conversation_id),
+            "seq": message.seq,
+            "message_id": str(message.id),
+            "sender_id": str(message.sender_id),
+            CANDIDATES_KEY: others,
+        },
+        stream=str(message.conversation_id),
+        unresolved=True,
+        at=message.created_at,
+    )
 
 
 def message_send(
@@ -409,6 +478,8 @@ def message_send_or_get(
                     ),
                     origin=origin_channel or "",
                 )
+                if webhooks_enabled():
+                    _message_offline_record(message=message)
             _durable_emit(
                 conversation_id=conversation.id, frame=frame, origin_channel=origin_channel
             )
@@ -459,7 +530,8 @@ async def message_send_async(
     )
     try:
         async with database_connection() as db:
-            row = await (await db.execute(_message_statement(), params)).fetchone()
+            statement = _message_statement("wh_urls" in params)
+            row = await (await db.execute(statement, params)).fetchone()
     except psycopg.errors.UniqueViolation:
         # A resend: the statement wrote nothing (its seq included); the first one answers.
         earlier = (

@@ -32,6 +32,7 @@ def outbox_record(
     held: bool = False,
     unresolved: bool = False,
     at: datetime | None = None,
+    event_id: uuid.UUID | None = None,
 ) -> uuid.UUID | None:
     """Owe ``name`` with ``payload`` to every URL; the event's id, or None when disabled.
 
@@ -41,7 +42,7 @@ def outbox_record(
     urls = realtime_settings.WEBHOOK_URLS
     if not urls:
         return None
-    event_id = uuid.uuid4()
+    event_id = event_id or uuid.uuid4()
     now = at or datetime.now(UTC)
     OutboxEvent.objects.bulk_create(
         [
@@ -60,6 +61,16 @@ def outbox_record(
         ]
     )
     return event_id
+
+
+def outbox_hold_once(
+    *, event_id: uuid.UUID, name: str, payload: Mapping[str, Any], stream: str = ""
+) -> None:
+    """Record a held event unless one with this id is already recorded (a retried write)."""
+    if not realtime_settings.WEBHOOK_URLS:
+        return
+    if not OutboxEvent.objects.filter(event_id=event_id).exists():
+        outbox_record(name=name, payload=payload, stream=stream, held=True, event_id=event_id)
 
 
 def outbox_release(*, event_id: uuid.UUID) -> None:
@@ -96,16 +107,20 @@ _CTE = """INSERT INTO {table} (event_id, name, stream, payload, target, created_
     next_attempt_at, attempts, held, unresolved)
 SELECT %(wh_event_id)s, %(wh_name)s, {stream}, {payload}, t.url, %(wh_at)s, %(wh_at)s, 0, false,
     {unresolved}
-FROM {source} CROSS JOIN unnest(%(wh_urls)s::text[]) AS t(url)"""
+FROM {source} CROSS JOIN unnest(%(wh_urls)s::text[]) AS t(url)
+WHERE {where}"""
 
 
-def outbox_statement_cte(*, source: str, stream: str, payload: str, unresolved: bool) -> str:
+def outbox_statement_cte(
+    *, source: str, stream: str, payload: str, unresolved: bool, where: str = "true"
+) -> str:
     """The ``INSERT ... SELECT`` for a CTE (``, w AS (<this>)``) of the caller's statement."""
     return _CTE.format(
         table=OutboxEvent._meta.db_table,
         stream=stream,
         payload=payload,
         source=source,
+        where=where,
         unresolved="true" if unresolved else "false",
     )
 
