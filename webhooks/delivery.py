@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Count, Exists, F, Min, OuterRef, Q
+from django.db.models import Count, F, Min, Q, Subquery
 
 from webhooks.models import OutboxEvent, WebhookCounter
 from webhooks.outbox import CANDIDATES_KEY
@@ -51,7 +51,7 @@ def _free(now: datetime) -> Q:
 def batch_claim(*, target: str, now: datetime, size: int, lease_seconds: float) -> Batch | None:
     """Lease the next batch for ``target``: a due retry first, else the oldest new events.
 
-    A new event is taken only when no earlier event of its stream is held or sits in a
+    A new event is taken only when no event of its stream is held, unresolved or sits in a
     batch not yet delivered, so within a stream batches go out, and are retried, in order.
     """
     lease = now + timedelta(seconds=lease_seconds)
@@ -70,14 +70,20 @@ def batch_claim(*, target: str, now: datetime, size: int, lease_seconds: float) 
             batch_id = retry
             OutboxEvent.objects.filter(batch_id=batch_id).update(lease_until=lease)
         else:
-            earlier = OutboxEvent.objects.filter(
-                target=target, stream=OuterRef("stream"), id__lt=OuterRef("id")
-            ).filter(Q(batch_id__isnull=False) | Q(held=True) | Q(unresolved=True))
+            # A stream with anything in flight (in a batch not yet delivered), held or not yet
+            # resolved waits for it: its later events must not overtake. The set of such
+            # streams is small, so this is one hashed look-up per candidate row.
+            waiting = (
+                OutboxEvent.objects.filter(target=target)
+                .filter(Q(batch_id__isnull=False) | Q(held=True) | Q(unresolved=True))
+                .exclude(stream="")
+                .values("stream")
+            )
             ids = list(
                 OutboxEvent.objects.filter(
                     target=target, batch_id__isnull=True, held=False, unresolved=False
                 )
-                .exclude(Q(~Q(stream="")) & Q(Exists(earlier)))
+                .exclude(stream__in=Subquery(waiting))
                 .order_by("id")
                 .values_list("id", flat=True)[:size]
             )

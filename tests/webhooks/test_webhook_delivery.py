@@ -189,7 +189,9 @@ async def test_a_conversation_s_events_arrive_in_seq_order_through_failures(
         assert seqs == sorted(seqs), seqs
     assert seen[abc] == list(range(1, 9))
     assert seen[ab] == list(range(1, 10))
-    assert sum(call.status == 500 for call in receiver.calls) == 4
+    failures = sum(call.status == 500 for call in receiver.calls)
+    assert failures >= 1
+    assert (await stats(clock))["failed_attempts"] == failures
 
 
 async def test_a_receiver_that_is_down_then_up_gets_every_event(webhooks_on, receiver, clock, demo):

@@ -1,0 +1,170 @@
+"""Webhooks benchmark (docs/benchmarks.md, "Webhooks").
+
+1. Drain: a backlog of ``--events`` outbox events (over 1,000 conversations) sent to a local
+   receiver on 127.0.0.1 by one (or ``--senders``) sender(s): events/s.
+2. Write cost: ``message_send`` on one conversation of three participants, webhooks off and
+   on, in alternating rounds: the median time per message and what webhooks add.
+
+Run against a database of its own (it migrates it, and empties the outbox):
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/<db> .venv/bin/python -m bench.webhooks_bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "realtime_project.settings")
+SECRET = "bench-webhook-secret"
+
+
+class Receiver:
+    """Answers 204 to every call and counts the events (a cheap byte count, not a parse)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.bytes = 0
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.0"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.calls += 1
+                receiver.bytes += len(body)
+                self.send_response(204)
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def backlog(events: int, url: str) -> None:
+    from webhooks.models import OutboxEvent
+
+    now = datetime.now(UTC)
+    conversations = [str(uuid.uuid4()) for _ in range(1000)]
+    rows = [
+        OutboxEvent(
+            event_id=uuid.uuid4(),
+            name="member.added",
+            stream=conversations[i % len(conversations)],
+            payload={
+                "conversation_id": conversations[i % len(conversations)],
+                "user_id": str(i),
+                "by": "1",
+                "seq": i // len(conversations) + 1,
+            },
+            target=url,
+            created_at=now,
+            next_attempt_at=now,
+        )
+        for i in range(events)
+    ]
+    OutboxEvent.objects.bulk_create(rows, batch_size=5000)
+
+
+async def drain(senders: int) -> None:
+    from webhooks.sender import WebhookSender
+
+    async def one() -> None:
+        sender = WebhookSender()
+        while await sender.run_once():
+            pass
+
+    await asyncio.gather(*(one() for _ in range(senders)))
+
+
+def write_round(conversation: Any, sender_id: int, count: int) -> float:
+    from chat import services
+
+    started = time.perf_counter()
+    for i in range(count):
+        services.message_send(conversation=conversation, sender_id=sender_id, body=f"m{i}")
+    return (time.perf_counter() - started) / count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--senders", type=int, default=1)
+    parser.add_argument("--messages", type=int, default=1000, help="per round")
+    parser.add_argument("--rounds", type=int, default=5, help="per setting")
+    args = parser.parse_args()
+
+    receiver = Receiver()
+    os.environ["WEBHOOK_URLS"] = receiver.url
+    os.environ["WEBHOOK_SECRET"] = SECRET
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from django.db import connection
+
+    from chat.models import Conversation, Participant
+    from webhooks.models import OutboxEvent
+
+    call_command("migrate", verbosity=0)
+    OutboxEvent.objects.all().delete()
+    print(f"database: {connection.vendor}; host: {socket.gethostname()}; uptime:", flush=True)
+    print(os.popen("uptime").read().strip())
+
+    backlog(args.events, receiver.url)
+    started = time.perf_counter()
+    asyncio.run(drain(args.senders))
+    seconds = time.perf_counter() - started
+    left = OutboxEvent.objects.count()
+    print(
+        f"drain: {args.events} events, {args.senders} sender(s), {receiver.calls} calls, "
+        f"{seconds:.2f} s, {args.events / seconds:,.0f} events/s, {left} left"
+    )
+
+    users = get_user_model().objects
+    people = [users.get_or_create(username=f"wh-bench-{n}")[0] for n in range(3)]
+    conversation = Conversation.objects.create(title="webhooks bench")
+    Participant.objects.bulk_create(
+        [Participant(conversation=conversation, user_id=p.pk) for p in people]
+    )
+    on = {**settings.REALTIME}
+    off = {**settings.REALTIME, "WEBHOOK_URLS": []}
+    timings: dict[str, list[float]] = {"off": [], "on": []}
+    write_round(conversation, people[0].pk, 100)  # warm-up
+    for _ in range(args.rounds):
+        for label, values in (("off", off), ("on", on)):
+            settings.REALTIME = values
+            timings[label].append(write_round(conversation, people[0].pk, args.messages))
+    settings.REALTIME = on
+    off_ms = statistics.median(timings["off"]) * 1000
+    on_ms = statistics.median(timings["on"]) * 1000
+    print(
+        f"message_send: off {off_ms:.3f} ms, on {on_ms:.3f} ms per message "
+        f"(median of {args.rounds} rounds of {args.messages}); "
+        f"webhooks add {100 * (on_ms - off_ms) / off_ms:+.1f} %"
+    )
+    OutboxEvent.objects.all().delete()
+    conversation.delete()
+    receiver.stop()
+
+
+if __name__ == "__main__":
+    main()
