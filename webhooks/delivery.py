@@ -17,7 +17,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Count, F, Min, Q, Subquery
 
-from webhooks.models import OutboxEvent, WebhookCounter
+from webhooks.models import IN_FLIGHT, NEW_EVENT, OutboxEvent, WebhookCounter
 from webhooks.outbox import CANDIDATES_KEY
 
 COUNTERS = ("delivered", "failed_attempts", "expired")
@@ -55,6 +55,13 @@ def batch_claim(*, target: str, now: datetime, size: int, lease_seconds: float) 
     batch not yet delivered, so within a stream batches go out, and are retried, in order.
     """
     lease = now + timedelta(seconds=lease_seconds)
+    # An idle sender polls: a plain read first, so that polling takes no lock and writes
+    # nothing (the claim below may still find the work taken by another instance).
+    retries = OutboxEvent.objects.filter(
+        target=target, batch_id__isnull=False, held=False, next_attempt_at__lte=now
+    )
+    if not OutboxEvent.objects.filter(NEW_EVENT, target=target).exists() and not retries.exists():
+        return None
     with transaction.atomic():
         _lock_claims()
         retry = (
@@ -74,15 +81,12 @@ def batch_claim(*, target: str, now: datetime, size: int, lease_seconds: float) 
             # resolved waits for it: its later events must not overtake. The set of such
             # streams is small, so this is one hashed look-up per candidate row.
             waiting = (
-                OutboxEvent.objects.filter(target=target)
-                .filter(Q(batch_id__isnull=False) | Q(held=True) | Q(unresolved=True))
+                OutboxEvent.objects.filter(IN_FLIGHT, target=target)
                 .exclude(stream="")
                 .values("stream")
             )
             ids = list(
-                OutboxEvent.objects.filter(
-                    target=target, batch_id__isnull=True, held=False, unresolved=False
-                )
+                OutboxEvent.objects.filter(NEW_EVENT, target=target)
                 .exclude(stream__in=Subquery(waiting))
                 .order_by("id")
                 .values_list("id", flat=True)[:size]

@@ -8,6 +8,12 @@ table holds only what is still owed.
 from __future__ import annotations
 
 from django.db import models
+from django.db.models import Q
+
+# Not yet in a batch, and free to be sent.
+NEW_EVENT = Q(batch_id__isnull=True, held=False, unresolved=False)
+# Holds back its stream's later events.
+IN_FLIGHT = Q(batch_id__isnull=False) | Q(held=True) | Q(unresolved=True)
 
 
 class OutboxEvent(models.Model):
@@ -38,6 +44,18 @@ class OutboxEvent(models.Model):
             models.Index(fields=["target", "batch_id", "id"], name="webhooks_outbox_claim"),
             models.Index(fields=["target", "stream", "id"], name="webhooks_outbox_stream"),
             models.Index(fields=["batch_id"], name="webhooks_outbox_batch"),
+            # A claim's two questions over a large backlog, each answered by a small index:
+            # the oldest new events, in order; the streams with something in flight.
+            models.Index(
+                fields=["target", "id"],
+                condition=NEW_EVENT,
+                name="webhooks_outbox_new",
+            ),
+            models.Index(
+                fields=["target", "stream"],
+                condition=IN_FLIGHT,
+                name="webhooks_outbox_in_flight",
+            ),
         ]
 
     def __str__(self) -> str:
