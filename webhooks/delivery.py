@@ -73,9 +73,13 @@ def batch_claim(*, target: str, now: datetime, size: int, lease_seconds: float) 
             .values_list("batch_id", flat=True)
             .first()
         )
+        fields = ("id", "event_id", "name", "payload", "created_at", "attempts")
         if retry is not None:
             batch_id = retry
             OutboxEvent.objects.filter(batch_id=batch_id).update(lease_until=lease)
+            rows = list(
+                OutboxEvent.objects.filter(batch_id=batch_id).order_by("id").values(*fields)
+            )
         else:
             # A stream with anything in flight (in a batch not yet delivered), held or not yet
             # resolved waits for it: its later events must not overtake. The set of such
@@ -85,23 +89,18 @@ def batch_claim(*, target: str, now: datetime, size: int, lease_seconds: float) 
                 .exclude(stream="")
                 .values("stream")
             )
-            ids = list(
+            rows = list(
                 OutboxEvent.objects.filter(NEW_EVENT, target=target)
                 .exclude(stream__in=Subquery(waiting))
                 .order_by("id")
-                .values_list("id", flat=True)[:size]
+                .values(*fields)[:size]
             )
-            if not ids:
+            if not rows:
                 return None
             batch_id = uuid.uuid4()
-            OutboxEvent.objects.filter(id__in=ids).update(
+            OutboxEvent.objects.filter(id__in=[r["id"] for r in rows]).update(
                 batch_id=batch_id, lease_until=lease, next_attempt_at=now
             )
-        rows = list(
-            OutboxEvent.objects.filter(batch_id=batch_id)
-            .order_by("id")
-            .values("id", "event_id", "name", "payload", "created_at", "attempts")
-        )
     if not rows:
         return None
     return Batch(
@@ -167,8 +166,9 @@ def batch_failed(
 
 def unresolved_events(*, limit: int) -> dict[uuid.UUID, list[str]]:
     """``message.offline`` events whose recipients are still candidates, oldest first."""
+    # IN_FLIGHT as well: it is implied, and it lets the database use its partial index.
     rows = (
-        OutboxEvent.objects.filter(unresolved=True)
+        OutboxEvent.objects.filter(IN_FLIGHT, unresolved=True)
         .order_by("id")
         .values_list("event_id", "payload")[:limit]
     )
@@ -178,18 +178,26 @@ def unresolved_events(*, limit: int) -> dict[uuid.UUID, list[str]]:
 def events_resolved(*, offline: dict[uuid.UUID, list[str]]) -> None:
     """Store each event's checked recipients; an event with none is owed to nobody."""
     with transaction.atomic():
-        for event_id, user_ids in offline.items():
-            rows = OutboxEvent.objects.filter(event_id=event_id, unresolved=True)
+        rows = OutboxEvent.objects.filter(
+            IN_FLIGHT, unresolved=True, event_id__in=list(offline)
+        ).only("id", "event_id", "payload")
+        keep: list[OutboxEvent] = []
+        drop: list[int] = []
+        for row in rows:
+            user_ids = offline[row.event_id]
             if not user_ids:
-                rows.delete()
+                drop.append(row.id)
                 continue
-            for row in rows:
-                payload = dict(row.payload)
-                payload.pop(CANDIDATES_KEY, None)
-                payload["user_ids"] = user_ids
-                row.payload = payload
-                row.unresolved = False
-                row.save(update_fields=["payload", "unresolved"])
+            payload = dict(row.payload)
+            payload.pop(CANDIDATES_KEY, None)
+            payload["user_ids"] = user_ids
+            row.payload = payload
+            row.unresolved = False
+            keep.append(row)
+        if drop:
+            OutboxEvent.objects.filter(id__in=drop).delete()
+        if keep:
+            OutboxEvent.objects.bulk_update(keep, ["payload", "unresolved"])
 
 
 def outbox_stats(*, now: datetime) -> dict[str, Any]:

@@ -40,22 +40,29 @@ class OutboxEvent(models.Model):
 
     class Meta:
         db_table = "webhooks_outbox"
+        # Each index is partial, so that recording an event (on a message's write path)
+        # maintains as few as possible: a new event enters the primary key and "new" (or
+        # "in flight", while unresolved); the others hold only batched or held events.
         indexes = [
-            models.Index(fields=["target", "batch_id", "id"], name="webhooks_outbox_claim"),
-            models.Index(fields=["target", "stream", "id"], name="webhooks_outbox_stream"),
-            models.Index(fields=["batch_id"], name="webhooks_outbox_batch"),
-            # A claim's two questions over a large backlog, each answered by a small index:
-            # the oldest new events, in order; the streams with something in flight.
+            # The oldest new events, in order.
+            models.Index(fields=["target", "id"], condition=NEW_EVENT, name="webhooks_outbox_new"),
+            # The streams with something in flight, and the unresolved events.
             models.Index(
-                fields=["target", "id"],
-                condition=NEW_EVENT,
-                name="webhooks_outbox_new",
+                fields=["target", "stream"], condition=IN_FLIGHT, name="webhooks_outbox_in_flight"
+            ),
+            # Due retries, and a batch's rows.
+            models.Index(
+                fields=["target", "next_attempt_at"],
+                condition=Q(batch_id__isnull=False),
+                name="webhooks_outbox_retry",
             ),
             models.Index(
-                fields=["target", "stream"],
-                condition=IN_FLIGHT,
-                name="webhooks_outbox_in_flight",
+                fields=["batch_id"],
+                condition=Q(batch_id__isnull=False),
+                name="webhooks_outbox_batch",
             ),
+            # Held presence events, by id (release, discard, settle).
+            models.Index(fields=["event_id"], condition=Q(held=True), name="webhooks_outbox_held"),
         ]
 
     def __str__(self) -> str:

@@ -69,18 +69,18 @@ def outbox_hold_once(
     """Record a held event unless one with this id is already recorded (a retried write)."""
     if not realtime_settings.WEBHOOK_URLS:
         return
-    if not OutboxEvent.objects.filter(event_id=event_id).exists():
+    if not OutboxEvent.objects.filter(event_id=event_id, held=True).exists():
         outbox_record(name=name, payload=payload, stream=stream, held=True, event_id=event_id)
 
 
 def outbox_release(*, event_id: uuid.UUID) -> None:
     """Let a held event be sent: what it announces has landed."""
-    OutboxEvent.objects.filter(event_id=event_id).update(held=False)
+    OutboxEvent.objects.filter(event_id=event_id, held=True).update(held=False)
 
 
 def outbox_discard(*, event_id: uuid.UUID) -> None:
     """Forget a held event: what it announces did not happen."""
-    OutboxEvent.objects.filter(event_id=event_id).delete()
+    OutboxEvent.objects.filter(event_id=event_id, held=True).delete()
 
 
 def outbox_held(
