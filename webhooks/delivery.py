@@ -7,6 +7,7 @@ Time is a parameter everywhere, so tests move it instead of waiting.
 
 from __future__ import annotations
 
+import json
 import random
 import uuid
 from collections.abc import Callable
@@ -15,7 +16,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Count, F, Min, Q, Subquery
+from django.db.models import Count, F, Min, Q, Subquery, TextField
+from django.db.models.functions import Cast
 
 from webhooks.models import IN_FLIGHT, NEW_EVENT, OutboxEvent, WebhookCounter
 from webhooks.outbox import CANDIDATES_KEY
@@ -28,7 +30,9 @@ _CLAIM_ROW = "claim"
 class Batch:
     batch_id: uuid.UUID
     target: str
-    events: list[dict[str, Any]]
+    # Each event as JSON text, spliced from the stored payload's text: a batch is sent
+    # without decoding and re-encoding every payload.
+    events: list[str]
     row_ids: list[int]
     oldest: datetime
     attempts: int
@@ -73,13 +77,12 @@ def batch_claim(*, target: str, now: datetime, size: int, lease_seconds: float) 
             .values_list("batch_id", flat=True)
             .first()
         )
-        fields = ("id", "event_id", "name", "payload", "created_at", "attempts")
+        fields = ("id", "event_id", "name", "payload_text", "created_at", "attempts")
+        outbox = OutboxEvent.objects.annotate(payload_text=Cast("payload", TextField()))
         if retry is not None:
             batch_id = retry
             OutboxEvent.objects.filter(batch_id=batch_id).update(lease_until=lease)
-            rows = list(
-                OutboxEvent.objects.filter(batch_id=batch_id).order_by("id").values(*fields)
-            )
+            rows = list(outbox.filter(batch_id=batch_id).order_by("id").values(*fields))
         else:
             # A stream with anything in flight (in a batch not yet delivered), held or not yet
             # resolved waits for it: its later events must not overtake. The set of such
@@ -90,7 +93,7 @@ def batch_claim(*, target: str, now: datetime, size: int, lease_seconds: float) 
                 .values("stream")
             )
             rows = list(
-                OutboxEvent.objects.filter(NEW_EVENT, target=target)
+                outbox.filter(NEW_EVENT, target=target)
                 .exclude(stream__in=Subquery(waiting))
                 .order_by("id")
                 .values(*fields)[:size]
@@ -106,11 +109,18 @@ def batch_claim(*, target: str, now: datetime, size: int, lease_seconds: float) 
     return Batch(
         batch_id=batch_id,
         target=target,
-        events=[{"name": r["name"], "id": str(r["event_id"]), **r["payload"]} for r in rows],
+        events=[event_json(r["name"], r["event_id"], r["payload_text"]) for r in rows],
         row_ids=[r["id"] for r in rows],
         oldest=min(r["created_at"] for r in rows),
         attempts=max(r["attempts"] for r in rows),
     )
+
+
+def event_json(name: str, event_id: uuid.UUID, payload_text: str) -> str:
+    """``{"name": ..., "id": ..., <the payload's fields>}`` from the payload's stored text."""
+    head = f'{{"name":{json.dumps(name)},"id":"{event_id}"'
+    inner = payload_text.strip()[1:-1].strip()
+    return f"{head},{inner}}}" if inner else f"{head}}}"
 
 
 def _count(name: str, amount: int) -> None:
