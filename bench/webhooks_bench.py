@@ -102,12 +102,36 @@ def write_round(conversation: Any, sender_id: int, count: int) -> float:
     return (time.perf_counter() - started) / count
 
 
+def statement_ms(conversation: Any, sender_id: int, webhooks: bool) -> float:
+    """The database's own time (planning + execution) for one message statement, rolled back."""
+    from django.db import connection, transaction
+
+    from chat import services
+
+    _, _, params = services._message_new(
+        conversation_id=conversation.id, sender_id=sender_id, body="x", client_id=None, origin=""
+    )
+    if not webhooks:
+        params = {k: v for k, v in params.items() if not k.startswith("wh_")}
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "EXPLAIN (ANALYZE, SUMMARY) " + services._message_statement(webhooks), params
+        )
+        lines = [row[0] for row in cursor.fetchall()]
+        transaction.set_rollback(True)
+    return sum(
+        float(line.split(":")[1].split()[0])
+        for line in lines
+        if line.startswith(("Planning Time", "Execution Time"))
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--senders", type=int, default=1)
-    parser.add_argument("--messages", type=int, default=1000, help="per round")
-    parser.add_argument("--rounds", type=int, default=5, help="per setting (0: no write test)")
+    parser.add_argument("--messages", type=int, default=200, help="per round")
+    parser.add_argument("--rounds", type=int, default=20, help="pairs (0: no write test)")
     args = parser.parse_args()
 
     receiver = Receiver()
@@ -129,15 +153,16 @@ def main() -> None:
     print(f"database: {connection.vendor}; host: {socket.gethostname()}; uptime:", flush=True)
     print(os.popen("uptime").read().strip())
 
-    backlog(args.events, receiver.url)
-    started = time.perf_counter()
-    asyncio.run(drain(args.senders))
-    seconds = time.perf_counter() - started
-    left = OutboxEvent.objects.count()
-    print(
-        f"drain: {args.events} events, {args.senders} sender(s), {receiver.calls} calls, "
-        f"{seconds:.2f} s, {args.events / seconds:,.0f} events/s, {left} left"
-    )
+    if args.events > 0:
+        backlog(args.events, receiver.url)
+        started = time.perf_counter()
+        asyncio.run(drain(args.senders))
+        seconds = time.perf_counter() - started
+        left = OutboxEvent.objects.count()
+        print(
+            f"drain: {args.events} events, {args.senders} sender(s), {receiver.calls} calls, "
+            f"{seconds:.2f} s, {args.events / seconds:,.0f} events/s, {left} left"
+        )
 
     if args.rounds <= 0:
         receiver.stop()
@@ -152,17 +177,33 @@ def main() -> None:
     off = {**settings.REALTIME, "WEBHOOK_URLS": []}
     timings: dict[str, list[float]] = {"off": [], "on": []}
     write_round(conversation, people[0].pk, 100)  # warm-up
-    for _ in range(args.rounds):
-        for label, values in (("off", off), ("on", on)):
+    # Paired rounds in alternating order, so that the machine's drift (it is shared) falls
+    # on both settings alike; the result is the median of the pairs' ratios.
+    for n in range(args.rounds):
+        pair = (("off", off), ("on", on)) if n % 2 == 0 else (("on", on), ("off", off))
+        for label, values in pair:
             settings.REALTIME = values
             timings[label].append(write_round(conversation, people[0].pk, args.messages))
     settings.REALTIME = on
+    if connection.vendor == "postgresql":
+        server: dict[bool, list[float]] = {False: [], True: []}
+        for n in range(400):
+            flag = n % 2 == 1
+            server[flag].append(statement_ms(conversation, people[0].pk, flag))
+        print(
+            f"message statement, database time (EXPLAIN ANALYZE, median of 200 each): "
+            f"off {statistics.median(server[False]):.3f} ms, "
+            f"on {statistics.median(server[True]):.3f} ms"
+        )
+    ratios = [b / a for a, b in zip(timings["off"], timings["on"], strict=True)]
     off_ms = statistics.median(timings["off"]) * 1000
     on_ms = statistics.median(timings["on"]) * 1000
     print(
-        f"message_send: off {off_ms:.3f} ms, on {on_ms:.3f} ms per message "
-        f"(median of {args.rounds} rounds of {args.messages}); "
-        f"webhooks add {100 * (on_ms - off_ms) / off_ms:+.1f} %"
+        f"message_send: off {off_ms:.3f} ms, on {on_ms:.3f} ms per message (medians of "
+        f"{args.rounds} paired rounds of {args.messages}); webhooks add "
+        f"{100 * (statistics.median(ratios) - 1):+.1f} % (median of the pairs' ratios; "
+        f"quartiles {100 * (statistics.quantiles(ratios, n=4)[0] - 1):+.1f} % .. "
+        f"{100 * (statistics.quantiles(ratios, n=4)[2] - 1):+.1f} %)"
     )
     OutboxEvent.objects.all().delete()
     conversation.delete()

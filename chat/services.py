@@ -266,7 +266,7 @@ WITH p AS (
     INSERT INTO {messages} (id, conversation_id, sender_id, body, created_at, seq, client_id)
     SELECT %(id)s, %(conversation)s, %(sender)s, %(body)s, %(at)s, s.last_seq, %(client_id)s
     FROM s
-    RETURNING seq
+    RETURNING seq, id, conversation_id, sender_id
 )
 {webhooks}INSERT INTO {log} (conversation_id, seq, type, frame, origin_channel, created_at)
 SELECT %(conversation)s, m.seq, %(type)s,
@@ -281,24 +281,27 @@ RETURNING seq
 
 # With webhooks on, the same statement owes a ``message.offline`` event (webhooks/outbox.py)
 # naming every other participant as a candidate; the sender drops those with a live socket.
-_OTHERS = "FROM {participants} WHERE conversation_id = %(conversation)s AND user_id <> %(sender)s"
+# Built from the message row itself (``m``), so that the statement takes no more parameters
+# than the outbox's own (client-side binding quotes each one again).
 _OFFLINE_PAYLOAD = """jsonb_build_object(
-    'conversation_id', %(conversation)s::text, 'seq', m.seq, 'message_id', %(id)s::text,
-    'sender_id', %(sender)s::text, '{candidates}',
-    (SELECT jsonb_agg(user_id::text ORDER BY user_id) {others}))"""
+    'conversation_id', m.conversation_id::text, 'seq', m.seq, 'message_id', m.id::text,
+    'sender_id', m.sender_id::text, '{candidates}',
+    (SELECT coalesce(jsonb_agg(pp.user_id::text ORDER BY pp.user_id), '[]')
+     FROM {participants} pp
+     WHERE pp.conversation_id = m.conversation_id AND pp.user_id <> m.sender_id))"""
 
 
 @functools.cache
 def _message_statement(webhooks: bool = False) -> str:
     participants = Participant._meta.db_table
-    others = _OTHERS.format(participants=participants)
     cte = ""
     if webhooks:
         insert = outbox_statement_cte(
+            # A sender alone in the conversation owes nothing; the sender's resolution drops
+            # the row then, which is rarer and cheaper than a second scan on every write.
             source="m",
-            where=f"EXISTS (SELECT 1 {others})",
-            stream="%(conversation)s::text",
-            payload=_OFFLINE_PAYLOAD.format(candidates=CANDIDATES_KEY, others=others),
+            stream="m.conversation_id::text",
+            payload=_OFFLINE_PAYLOAD.format(candidates=CANDIDATES_KEY, participants=participants),
             unresolved=True,
         )
         cte = f", w AS (\n{insert}\n)\n"
