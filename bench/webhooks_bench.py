@@ -126,6 +126,28 @@ def statement_ms(conversation: Any, sender_id: int, webhooks: bool) -> float:
     )
 
 
+def statement_round_ms(conversation: Any, sender_id: int, webhooks: bool, count: int) -> float:
+    """Wall time of the message statement alone, each in its own committed transaction."""
+    from django.db import connection, transaction
+
+    from chat import services
+
+    started = time.perf_counter()
+    for _ in range(count):
+        _, _, params = services._message_new(
+            conversation_id=conversation.id,
+            sender_id=sender_id,
+            body="x",
+            client_id=None,
+            origin="",
+        )
+        if not webhooks:
+            params = {k: v for k, v in params.items() if not k.startswith("wh_")}
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(services._message_statement(webhooks), params)
+    return (time.perf_counter() - started) / count * 1000
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=100_000)
@@ -190,6 +212,15 @@ def main() -> None:
         for n in range(400):
             flag = n % 2 == 1
             server[flag].append(statement_ms(conversation, people[0].pk, flag))
+        walls: dict[bool, list[float]] = {False: [], True: []}
+        for n in range(40):
+            for flag in (False, True) if n % 2 == 0 else (True, False):
+                walls[flag].append(statement_round_ms(conversation, people[0].pk, flag, 50))
+        print(
+            f"message statement alone, wall time with its commit (medians of 40 paired rounds "
+            f"of 50): off {statistics.median(walls[False]):.3f} ms, "
+            f"on {statistics.median(walls[True]):.3f} ms"
+        )
         print(
             f"message statement, database time (EXPLAIN ANALYZE, median of 200 each): "
             f"off {statistics.median(server[False]):.3f} ms, "
