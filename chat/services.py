@@ -28,6 +28,13 @@ from chat.serializers import message_body, message_to_dict
 from connections.control import user_group
 from connections.database import database_async, database_async_enabled, database_connection
 from realtime_project.conf import realtime_settings
+from webhooks.outbox import (
+    CANDIDATES_KEY,
+    outbox_record,
+    outbox_statement_cte,
+    outbox_statement_params,
+    webhooks_enabled,
+)
 
 
 def _seq_next(conversation_id: uuid.UUID) -> int:
@@ -201,6 +208,17 @@ def _member_event(
         origin_channel=None,
         extra_groups=[user_group(user_id)],
     )
+    if webhooks_enabled():
+        outbox_record(
+            name=f"member.{action}",
+            payload={
+                "conversation_id": event.conversation_id,
+                "user_id": event.user_id,
+                "by": event.by,
+                "seq": seq,
+            },
+            stream=event.conversation_id,
+        )
 
 
 def participant_add(*, conversation: Conversation, user_id: int | str) -> None:
@@ -248,9 +266,9 @@ WITH p AS (
     INSERT INTO {messages} (id, conversation_id, sender_id, body, created_at, seq, client_id)
     SELECT %(id)s, %(conversation)s, %(sender)s, %(body)s, %(at)s, s.last_seq, %(client_id)s
     FROM s
-    RETURNING seq
+    RETURNING seq, id, conversation_id, sender_id
 )
-INSERT INTO {log} (conversation_id, seq, type, frame, origin_channel, created_at)
+{webhooks}INSERT INTO {log} (conversation_id, seq, type, frame, origin_channel, created_at)
 SELECT %(conversation)s, m.seq, %(type)s,
     jsonb_set(
         jsonb_set(%(frame)s::jsonb, '{{seq}}', to_jsonb(m.seq)), '{{message,seq}}', to_jsonb(m.seq)
@@ -261,13 +279,38 @@ RETURNING seq
 """
 
 
+# With webhooks on, the same statement owes a ``message.offline`` event (webhooks/outbox.py)
+# naming every other participant as a candidate; the sender drops those with a live socket.
+# Built from the message row itself (``m``), so that the statement takes no more parameters
+# than the outbox's own (client-side binding quotes each one again).
+_OFFLINE_PAYLOAD = """jsonb_build_object(
+    'conversation_id', m.conversation_id::text, 'seq', m.seq, 'message_id', m.id::text,
+    'sender_id', m.sender_id::text, '{candidates}',
+    (SELECT coalesce(jsonb_agg(pp.user_id::text ORDER BY pp.user_id), '[]')
+     FROM {participants} pp
+     WHERE pp.conversation_id = m.conversation_id AND pp.user_id <> m.sender_id))"""
+
+
 @functools.cache
-def _message_statement() -> str:
+def _message_statement(webhooks: bool = False) -> str:
+    participants = Participant._meta.db_table
+    cte = ""
+    if webhooks:
+        insert = outbox_statement_cte(
+            # A sender alone in the conversation owes nothing; the sender's resolution drops
+            # the row then, which is rarer and cheaper than a second scan on every write.
+            source="m",
+            stream="m.conversation_id::text",
+            payload=_OFFLINE_PAYLOAD.format(candidates=CANDIDATES_KEY, participants=participants),
+            unresolved=True,
+        )
+        cte = f", w AS (\n{insert}\n)\n"
     return _MESSAGE_STATEMENT.format(
-        participants=Participant._meta.db_table,
+        participants=participants,
         conversations=Conversation._meta.db_table,
         messages=Message._meta.db_table,
         log=Event._meta.db_table,
+        webhooks=cte,
     )
 
 
@@ -292,7 +335,7 @@ def _message_new(
     frame = event_frame(
         MessageEvent(conversation_id=str(conversation_id), seq=0, message=message_body(message))
     )
-    params = {
+    params: dict[str, Any] = {
         "conversation": conversation_id,
         "id": message.id,
         "sender": message.sender_id,
@@ -303,6 +346,8 @@ def _message_new(
         "frame": json.dumps(frame),
         "origin": origin,
     }
+    if webhooks_enabled():
+        params.update(outbox_statement_params(name="message.offline", at=message.created_at))
     return message, frame, params
 
 
@@ -332,13 +377,40 @@ def _message_write_one_statement(
         origin=origin,
     )
     with connection.cursor() as cursor:
-        cursor.execute(_message_statement(), params)
+        cursor.execute(_message_statement("wh_urls" in params), params)
         row = cursor.fetchone()
     if row is None:
         raise selectors.NotParticipant
     _message_sequenced(message, frame, int(row[0]))
     message._state.db = connection.alias
     return message, frame
+
+
+def _message_offline_record(*, message: Message) -> None:
+    """The portable path's twin of the statement's outbox row (``_OFFLINE_PAYLOAD``)."""
+    others = sorted(
+        (
+            uid
+            for uid in selectors.participant_ids(conversation_id=message.conversation_id)
+            if uid != str(message.sender_id)
+        ),
+        key=int,
+    )
+    if not others:
+        return
+    outbox_record(
+        name="message.offline",
+        payload={
+            "conversation_id": str(message.conversation_id),
+            "seq": message.seq,
+            "message_id": str(message.id),
+            "sender_id": str(message.sender_id),
+            CANDIDATES_KEY: others,
+        },
+        stream=str(message.conversation_id),
+        unresolved=True,
+        at=message.created_at,
+    )
 
 
 def message_send(
@@ -409,6 +481,8 @@ def message_send_or_get(
                     ),
                     origin=origin_channel or "",
                 )
+                if webhooks_enabled():
+                    _message_offline_record(message=message)
             _durable_emit(
                 conversation_id=conversation.id, frame=frame, origin_channel=origin_channel
             )
@@ -459,7 +533,8 @@ async def message_send_async(
     )
     try:
         async with database_connection() as db:
-            row = await (await db.execute(_message_statement(), params)).fetchone()
+            statement = _message_statement("wh_urls" in params)
+            row = await (await db.execute(statement, params)).fetchone()
     except psycopg.errors.UniqueViolation:
         # A resend: the statement wrote nothing (its seq included); the first one answers.
         earlier = (

@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector
 from chat import metrics as chat_metrics
 from connections.status import layer_view, registry_view
 from presence.services import presence_counters as presence_counters_read
+from webhooks import metrics as webhooks_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -223,6 +224,7 @@ class _ForwardingCollector(Collector):
 
 
 registry.register(_ForwardingCollector(chat_metrics.registry))
+registry.register(_ForwardingCollector(webhooks_metrics.registry))
 
 
 def presence_counters() -> dict[str, float]:

@@ -8,6 +8,7 @@ import logging
 from connections.instance import register_background_task, register_reap_listener
 from presence.reconcile import presence_reconcile
 from presence.services import get_presence
+from presence.webhooks import HELD_SETTLE_AFTER_SECONDS, held_settle
 from realtime_project.conf import realtime_settings
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,16 @@ async def reconcile_loop() -> None:
             logger.warning("presence: reconciliation could not run (%r)", exc)
 
 
+async def webhook_settle_loop() -> None:
+    """Settle presence webhooks whose writer died between the outbox and Firestore."""
+    while True:
+        await asyncio.sleep(HELD_SETTLE_AFTER_SECONDS / 4)
+        try:
+            await held_settle(store=get_presence().store)
+        except Exception as exc:
+            logger.warning("presence: settling held webhooks could not run (%r)", exc)
+
+
 async def on_instances_reaped(user_ids: list[str]) -> None:
     await get_presence().users_lost(user_ids)
 
@@ -56,4 +67,5 @@ def register_presence_tasks() -> None:
     register_background_task(deadline_loop, name="presence-deadlines")
     register_background_task(retry_loop, name="presence-retry")
     register_background_task(reconcile_loop, name="presence-reconcile")
+    register_background_task(webhook_settle_loop, name="presence-webhooks")
     register_reap_listener(on_instances_reaped)

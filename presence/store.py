@@ -14,7 +14,7 @@ import contextlib
 import threading
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, get_args
@@ -93,8 +93,17 @@ class PresenceStore(ABC):
         """Stored states of the users that have one."""
 
     @abstractmethod
-    async def write(self, change: PresenceWrite) -> StoredPresence | None:
-        """Store ``change`` unless the stored state is newer; the new state, or None if skipped."""
+    async def write(
+        self,
+        change: PresenceWrite,
+        *,
+        before_write: Callable[[], Awaitable[None]] | None = None,
+    ) -> StoredPresence | None:
+        """Store ``change`` unless the stored state is newer; the new state, or None if skipped.
+
+        ``before_write`` is awaited once, after the change is found to apply and before it is
+        written (webhooks hold their event there: docs/webhooks.md).
+        """
 
     @abstractmethod
     async def active_user_ids(self, *, limit: int) -> list[str]:
@@ -120,7 +129,14 @@ class MemoryPresenceStore(PresenceStore):
         with self._lock:
             return {uid: self._docs[uid] for uid in user_ids if uid in self._docs}
 
-    async def write(self, change: PresenceWrite) -> StoredPresence | None:
+    async def write(
+        self,
+        change: PresenceWrite,
+        *,
+        before_write: Callable[[], Awaitable[None]] | None = None,
+    ) -> StoredPresence | None:
+        if before_write is not None and change.applies_over(self._docs.get(change.user_id)):
+            await before_write()
         with self._lock:
             if not change.applies_over(self._docs.get(change.user_id)):
                 return None
@@ -225,7 +241,12 @@ class FirestorePresenceStore(PresenceStore):
         result: dict[str, StoredPresence] = await self._call(read_all())
         return result
 
-    async def write(self, change: PresenceWrite) -> StoredPresence | None:
+    async def write(
+        self,
+        change: PresenceWrite,
+        *,
+        before_write: Callable[[], Awaitable[None]] | None = None,
+    ) -> StoredPresence | None:
         from google.api_core import exceptions as gexc
 
         ref = self._ref(change.user_id)
@@ -234,6 +255,9 @@ class FirestorePresenceStore(PresenceStore):
             stored = _from_document(change.user_id, snap.to_dict() or {}) if snap.exists else None
             if not change.applies_over(stored):
                 return None
+            if before_write is not None:
+                await before_write()
+                before_write = None
             try:
                 if snap.exists:
                     option = self._client().write_option(last_update_time=snap.update_time)

@@ -20,6 +20,7 @@ from presence.store import (
     PresenceWrite,
     StoredPresence,
 )
+from presence.webhooks import transition_hold
 from realtime_project.conf import realtime_settings
 
 logger = logging.getLogger(__name__)
@@ -93,11 +94,16 @@ class PresenceWriter:
             return True
 
     async def _attempt(self, change: PresenceWrite, *, attempts: int) -> StoredPresence | None:
+        hold = transition_hold(change)
         try:
-            stored = await self.store.write(change)
+            stored = await self.store.write(
+                change, before_write=hold.take if hold is not None else None
+            )
         except PresenceStoreError as exc:
             self._defer(change, attempts + 1, exc)
             return None
+        if hold is not None:
+            await hold.settle(landed=stored is not None)
         with self._lock:
             held = self._pending.get(change.user_id)
             if held is not None and held.change.version <= change.version:

@@ -83,6 +83,15 @@ class RealtimeSettings:
     REBALANCE_MIN_SURPLUS: int
     REBALANCE_CLOSE_RATE: float
     REBALANCE_INTERVAL_SECONDS: float
+    WEBHOOK_URLS: list[str]
+    WEBHOOK_SECRET: str | None
+    WEBHOOK_MAX_AGE_SECONDS: float
+    WEBHOOK_BATCH_SIZE: int
+    WEBHOOK_TIMEOUT_SECONDS: float
+    WEBHOOK_LEASE_SECONDS: float
+    WEBHOOK_BACKOFF_BASE_SECONDS: float
+    WEBHOOK_BACKOFF_MAX_SECONDS: float
+    WEBHOOK_POLL_SECONDS: float
 
     if not TYPE_CHECKING:  # to a type checker, only the names declared above exist
 

@@ -69,6 +69,7 @@ INSTALLED_APPS = [
     "channels",
     "connections",
     "presence",
+    "webhooks",
     "chat",
     "health",
 ]
@@ -320,7 +321,28 @@ REALTIME: dict[str, Any] = {
     ),
     "HEALTH_TIMEOUT_SECONDS": env_float("HEALTH_TIMEOUT_SECONDS", 1.0, minimum=0.05),
     "HEALTH_CACHE_SECONDS": env_float("HEALTH_CACHE_SECONDS", 0.5, minimum=0),
+    # Webhooks (docs/webhooks.md). No URLs: nothing is written to the outbox at all.
+    "WEBHOOK_URLS": env_list("WEBHOOK_URLS", []),
+    "WEBHOOK_SECRET": env_optional_str("WEBHOOK_SECRET"),
+    # How long an undelivered event is retried before it is counted as expired.
+    "WEBHOOK_MAX_AGE_SECONDS": env_float("WEBHOOK_MAX_AGE_SECONDS", 86400, minimum=1),
+    "WEBHOOK_BATCH_SIZE": env_int("WEBHOOK_BATCH_SIZE", 500, minimum=1),
+    "WEBHOOK_TIMEOUT_SECONDS": env_float("WEBHOOK_TIMEOUT_SECONDS", 10, minimum=0.1),
+    # A sender's claim on a batch; past it (the sender died mid-call) another instance sends.
+    "WEBHOOK_LEASE_SECONDS": env_float("WEBHOOK_LEASE_SECONDS", 30, minimum=0.2),
+    # Retries: full jitter over base * 2^attempts, capped.
+    "WEBHOOK_BACKOFF_BASE_SECONDS": env_float("WEBHOOK_BACKOFF_BASE_SECONDS", 1, minimum=0.01),
+    "WEBHOOK_BACKOFF_MAX_SECONDS": env_float("WEBHOOK_BACKOFF_MAX_SECONDS", 300, minimum=0.01),
+    # How often an idle sender looks at the outbox.
+    "WEBHOOK_POLL_SECONDS": env_float("WEBHOOK_POLL_SECONDS", 0.5, minimum=0.01),
 }
+
+# A receiver must be able to tell our calls from anyone's: no URLs without a secret, and a
+# lease that outlives one call (else a slow receiver would get every batch twice).
+if REALTIME["WEBHOOK_URLS"] and not REALTIME["WEBHOOK_SECRET"]:
+    raise ImproperlyConfigured("WEBHOOK_SECRET is required when WEBHOOK_URLS is set")
+if REALTIME["WEBHOOK_LEASE_SECONDS"] <= REALTIME["WEBHOOK_TIMEOUT_SECONDS"]:
+    raise ImproperlyConfigured("WEBHOOK_LEASE_SECONDS must be longer than WEBHOOK_TIMEOUT_SECONDS")
 
 # One description of where Redis is, for the layer, the registry, presence, the cache and
 # health (connections/topology.py).

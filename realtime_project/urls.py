@@ -18,6 +18,7 @@ urlpatterns = [
     re_path(r"^api/", include("presence.urls")),
     re_path(r"^api/", include("connections.urls")),
     re_path(r"^api/", include("chat.urls")),
+    re_path(r"^api/", include("webhooks.urls")),
     re_path(r"^api-auth/", include("rest_framework.urls")),
     path("", demo_page, name="home"),
     path("demo/", demo_page, name="demo"),

@@ -3,6 +3,7 @@ writing only those not stored as here already."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from connections.registry import MemoryConnectionRegistry
@@ -27,8 +28,13 @@ class CountingStore(MemoryPresenceStore):
         with self._lock:
             return dict(self._docs)
 
-    async def write(self, change: PresenceWrite) -> StoredPresence | None:
-        stored = await super().write(change)
+    async def write(
+        self,
+        change: PresenceWrite,
+        *,
+        before_write: Callable[[], Awaitable[None]] | None = None,
+    ) -> StoredPresence | None:
+        stored = await super().write(change, before_write=before_write)
         if stored is not None:
             self.written.append(change.user_id)
         return stored
