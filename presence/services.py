@@ -188,6 +188,12 @@ class PresenceService:
         if queue.writer is None:
             queue.writer = loop.create_task(self._mark_queued_online(queue))
 
+    async def settle(self) -> None:
+        """Wait for this event loop's queued online writes (and what they announce)."""
+        queue = self._online_queues.get(asyncio.get_running_loop())
+        while queue is not None and queue.writer is not None:
+            await asyncio.shield(queue.writer)
+
     async def _mark_queued_online(self, queue: _OnlineQueue) -> None:
         try:
             while queue.users:
@@ -395,6 +401,12 @@ def presence_mark_online_soon(*, user_id: str) -> None:
     """``presence_mark_online`` in the background, coalesced per user: a connect's answer
     does not wait on the store."""
     get_presence().mark_online_soon(user_id=user_id)
+
+
+async def presence_settle() -> None:
+    """Wait until the online writes queued on this event loop are done: whoever ends a loop
+    (a test's teardown) leaves no write running behind it."""
+    await get_presence().settle()
 
 
 async def presence_disconnect(*, user_id: str, connection_id: str) -> None:

@@ -19,6 +19,7 @@ from chat.models import Conversation, Participant
 from connections.instance import instance_stop
 from connections.registry import reset_registry
 from connections.tokens import token_issue
+from presence.services import presence_settle
 from tests.support.consumer import InProcessSocket
 from tests.support.demo_user import DemoUser
 
@@ -73,6 +74,9 @@ async def stack() -> AsyncIterator[Any]:
     channel_layers.backends = {}
     reset_registry()
     yield application
+    # Online writes run after a connect answers; one still reading the database would hold
+    # SQLite's table locks while the test database is flushed.
+    await presence_settle()
     await instance_stop()
     reset_registry()
     channel_layers.backends = {}
