@@ -8,7 +8,8 @@ inside a request's thread bridge, whose executor is gone once the request ends.
 
 Draining, the sequence: report ``unhealthy`` at once (the load balancer stops sending new
 sockets), wait ``DRAIN_DELAY_SECONDS`` for it to notice, close this instance's sockets with
-1012 in batches of ``DRAIN_BATCH_SIZE`` (their clients reconnect through the balancer to the
+1012 in batches of ``DRAIN_BATCH_SIZE``, at most ``DRAIN_CLOSE_RATE`` a second (their clients
+reconnect through the balancer to the
 other instances, within the presence grace period, so their users never show offline), let
 the work already started finish (bounded), remove this instance's registry entries at once
 instead of waiting for its lease to lapse, and stop the process, which then has
@@ -46,8 +47,6 @@ from realtime_project.runtime.exit_watchdog import exit_watchdog_arm
 
 logger = logging.getLogger(__name__)
 
-# Between two batches of closes, so that reconnects reach the survivors spread out in time.
-DRAIN_BATCH_PAUSE_SECONDS = 0.05
 # How long closed sockets get to finish their disconnect handlers, and the server's other
 # application instances their work in flight, before the registry sweep and the stop.
 DRAIN_SETTLE_SECONDS = 2.0
@@ -152,17 +151,16 @@ async def drain_run(
     *,
     delay_seconds: float | None = None,
     batch_size: int | None = None,
-    pause_seconds: float = DRAIN_BATCH_PAUSE_SECONDS,
+    close_rate: float | None = None,
 ) -> int:
     """Drain this instance (everything but stopping the process); return the sockets closed."""
     drain_begin()
     delay = realtime_settings.DRAIN_DELAY_SECONDS if delay_seconds is None else float(delay_seconds)
     size = realtime_settings.DRAIN_BATCH_SIZE if batch_size is None else int(batch_size)
+    rate = realtime_settings.DRAIN_CLOSE_RATE if close_rate is None else float(close_rate)
     if delay > 0:
         await _wait_delay(delay)
-    closed = await sockets_close_all(
-        code=WS_1012_SERVICE_RESTART, batch_size=size, pause_seconds=pause_seconds
-    )
+    closed = await sockets_close_all(code=WS_1012_SERVICE_RESTART, batch_size=size, rate=rate)
     settle_until = time.monotonic() + DRAIN_SETTLE_SECONDS
     await _wait_sockets_gone(DRAIN_SETTLE_SECONDS)
     await _wait_applications_done(settle_until - time.monotonic())

@@ -66,6 +66,7 @@ class RealtimeSettings:
     USER_MAX_CONVERSATIONS: int
     DRAIN_DELAY_SECONDS: float
     DRAIN_BATCH_SIZE: int
+    DRAIN_CLOSE_RATE: float
     METRICS_ACCESS: Literal["open", "staff"]
     METRICS_TOKEN: str | None
     METRICS_CACHE_SECONDS: float
