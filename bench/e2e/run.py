@@ -1,6 +1,6 @@
 """End-to-end benchmark: the whole system under load, against the bare server.
 
-Run: .venv/bin/python -m bench.e2e.run [--quick] [--soak SECONDS]
+Run: .venv/bin/python -m bench.e2e.run [--quick] [--soak SECONDS] [--storm] [--deploy]
 
 In one run, on this machine: a bare Daphne echo (the ceiling of one Daphne process), then a
 local cluster (Redis, the Firestore emulator, 2 Daphne instances, HAProxy) with this project's
@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.e2e import report
+from bench.e2e import deploy, report
 from bench.e2e.load import LoadGenerator, accounts_assign
 from bench.e2e.measure import memory_ramp, phase, round_trips, rss_settled
 from bench.e2e.probes import RedisProbe
@@ -267,6 +267,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--storm-message-rate", type=float, default=20, help="messages/s")
     parser.add_argument("--storm-calm", type=float, default=3.0, help="seconds before/after")
     parser.add_argument("--storm-deadline", type=float, default=60.0, help="give up after S")
+    deploy.deploy_arguments(parser)
     parser.add_argument("--out", type=Path, default=RESULTS_PATH)
     parser.add_argument("--profile", type=Path, help="py-spy the full-speed phases into DIR")
     parser.add_argument(
@@ -297,7 +298,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     }
     with tempfile.TemporaryDirectory(prefix="e2e-bench-") as tmp:
         workdir = Path(tmp)
-        if args.storm:
+        if args.deploy:
+            results["deploy"] = await deploy.rolling_deploy(args, workdir)
+        elif args.storm:
             results["storm"] = await storm(args, workdir)
         elif args.soak:
             results["soak"] = await soak(args, workdir)
@@ -315,12 +318,15 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     limit = fd_limit_raise()
-    if limit < 2 * max(args.users, args.storm_users if args.storm else 0) + 256:
+    sockets = args.deploy_sockets if args.deploy else args.storm_users if args.storm else 0
+    if limit < 2 * max(args.users, sockets) + 256:
         print(f"open-file limit {limit} is too low for {args.users} sockets", file=sys.stderr)
         return 1
     results = asyncio.run(main_async(args))
     out: Path = args.out
-    if out == RESULTS_PATH and args.storm:
+    if out == RESULTS_PATH and args.deploy:
+        out = out.with_name(f"e2e-deploy-{args.deploy_sockets}.json")
+    elif out == RESULTS_PATH and args.storm:
         out = out.with_name("e2e-storm.json")
     elif out == RESULTS_PATH and args.soak:
         out = out.with_name("e2e-soak.json")
@@ -328,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(tempfile.gettempdir()) / "e2e-quick.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1) + "\n")
-    print(report.render(results))
+    print(deploy.render(results["deploy"]) if args.deploy else report.render(results))
     print(f"\nresults: {out}")
     return 0
 
