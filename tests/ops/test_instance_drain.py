@@ -104,6 +104,8 @@ async def _use(client: DeliveryClient, *, send: bool, failover: str, stop: async
             await asyncio.wait_for(stop.wait(), SEND_INTERVAL_SECONDS)
 
 
+# Seeding, 300 connects and their failover take a minute or more on a loaded 2-core machine.
+@pytest.mark.timeout(300)
 async def test_a_busy_instance_exits_by_itself_soon_after_its_last_socket_closes(
     start_cluster, measurements
 ) -> None:
