@@ -333,16 +333,21 @@ async def _run(args: argparse.Namespace, cluster: Cluster, env: dict[str, str]) 
     finally:
         traffic_done.set()
         await sending
-    logs = {}
-    for conv in seeded["conversations"]:
-        logs.update(
-            await asyncio.to_thread(
+    # Read back in parallel: thousands of conversations one after another outlast the run.
+    readers = asyncio.Semaphore(16)
+
+    async def read_log(conv: dict[str, Any]) -> dict[str, Any]:
+        async with readers:
+            return await asyncio.to_thread(
                 committed_logs,
                 cluster.url,
                 token=by_id[conv["participant_ids"][0]],
                 conversation_ids=[conv["id"]],
             )
-        )
+
+    logs = {}
+    for part in await asyncio.gather(*(read_log(c) for c in seeded["conversations"])):
+        logs.update(part)
     wanted = last_seqs(logs)
     settle_began = time.monotonic()
     behind = []
