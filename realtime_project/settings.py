@@ -273,7 +273,7 @@ REALTIME: dict[str, Any] = {
     # Draining (docs/health.md): sockets closed with 1012 in batches, at most CLOSE_RATE a
     # second (0: back to back), a pace the rest of the fleet answers without a queue.
     "DRAIN_BATCH_SIZE": env_int("DRAIN_BATCH_SIZE", 50, minimum=1),
-    "DRAIN_CLOSE_RATE": env_float("DRAIN_CLOSE_RATE", 100, minimum=0),
+    "DRAIN_CLOSE_RATE": env_float("DRAIN_CLOSE_RATE", 50, minimum=0),
     # "staff": /metrics wants ``Authorization: Bearer <METRICS_TOKEN>`` or a staff session.
     "METRICS_ACCESS": env_choice("METRICS_ACCESS", "staff", {"open", "staff"}),
     "METRICS_TOKEN": env_optional_str("METRICS_TOKEN"),
