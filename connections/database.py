@@ -58,6 +58,33 @@ R = TypeVar("R")
 _lock = threading.Lock()
 _executor: ThreadPoolExecutor | None = None
 _executor_size = 0
+_running_lock = threading.Lock()
+_running = 0
+
+
+def database_calls_running() -> int:
+    """Calls of ``database_async`` functions executing on a thread right now.
+
+    Counted in the thread, from start to return: a call whose awaiting coroutine was cancelled
+    (its socket closed) still runs to its end, its emit after commit included, and a drain must
+    not stop the event loop under it (connections/lifecycle.py).
+    """
+    return _running
+
+
+def _counted(func: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(func)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        global _running
+        with _running_lock:
+            _running += 1
+        try:
+            return func(*args, **kwargs)
+        finally:
+            with _running_lock:
+                _running -= 1
+
+    return run
 
 
 def database_executor() -> ThreadPoolExecutor | None:
@@ -85,15 +112,16 @@ def database_async(func: Callable[P, R]) -> Callable[P, Awaitable[R]]:
     Like ``channels.db.database_sync_to_async`` (stale connections are closed before and
     after), but not serialized behind every other socket's database work.
     """
+    counted = _counted(func)
 
     @functools.wraps(func)
     async def call(*args: P.args, **kwargs: P.kwargs) -> R:
         executor = database_executor()
         runner: DatabaseSyncToAsync
         if executor is None:
-            runner = DatabaseSyncToAsync(func, thread_sensitive=True)
+            runner = DatabaseSyncToAsync(counted, thread_sensitive=True)
         else:
-            runner = DatabaseSyncToAsync(func, thread_sensitive=False, executor=executor)
+            runner = DatabaseSyncToAsync(counted, thread_sensitive=False, executor=executor)
         result: R = await runner(*args, **kwargs)
         return result
 
@@ -111,7 +139,7 @@ def database_async_under_caller(func: Callable[P, R]) -> Callable[P, Awaitable[R
     thread-sensitive thread, which nothing would tidy.
     """
     pooled = database_async(func)
-    inline = sync_to_async(func)
+    inline = sync_to_async(_counted(func))
 
     @functools.wraps(func)
     async def call(*args: P.args, **kwargs: P.kwargs) -> R:

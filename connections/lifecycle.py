@@ -8,10 +8,12 @@ inside a request's thread bridge, whose executor is gone once the request ends.
 
 Draining, the sequence: report ``unhealthy`` at once (the load balancer stops sending new
 sockets), wait ``DRAIN_DELAY_SECONDS`` for it to notice, close this instance's sockets with
-1012 in batches of ``DRAIN_BATCH_SIZE`` (their clients reconnect through the balancer to the
-other instances, within the presence grace period, so their users never show offline), remove
-this instance's registry entries at once instead of waiting for its lease to lapse, and stop
-the process.
+1012 in batches of ``DRAIN_BATCH_SIZE``, at most ``DRAIN_CLOSE_RATE`` a second (their clients
+reconnect through the balancer to the
+other instances, within the presence grace period, so their users never show offline), let
+the work already started finish (bounded), remove this instance's registry entries at once
+instead of waiting for its lease to lapse, and stop the process, which then has
+``DRAIN_EXIT_GRACE_SECONDS`` to end by itself before ``exit_watchdog`` ends it.
 
 Daphne runs Twisted's asyncio reactor, which installs its own SIGTERM handler (stop at once)
 when it starts; ``drain_install_on_reactor`` replaces it with ours once the reactor runs. A
@@ -33,19 +35,25 @@ from typing import Any
 from channels.layers import get_channel_layer
 
 from connections.close_codes import WS_1012_SERVICE_RESTART
+from connections.database import database_calls_running
 from connections.instance import instance_start, instance_stop
 from connections.registry import get_registry
 from connections.sockets import sockets_close_all
 from realtime_layer import RealtimeChannelLayer
 from realtime_project.conf import realtime_settings
 from realtime_project.runtime.asgi_types import ASGIApp, Receive, Scope, Send
+from realtime_project.runtime.daphne import daphne_running_applications
+from realtime_project.runtime.exit_watchdog import exit_watchdog_arm
 
 logger = logging.getLogger(__name__)
 
-# Between two batches of closes, so that reconnects reach the survivors spread out in time.
-DRAIN_BATCH_PAUSE_SECONDS = 0.05
-# How long closed sockets get to finish their disconnect handlers before the registry sweep.
+# How long closed sockets get to finish their disconnect handlers, and the server's other
+# application instances their work in flight, before the registry sweep and the stop.
 DRAIN_SETTLE_SECONDS = 2.0
+# Stopping the instance's loops and the channel layer: bounded, the process is going anyway.
+DRAIN_SHUTDOWN_SECONDS = 1.0
+# From the reactor's stop to the process's end, whatever threads are left (exit_watchdog).
+DRAIN_EXIT_GRACE_SECONDS = 1.0
 
 
 class _DrainState:
@@ -111,22 +119,52 @@ async def _wait_sockets_gone(limit_seconds: float) -> None:
         await asyncio.sleep(step)
 
 
+async def _wait_database_idle(limit_seconds: float) -> None:
+    """Let database calls already running on threads finish: one whose socket has closed still
+    commits, then emits through the event loop, which must still be running then."""
+    step = 0.02
+    for _ in range(max(1, int(limit_seconds / step))):
+        if not database_calls_running():
+            return
+        await asyncio.sleep(step)
+    logger.warning(
+        "drain: database calls still running at the stop",
+        extra={"fields": {"event": "drain_database_busy", "count": database_calls_running()}},
+    )
+
+
+async def _wait_applications_done(limit_seconds: float) -> None:
+    """Let the server's application instances finish what they started (a frame's database
+    write and its emit after commit), so that no thread is left calling into a stopped loop."""
+    running = daphne_running_applications()
+    if not running or limit_seconds <= 0:
+        return
+    _, still = await asyncio.wait(running, timeout=limit_seconds)
+    if still:
+        logger.warning(
+            "drain: application instances still running at the stop",
+            extra={"fields": {"event": "drain_applications_left", "count": len(still)}},
+        )
+
+
 async def drain_run(
     *,
     delay_seconds: float | None = None,
     batch_size: int | None = None,
-    pause_seconds: float = DRAIN_BATCH_PAUSE_SECONDS,
+    close_rate: float | None = None,
 ) -> int:
     """Drain this instance (everything but stopping the process); return the sockets closed."""
     drain_begin()
     delay = realtime_settings.DRAIN_DELAY_SECONDS if delay_seconds is None else float(delay_seconds)
     size = realtime_settings.DRAIN_BATCH_SIZE if batch_size is None else int(batch_size)
+    rate = realtime_settings.DRAIN_CLOSE_RATE if close_rate is None else float(close_rate)
     if delay > 0:
         await _wait_delay(delay)
-    closed = await sockets_close_all(
-        code=WS_1012_SERVICE_RESTART, batch_size=size, pause_seconds=pause_seconds
-    )
+    closed = await sockets_close_all(code=WS_1012_SERVICE_RESTART, batch_size=size, rate=rate)
+    settle_until = time.monotonic() + DRAIN_SETTLE_SECONDS
     await _wait_sockets_gone(DRAIN_SETTLE_SECONDS)
+    await _wait_applications_done(settle_until - time.monotonic())
+    await _wait_database_idle(max(0.0, settle_until - time.monotonic()))
     registry = get_registry()
     try:
         await registry.remove_instance()
@@ -159,7 +197,13 @@ async def drain_and_exit(stop: Callable[[], None]) -> None:
     """The whole SIGTERM sequence, then ``stop()`` (the reactor's stop under Daphne)."""
     try:
         await drain_run()
-        await _shutdown_instance()
+        # Not ``wait_for``: it waits for the cancelled shutdown to finish, and a loop stuck in
+        # Redis reconnects (Redis down) can take far longer than the bound to notice.
+        shutdown = asyncio.ensure_future(_shutdown_instance())
+        done, _ = await asyncio.wait({shutdown}, timeout=DRAIN_SHUTDOWN_SECONDS)
+        if not done:
+            shutdown.cancel()
+            logger.warning("drain: stopping the loops and the layer took too long")
     finally:
         stop()
 
@@ -206,6 +250,7 @@ def drain_install_on_reactor() -> bool:
 
     def stop() -> None:
         if reactor.running:
+            exit_watchdog_arm(DRAIN_EXIT_GRACE_SECONDS)
             reactor.stop()
 
     def stop_soon() -> None:

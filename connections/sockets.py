@@ -2,14 +2,15 @@
 
 The consumer adds itself once registered and discards itself on disconnect. Draining on
 SIGTERM calls ``sockets_close_all(code=WS_1012_SERVICE_RESTART, ...)``: the sockets close in
-batches with a pause between them so that their clients do not all reconnect to the surviving
-instances in the same instant.
+batches on a fixed schedule (``rate`` a second), so that their clients reach the surviving
+instances at a pace those answer at once, instead of all in the same instant.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Protocol
 
 logger = logging.getLogger(__name__)
@@ -46,13 +47,23 @@ class LocalSockets:
 local_sockets = LocalSockets()
 
 
-async def sockets_close_all(*, code: int, batch_size: int, pause_seconds: float) -> int:
-    """Close every socket live now on this instance; how many were asked to close."""
+async def sockets_close_all(
+    *, code: int, batch_size: int, rate: float = 0.0, pause_seconds: float = 0.0
+) -> int:
+    """Close every socket live now on this instance; how many were asked to close.
+
+    With ``rate`` > 0, batch *i* starts ``i * batch_size / rate`` seconds after the first
+    (a schedule, so slow batches do not stretch it); otherwise batches are ``pause_seconds``
+    apart.
+    """
     sockets = local_sockets.snapshot()
     size = max(1, batch_size)
     closed = 0
+    began = time.monotonic()
     for start in range(0, len(sockets), size):
-        if start and pause_seconds > 0:
+        if start and rate > 0:
+            await asyncio.sleep(max(0.0, began + start / rate - time.monotonic()))
+        elif start and pause_seconds > 0:
             await asyncio.sleep(pause_seconds)
         batch = sockets[start : start + size]
         results = await asyncio.gather(

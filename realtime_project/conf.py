@@ -69,6 +69,7 @@ class RealtimeSettings:
     PARTICIPANT_ADD_POLICY: str
     DRAIN_DELAY_SECONDS: float
     DRAIN_BATCH_SIZE: int
+    DRAIN_CLOSE_RATE: float
     METRICS_ACCESS: Literal["open", "staff"]
     METRICS_TOKEN: str | None
     METRICS_CACHE_SECONDS: float

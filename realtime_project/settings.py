@@ -292,7 +292,10 @@ REALTIME: dict[str, Any] = {
     # and the shipped manifests turn it on (docs/scaling.md).
     "REBALANCE_CLOSE_RATE": env_float("REBALANCE_CLOSE_RATE", 0, minimum=0),
     "REBALANCE_INTERVAL_SECONDS": env_float("REBALANCE_INTERVAL_SECONDS", 5, minimum=0.1),
-    "DRAIN_BATCH_SIZE": env_int("DRAIN_BATCH_SIZE", 200, minimum=1),
+    # Draining (docs/health.md): sockets closed with 1012 in batches, at most CLOSE_RATE a
+    # second (0: back to back), a pace the rest of the fleet answers without a queue.
+    "DRAIN_BATCH_SIZE": env_int("DRAIN_BATCH_SIZE", 50, minimum=1),
+    "DRAIN_CLOSE_RATE": env_float("DRAIN_CLOSE_RATE", 50, minimum=0),
     # "staff": /metrics wants ``Authorization: Bearer <METRICS_TOKEN>`` or a staff session.
     "METRICS_ACCESS": env_choice("METRICS_ACCESS", "staff", {"open", "staff"}),
     "METRICS_TOKEN": env_optional_str("METRICS_TOKEN"),

@@ -1,6 +1,6 @@
 """End-to-end benchmark: the whole system under load, against the bare server.
 
-Run: .venv/bin/python -m bench.e2e.run [--quick] [--soak SECONDS]
+Run: .venv/bin/python -m bench.e2e.run [--quick] [--soak SECONDS] [--storm] [--deploy]
 
 In one run, on this machine: a bare Daphne echo (the ceiling of one Daphne process), then a
 local cluster (Redis, the Firestore emulator, 2 Daphne instances, HAProxy) with this project's
@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.e2e import report
+from bench.e2e import deploy, report
 from bench.e2e.load import LoadGenerator, accounts_assign
 from bench.e2e.measure import memory_ramp, phase, round_trips, rss_settled
 from bench.e2e.probes import RedisProbe
@@ -270,6 +270,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--overload", type=int, nargs="+", help="clients connecting at once to one instance"
     )
+    deploy.deploy_arguments(parser)
     parser.add_argument("--out", type=Path, default=RESULTS_PATH)
     parser.add_argument("--profile", type=Path, help="py-spy the full-speed phases into DIR")
     parser.add_argument(
@@ -302,6 +303,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         workdir = Path(tmp)
         if args.overload:
             results["overload"] = await overload(args, workdir)
+        if args.deploy:
+            results["deploy"] = await deploy.rolling_deploy(args, workdir)
         elif args.storm:
             results["storm"] = await storm(args, workdir)
         elif args.soak:
@@ -321,13 +324,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     limit = fd_limit_raise()
     storm_users = max([args.storm_users if args.storm else 0, *(args.overload or [])])
-    if limit < 2 * max(args.users, storm_users) + 256:
+    sockets = max(storm_users, args.deploy_sockets if args.deploy else 0)
+    if limit < 2 * max(args.users, sockets) + 256:
         print(f"open-file limit {limit} is too low for {args.users} sockets", file=sys.stderr)
         return 1
     results = asyncio.run(main_async(args))
     out: Path = args.out
     if out == RESULTS_PATH and args.overload:
         out = out.with_name("e2e-overload.json")
+    if out == RESULTS_PATH and args.deploy:
+        out = out.with_name(f"e2e-deploy-{args.deploy_sockets}.json")
     elif out == RESULTS_PATH and args.storm:
         out = out.with_name("e2e-storm.json")
     elif out == RESULTS_PATH and args.soak:
@@ -336,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(tempfile.gettempdir()) / "e2e-quick.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1) + "\n")
-    print(report.render(results))
+    print(deploy.render(results["deploy"]) if args.deploy else report.render(results))
     print(f"\nresults: {out}")
     return 0
 

@@ -58,6 +58,11 @@ Daphne, whatever command line started it:
 - **No blind proxy headers.** ``--proxy-headers`` makes Daphne believe ``X-Forwarded-For``
   from any peer. That option is turned off here: ``realtime_project.runtime.proxy_headers``
   reads the header, and only from ``TRUSTED_PROXIES``.
+
+It also keeps the running ``Server`` at hand, so that a drain can wait for the application
+instances still at work (``daphne_running_applications``) before it stops the reactor: one
+stopped under a thread that is about to call back into the event loop (a message's emit
+after commit does) leaves that thread waiting forever, and the interpreter waits for it.
 """
 
 from __future__ import annotations
@@ -263,6 +268,22 @@ async def stream_drained(request: Any) -> None:
             return
 
 
+_server: Any = None
+
+
+def daphne_running_applications() -> list[asyncio.Future[Any]]:
+    """This process's Daphne application instances that have not finished (none elsewhere)."""
+    server = _server
+    if server is None:
+        return []
+    running = []
+    for details in list(server.connections.values()):
+        instance = details.get("application_instance")
+        if instance is not None and not instance.done():
+            running.append(instance)
+    return running
+
+
 def daphne_patch() -> bool:
     """Apply every change above to Daphne's protocol, once; False when Daphne is not installed."""
     try:
@@ -307,6 +328,13 @@ def daphne_patch() -> bool:
             self.sendCloseFrame(code=code, reasonUtf8=close_reason_bytes(reason), isReply=False)
             return
         original_protocol_reply(self, message)
+
+    original_run = Server.run
+
+    def run(self: Any) -> None:
+        global _server
+        _server = self
+        original_run(self)
 
     async def handle_reply(self: Any, protocol: Any, message: dict[str, Any]) -> None:
         await original_reply(self, protocol, message)
@@ -353,6 +381,7 @@ def daphne_patch() -> bool:
 
     Server.handle_reply = handle_reply
     WebSocketProtocol.handle_reply = protocol_reply
+    Server.run = run
     WebSocketProtocol.serverClose = server_close
     WebSocketProtocol.serverSend = server_send
     WebSocketProtocol._max_message_size_exceeded = max_message_size_exceeded

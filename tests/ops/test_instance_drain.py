@@ -1,11 +1,16 @@
-"""Fault 3: SIGTERM drains an instance: 503 at once, sockets closed 1012, registry emptied."""
+"""Fault 3: SIGTERM drains an instance: 503 at once, sockets closed 1012, registry emptied,
+and the process exits by itself soon after, however busy it was."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 
 import pytest
+from realtime_client import RealtimeError
 
+from bench.e2e.targets import users_seed
 from connections.close_codes import WS_1012_SERVICE_RESTART
 from tests.ops.support import (
     Stopwatch,
@@ -17,7 +22,7 @@ from tests.ops.support import (
     resumed_on,
 )
 from tests.support.async_poll import async_wait_until
-from tests.support.delivery_client import clients_close
+from tests.support.delivery_client import DeliveryClient, clients_close
 
 pytestmark = pytest.mark.cluster
 
@@ -76,3 +81,92 @@ async def test_sigterm_drains_then_exits_and_users_stay_online(start_cluster, me
         await clients_close(clients)
         for socket in sockets:
             await socket.close()
+
+
+BUSY_SOCKETS = 300
+SENDING_SOCKETS = 100
+# Each sender's pace: a message (and its fan-out) in flight most of the time on a 2-core box.
+SEND_INTERVAL_SECONDS = 0.5
+
+
+async def _send(client: DeliveryClient, *, stop: asyncio.Event) -> None:
+    """Send messages at a steady pace, so some are in flight on the draining instance when it
+    closes, and the survivor writes and resumes at the same time (the client package fails
+    over to the next URL by itself and keeps unsent messages in its outbox)."""
+    sent = 0
+    conversation_id = client.conversations[0]
+    while not stop.is_set():
+        sent += 1
+        with contextlib.suppress(RealtimeError, TimeoutError):
+            await client.send_message(conversation_id, f"{client.name} {sent}", within=10)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), SEND_INTERVAL_SECONDS)
+
+
+# Seeding, 300 connects and their failover take a minute or more on a loaded 2-core machine.
+@pytest.mark.timeout(300)
+async def test_a_busy_instance_exits_by_itself_soon_after_its_last_socket_closes(
+    start_cluster, measurements
+) -> None:
+    delay = 0.5
+    cluster = start_cluster(
+        instances=2,
+        DRAIN_DELAY_SECONDS=str(delay),
+        RATE_LIMIT_FRAMES_PER_SECOND="1000",
+        RATE_LIMIT_BURST="1000",
+    )
+    one, two = cluster.instances
+    seeded = await asyncio.to_thread(users_seed, cluster, users=BUSY_SOCKETS, size=3)
+    clients = [
+        DeliveryClient(
+            name=f"u{user['id']}",
+            token=user["token"],
+            conversations=[
+                c["id"] for c in seeded["conversations"] if user["id"] in c["participant_ids"]
+            ],
+        )
+        for user in seeded["users"]
+    ]
+    slots = asyncio.Semaphore(50)
+
+    async def connect(client: DeliveryClient) -> None:
+        async with slots:
+            # The package retries as it would anywhere: connects are not what this test is
+            # about. After the drain's 1012 it moves on to the other instance.
+            await client.connect(one.ws_url, within=60, failover=[two.ws_url])
+
+    users: list[asyncio.Task[None]] = []
+    stop = asyncio.Event()
+    try:
+        await asyncio.gather(*(connect(c) for c in clients))
+        users = [asyncio.create_task(_send(c, stop=stop)) for c in clients[:SENDING_SOCKETS]]
+        # Messages are being sent (and answered) when the drain begins.
+        await async_wait_until(
+            lambda: (
+                sum(len(own) for c in clients for own in c.current.own.values()) >= SENDING_SOCKETS
+            ),
+            timeout=20,
+            what="messages flowing",
+        )
+        one.signal(15)
+        clock = Stopwatch()
+        await async_wait_until(
+            lambda: all(c.sockets[0].closed_at is not None for c in clients),
+            timeout=30,
+            what="every socket of instance-1 closed",
+        )
+        assert {c.sockets[0].close_code for c in clients} == {WS_1012_SERVICE_RESTART}
+        last_closed = max(c.sockets[0].closed_at or 0.0 for c in clients)
+        await async_wait_until(
+            lambda: not one.alive(), timeout=delay + 5 + 5, what="instance-1 exit"
+        )
+        exited = time.monotonic()
+        measurements["busy_drain_last_close_to_exit_s"] = round(exited - last_closed, 3)
+        measurements["busy_drain_sigterm_to_exit_s"] = clock.seconds()
+        assert exited - last_closed <= delay + 5
+        assert one.proc is not None and one.proc.returncode == 0
+        assert registry_connections(cluster).get("instance-1", 0) == 0
+    finally:
+        stop.set()
+        await asyncio.gather(*users, return_exceptions=True)
+        await clients_close(clients)
