@@ -219,6 +219,12 @@ class LoadGenerator:
     # -- what arrives -----------------------------------------------------------------------
 
     async def _read(self, client: Client) -> None:
+        # The raw reader, not the client package's: the package cannot stand in front of the
+        # bare echo server (it waits for ``connected`` and sends ``resume``), so the
+        # generator's own ceiling could not be measured with it, and its reader costs 15.7 us
+        # a message frame against this one's 6.0 us, about 7 % of the generator's ceiling,
+        # which the throughput phases would charge to the server. The reconnect storm's
+        # clients are the package's (bench/e2e/storm.py); docs/benchmarks.md, "Storm clients".
         assert client.ws is not None
         try:
             async for raw in client.ws:

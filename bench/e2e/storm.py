@@ -6,8 +6,11 @@ Two instances; user i on instance i mod 2, so every conversation of 2 spans both
 sockets are open and every conversation has a little history, the survivor's sockets send
 pings (the survivor's own responsiveness) and messages to their partners on the other
 instance at fixed rates; then the other instance is killed with SIGKILL. Each of its
-clients, on seeing its socket drop, reconnects to the survivor as docs/protocol.md tells
-clients to: after a random delay up to 1 s, then, when closed with ``1013`` and the reason
+clients, on seeing its socket drop, becomes the project's client package's
+(``realtime_client.Client``, an ``Observer`` counting its attempts and feeding every frame,
+before the package drops duplicates, to the tally) and reconnects to the survivor as
+docs/protocol.md tells clients to: after a random delay up to 1 s, then, when closed with
+``1013`` and the reason
 ``retry_after_ms=N`` (or refused before the handshake with ``503`` and ``X-Retry-After-Ms:
 N``), after a random delay in ``[N, 2N)`` ms, and after any other failure with
 jittered exponential backoff (the ceiling doubling per failed attempt up to 10 s); then it
@@ -34,34 +37,26 @@ from pathlib import Path
 from typing import Any
 
 import websockets
-from websockets.asyncio.client import connect
+from realtime_client import Ack, Backoff, Connected, Event, Observer, retry_after_ms
+from realtime_client import Client as RClient
+from realtime_client.events import Frame
+from websockets.asyncio.client import ClientConnection, connect
 
 from bench.e2e.load import OPEN_TIMEOUT_SECONDS, Client, LoadGenerator, accounts_assign, percentiles
 from bench.e2e.probes import rss_kib
 from bench.e2e.targets import bench_cluster, users_seed
 
-BACKOFF_FIRST_SECONDS = 1.0
-BACKOFF_MAX_SECONDS = 10.0
+# The package's full-jitter backoff with the storm's figures: a dropped socket comes back
+# within a second, a refused attempt's ceiling doubles up to 10 s.
+STORM_BACKOFF = Backoff(base_seconds=1.0, cap_seconds=10.0)
 TRY_AGAIN_LATER = 1013
 REFUSED_BEFORE_HANDSHAKE = 503
-RETRY_REASON_PREFIX = "retry_after_ms="
-
-
-def retry_hint_seconds(reason: str) -> float | None:
-    """The ``[N, 2N)`` draw a ``1013`` close's ``retry_after_ms=N`` asks for; None without one."""
-    if not reason.startswith(RETRY_REASON_PREFIX):
-        return None
-    try:
-        hint_ms = int(reason[len(RETRY_REASON_PREFIX) :])
-    except ValueError:
-        return None
-    return random.uniform(hint_ms, 2 * hint_ms) / 1000
 
 
 @dataclasses.dataclass
 class Comeback:
     attempts: int = 0
-    shed: int = 0  # closed with 1013
+    shed: int = 0  # closed with 1013, or refused with 503 before the handshake
     failed: int = 0  # refused otherwise (connection refused, timeouts)
     reasons: Counter[str] = dataclasses.field(default_factory=Counter)
     hints_ms: list[int] = dataclasses.field(default_factory=list)  # 1013 retry hints received
@@ -72,93 +67,148 @@ class Comeback:
     recovered: bool | None = None
 
 
-async def _reopen(
-    gen: LoadGenerator, client: Client, url: str, record: Comeback
-) -> tuple[int, str] | None:
-    """One attempt on ``url``; None once ``connected`` arrived, else the close code (or 0)
-    and its reason."""
-    started = time.monotonic()
-    try:
-        ws = await connect(
-            f"{url}?token={client.account.token}",
-            open_timeout=OPEN_TIMEOUT_SECONDS,
-            max_size=None,
-            ping_interval=None,
-            proxy=None,
-        )
-    except websockets.InvalidStatus as exc:
-        # Refused before the handshake (503 with the same hint as a 1013's reason), or the
-        # server gave up on the handshake (Daphne's 403 after its timeout).
-        record.answer_ms.append((time.monotonic() - started) * 1000)
-        response = exc.response
-        hint = response.headers.get("X-Retry-After-Ms", "")
-        if response.status_code == REFUSED_BEFORE_HANDSHAKE and hint:
-            record.reasons["http 503"] += 1
-            record.shed_answer_ms.append(record.answer_ms[-1])
-            return TRY_AGAIN_LATER, f"{RETRY_REASON_PREFIX}{hint}"
-        record.reasons[type(exc).__name__] += 1
-        return 0, ""
-    except (OSError, TimeoutError, websockets.WebSocketException) as exc:
-        record.reasons[type(exc).__name__] += 1
-        record.answer_ms.append((time.monotonic() - started) * 1000)
-        return 0, ""
-    try:
-        first = json.loads(await asyncio.wait_for(ws.recv(), OPEN_TIMEOUT_SECONDS))
-    except websockets.ConnectionClosed as closed:
-        code = closed.rcvd.code if closed.rcvd is not None else 0
-        reason = closed.rcvd.reason if closed.rcvd is not None else ""
-        record.reasons[f"close {code}"] += 1
-        record.answer_ms.append((time.monotonic() - started) * 1000)
+class StormObserver(Observer):
+    """Counts a package client's attempts and their answers into ``record``, and hands every
+    frame, before the package drops duplicates, to the load generator's tally."""
+
+    def __init__(self, gen: LoadGenerator, client: Client, since: float, record: Comeback):
+        self.gen, self.client, self.since, self.record = gen, client, since, record
+        self.started = 0.0
+        self.open = False  # a ``connected`` arrived on the current socket
+        self.back = asyncio.Event()  # a resume acknowledged since this observer took over
+        self.opening: ClientConnection | None = None  # the attempt's socket, from the opener
+
+    def answered(self) -> float:
+        ms = (time.monotonic() - self.started) * 1000
+        self.record.answer_ms.append(ms)
+        return ms
+
+    def refused(self, exc: BaseException) -> None:
+        """An attempt that ended before the socket opened (from the opener)."""
+        ms = self.answered()
+        if (
+            isinstance(exc, websockets.InvalidStatus)
+            and exc.response.status_code == REFUSED_BEFORE_HANDSHAKE
+            and (hint := exc.response.headers.get("X-Retry-After-Ms", ""))
+        ):
+            self.record.reasons["http 503"] += 1
+            self.record.shed += 1
+            self.record.shed_answer_ms.append(ms)
+            if (hint_ms := retry_after_ms(f"retry_after_ms={hint}")) is not None:
+                self.record.hints_ms.append(hint_ms)
+            return
+        self.record.reasons[type(exc).__name__] += 1
+        self.record.failed += 1
+
+    def connecting(self, url: str) -> None:
+        self.record.attempts += 1
+        self.started = time.monotonic()
+
+    def connected(self, url: str, hello: Connected) -> None:
+        self.answered()
+        self.open = True
+        # The generator sends its pings and messages on this socket too; their replies reach
+        # it through ``frame``, the package ignores refs not its own.
+        self.client.ws = self.opening
+        self.record.connected_after = time.monotonic() - self.since
+
+    def frame(self, frame: Frame) -> None:
+        self.gen._on_frame(self.client, frame)
+
+    def resumed(self, ack: Ack) -> None:
+        self.record.resumed_after = time.monotonic() - self.since
+        answers = (ack.data.get("conversations") or {}).values()
+        self.record.recovered = all(a.get("recovered") for a in answers)
+        self.back.set()
+
+    def closed(self, code: int | None, reason: str | None) -> None:
+        self.client.ws = None
+        if self.open:  # a live socket dropped: what follows is the next attempt
+            self.open = False
+            return
+        ms = self.answered()
+        self.record.reasons[f"close {code or 0}"] += 1
         if code == TRY_AGAIN_LATER:
-            record.shed_answer_ms.append(record.answer_ms[-1])
-        return code, reason
-    except (OSError, TimeoutError) as exc:
-        record.reasons[type(exc).__name__] += 1
-        await ws.close()
-        return 0, ""
-    if first.get("type") != "connected":
-        record.reasons[f"first frame {first.get('type')}"] += 1
-        await ws.close()
-        return 0, ""
-    record.answer_ms.append((time.monotonic() - started) * 1000)
-    client.ws = ws
-    client.reader = asyncio.create_task(gen._read(client))
-    return None
+            self.record.shed += 1
+            self.record.shed_answer_ms.append(ms)
+            if (hint_ms := retry_after_ms(reason)) is not None:
+                self.record.hints_ms.append(hint_ms)
+        else:
+            self.record.failed += 1
+
+
+def _storm_client(gen: LoadGenerator, client: Client, url: str, observer: StormObserver) -> RClient:
+    """The package's client for ``client``'s account on ``url``, resuming from what its raw
+    socket saw; its sockets are opened as the generator's are (no proxy, no size limit)."""
+
+    async def opener(target: str, open_timeout: float) -> ClientConnection:
+        try:
+            ws = await connect(
+                target, open_timeout=open_timeout, max_size=None, ping_interval=None, proxy=None
+            )
+        except (OSError, TimeoutError, websockets.WebSocketException) as exc:
+            # The package's observer sees no refused attempt: counted here, where it is seen.
+            if isinstance(rc.observer, StormObserver):
+                rc.observer.refused(exc)
+            raise
+        if isinstance(rc.observer, StormObserver):
+            rc.observer.opening = ws
+        return ws
+
+    def ignore(event: Event) -> None:
+        """Everything was counted off the wire by the observer."""
+
+    rc = RClient(
+        url,
+        token=client.account.token,
+        positions=client.positions,
+        observer=observer,
+        backoff=STORM_BACKOFF,
+        open_timeout=OPEN_TIMEOUT_SECONDS,
+        gap_timeout=None,  # no REST to fill gaps from: a gap is the tally's to count as lost
+        use_proxy=False,
+        opener=opener,
+        on_event=ignore,
+    )
+    return rc
 
 
 async def _come_back(
-    gen: LoadGenerator, client: Client, url: str, killed_at: float, record: Comeback
+    gen: LoadGenerator,
+    client: Client,
+    url: str,
+    since: float,
+    record: Comeback,
+    packaged: dict[int, RClient],
 ) -> None:
-    if client.reader is not None:
-        await asyncio.gather(client.reader, return_exceptions=True)
-    client.ws = None
+    """``client`` back on ``url`` as the package brings it back (the package's client kept in
+    ``packaged``); returns once its resume is acknowledged. A client already the package's
+    comes back by itself: it is only counted anew (``_recount``, before its socket drops)."""
+    rc = packaged.get(client.index)
+    if rc is None:
+        if client.reader is not None:
+            await asyncio.gather(client.reader, return_exceptions=True)
+        client.ws = None
+        client.account = dataclasses.replace(client.account, url=url)
+        observer = StormObserver(gen, client, since, record)
+        rc = packaged[client.index] = _storm_client(gen, client, url, observer)
+        # A dropped socket's first comeback after the package's first backoff draw.
+        await asyncio.sleep(STORM_BACKOFF.full_jitter(0, random.random))
+        await rc.start()
+    assert isinstance(rc.observer, StormObserver)
+    await rc.observer.back.wait()
+
+
+def _recount(
+    gen: LoadGenerator, client: Client, url: str, since: float, record: Comeback, rc: RClient
+) -> None:
+    """A package client's next comebacks go to ``url``, counted into ``record``."""
     client.account = dataclasses.replace(client.account, url=url)
-    attempt = 0
-    delay = random.uniform(0, BACKOFF_FIRST_SECONDS)
-    while True:
-        await asyncio.sleep(delay)
-        record.attempts += 1
-        outcome = await _reopen(gen, client, url, record)
-        if outcome is None:
-            break
-        code, reason = outcome
-        attempt += 1
-        hinted = retry_hint_seconds(reason) if code == TRY_AGAIN_LATER else None
-        if code == TRY_AGAIN_LATER:
-            record.shed += 1
-        else:
-            record.failed += 1
-        if hinted is not None:
-            record.hints_ms.append(int(reason[len(RETRY_REASON_PREFIX) :]))
-            delay = hinted
-        else:
-            ceiling = min(BACKOFF_MAX_SECONDS, BACKOFF_FIRST_SECONDS * 2**attempt)
-            delay = random.uniform(0, ceiling)
-    record.connected_after = time.monotonic() - killed_at
-    reply = await gen.request(client, {"type": "resume", "positions": dict(client.positions)})
-    record.resumed_after = time.monotonic() - killed_at
-    answers = (reply.get("conversations") or {}).values()
-    record.recovered = reply.get("type") == "ack" and all(a.get("recovered") for a in answers)
+    observer = StormObserver(gen, client, since, record)
+    if isinstance(rc.observer, StormObserver):  # its open socket's drop is no attempt
+        observer.open, observer.opening = rc.observer.open, rc.observer.opening
+    rc.observer = observer
+    rc.urls = [url]
 
 
 async def _pings(
@@ -213,7 +263,15 @@ def _window(samples: list[tuple[float, float]], start: float, end: float) -> dic
 POOL_EXHAUSTED = ("MaxConnectionsError", "keeping local truth")
 
 
-async def _mass_close(gen: LoadGenerator, cluster: Any, instance: Any) -> dict[str, Any]:
+async def _close_all(gen: LoadGenerator, packaged: dict[int, RClient]) -> None:
+    # The package's clients first: each stops at once, so none reconnects when the generator
+    # closes the socket it shares.
+    await asyncio.gather(*(rc.close() for rc in packaged.values()), gen.close())
+
+
+async def _mass_close(
+    gen: LoadGenerator, cluster: Any, instance: Any, packaged: dict[int, RClient]
+) -> dict[str, Any]:
     """Every socket closed at once: how long until the survivor's registry entries are gone,
     whether its Redis pool ran out meanwhile (its log), and its health after."""
     import redis.asyncio as aioredis
@@ -228,7 +286,7 @@ async def _mass_close(gen: LoadGenerator, cluster: Any, instance: Any) -> dict[s
     try:
         before = int(await client.hlen(key))
         closed_at = time.monotonic()
-        await gen.close()
+        await _close_all(gen, packaged)
         left = before
         while left and time.monotonic() - closed_at < 30:
             await asyncio.sleep(0.05)
@@ -285,11 +343,15 @@ async def storm(args: Any, workdir: Path) -> dict[str, Any]:
         victim, survivor = cluster.instances
         gen = LoadGenerator(accounts_assign(seeded, [victim.ws_url, survivor.ws_url]))
         connect_stats = await gen.connect()
-        # Connects the instances shed (1013) come back as clients do, after their hint.
+        # Connects the instances shed (1013) come back as clients do, after their hint: as
+        # the package's clients. The generator sends on their sockets too; the package does
+        # not see those frames' acks, so such a client must not resume (its positions would
+        # lag its own messages): none on the survivor does, and the victim's only receive.
         refused = [c for c in gen.clients if c.ws is None]
+        packaged: dict[int, RClient] = {}
         opened_at = time.monotonic()
         await asyncio.gather(
-            *(_come_back(gen, c, c.account.url, opened_at, Comeback()) for c in refused)
+            *(_come_back(gen, c, c.account.url, opened_at, Comeback(), packaged) for c in refused)
         )
         opened = sum(1 for c in gen.clients if c.ws is not None)
         victims = [c for c in gen.clients if c.account.url == victim.ws_url and c.ws]
@@ -307,9 +369,14 @@ async def storm(args: Any, workdir: Path) -> dict[str, Any]:
         records = {c.index: Comeback() for c in victims}
         spy = _profile(args, survivor.pid)
         killed_at = time.monotonic()
+        for c in victims:
+            if c.index in packaged:
+                _recount(gen, c, survivor.ws_url, killed_at, records[c.index], packaged[c.index])
         os.kill(victim.pid, signal.SIGKILL)
         comebacks = [
-            asyncio.create_task(_come_back(gen, c, survivor.ws_url, killed_at, records[c.index]))
+            asyncio.create_task(
+                _come_back(gen, c, survivor.ws_url, killed_at, records[c.index], packaged)
+            )
             for c in victims
         ]
         _, not_done = await asyncio.wait(comebacks, timeout=args.storm_deadline)
@@ -359,10 +426,10 @@ async def storm(args: Any, workdir: Path) -> dict[str, Any]:
             "errors": dict(gen.errors),
         }
         try:
-            result["mass_close"] = await _mass_close(gen, cluster, survivor)
+            result["mass_close"] = await _mass_close(gen, cluster, survivor, packaged)
         except Exception as exc:  # the storm's results are worth keeping whatever this does
             result["mass_close_error"] = repr(exc)
-            await gen.close()
+            await _close_all(gen, packaged)
         return result
     finally:
         cluster.stop()
@@ -395,10 +462,13 @@ async def overload(args: Any, workdir: Path) -> dict[str, Any]:
             (instance,) = cluster.instances
             gen = LoadGenerator(accounts_assign(seeded, [instance.ws_url]))
             records = {c.index: Comeback() for c in gen.clients}
+            packaged: dict[int, RClient] = {}
             rss_before = rss_kib(instance.pid)
             started = time.monotonic()
             comers = [
-                asyncio.create_task(_come_back(gen, c, instance.ws_url, started, records[c.index]))
+                asyncio.create_task(
+                    _come_back(gen, c, instance.ws_url, started, records[c.index], packaged)
+                )
                 for c in gen.clients
             ]
             _, not_done = await asyncio.wait(comers, timeout=args.storm_deadline)
@@ -430,7 +500,7 @@ async def overload(args: Any, workdir: Path) -> dict[str, Any]:
                 "rss_kib": {"before": rss_before, "after": rss_kib(instance.pid)},
                 "errors": dict(gen.errors),
             }
-            await gen.close()
+            await _close_all(gen, packaged)
         finally:
             cluster.stop()
     return results
