@@ -83,7 +83,7 @@ class StormObserver(Observer):
         self.record.answer_ms.append(ms)
         return ms
 
-    def refused(self, exc: BaseException) -> None:
+    def attempt_failed(self, exc: BaseException) -> None:
         """An attempt that ended before the socket opened (from the opener)."""
         ms = self.answered()
         if (
@@ -149,7 +149,7 @@ def _storm_client(gen: LoadGenerator, client: Client, url: str, observer: StormO
         except (OSError, TimeoutError, websockets.WebSocketException) as exc:
             # The package's observer sees no refused attempt: counted here, where it is seen.
             if isinstance(rc.observer, StormObserver):
-                rc.observer.refused(exc)
+                rc.observer.attempt_failed(exc)
             raise
         if isinstance(rc.observer, StormObserver):
             rc.observer.opening = ws

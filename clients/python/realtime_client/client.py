@@ -124,6 +124,10 @@ class Observer:
     def closed(self, code: int | None, reason: str | None) -> None:
         """The socket closed (``code`` None: it never completed a close handshake)."""
 
+    def refused(self, url: str, status: int, delay: float) -> None:
+        """The upgrade was answered ``status`` instead of a handshake (``503``: the instance
+        sheds connects); the next attempt is in ``delay`` seconds."""
+
 
 class Client:
     """An asyncio client of the realtime backbone. Use it as ``async with Client(...) as c``
@@ -401,6 +405,7 @@ class Client:
             except InvalidStatus as exc:
                 # 503 before the handshake: the instance sheds connects and says when to come back.
                 delay = self.backoff.after_refusal(exc.response.headers, attempt, self._random)
+                self.observer.refused(url, exc.response.status_code, delay)
                 logger.debug("connect to %s refused (%r); next in %.2fs", url, exc, delay)
                 attempt += 1
                 self._next_url()
