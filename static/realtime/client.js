@@ -570,6 +570,7 @@ export class RealtimeClient {
     /** 4401 with no fresh token, or 4403: retrying cannot help, so stop. */
     signOut(code, reason) {
         this.wanted = false;
+        this.stopProbe();
         if (this.reconnectTimer !== null)
             clearTimeout(this.reconnectTimer);
         this.reconnectTimer = null;

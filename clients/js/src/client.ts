@@ -739,6 +739,7 @@ export class RealtimeClient {
   /** 4401 with no fresh token, or 4403: retrying cannot help, so stop. */
   private signOut(code: number, reason: string): void {
     this.wanted = false;
+    this.stopProbe();
     if (this.reconnectTimer !== null) clearTimeout(this.reconnectTimer);
     this.reconnectTimer = null;
     const unauthorized = code !== CLOSE_FORBIDDEN;
