@@ -572,6 +572,8 @@ export class RealtimeClient {
    */
   private noteWebSocketFailure(): void {
     if (this.transportMode !== "auto" || this.transport !== "websocket") return;
+    // Offline, every connect fails: that says nothing about WebSockets.
+    if ((globalThis as { navigator?: { onLine?: boolean } }).navigator?.onLine === false) return;
     this.wsFailures += 1;
     if (this.wsFailures < this.fallbackAttempts * this.urls.length) return;
     this.wsFailures = 0;
@@ -699,8 +701,15 @@ export class RealtimeClient {
     if (socket !== this.socket) return;
     const url = this.url;
     this.lastClose = { code, reason };
-    if (this.connection === null && (code === 1006 || code === 1015) && !(socket instanceof EventStreamSocket)) {
-      this.noteWebSocketFailure();
+    if (this.connection === null && (code === 1006 || code === 1015)) {
+      if (!(socket instanceof EventStreamSocket)) {
+        this.noteWebSocketFailure();
+      } else if (this.transportMode === "auto") {
+        // The stream got no further than the WebSocket: the network, not the upgrade, is
+        // what fails. Take turns, so that whichever comes back first is used.
+        this.transport = "websocket";
+        this.wsFailures = 0;
+      }
     }
     if (code === CLOSE_BAD_CURSOR) {
       // The server does not believe the cursor (another SECRET_KEY): start over, REST owes all.

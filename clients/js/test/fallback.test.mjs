@@ -141,6 +141,21 @@ describe("the fallback decision", () => {
     c.close();
   });
 
+  test("a stream that cannot connect either: the next try is a WebSocket again", async () => {
+    reset();
+    const c = client({ fallbackAttempts: 1 });
+    server.script.push((res) => res.socket.destroy());
+    const before = FakeSocket.all.length;
+    FakeSocket.last().drop(1006);
+    await until(() => streamGets().length === 1, 3000, "a stream GET");
+    await until(() => FakeSocket.all.length > before, 3000, "a WebSocket again");
+    assert.equal(c.transport, "websocket");
+    // And a WebSocket failing again goes back to the stream.
+    FakeSocket.last().drop(1006);
+    await until(() => c.isOpen && c.transport === "sse", 3000, "on the stream");
+    c.close();
+  });
+
   test("a WebSocket closed with a code got through: no fallback", async () => {
     reset();
     const c = client({});
