@@ -181,12 +181,14 @@ async function pollHealth() {
   renderBadge({ state: app.client?.state });
 }
 
-function renderBadge({ state }) {
-  // data-state is the socket's state; data-health what the server says of its backbone.
+function renderBadge({ state, transport }) {
+  // data-state is the socket's state; data-health what the server says of its backbone;
+  // data-transport whether events come over a WebSocket or server-sent events.
   let label;
   const degraded = state === STATES.OPEN && app.health === "degraded";
+  const streamed = (transport ?? app.client?.transport) === "sse";
   if (state === STATES.OPEN) {
-    label = degraded ? "Degraded: the server has lost part of its backbone" : "Live";
+    label = degraded ? "Degraded: the server has lost part of its backbone" : streamed ? "Live (event stream)" : "Live";
   } else if (state === STATES.RECONNECTING) {
     label = "Reconnecting… (sending through the API)";
     ui.instance.textContent = "–";
@@ -197,6 +199,7 @@ function renderBadge({ state }) {
   }
   ui.badge.dataset.state = state || STATES.CLOSED;
   ui.badge.dataset.health = degraded ? "degraded" : "ok";
+  ui.badge.dataset.transport = streamed ? "sse" : "websocket";
   ui.badge.textContent = label;
 }
 

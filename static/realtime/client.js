@@ -16,10 +16,12 @@
 import { backoffDelay, DEFAULT_BACKOFF, hintedDelay, retryAfterMs, } from "./backoff.js";
 import { EVENT_TYPES, STATES, } from "./events.js";
 import { CLOSE_FORBIDDEN, CLOSE_NORMAL, CLOSE_SERVICE_RESTART, CLOSE_TOO_MANY, CLOSE_TRY_AGAIN_LATER, CLOSE_UNAUTHORIZED, } from "./protocol.js";
+import { CLOSE_BAD_CURSOR, EventStreamSocket, streamUrl } from "./stream.js";
 import { BoundedSet, newClientId, RealtimeError } from "./util.js";
 export * from "./backoff.js";
 export * from "./events.js";
 export * from "./protocol.js";
+export * from "./stream.js";
 export * from "./util.js";
 /** Events that carry their conversation's `seq`; the others (typing, presence) carry none. */
 export const DURABLE_TYPES = new Set(["message", "read", "member"]);
@@ -111,6 +113,13 @@ export class RealtimeClient {
     gapTimeout;
     refetchLimit;
     seen;
+    /** What carries events now: `websocket`, or `sse` (then writes go through REST). */
+    transport;
+    /** The last `id:` of the stream: its `Last-Event-ID` on the next stream connect. */
+    lastEventId = null;
+    transportMode;
+    fallbackAttempts;
+    websocketRetryInterval;
     state = STATES.CLOSED;
     /** The `connected` frame of the current socket. */
     connection = null;
@@ -139,6 +148,11 @@ export class RealtimeClient {
     reconnectTimer = null;
     lastFrameAt = 0;
     wanted = false; // true between connect() and close()
+    wsFailures = 0; // WebSocket opens in a row that ended before `connected`
+    cursorSent = false; // the current stream was opened with a Last-Event-ID
+    catchUp = new Set(); // conversations a stream cannot replay: REST owes them
+    probeTimer = null;
+    probe = null;
     streams = new Map();
     outbox = new Map();
     outboxTimer = null;
@@ -177,6 +191,14 @@ export class RealtimeClient {
         this.fetchImpl = options.fetch ?? globalThis.fetch?.bind(globalThis);
         this.random = options.random ?? Math.random;
         this.seen = new BoundedSet(options.dedupSize ?? 1000);
+        this.transportMode = options.transport ?? "auto";
+        if (!["auto", "websocket", "sse"].includes(this.transportMode)) {
+            throw new Error("RealtimeClient `transport` must be auto, websocket or sse");
+        }
+        this.transport = this.transportMode === "sse" ? "sse" : "websocket";
+        this.fallbackAttempts = Math.max(1, options.fallbackAttempts ?? 2);
+        this.websocketRetryInterval = options.websocketRetryInterval ?? 5 * 60_000;
+        this.lastEventId = options.lastEventId ?? null;
         this.gapTimeout = options.gapTimeout ?? 3000;
         this.refetchLimit = options.refetchLimit ?? 5000;
         for (const [id, seq] of Object.entries(options.positions ?? {}))
@@ -248,7 +270,7 @@ export class RealtimeClient {
             return;
         const previous = this.state;
         this.state = next;
-        this.emit("state", { state: next, previous, ...detail });
+        this.emit("state", { state: next, previous, transport: this.transport, ...detail });
     }
     /* ---------- the connection ---------- */
     /** Open the socket (a no-op while one is open or opening). */
@@ -309,6 +331,10 @@ export class RealtimeClient {
         this.open();
     }
     open() {
+        if (this.transport === "sse") {
+            this.openStream();
+            return;
+        }
         const WebSocketImpl = this.WebSocketImpl;
         const url = this.url;
         this.emit("connecting", { url, attempt: this.attempt });
@@ -321,6 +347,7 @@ export class RealtimeClient {
         }
         catch (err) {
             this.lastClose = { code: 1006, reason: String(err) };
+            this.noteWebSocketFailure();
             this.emit("disconnected", { code: 1006, reason: String(err), url, willReconnect: true });
             this.scheduleReconnect(1006, String(err), "dropped");
             return;
@@ -331,6 +358,123 @@ export class RealtimeClient {
         // An error is always followed by a close, which does the work.
         socket.onerror = () => { };
     }
+    /** Open the stream (`GET /api/events/stream`) with the last cursor, if any. */
+    openStream() {
+        const url = streamUrl(this.apiBase);
+        this.emit("connecting", { url, attempt: this.attempt });
+        if (!this.fetchImpl) {
+            this.emit("disconnected", { code: 1006, reason: "no fetch", url, willReconnect: true });
+            this.scheduleReconnect(1006, "no fetch implementation", "dropped");
+            return;
+        }
+        this.cursorSent = this.lastEventId !== null;
+        const socket = new EventStreamSocket({
+            fetch: this.fetchImpl,
+            url,
+            token: this.token ?? "",
+            lastEventId: this.lastEventId,
+            onEventId: (id) => {
+                if (this.socket === socket)
+                    this.lastEventId = id;
+            },
+        });
+        this.socket = socket;
+        socket.onmessage = (ev) => this.handleFrame(socket, ev.data);
+        socket.onclose = (ev) => this.handleClose(socket, ev.code, ev.reason);
+    }
+    /**
+     * A WebSocket that never reached `connected` without a close code (refused upgrade, blocked
+     * port, no constructor): after `fallbackAttempts` of them in a row on every URL, `auto`
+     * takes the stream. A close code means the upgrade got through, so it does not count.
+     */
+    noteWebSocketFailure() {
+        if (this.transportMode !== "auto" || this.transport !== "websocket")
+            return;
+        // Offline, every connect fails: that says nothing about WebSockets.
+        if (globalThis.navigator?.onLine === false)
+            return;
+        this.wsFailures += 1;
+        if (this.wsFailures < this.fallbackAttempts * this.urls.length)
+            return;
+        this.wsFailures = 0;
+        this.transport = "sse";
+        // The stream starts without a cursor: what the WebSocket had is caught up by REST.
+        this.lastEventId = null;
+    }
+    /** On the stream for a while: open a WebSocket on the side; if it connects, move back. */
+    scheduleProbe() {
+        if (this.probeTimer !== null || this.transportMode !== "auto" || this.transport !== "sse")
+            return;
+        this.probeTimer = setTimeout(() => {
+            this.probeTimer = null;
+            this.probeWebSocket();
+        }, this.websocketRetryInterval);
+    }
+    probeWebSocket() {
+        if (!this.wanted || this.transport !== "sse" || this.probe || !this.WebSocketImpl)
+            return;
+        const sep = this.url.includes("?") ? "&" : "?";
+        let probe;
+        try {
+            probe = new this.WebSocketImpl(`${this.url}${sep}token=${encodeURIComponent(this.token ?? "")}`);
+        }
+        catch {
+            this.scheduleProbe();
+            return;
+        }
+        this.probe = probe;
+        const done = () => {
+            probe.onmessage = probe.onclose = probe.onerror = null;
+            if (this.probe === probe)
+                this.probe = null;
+        };
+        probe.onerror = () => { };
+        probe.onclose = () => {
+            done();
+            this.scheduleProbe();
+        };
+        probe.onmessage = (ev) => {
+            let type;
+            try {
+                type = JSON.parse(String(ev.data)).type;
+            }
+            catch {
+                type = null;
+            }
+            done();
+            try {
+                probe.close(CLOSE_NORMAL);
+            }
+            catch {
+                // already closing
+            }
+            if (type !== "connected" || !this.wanted || this.transport !== "sse") {
+                this.scheduleProbe();
+                return;
+            }
+            // WebSockets get through again: end the stream and reconnect over one; its resume
+            // starts from the positions, so nothing is lost or shown twice in the switch.
+            this.transport = "websocket";
+            this.wsFailures = 0;
+            this.dropSocket(CLOSE_SERVICE_RESTART, "websocket available");
+        };
+    }
+    stopProbe() {
+        if (this.probeTimer !== null)
+            clearTimeout(this.probeTimer);
+        this.probeTimer = null;
+        const probe = this.probe;
+        this.probe = null;
+        if (probe) {
+            probe.onmessage = probe.onclose = probe.onerror = null;
+            try {
+                probe.close(CLOSE_NORMAL);
+            }
+            catch {
+                // already closing
+            }
+        }
+    }
     /** Close for good: no reconnection until connect() is called again. */
     close() {
         this.wanted = false;
@@ -340,6 +484,7 @@ export class RealtimeClient {
         if (this.outboxTimer !== null)
             clearTimeout(this.outboxTimer);
         this.outboxTimer = null;
+        this.stopProbe();
         if (this.listening) {
             globalThis.removeEventListener("offline", this.onOffline);
             globalThis.removeEventListener("online", this.onOnline);
@@ -386,6 +531,21 @@ export class RealtimeClient {
             return;
         const url = this.url;
         this.lastClose = { code, reason };
+        if (this.connection === null && (code === 1006 || code === 1015)) {
+            if (!(socket instanceof EventStreamSocket)) {
+                this.noteWebSocketFailure();
+            }
+            else if (this.transportMode === "auto") {
+                // The stream got no further than the WebSocket: the network, not the upgrade, is
+                // what fails. Take turns, so that whichever comes back first is used.
+                this.transport = "websocket";
+                this.wsFailures = 0;
+            }
+        }
+        if (code === CLOSE_BAD_CURSOR) {
+            // The server does not believe the cursor (another SECRET_KEY): start over, REST owes all.
+            this.lastEventId = null;
+        }
         this.teardown(new RealtimeError("connection_lost", `socket closed (${code})`));
         const refreshable = code === CLOSE_UNAUTHORIZED && this.refresher !== null;
         const final = code === CLOSE_FORBIDDEN || (code === CLOSE_UNAUTHORIZED && !refreshable);
@@ -421,6 +581,7 @@ export class RealtimeClient {
     /** 4401 with no fresh token, or 4403: retrying cannot help, so stop. */
     signOut(code, reason) {
         this.wanted = false;
+        this.stopProbe();
         if (this.reconnectTimer !== null)
             clearTimeout(this.reconnectTimer);
         this.reconnectTimer = null;
@@ -504,7 +665,7 @@ export class RealtimeClient {
                 this.scheduleTokenRefresh();
                 // The resume goes first, with the positions as they are: nothing a handler does in
                 // answer to `connected` (a send, a track) can come between it and the socket's start.
-                const resuming = this.resume();
+                const resuming = this.transport === "sse" ? this.streamCatchUp() : this.resume();
                 this.setState(STATES.OPEN, { instanceId: connected.instance_id });
                 this.emit("connected", connected);
                 if (!resuming)
@@ -513,6 +674,15 @@ export class RealtimeClient {
             }
             case "pong":
                 return;
+            case "resync": {
+                // Too far behind for the stream to replay: fetch this conversation by REST.
+                const id = String(frame.conversation_id);
+                if (this.streams.has(id)) {
+                    this.catchUp.add(id);
+                    void this.refetch(id);
+                }
+                return;
+            }
             case "ack":
                 this.settle(String(frame.ref), (entry) => entry.resolve(frame));
                 return;
@@ -737,6 +907,24 @@ export class RealtimeClient {
         });
         return true;
     }
+    /**
+     * A stream opened with a `Last-Event-ID` replays by itself; one opened without (the first,
+     * or after a refused cursor) starts at each conversation's latest `seq`, so REST fetches
+     * what lies between. A fetch that failed is owed on every later stream connect.
+     */
+    streamCatchUp() {
+        this.scheduleProbe();
+        if (!this.cursorSent)
+            for (const id of this.streams.keys())
+                this.catchUp.add(id);
+        for (const id of [...this.catchUp]) {
+            if (this.streams.has(id))
+                void this.refetch(id);
+            else
+                this.catchUp.delete(id);
+        }
+        return false;
+    }
     applyResume(conversations) {
         for (const [id, answer] of Object.entries(conversations)) {
             const stream = this.streams.get(String(id));
@@ -813,11 +1001,13 @@ export class RealtimeClient {
             stream.fetching = false;
         }
         if (this.streams.get(id) === stream) {
+            this.catchUp.delete(id);
             this.emit("recovery", { conversation_id: id, status: "caught_up", seq: stream.position, source: "rest" });
             this.drain(id, stream);
         }
     }
     resetStream(id, stream, seq, reason) {
+        this.catchUp.delete(id);
         stream.position = Math.max(stream.position, Number(seq));
         for (const held of [...stream.held.keys()])
             if (held <= stream.position)
@@ -878,8 +1068,9 @@ export class RealtimeClient {
      */
     send(type, payload) {
         const fields = (payload ?? {});
-        if (!this.isOpen || !this.socket) {
-            if (this.restFallback && REST_TWINS[type])
+        if (!this.isOpen || !this.socket || this.transport === "sse") {
+            // On the stream, REST is the only way to write.
+            if ((this.restFallback || this.transport === "sse") && REST_TWINS[type])
                 return this.sendRest(type, fields);
             return Promise.reject(new RealtimeError("not_connected", `socket is ${this.state}`));
         }
@@ -1006,10 +1197,10 @@ export class RealtimeClient {
             return;
         const payload = { conversation_id: entry.conversation_id, body: entry.body, client_id: entry.client_id };
         let attempt;
-        if (this.isOpen && this.socket) {
+        if (this.isOpen && this.socket && this.transport === "websocket") {
             attempt = this.sendFrame("message", payload).then((ack) => ack.message);
         }
-        else if (this.restFallback && this.fetchImpl) {
+        else if ((this.restFallback || this.transport === "sse") && this.fetchImpl) {
             const twin = REST_TWINS.message;
             attempt = this.request("POST", twin.path(payload), twin.body(payload));
         }
@@ -1070,7 +1261,8 @@ export class RealtimeClient {
             this.tokenStale = false;
             this.tokenExpiresAt = expiryMs(expiresAt);
         };
-        if (!this.isOpen || !this.socket) {
+        if (!this.isOpen || !this.socket || this.transport === "sse") {
+            // A stream keeps the token it opened with; the next connect (and REST) uses this one.
             adopt(grant.expires_at);
             return Promise.resolve(null);
         }

@@ -24,6 +24,13 @@ from tests.support.rest import rest_call
 pytestmark = [pytest.mark.browser, pytest.mark.cluster, pytest.mark.redis]
 
 SEEN_WITHIN_MS = 10_000
+NO_WEBSOCKET = """
+window.WebSocket = class {
+  constructor() {
+    throw new DOMException("WebSockets are blocked here", "SecurityError");
+  }
+};
+"""
 PASSWORD = "demo-password"
 
 
@@ -44,10 +51,19 @@ def open_page(browser: Any) -> Iterator[Callable[..., Any]]:
     """
     contexts: list[Any] = []
 
-    def open_(base_url: str, viewport: dict[str, int], *, block_sockets: bool = False) -> Any:
+    def open_(
+        base_url: str,
+        viewport: dict[str, int],
+        *,
+        block_sockets: bool = False,
+        no_websocket: bool = False,
+    ) -> Any:
         context = browser.new_context(viewport=viewport)
         contexts.append(context)
         page = context.new_page()
+        if no_websocket:
+            # As in a browser or network where no WebSocket can be made at all.
+            page.add_init_script(NO_WEBSOCKET)
         if block_sockets:
             page.route_web_socket(re.compile(r"/ws/"), lambda ws: ws.close(code=4000))
         page.set_default_timeout(SEEN_WITHIN_MS)
@@ -240,6 +256,49 @@ def test_page_sends_through_the_api_while_its_socket_cannot_connect(
     box.press("Enter")
     expect(alice.locator(".message.mine .body", has_text="Typed without a socket")).to_be_visible()
     expect(bob.locator(".message .body", has_text="Typed without a socket")).to_be_visible()
+    assert alice.errors == [] and bob.errors == []
+
+
+def test_page_without_websockets_lives_on_server_sent_events_each_message_once(
+    open_page: Callable[..., Any], cluster: Cluster
+) -> None:
+    tag = uuid.uuid4().hex[:6]
+    conversation_id = cluster.demo["conversations"]["alice-bob"]["id"]
+    web_a, web_b = cluster.instances
+    bob = open_page(web_b.base_url, LAPTOP)
+    sign_in(bob, "bob", web_b.instance_id)
+    open_conversation(bob, "alice-bob")
+
+    alice = open_page(web_a.base_url, LAPTOP, no_websocket=True)
+    streams: list[str] = []
+    alice.on("request", lambda r: streams.append(r.url) if "/api/events/stream" in r.url else None)
+    sign_in(alice, "alice", web_a.instance_id)
+    badge = alice.locator("#connection-badge")
+    expect(badge).to_have_attribute("data-transport", "sse")
+    assert alice.evaluate("window.realtimeClient.transport") == "sse"
+    assert streams, "no event stream was opened"
+    open_conversation(alice, "alice-bob")
+
+    # Bob writes on his WebSocket; alice's page gets it over the stream, once.
+    say(bob, f"to the stream {tag}")
+    incoming = alice.locator(".message .body", has_text=f"to the stream {tag}")
+    expect(incoming).to_have_count(1)
+    # Alice writes: through the API (the stream takes no frames), stored once, seen by bob.
+    say(alice, f"from the stream {tag}")
+    expect(
+        alice.locator(".message.mine", has_text=f"from the stream {tag}").locator(".receipt")
+    ).to_have_text("Sent")
+    expect(bob.locator(".message .body", has_text=f"from the stream {tag}")).to_have_count(1)
+    status, page = api(cluster, "GET", f"/api/conversations/{conversation_id}/messages", user="bob")
+    assert status == 200
+    stored = [m["body"] for m in page["results"]]
+    assert stored.count(f"from the stream {tag}") == 1
+    assert stored.count(f"to the stream {tag}") == 1
+    # Still once on alice's page after her own write went round (no echo, no replay twice).
+    expect(incoming).to_have_count(1)
+    expect(alice.locator(".message .body", has_text=f"from the stream {tag}")).to_have_count(1)
+    assert alice.evaluate("window.realtimeClient.lastEventId") is not None
+    assert sent_frames(alice) == []
     assert alice.errors == [] and bob.errors == []
 
 

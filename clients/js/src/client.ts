@@ -53,13 +53,16 @@ import {
   type ResumeAnswer,
   type ServerEvent,
   type TokenGrant,
+  type Transport,
   type UserStatus,
 } from "./protocol.js";
+import { CLOSE_BAD_CURSOR, EventStreamSocket, streamUrl } from "./stream.js";
 import { BoundedSet, newClientId, RealtimeError } from "./util.js";
 
 export * from "./backoff.js";
 export * from "./events.js";
 export * from "./protocol.js";
+export * from "./stream.js";
 export * from "./util.js";
 
 /** Events that carry their conversation's `seq`; the others (typing, presence) carry none. */
@@ -152,6 +155,18 @@ export interface RealtimeClientOptions {
   refetchLimit?: number;
   /** Drop the socket on the browser's `offline` event, reconnect on `online` (default true). */
   watchNetwork?: boolean;
+  /**
+   * `auto` (default): a WebSocket, and server-sent events (with REST writes) after
+   * `fallbackAttempts` WebSocket opens in a row failed on every URL; `sse`: the stream only;
+   * `websocket`: never the stream.
+   */
+  transport?: "auto" | Transport;
+  /** WebSocket opens that must fail in a row on each URL before `auto` falls back (default 2). */
+  fallbackAttempts?: number;
+  /** The stream cursor kept from an earlier page (`client.lastEventId`), to resume with. */
+  lastEventId?: string | null;
+  /** Milliseconds on the stream before the WebSocket is tried again (default 5 minutes). */
+  websocketRetryInterval?: number;
   /** A WebSocket constructor (Node has none before version 22: pass the `ws` package's). */
   WebSocket?: WebSocketConstructor;
   fetch?: FetchLike;
@@ -274,6 +289,13 @@ export class RealtimeClient {
   readonly gapTimeout: number;
   readonly refetchLimit: number;
   readonly seen: BoundedSet<string>;
+  /** What carries events now: `websocket`, or `sse` (then writes go through REST). */
+  transport: Transport;
+  /** The last `id:` of the stream: its `Last-Event-ID` on the next stream connect. */
+  lastEventId: string | null = null;
+  readonly transportMode: "auto" | Transport;
+  readonly fallbackAttempts: number;
+  readonly websocketRetryInterval: number;
 
   state: ConnectionState = STATES.CLOSED;
   /** The `connected` frame of the current socket. */
@@ -304,6 +326,11 @@ export class RealtimeClient {
   private reconnectTimer: ReturnType<typeof setTimeout> | null = null;
   private lastFrameAt = 0;
   private wanted = false; // true between connect() and close()
+  private wsFailures = 0; // WebSocket opens in a row that ended before `connected`
+  private cursorSent = false; // the current stream was opened with a Last-Event-ID
+  private readonly catchUp = new Set<Id>(); // conversations a stream cannot replay: REST owes them
+  private probeTimer: ReturnType<typeof setTimeout> | null = null;
+  private probe: WebSocketLike | null = null;
   private readonly streams = new Map<Id, Stream>();
   private readonly outbox = new Map<string, OutboxEntry>();
   private outboxTimer: ReturnType<typeof setTimeout> | null = null;
@@ -343,6 +370,14 @@ export class RealtimeClient {
     this.fetchImpl = options.fetch ?? globalThis.fetch?.bind(globalThis);
     this.random = options.random ?? Math.random;
     this.seen = new BoundedSet(options.dedupSize ?? 1000);
+    this.transportMode = options.transport ?? "auto";
+    if (!["auto", "websocket", "sse"].includes(this.transportMode)) {
+      throw new Error("RealtimeClient `transport` must be auto, websocket or sse");
+    }
+    this.transport = this.transportMode === "sse" ? "sse" : "websocket";
+    this.fallbackAttempts = Math.max(1, options.fallbackAttempts ?? 2);
+    this.websocketRetryInterval = options.websocketRetryInterval ?? 5 * 60_000;
+    this.lastEventId = options.lastEventId ?? null;
     this.gapTimeout = options.gapTimeout ?? 3000;
     this.refetchLimit = options.refetchLimit ?? 5000;
     for (const [id, seq] of Object.entries(options.positions ?? {})) this.setPosition(id, seq);
@@ -420,7 +455,7 @@ export class RealtimeClient {
     if (this.state === next) return;
     const previous = this.state;
     this.state = next;
-    this.emit("state", { state: next, previous, ...detail });
+    this.emit("state", { state: next, previous, transport: this.transport, ...detail });
   }
 
   /* ---------- the connection ---------- */
@@ -480,6 +515,10 @@ export class RealtimeClient {
   }
 
   private open(): void {
+    if (this.transport === "sse") {
+      this.openStream();
+      return;
+    }
     const WebSocketImpl = this.WebSocketImpl;
     const url = this.url;
     this.emit("connecting", { url, attempt: this.attempt });
@@ -490,6 +529,7 @@ export class RealtimeClient {
       socket = new WebSocketImpl(`${url}${sep}token=${encodeURIComponent(this.token ?? "")}`);
     } catch (err) {
       this.lastClose = { code: 1006, reason: String(err) };
+      this.noteWebSocketFailure();
       this.emit("disconnected", { code: 1006, reason: String(err), url, willReconnect: true });
       this.scheduleReconnect(1006, String(err), "dropped");
       return;
@@ -501,6 +541,116 @@ export class RealtimeClient {
     socket.onerror = () => {};
   }
 
+  /** Open the stream (`GET /api/events/stream`) with the last cursor, if any. */
+  private openStream(): void {
+    const url = streamUrl(this.apiBase);
+    this.emit("connecting", { url, attempt: this.attempt });
+    if (!this.fetchImpl) {
+      this.emit("disconnected", { code: 1006, reason: "no fetch", url, willReconnect: true });
+      this.scheduleReconnect(1006, "no fetch implementation", "dropped");
+      return;
+    }
+    this.cursorSent = this.lastEventId !== null;
+    const socket: WebSocketLike = new EventStreamSocket({
+      fetch: this.fetchImpl,
+      url,
+      token: this.token ?? "",
+      lastEventId: this.lastEventId,
+      onEventId: (id) => {
+        if (this.socket === socket) this.lastEventId = id;
+      },
+    });
+    this.socket = socket;
+    socket.onmessage = (ev) => this.handleFrame(socket, ev.data);
+    socket.onclose = (ev) => this.handleClose(socket, ev.code, ev.reason);
+  }
+
+  /**
+   * A WebSocket that never reached `connected` without a close code (refused upgrade, blocked
+   * port, no constructor): after `fallbackAttempts` of them in a row on every URL, `auto`
+   * takes the stream. A close code means the upgrade got through, so it does not count.
+   */
+  private noteWebSocketFailure(): void {
+    if (this.transportMode !== "auto" || this.transport !== "websocket") return;
+    // Offline, every connect fails: that says nothing about WebSockets.
+    if ((globalThis as { navigator?: { onLine?: boolean } }).navigator?.onLine === false) return;
+    this.wsFailures += 1;
+    if (this.wsFailures < this.fallbackAttempts * this.urls.length) return;
+    this.wsFailures = 0;
+    this.transport = "sse";
+    // The stream starts without a cursor: what the WebSocket had is caught up by REST.
+    this.lastEventId = null;
+  }
+
+  /** On the stream for a while: open a WebSocket on the side; if it connects, move back. */
+  private scheduleProbe(): void {
+    if (this.probeTimer !== null || this.transportMode !== "auto" || this.transport !== "sse") return;
+    this.probeTimer = setTimeout(() => {
+      this.probeTimer = null;
+      this.probeWebSocket();
+    }, this.websocketRetryInterval);
+  }
+
+  private probeWebSocket(): void {
+    if (!this.wanted || this.transport !== "sse" || this.probe || !this.WebSocketImpl) return;
+    const sep = this.url.includes("?") ? "&" : "?";
+    let probe: WebSocketLike;
+    try {
+      probe = new this.WebSocketImpl(`${this.url}${sep}token=${encodeURIComponent(this.token ?? "")}`);
+    } catch {
+      this.scheduleProbe();
+      return;
+    }
+    this.probe = probe;
+    const done = (): void => {
+      probe.onmessage = probe.onclose = probe.onerror = null;
+      if (this.probe === probe) this.probe = null;
+    };
+    probe.onerror = () => {};
+    probe.onclose = () => {
+      done();
+      this.scheduleProbe();
+    };
+    probe.onmessage = (ev) => {
+      let type: unknown;
+      try {
+        type = (JSON.parse(String(ev.data)) as { type?: unknown }).type;
+      } catch {
+        type = null;
+      }
+      done();
+      try {
+        probe.close(CLOSE_NORMAL);
+      } catch {
+        // already closing
+      }
+      if (type !== "connected" || !this.wanted || this.transport !== "sse") {
+        this.scheduleProbe();
+        return;
+      }
+      // WebSockets get through again: end the stream and reconnect over one; its resume
+      // starts from the positions, so nothing is lost or shown twice in the switch.
+      this.transport = "websocket";
+      this.wsFailures = 0;
+      this.dropSocket(CLOSE_SERVICE_RESTART, "websocket available");
+    };
+  }
+
+  private stopProbe(): void {
+    if (this.probeTimer !== null) clearTimeout(this.probeTimer);
+    this.probeTimer = null;
+    const probe = this.probe;
+    this.probe = null;
+    if (probe) {
+      probe.onmessage = probe.onclose = probe.onerror = null;
+      try {
+        probe.close(CLOSE_NORMAL);
+      } catch {
+        // already closing
+      }
+    }
+  }
+
   /** Close for good: no reconnection until connect() is called again. */
   close(): void {
     this.wanted = false;
@@ -508,6 +658,7 @@ export class RealtimeClient {
     this.reconnectTimer = null;
     if (this.outboxTimer !== null) clearTimeout(this.outboxTimer);
     this.outboxTimer = null;
+    this.stopProbe();
     if (this.listening) {
       globalThis.removeEventListener("offline", this.onOffline);
       globalThis.removeEventListener("online", this.onOnline);
@@ -550,6 +701,20 @@ export class RealtimeClient {
     if (socket !== this.socket) return;
     const url = this.url;
     this.lastClose = { code, reason };
+    if (this.connection === null && (code === 1006 || code === 1015)) {
+      if (!(socket instanceof EventStreamSocket)) {
+        this.noteWebSocketFailure();
+      } else if (this.transportMode === "auto") {
+        // The stream got no further than the WebSocket: the network, not the upgrade, is
+        // what fails. Take turns, so that whichever comes back first is used.
+        this.transport = "websocket";
+        this.wsFailures = 0;
+      }
+    }
+    if (code === CLOSE_BAD_CURSOR) {
+      // The server does not believe the cursor (another SECRET_KEY): start over, REST owes all.
+      this.lastEventId = null;
+    }
     this.teardown(new RealtimeError("connection_lost", `socket closed (${code})`));
     const refreshable = code === CLOSE_UNAUTHORIZED && this.refresher !== null;
     const final = code === CLOSE_FORBIDDEN || (code === CLOSE_UNAUTHORIZED && !refreshable);
@@ -583,6 +748,7 @@ export class RealtimeClient {
   /** 4401 with no fresh token, or 4403: retrying cannot help, so stop. */
   private signOut(code: number, reason: string): void {
     this.wanted = false;
+    this.stopProbe();
     if (this.reconnectTimer !== null) clearTimeout(this.reconnectTimer);
     this.reconnectTimer = null;
     const unauthorized = code !== CLOSE_FORBIDDEN;
@@ -664,7 +830,7 @@ export class RealtimeClient {
         this.scheduleTokenRefresh();
         // The resume goes first, with the positions as they are: nothing a handler does in
         // answer to `connected` (a send, a track) can come between it and the socket's start.
-        const resuming = this.resume();
+        const resuming = this.transport === "sse" ? this.streamCatchUp() : this.resume();
         this.setState(STATES.OPEN, { instanceId: connected.instance_id });
         this.emit("connected", connected);
         if (!resuming) this.flushOutbox(); // else once the resume is answered
@@ -672,6 +838,15 @@ export class RealtimeClient {
       }
       case "pong":
         return;
+      case "resync": {
+        // Too far behind for the stream to replay: fetch this conversation by REST.
+        const id = String(frame.conversation_id);
+        if (this.streams.has(id)) {
+          this.catchUp.add(id);
+          void this.refetch(id);
+        }
+        return;
+      }
       case "ack":
         this.settle(String(frame.ref), (entry) => entry.resolve(frame as AckFrame));
         return;
@@ -892,6 +1067,21 @@ export class RealtimeClient {
     return true;
   }
 
+  /**
+   * A stream opened with a `Last-Event-ID` replays by itself; one opened without (the first,
+   * or after a refused cursor) starts at each conversation's latest `seq`, so REST fetches
+   * what lies between. A fetch that failed is owed on every later stream connect.
+   */
+  private streamCatchUp(): boolean {
+    this.scheduleProbe();
+    if (!this.cursorSent) for (const id of this.streams.keys()) this.catchUp.add(id);
+    for (const id of [...this.catchUp]) {
+      if (this.streams.has(id)) void this.refetch(id);
+      else this.catchUp.delete(id);
+    }
+    return false;
+  }
+
   private applyResume(conversations: Record<Id, ResumeAnswer>): void {
     for (const [id, answer] of Object.entries(conversations)) {
       const stream = this.streams.get(String(id));
@@ -963,12 +1153,14 @@ export class RealtimeClient {
       stream.fetching = false;
     }
     if (this.streams.get(id) === stream) {
+      this.catchUp.delete(id);
       this.emit("recovery", { conversation_id: id, status: "caught_up", seq: stream.position, source: "rest" });
       this.drain(id, stream);
     }
   }
 
   private resetStream(id: Id, stream: Stream, seq: number, reason: "too_far_behind"): void {
+    this.catchUp.delete(id);
     stream.position = Math.max(stream.position, Number(seq));
     for (const held of [...stream.held.keys()]) if (held <= stream.position) stream.held.delete(held);
     this.emit("reset", { conversation_id: id, reason, seq: stream.position });
@@ -1027,8 +1219,9 @@ export class RealtimeClient {
    */
   send<T extends ClientFrameType>(type: T, payload?: ClientPayload<T>): Promise<SendResult> {
     const fields = (payload ?? {}) as Record<string, unknown>;
-    if (!this.isOpen || !this.socket) {
-      if (this.restFallback && REST_TWINS[type]) return this.sendRest(type, fields);
+    if (!this.isOpen || !this.socket || this.transport === "sse") {
+      // On the stream, REST is the only way to write.
+      if ((this.restFallback || this.transport === "sse") && REST_TWINS[type]) return this.sendRest(type, fields);
       return Promise.reject(new RealtimeError("not_connected", `socket is ${this.state}`));
     }
     return this.sendFrame(type, fields).then((ack) => {
@@ -1157,9 +1350,9 @@ export class RealtimeClient {
     if (this.resuming) return;
     const payload = { conversation_id: entry.conversation_id, body: entry.body, client_id: entry.client_id };
     let attempt: Promise<Message>;
-    if (this.isOpen && this.socket) {
+    if (this.isOpen && this.socket && this.transport === "websocket") {
       attempt = this.sendFrame("message", payload).then((ack) => ack.message as Message);
-    } else if (this.restFallback && this.fetchImpl) {
+    } else if ((this.restFallback || this.transport === "sse") && this.fetchImpl) {
       const twin = REST_TWINS.message as RestTwin;
       attempt = this.request("POST", twin.path(payload), twin.body(payload)) as Promise<Message>;
     } else {
@@ -1221,7 +1414,8 @@ export class RealtimeClient {
       this.tokenStale = false;
       this.tokenExpiresAt = expiryMs(expiresAt);
     };
-    if (!this.isOpen || !this.socket) {
+    if (!this.isOpen || !this.socket || this.transport === "sse") {
+      // A stream keeps the token it opened with; the next connect (and REST) uses this one.
       adopt(grant.expires_at);
       return Promise.resolve(null);
     }

@@ -8,6 +8,7 @@ import type {
   PresenceEvent,
   ReadEvent,
   ResumeAnswer,
+  Transport,
   TypingEvent,
 } from "./protocol.js";
 import type { RealtimeError } from "./util.js";
@@ -37,6 +38,8 @@ export interface StateChange {
   delay?: number;
   attempt?: number;
   instanceId?: string;
+  /** What carries events (`websocket`, or `sse` with REST writes). */
+  transport?: Transport;
   /** The socket was closed with 4401 and no fresh token came: the user must sign in again. */
   signedOut?: boolean;
 }

@@ -271,6 +271,21 @@ export interface ErrorFrame {
   ts?: Timestamp;
 }
 
+/** Server-sent events only: a conversation too far behind to replay; refetch it by REST. */
+export interface ResyncEvent extends ServerEventBase {
+  type: "resync";
+  conversation_id: Id;
+}
+
+/** Server-sent events only: the stream's last event, with the code a WebSocket would get. */
+export interface CloseStreamEvent extends ServerEventBase {
+  type: "close";
+  code: number;
+}
+
+/** How the client reaches the server: a WebSocket, or server-sent events plus REST writes. */
+export type Transport = "websocket" | "sse";
+
 export type ServerEvent = ConnectedEvent | TypingEvent | PresenceEvent | DurableEvent;
 export type ServerFrame = ServerEvent | PongFrame | AckFrame | ErrorFrame;
 export type ServerFrameType = ServerFrame["type"];

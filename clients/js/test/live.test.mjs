@@ -34,7 +34,7 @@ const opened = [];
 after(() => opened.forEach((c) => c.close()));
 
 /** A client of `user` whose failover list starts at `first` ("a" or "b"). */
-function clientOf(user, first) {
+function clientOf(user, first, options = {}) {
   const order = first === "a" ? [urls.a, urls.b] : [urls.b, urls.a];
   const client = new RealtimeClient({
     url: order,
@@ -44,6 +44,7 @@ function clientOf(user, first) {
     backoff: { initial: 100, max: 1000 },
     // The suite's instances ping every half second: a dead one is noticed within seconds.
     heartbeatInterval: 1,
+    ...options,
   });
   opened.push(client);
   const view = { user, client, events: [], own: [], reconnects: 0, causes: [] };
@@ -196,6 +197,36 @@ describe("live cluster", { skip: live ? false : "no live cluster (RT_LIVE_URLS u
     const start = await openAll(views);
     const stored = await writeThrough(views, () => fault("restart_redis"));
     await assertExactlyOnce(views, start, stored);
+    views.forEach((v) => v.client.close());
+  });
+});
+
+// The same faults with the clients on server-sent events (the transport forced): events come
+// over `GET /api/events/stream`, resumed by `Last-Event-ID`; every write goes through REST.
+describe("live cluster over server-sent events", { skip: live ? false : "no live cluster (RT_LIVE_URLS unset)" }, () => {
+  const sse = { transport: "sse" };
+
+  test("an instance killed mid-stream: streams fail over, resume, 0 lost, 0 duplicated", async () => {
+    const views = [clientOf("alice", "a", sse), clientOf("bob", "b", sse), clientOf("carol", "a", sse)];
+    const start = await openAll(views);
+    for (const view of views) assert.equal(view.client.transport, "sse");
+    const stored = await writeThrough(views, () => fault("kill", "a"));
+    await assertExactlyOnce(views, start, stored);
+    for (const view of [views[0], views[2]]) {
+      assert.ok(view.reconnects >= 1, `${view.user} never reconnected`);
+      assert.equal(view.client.instanceId, instanceIds.b);
+      assert.ok(view.client.lastEventId, `${view.user} kept no cursor`);
+    }
+    views.forEach((v) => v.client.close());
+    await fault("restart", "a");
+  });
+
+  test("Redis restarted empty mid-stream: 0 lost, 0 duplicated", async () => {
+    const views = [clientOf("alice", "a", sse), clientOf("bob", "b", sse), clientOf("carol", "b", sse)];
+    const start = await openAll(views);
+    const stored = await writeThrough(views, () => fault("restart_redis"));
+    await assertExactlyOnce(views, start, stored);
+    for (const view of views) assert.equal(view.client.transport, "sse");
     views.forEach((v) => v.client.close());
   });
 });
