@@ -23,6 +23,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from rest_framework import serializers as drf_serializers
 from rest_framework.exceptions import ValidationError
 
+from accounts.authority import TokenRejected
 from chat import selectors, services
 from chat.frames import (
     ENVELOPE_KEYS,
@@ -48,7 +49,6 @@ from chat.serializers import (
     TypingFrameSerializer,
 )
 from chat.typing_state import TypingTimers
-from connections.authority import TokenRejected
 from connections.close_codes import (
     WS_1009_MESSAGE_TOO_BIG,
     WS_4429_TOO_MANY,

@@ -18,12 +18,12 @@ import uuid
 from collections.abc import Coroutine
 from typing import Any
 
+from accounts.authority import SocketAuthorityMixin
 from chat import events, selectors
 from chat.dedup import SeenIds, socket_seen_ids
 from chat.delivery import DeliveryMixin, Positions
 from chat.event_types import ConnectedEvent, event_frame
 from chat.healing import healing_register, healing_unregister
-from connections.authority import SocketAuthorityMixin
 from connections.close_codes import (
     WS_1000_NORMAL_CLOSURE,
     WS_1011_INTERNAL_ERROR,
@@ -124,7 +124,7 @@ class LiveSocketMixin(DeliveryMixin, SocketAuthorityMixin):
 
     async def live_connect(self) -> bool:
         """Set up the socket, then send ``connected``; False if it was refused. Admission
-        (``connections.admission``) already happened in front of the application."""
+        (``accounts.admission``) already happened in front of the application."""
         try:
             return await self._live_connect()
         except asyncio.CancelledError:

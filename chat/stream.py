@@ -26,6 +26,7 @@ from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.http import AsyncHttpConsumer
 
+from accounts.stream_auth import http_reply, retry_after
 from chat import selectors
 from chat.event_types import DURABLE_TYPES, now_iso
 from chat.live_socket import LiveSocketMixin
@@ -40,7 +41,6 @@ from connections.close_codes import (
     WS_4429_TOO_MANY,
 )
 from connections.database import database_async
-from connections.stream_auth import http_reply, retry_after
 from realtime_project.conf import realtime_settings
 
 logger = logging.getLogger(__name__)

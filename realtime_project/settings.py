@@ -51,7 +51,7 @@ SECRET_KEY = (
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
 # Origins other than a request's own from which a cookie may act: Django's CSRF check for
-# forms, and the origin check of session-cookie sockets (connections/auth.py).
+# forms, and the origin check of session-cookie sockets (accounts/auth.py).
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
@@ -68,6 +68,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "channels",
     "connections",
+    "accounts",
     "presence",
     "chat",
     "health",
@@ -163,12 +164,12 @@ WHITENOISE_USE_FINDERS = env_bool("WHITENOISE_USE_FINDERS", True)
 REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: its WWW-Authenticate header turns "not authenticated" into 401.
-        "connections.tokens.ExpiringTokenAuthentication",
+        "accounts.tokens.ExpiringTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     # REST writes per user at the WebSocket frame rate, on the shared cache (docs/auth.md).
-    "DEFAULT_THROTTLE_CLASSES": ["connections.throttles.UserWriteThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["accounts.throttles.UserWriteThrottle"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 
@@ -249,7 +250,7 @@ REALTIME: dict[str, Any] = {
     # The youngest generation of Python's garbage collector, in allocations (the interpreter's
     # default is 700); 0 keeps the interpreter's defaults (realtime_project/runtime/collector.py).
     "GC_GEN0_THRESHOLD": env_int("GC_GEN0_THRESHOLD", 20000, minimum=0),
-    # Admission (connections/admission.py): a connect waits at most CONNECT_MAX_WAIT_MS for
+    # Admission (accounts/admission.py): a connect waits at most CONNECT_MAX_WAIT_MS for
     # its answer (admitted while the queue ahead is worth half of it at the measured connect
     # rate; otherwise 1013 with a retry hint of at most CONNECT_RETRY_MAX_MS), and never more
     # than CONNECT_MAX_IN_FLIGHT connects run at once per event loop, whatever the rate says.
@@ -333,7 +334,7 @@ REDIS_TOPOLOGY = RedisTopology.from_values(
     connect_timeout=REALTIME["REDIS_CONNECT_TIMEOUT_SECONDS"],
 )
 
-# The throttles' counters (connections/throttles.py) must be shared by every instance: on the
+# The throttles' counters (accounts/throttles.py) must be shared by every instance: on the
 # topology's Redis (Sentinel and Cluster too) when there is one, else this process's memory.
 CACHES: dict[str, Any] = {"default": REDIS_TOPOLOGY.cache_config()}
 

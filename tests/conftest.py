@@ -169,7 +169,7 @@ def _empty_cache() -> Iterator[None]:
     yield
     from django.core.cache import cache
 
-    from connections.throttles import throttle_fallback_reset
+    from accounts.throttles import throttle_fallback_reset
 
     cache.clear()
     throttle_fallback_reset()

@@ -10,7 +10,7 @@ from django.contrib.auth import get_user_model
 from django.test import AsyncClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from connections.tokens import token_issue
+from accounts.tokens import token_issue
 from health import metrics
 
 pytestmark = pytest.mark.django_db(transaction=True)
