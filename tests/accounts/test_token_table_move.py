@@ -20,7 +20,8 @@ from accounts.models import AuthToken, token_digest
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-BEFORE_THE_MOVE = [("connections", "0002_live_connection_permissions"), ("accounts", None)]
+LAST_BEFORE_THE_MOVE = ("connections", "0002_live_connection_permissions")
+BEFORE_THE_MOVE: list[tuple[str, str | None]] = [LAST_BEFORE_THE_MOVE, ("accounts", None)]
 
 
 def _migrate(targets: list[tuple[str, str | None]]) -> MigrationExecutor:
@@ -30,7 +31,7 @@ def _migrate(targets: list[tuple[str, str | None]]) -> MigrationExecutor:
     return MigrationExecutor(connection)
 
 
-def _latest() -> list[tuple[str, str | None]]:
+def _latest() -> list[tuple[str, str]]:
     return list(MigrationExecutor(connection).loader.graph.leaf_nodes())
 
 
@@ -38,9 +39,9 @@ def test_a_database_from_before_the_move_keeps_its_tokens_and_rights() -> None:
     latest = _latest()
     executor = _migrate(BEFORE_THE_MOVE)
     try:
-        state_nodes = [
-            node for node in latest if node[0] not in ("accounts", "connections")
-        ] + [BEFORE_THE_MOVE[0]]
+        state_nodes = [node for node in latest if node[0] not in ("accounts", "connections")] + [
+            LAST_BEFORE_THE_MOVE
+        ]
         old = executor.loader.project_state(state_nodes).apps
         old_user_model = old.get_model("auth", "User")
         old_token_model = old.get_model("connections", "AuthToken")
@@ -58,7 +59,7 @@ def test_a_database_from_before_the_move_keeps_its_tokens_and_rights() -> None:
             )
         )
     finally:
-        _migrate(latest)
+        _migrate(list(latest))
 
     with connection.cursor() as cursor:
         tables = connection.introspection.table_names(cursor)
