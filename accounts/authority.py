@@ -34,9 +34,9 @@ from accounts.sessions import SessionIdentity, sessions_live, sessions_stored_in
 from accounts.token_cache import token_cache
 from accounts.tokens import TokenIdentity, token_lookup, tokens_valid, users_passwords
 from connections.close_codes import WS_4401_UNAUTHORIZED
-from connections.database import database_async
 from realtime_layer import RealtimeChannelLayer
 from realtime_project.conf import realtime_settings
+from realtime_project.database import database_async
 
 logger = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ from accounts.clock import token_clock
 from accounts.models import AuthToken, token_digest
 from accounts.queries import matching
 from connections.control import sockets_revoke_on_commit
-from connections.database import database_async, database_async_enabled, database_connection
 from realtime_project.conf import realtime_settings
+from realtime_project.database import database_async, database_async_enabled, database_connection
 
 KEYWORD = "Token"
 

@@ -33,7 +33,6 @@ from connections.close_codes import (
     WS_4429_TOO_MANY,
 )
 from connections.control import control_audible, user_group
-from connections.database import database_async
 from connections.instance import instance_id, instance_start
 from connections.lifecycle import drain_is_active
 from connections.registry import SocketLimitReached
@@ -42,6 +41,7 @@ from health import metrics
 from presence.services import presence_admit, presence_disconnect, presence_mark_online_soon
 from realtime_layer import RealtimeChannelLayer
 from realtime_project.conf import realtime_settings
+from realtime_project.database import database_async
 from realtime_project.runtime.logging import log_event
 
 logger = logging.getLogger(__name__)

@@ -40,8 +40,8 @@ from connections.close_codes import (
     WS_4403_FORBIDDEN,
     WS_4429_TOO_MANY,
 )
-from connections.database import database_async
 from realtime_project.conf import realtime_settings
+from realtime_project.database import database_async
 
 logger = logging.getLogger(__name__)
 

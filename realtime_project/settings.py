@@ -132,7 +132,7 @@ def _database(url: str) -> dict[str, Any]:
 
 DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{DATA_DIR / 'db.sqlite3'}")
 DATABASES = {"default": _database(DATABASE_URL)}
-# Threads for the consumers' database calls (connections/database.py). SQLite takes one
+# Threads for the consumers' database calls (realtime_project/database.py). SQLite takes one
 # writer at a time, so it keeps Channels' one thread-sensitive thread (0).
 _DATABASE_THREADS_DEFAULT = (
     8 if DATABASES["default"].get("ENGINE") == "django.db.backends.postgresql" else 0
@@ -243,7 +243,7 @@ REALTIME: dict[str, Any] = {
     "DATABASE_THREADS": env_int("DATABASE_THREADS", _DATABASE_THREADS_DEFAULT, minimum=0),
     # PostgreSQL: the hottest writes and reads (a message, a connect's positions) run on
     # psycopg's async connections in the event loop itself, this many per loop; 0 keeps them
-    # on the database threads (connections/database.py).
+    # on the database threads (realtime_project/database.py).
     "DATABASE_ASYNC_CONNECTIONS": env_int(
         "DATABASE_ASYNC_CONNECTIONS", _DATABASE_ASYNC_DEFAULT, minimum=0
     ),
