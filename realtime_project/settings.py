@@ -16,7 +16,6 @@ from typing import Any
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from connections.topology import RedisTopology
 from realtime_project.env import (
     env_bool,
     env_choice,
@@ -27,6 +26,7 @@ from realtime_project.env import (
     env_optional_str,
     env_str,
 )
+from realtime_project.redis_topology import RedisPlacement
 from realtime_project.secret_key import embedded_secret_key, secret_key_check
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -324,8 +324,8 @@ REALTIME: dict[str, Any] = {
 }
 
 # One description of where Redis is, for the layer, the registry, presence, the cache and
-# health (connections/topology.py).
-REDIS_TOPOLOGY = RedisTopology.from_values(
+# health (realtime_project/redis_topology.py; connections/topology.py adds the clients).
+REDIS_TOPOLOGY = RedisPlacement.from_values(
     redis_url=REALTIME["REDIS_URL"],
     sentinels=REALTIME["REDIS_SENTINELS"],
     sentinel_master=REALTIME["REDIS_SENTINEL_MASTER"],
