@@ -29,7 +29,11 @@ from accounts.sessions import SessionIdentity, session_digest
 from accounts.token_cache import CachedToken, token_cache
 from accounts.tokens import TokenIdentity, token_lookup_async
 from connections import metrics
-from connections.close_codes import WS_1013_TRY_AGAIN_LATER, WS_4401_UNAUTHORIZED, WS_4403_FORBIDDEN
+from realtime_project.close_codes import (
+    WS_1013_TRY_AGAIN_LATER,
+    WS_4401_UNAUTHORIZED,
+    WS_4403_FORBIDDEN,
+)
 
 ASGIApp = Any
 

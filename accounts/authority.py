@@ -33,8 +33,8 @@ from accounts.clock import token_clock
 from accounts.sessions import SessionIdentity, sessions_live, sessions_stored_in_database
 from accounts.token_cache import token_cache
 from accounts.tokens import TokenIdentity, token_lookup, tokens_valid, users_passwords
-from connections.close_codes import WS_4401_UNAUTHORIZED
 from realtime_layer import RealtimeChannelLayer
+from realtime_project.close_codes import WS_4401_UNAUTHORIZED
 from realtime_project.conf import realtime_settings
 from realtime_project.database import database_async
 

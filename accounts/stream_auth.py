@@ -31,7 +31,7 @@ from accounts.auth import (
 from accounts.authority import SCOPE_KEY, SESSION_SCOPE_KEY
 from accounts.tokens import TokenIdentity
 from connections import metrics
-from connections.close_codes import WS_1013_TRY_AGAIN_LATER, WS_4401_UNAUTHORIZED
+from realtime_project.close_codes import WS_1013_TRY_AGAIN_LATER, WS_4401_UNAUTHORIZED
 from realtime_project.runtime.asgi_types import ASGIApp, Receive, Scope, Send
 
 # A shed or draining client waits this long, jittered, before it tries again.

@@ -49,15 +49,15 @@ from chat.serializers import (
     TypingFrameSerializer,
 )
 from chat.typing_state import TypingTimers
-from connections.close_codes import (
-    WS_1009_MESSAGE_TOO_BIG,
-    WS_4429_TOO_MANY,
-)
 from connections.control import control_audible
 from connections.registry import get_registry
 from presence.serializers import StatusInputSerializer, status_to_dict
 from presence.services import (
     presence_set,
+)
+from realtime_project.close_codes import (
+    WS_1009_MESSAGE_TOO_BIG,
+    WS_4429_TOO_MANY,
 )
 from realtime_project.conf import realtime_settings
 from realtime_project.database import database_async

@@ -25,14 +25,6 @@ from chat.delivery import DeliveryMixin, Positions
 from chat.event_types import ConnectedEvent, event_frame
 from chat.healing import healing_register, healing_unregister
 from connections import metrics as connections_metrics
-from connections.close_codes import (
-    WS_1000_NORMAL_CLOSURE,
-    WS_1011_INTERNAL_ERROR,
-    WS_1012_SERVICE_RESTART,
-    WS_4008_SLOW_CONSUMER,
-    WS_4401_UNAUTHORIZED,
-    WS_4429_TOO_MANY,
-)
 from connections.control import control_audible, user_group
 from connections.instance import instance_id, instance_start
 from connections.lifecycle import drain_is_active
@@ -40,6 +32,14 @@ from connections.registry import SocketLimitReached
 from connections.sockets import local_sockets
 from presence.services import presence_admit, presence_disconnect, presence_mark_online_soon
 from realtime_layer import RealtimeChannelLayer
+from realtime_project.close_codes import (
+    WS_1000_NORMAL_CLOSURE,
+    WS_1011_INTERNAL_ERROR,
+    WS_1012_SERVICE_RESTART,
+    WS_4008_SLOW_CONSUMER,
+    WS_4401_UNAUTHORIZED,
+    WS_4429_TOO_MANY,
+)
 from realtime_project.conf import realtime_settings
 from realtime_project.database import database_async
 from realtime_project.runtime.logging import log_event

@@ -31,7 +31,7 @@ from chat import selectors
 from chat.event_types import DURABLE_TYPES, now_iso
 from chat.live_socket import LiveSocketMixin
 from chat.stream_cursor import CursorInvalid, cursor_decode, cursor_encode, cursor_positions
-from connections.close_codes import (
+from realtime_project.close_codes import (
     WS_1001_GOING_AWAY,
     WS_1011_INTERNAL_ERROR,
     WS_1012_SERVICE_RESTART,

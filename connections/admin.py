@@ -36,9 +36,9 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts.admin import may_act_on
 from accounts.models import AuthToken
-from connections.close_codes import WS_4401_UNAUTHORIZED
 from connections.control import sockets_close, sockets_revoke_on_commit
 from connections.registry import ConnectionInfo, get_registry
+from realtime_project.close_codes import WS_4401_UNAUTHORIZED
 
 # The page is for looking at, not for exporting: past this many rows, filter.
 MAX_ROWS = 500

@@ -32,11 +32,11 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
-from connections.close_codes import WS_1012_SERVICE_RESTART
 from connections.instance import instance_start, instance_stop
 from connections.registry import get_registry
 from connections.sockets import sockets_close_all
 from realtime_layer import RealtimeChannelLayer
+from realtime_project.close_codes import WS_1012_SERVICE_RESTART
 from realtime_project.conf import realtime_settings
 from realtime_project.runtime.asgi_types import ASGIApp, Receive, Scope, Send
 

@@ -74,7 +74,7 @@ from typing import Any, Final
 from twisted.internet.abstract import FileDescriptor
 from twisted.protocols.policies import ProtocolWrapper
 
-from connections.close_codes import WS_1009_MESSAGE_TOO_BIG, WS_4008_SLOW_CONSUMER
+from realtime_project.close_codes import WS_1009_MESSAGE_TOO_BIG, WS_4008_SLOW_CONSUMER
 from realtime_project.conf import realtime_settings
 from realtime_project.runtime.logging import log_event
 

@@ -19,7 +19,7 @@ from accounts.admission import (
     upgrade_refusal,
 )
 from accounts.auth import SheddingMiddleware, WebSocketAuthMiddleware
-from connections.close_codes import WS_1013_TRY_AGAIN_LATER
+from realtime_project.close_codes import WS_1013_TRY_AGAIN_LATER
 from tests.support.consumer import SocketClosed
 from tests.support.consumer_fixtures import *  # noqa: F403
 from tests.support.consumer_fixtures import Demo

@@ -20,7 +20,7 @@ from django.utils import timezone
 from accounts.authority import authority_read
 from accounts.models import AuthToken
 from accounts.tokens import token_lookup
-from connections.close_codes import WS_4401_UNAUTHORIZED
+from realtime_project.close_codes import WS_4401_UNAUTHORIZED
 from tests.support.async_poll import async_wait_until
 from tests.support.consumer_fixtures import *  # noqa: F403
 from tests.support.consumer_fixtures import Demo

@@ -17,7 +17,7 @@ from channels.layers import channel_layers, get_channel_layer
 
 from accounts.models import AuthToken, token_digest
 from chat.models import Participant
-from connections.close_codes import WS_4401_UNAUTHORIZED
+from realtime_project.close_codes import WS_4401_UNAUTHORIZED
 from tests.support.async_poll import async_wait_until
 from tests.support.consumer_fixtures import *  # noqa: F403
 from tests.support.consumer_fixtures import Demo

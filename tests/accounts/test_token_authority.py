@@ -12,7 +12,7 @@ from accounts.models import AuthToken, token_digest
 from chat import events
 from chat.event_types import PresenceEvent, event_frame
 from connections import control
-from connections.close_codes import WS_4401_UNAUTHORIZED
+from realtime_project.close_codes import WS_4401_UNAUTHORIZED
 from tests.support.clock import *  # noqa: F403
 from tests.support.clock import MovableClock
 from tests.support.consumer_fixtures import *  # noqa: F403

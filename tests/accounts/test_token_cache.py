@@ -15,7 +15,7 @@ import accounts.auth
 from accounts.models import AuthToken, token_digest
 from accounts.token_cache import token_cache
 from accounts.tokens import token_lookup_async
-from connections.close_codes import WS_4401_UNAUTHORIZED
+from realtime_project.close_codes import WS_4401_UNAUTHORIZED
 from tests.support.async_poll import async_wait_until
 from tests.support.clock import *  # noqa: F403
 from tests.support.clock import MovableClock

@@ -15,9 +15,9 @@ from django.test import Client
 
 from accounts.models import AuthToken
 from accounts.tokens import token_issue
-from connections.close_codes import WS_4401_UNAUTHORIZED
 from connections.control import CLOSE_MESSAGE_TYPE, REVOKE_MESSAGE_TYPE, user_group
 from connections.registry import get_registry, reset_registry
+from realtime_project.close_codes import WS_4401_UNAUTHORIZED
 
 URL = "/admin/connections/live/"
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from connections.close_codes import WS_4401_UNAUTHORIZED
+from realtime_project.close_codes import WS_4401_UNAUTHORIZED
 from scripts.deployment import Cluster
 from scripts.procs import DaphneInstance, manage
 from tests.ops.support import wait_health

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from connections.close_codes import WS_1012_SERVICE_RESTART
+from realtime_project.close_codes import WS_1012_SERVICE_RESTART
 from tests.ops.support import (
     Stopwatch,
     health,
