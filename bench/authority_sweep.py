@@ -29,8 +29,8 @@ def seed(count: int, session_share: float, prefix: str) -> list[dict[str, Any]]:
     from django.contrib.sessions.models import Session
     from django.utils import timezone
 
-    from connections.models import AuthToken, token_digest
-    from connections.tokens import tokens_issue_bulk
+    from accounts.models import AuthToken, token_digest
+    from accounts.tokens import tokens_issue_bulk
 
     user_model = get_user_model()
     user_model.objects.bulk_create(
@@ -65,7 +65,7 @@ def unseed(prefix: str, sockets: list[dict[str, Any]]) -> None:
     from django.contrib.auth import get_user_model
     from django.contrib.sessions.models import Session
 
-    from connections.models import AuthToken
+    from accounts.models import AuthToken
 
     keys = [s["session_key"] for s in sockets if "session_key" in s]
     for start in range(0, len(keys), 500):
@@ -78,14 +78,14 @@ def unseed(prefix: str, sockets: list[dict[str, Any]]) -> None:
 async def measure(sockets: list[dict[str, Any]], runs: int) -> tuple[list[float], list[float]]:
     from django.utils import timezone
 
-    from connections.authority import (
+    from accounts.authority import (
         SCOPE_KEY,
         SESSION_SCOPE_KEY,
         AuthorityWatch,
         SocketAuthorityMixin,
     )
-    from connections.sessions import SessionIdentity, session_digest
-    from connections.tokens import TokenIdentity
+    from accounts.sessions import SessionIdentity, session_digest
+    from accounts.tokens import TokenIdentity
 
     class Socket(SocketAuthorityMixin):
         def __init__(self, user_id: str, scope: dict[str, Any]) -> None:

@@ -23,6 +23,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from rest_framework import serializers as drf_serializers
 from rest_framework.exceptions import ValidationError
 
+from accounts.authority import TokenRejected
 from chat import selectors, services
 from chat.frames import (
     ENVELOPE_KEYS,
@@ -48,19 +49,18 @@ from chat.serializers import (
     TypingFrameSerializer,
 )
 from chat.typing_state import TypingTimers
-from connections.authority import TokenRejected
-from connections.close_codes import (
-    WS_1009_MESSAGE_TOO_BIG,
-    WS_4429_TOO_MANY,
-)
 from connections.control import control_audible
-from connections.database import database_async
 from connections.registry import get_registry
 from presence.serializers import StatusInputSerializer, status_to_dict
 from presence.services import (
     presence_set,
 )
+from realtime_project.close_codes import (
+    WS_1009_MESSAGE_TOO_BIG,
+    WS_4429_TOO_MANY,
+)
 from realtime_project.conf import realtime_settings
+from realtime_project.database import database_async
 from realtime_project.inputs import input_validate
 
 logger = logging.getLogger(__name__)
@@ -165,7 +165,7 @@ class ChatConsumer(LiveSocketMixin, AsyncWebsocketConsumer):
         handler, so every frame and every delivered event of every socket queued for the one
         thread-sensitive executor thread: measured, it capped an instance at a few hundred
         deliveries a second with the CPU half idle (docs/benchmarks.md). Every database call
-        of this consumer goes through ``connections.database.database_async``, which closes
+        of this consumer goes through ``realtime_project.database.database_async``, which closes
         stale connections around itself on its own thread, so the hop bought nothing here.
         """
         handler = getattr(self, get_handler_name(message), None)

@@ -20,7 +20,7 @@ from chat import selectors
 from chat.dedup import SeenIds
 from chat.event_types import DURABLE_TYPES, frame_time
 from chat.metrics import delivery_observe
-from connections.close_codes import WS_1011_INTERNAL_ERROR, WS_4008_SLOW_CONSUMER
+from realtime_project.close_codes import WS_1011_INTERNAL_ERROR, WS_4008_SLOW_CONSUMER
 from realtime_project.conf import realtime_settings
 
 logger = logging.getLogger(__name__)

@@ -32,10 +32,10 @@ from chat import events, selectors
 from chat.delivery import Positions
 from chat.event_types import frame_time
 from chat.metrics import registry
-from connections.close_codes import WS_4008_SLOW_CONSUMER
-from connections.database import database_async
 from realtime_layer import RealtimeChannelLayer
+from realtime_project.close_codes import WS_4008_SLOW_CONSUMER
 from realtime_project.conf import realtime_settings
+from realtime_project.database import database_async
 
 logger = logging.getLogger(__name__)
 

@@ -18,13 +18,21 @@ import uuid
 from collections.abc import Coroutine
 from typing import Any
 
-from chat import events, selectors
+from accounts.authority import SocketAuthorityMixin
+from chat import events, metrics, selectors
 from chat.dedup import SeenIds, socket_seen_ids
 from chat.delivery import DeliveryMixin, Positions
 from chat.event_types import ConnectedEvent, event_frame
 from chat.healing import healing_register, healing_unregister
-from connections.authority import SocketAuthorityMixin
-from connections.close_codes import (
+from connections import metrics as connections_metrics
+from connections.control import control_audible, user_group
+from connections.instance import instance_id, instance_start
+from connections.lifecycle import drain_is_active
+from connections.registry import SocketLimitReached
+from connections.sockets import local_sockets
+from presence.services import presence_admit, presence_disconnect, presence_mark_online_soon
+from realtime_layer import RealtimeChannelLayer
+from realtime_project.close_codes import (
     WS_1000_NORMAL_CLOSURE,
     WS_1011_INTERNAL_ERROR,
     WS_1012_SERVICE_RESTART,
@@ -32,16 +40,8 @@ from connections.close_codes import (
     WS_4401_UNAUTHORIZED,
     WS_4429_TOO_MANY,
 )
-from connections.control import control_audible, user_group
-from connections.database import database_async
-from connections.instance import instance_id, instance_start
-from connections.lifecycle import drain_is_active
-from connections.registry import SocketLimitReached
-from connections.sockets import local_sockets
-from health import metrics
-from presence.services import presence_admit, presence_disconnect, presence_mark_online_soon
-from realtime_layer import RealtimeChannelLayer
 from realtime_project.conf import realtime_settings
+from realtime_project.database import database_async
 from realtime_project.runtime.logging import log_event
 
 logger = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ class LiveSocketMixin(DeliveryMixin, SocketAuthorityMixin):
 
     async def live_connect(self) -> bool:
         """Set up the socket, then send ``connected``; False if it was refused. Admission
-        (``connections.admission``) already happened in front of the application."""
+        (``accounts.admission``) already happened in front of the application."""
         try:
             return await self._live_connect()
         except asyncio.CancelledError:
@@ -189,7 +189,7 @@ class LiveSocketMixin(DeliveryMixin, SocketAuthorityMixin):
         # degrades on its own when Firestore fails.
         presence_mark_online_soon(user_id=self.user_id)
         local_sockets.add(self)
-        metrics.connection_opened()
+        connections_metrics.connection_opened()
         log_event(
             logger,
             f"{self.transport_name}_connect",
@@ -210,7 +210,7 @@ class LiveSocketMixin(DeliveryMixin, SocketAuthorityMixin):
         return True
 
     async def refuse(self, code: int) -> None:
-        metrics.connection_rejected(code)
+        connections_metrics.connection_rejected(code)
         log_event(
             logger,
             f"{self.transport_name}_refused",
@@ -226,7 +226,7 @@ class LiveSocketMixin(DeliveryMixin, SocketAuthorityMixin):
             return
         self.registered = False
         local_sockets.discard(self)
-        metrics.connection_closed(code)
+        connections_metrics.connection_closed(code)
         log_event(
             logger,
             f"{self.transport_name}_disconnect",

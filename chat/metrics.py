@@ -13,11 +13,23 @@ from collections.abc import Iterable
 from itertools import accumulate
 from typing import Final
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 registry = CollectorRegistry(auto_describe=False)
+
+_frame_errors = Counter(
+    "realtime_frame_errors",
+    "Client frames answered with an error frame, by error code.",
+    ["code"],
+    registry=registry,
+)
+
+
+def frame_error(code: str) -> None:
+    _frame_errors.labels(code=str(code)).inc()
+
 
 # The event kinds a socket is sent; a label per kind keeps the series few and fixed.
 DELIVERY_KINDS: Final = ("message", "read", "member", "typing", "presence")

@@ -12,7 +12,7 @@ from django.db.models import Count, Q, QuerySet
 
 from chat.models import Conversation, Event, Message, Participant
 from chat.serializers import message_to_dict
-from connections.database import (
+from realtime_project.database import (
     database_async,
     database_async_enabled,
     database_async_under_caller,
@@ -232,7 +232,7 @@ def is_participant(*, conversation_id: uuid.UUID, user_id: int | str) -> bool:
     return Participant.objects.filter(conversation_id=conversation_id, user_id=user_id).exists()
 
 
-# PostgreSQL, on the event loop's async connections (connections.database): the rare reads
+# PostgreSQL, on the event loop's async connections (realtime_project.database): the rare reads
 # of chat.services.message_send_async, in the same shapes as their ORM twins above.
 
 

@@ -26,8 +26,8 @@ from chat.event_types import MemberEvent, MessageEvent, ReadEvent, TypingEvent, 
 from chat.models import Conversation, Event, Message, Participant
 from chat.serializers import message_body, message_to_dict
 from connections.control import user_group
-from connections.database import database_async, database_async_enabled, database_connection
 from realtime_project.conf import realtime_settings
+from realtime_project.database import database_async, database_async_enabled, database_connection
 from webhooks.outbox import (
     CANDIDATES_KEY,
     outbox_record,
@@ -510,7 +510,7 @@ async def message_send_async(
 
     The conversation is named by id and the sender's membership is checked by the write
     itself. On PostgreSQL that is ``_MESSAGE_STATEMENT`` on the event loop's own async
-    connection (connections.database), committed on its own, then emitted: no thread, no
+    connection (realtime_project.database), committed on its own, then emitted: no thread, no
     transaction block, no hop back for the emit. Elsewhere the synchronous service runs on
     the database threads. Raises ``selectors.ConversationNotFound``, ``NotParticipant`` or
     ``ClientIdInUse``.

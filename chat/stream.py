@@ -26,11 +26,12 @@ from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.http import AsyncHttpConsumer
 
+from accounts.stream_auth import http_reply, retry_after
 from chat import selectors
 from chat.event_types import DURABLE_TYPES, now_iso
 from chat.live_socket import LiveSocketMixin
 from chat.stream_cursor import CursorInvalid, cursor_decode, cursor_encode, cursor_positions
-from connections.close_codes import (
+from realtime_project.close_codes import (
     WS_1001_GOING_AWAY,
     WS_1011_INTERNAL_ERROR,
     WS_1012_SERVICE_RESTART,
@@ -39,9 +40,8 @@ from connections.close_codes import (
     WS_4403_FORBIDDEN,
     WS_4429_TOO_MANY,
 )
-from connections.database import database_async
-from connections.stream_auth import http_reply, retry_after
 from realtime_project.conf import realtime_settings
+from realtime_project.database import database_async
 
 logger = logging.getLogger(__name__)
 

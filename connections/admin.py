@@ -14,8 +14,8 @@ Being staff is not enough: the page needs ``connections.view_live_connections`` 
 actions ``connections.disconnect_live_connections`` (``connections.models.LiveConnection``),
 and no one but a superuser acts on a superuser, here or on a superuser's API tokens.
 
-API tokens (``connections.models.AuthToken``) have a plain ModelAdmin: deleting one there
-closes its sockets like a logout does.
+API tokens (``accounts.models.AuthToken``) have a plain ModelAdmin in ``accounts.admin``:
+deleting one there closes its sockets like a logout does.
 """
 
 from __future__ import annotations
@@ -29,17 +29,16 @@ from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from connections.close_codes import WS_4401_UNAUTHORIZED
+from accounts.admin import may_act_on
+from accounts.models import AuthToken
 from connections.control import sockets_close, sockets_revoke_on_commit
-from connections.models import AuthToken
 from connections.registry import ConnectionInfo, get_registry
-from connections.tokens import token_issue
+from realtime_project.close_codes import WS_4401_UNAUTHORIZED
 
 # The page is for looking at, not for exporting: past this many rows, filter.
 MAX_ROWS = 500
@@ -51,13 +50,6 @@ DISCONNECT_PERMISSION = "connections.disconnect_live_connections"
 def _require(request: HttpRequest, permission: str) -> None:
     if not request.user.has_perm(permission):
         raise PermissionDenied
-
-
-def _may_act_on(request: HttpRequest, user_id: str) -> bool:
-    """Only a superuser may act on a superuser: staff rights must not reach above themselves."""
-    if getattr(request.user, "is_superuser", False):
-        return True
-    return not get_user_model().objects.filter(pk=user_id, is_superuser=True).exists()
 
 
 # A link to the page on the admin index, without replacing Django's own index template.
@@ -161,7 +153,7 @@ def _user_and_target(request: HttpRequest) -> tuple[str, str]:
     target = reverse("admin-live-connections")
     back = request.POST.get("next", "")
     user_id = request.POST.get("user_id", "").strip()
-    if user_id.isdigit() and not _may_act_on(request, user_id):
+    if user_id.isdigit() and not may_act_on(request, user_id):
         raise PermissionDenied
     return user_id, back if back.startswith(target) else target
 
@@ -190,48 +182,3 @@ def revoke_user_view(request: HttpRequest) -> HttpResponse:
         "their sockets (4401).",
     )
     return HttpResponseRedirect(target)
-
-
-@admin.register(AuthToken)
-class AuthTokenAdmin(admin.ModelAdmin):
-    """Tokens by user; deleting one revokes it (its sockets close on every instance)."""
-
-    list_display = ("digest_prefix", "user", "created", "expires_at")
-    list_filter = ("expires_at",)
-    search_fields = ("user__username",)
-    raw_id_fields = ("user",)
-    readonly_fields = ("digest", "created", "expires_at")
-    fields = ("user", "digest", "created", "expires_at")
-
-    @admin.display(description="token")
-    def digest_prefix(self, obj: AuthToken) -> str:
-        return f"{obj.digest[:12]}…"
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[AuthToken]:
-        queryset = super().get_queryset(request)
-        if getattr(request.user, "is_superuser", False):
-            return queryset
-        # A superuser's tokens are out of a non-superuser's sight and reach (bulk delete too).
-        return queryset.exclude(user__is_superuser=True)
-
-    def save_model(self, request: HttpRequest, obj: AuthToken, form: Any, change: bool) -> None:
-        if not _may_act_on(request, str(obj.user_id)):
-            # Minting a superuser's token would be becoming that superuser.
-            raise PermissionDenied
-        if change:
-            super().save_model(request, obj, form, change)
-            return
-        # Only the digest is kept: the key is shown this once.
-        grant = token_issue(user=obj.user)
-        obj.pk, obj.digest, obj.created, obj.expires_at = (
-            grant.token.pk,
-            grant.token.digest,
-            grant.token.created,
-            grant.token.expires_at,
-        )
-        messages.warning(request, f"The new token is {grant.key} (shown only now).")
-
-    def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
-        # One by one, so each token's post_delete revokes its sockets.
-        for token in queryset:
-            token.delete()

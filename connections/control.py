@@ -6,8 +6,8 @@ messages that connections owns and that know nothing of conversations:
 - ``{"type": "connection.close", "code": int}``: close every socket of the user;
 - ``{"type": "connection.revoke", "token_hash": str | None, "user_id": str}``: close (4401)
   every socket of the user authenticated with that token (or opened with the Django session
-  of that digest, ``connections.sessions.session_digest``), or every socket of the user for
-  ``None``; each instance's token cache (``connections.token_cache``) drops it too.
+  of that digest, ``accounts.sessions.session_digest``), or every socket of the user for
+  ``None``; each instance's token cache (``accounts.token_cache``) drops it too.
 
 They are sent after the change that caused them commits, so an instance that acts on one and
 looks at the database sees the change. While this instance's Redis link is down it hears

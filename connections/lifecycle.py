@@ -34,13 +34,13 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
-from connections.close_codes import WS_1012_SERVICE_RESTART
-from connections.database import database_calls_running
 from connections.instance import instance_start, instance_stop
 from connections.registry import get_registry
 from connections.sockets import sockets_close_all
 from realtime_layer import RealtimeChannelLayer
+from realtime_project.close_codes import WS_1012_SERVICE_RESTART
 from realtime_project.conf import realtime_settings
+from realtime_project.database import database_calls_running
 from realtime_project.runtime.asgi_types import ASGIApp, Receive, Scope, Send
 from realtime_project.runtime.daphne import daphne_running_applications
 from realtime_project.runtime.exit_watchdog import exit_watchdog_arm

@@ -20,11 +20,11 @@ import asyncio
 import logging
 import math
 
-from connections.close_codes import WS_1012_SERVICE_RESTART
 from connections.lifecycle import drain_is_active
 from connections.registry import get_registry
 from connections.sockets import local_sockets
 from connections.status import layer_view
+from realtime_project.close_codes import WS_1012_SERVICE_RESTART
 from realtime_project.conf import realtime_settings
 
 logger = logging.getLogger(__name__)

@@ -24,13 +24,13 @@ import math
 import time
 from typing import Any
 
-from connections.registry import (
+from connections.registry_batch import ScriptBatcher
+from connections.registry_types import (
     ConnectionInfo,
     ConnectionRegistry,
     SocketLimitReached,
     utc_from_timestamp,
 )
-from connections.registry_batch import ScriptBatcher
 from connections.topology import (
     REDIS_ERRORS,
     LoopClients,

@@ -1,14 +1,12 @@
-"""Connection and token routes under ``/api/``. Every path matches with or without a slash."""
+"""Connection routes under ``/api/``. Every path matches with or without a slash."""
 
 from __future__ import annotations
 
 from django.urls import re_path
 
-from connections import token_views, views
+from connections import views
 
 urlpatterns = [
-    re_path(r"^auth/token/?$", token_views.ObtainTokenView.as_view(), name="auth-token"),
-    re_path(r"^auth/logout/?$", token_views.LogoutView.as_view(), name="auth-logout"),
     re_path(
         r"^connections/stats/?$", views.ConnectionStatsView.as_view(), name="connections-stats"
     ),

@@ -1,11 +1,10 @@
 """Prometheus metrics at ``/metrics``. See docs/operations.md.
 
 The layer and the registry already count what they do; a collector reads their counters at
-scrape time instead of keeping a second copy. What only the consumer sees (sockets opened and
-closed, rejected connections, bad frames) is counted here through four small functions the
-consumer calls: ``connection_opened()``, ``connection_closed(code)``,
-``connection_rejected(close_code)`` and ``frame_error(code)``. Apps that define their own
-metrics keep them in their own registry (``chat.metrics.registry``), rendered here with ours.
+scrape time instead of keeping a second copy. What only a socket's owners see (sockets opened,
+closed and refused; bad frames) is counted beside the code that sees it, in the app's own
+registry (``connections.metrics.registry``, ``chat.metrics.registry``), rendered here with
+ours: health only reads, and no app imports it.
 """
 
 from __future__ import annotations
@@ -15,12 +14,13 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from chat import metrics as chat_metrics
+from connections import metrics as connections_metrics
 from connections.status import layer_view, registry_view
 from presence.services import presence_counters as presence_counters_read
 from webhooks import metrics as webhooks_metrics
@@ -31,45 +31,6 @@ PREFIX = "realtime"
 
 registry = CollectorRegistry(auto_describe=False)
 ProcessCollector(registry=registry)
-
-_opened = Counter(
-    f"{PREFIX}_connections_opened", "WebSockets accepted on this instance.", registry=registry
-)
-_closed = Counter(
-    f"{PREFIX}_connections_closed",
-    "WebSockets closed on this instance, by close code.",
-    ["code"],
-    registry=registry,
-)
-_rejected = Counter(
-    f"{PREFIX}_connections_rejected",
-    "WebSockets refused (4401, 4403, 4429 ...), by close code.",
-    ["code"],
-    registry=registry,
-)
-_frame_errors = Counter(
-    f"{PREFIX}_frame_errors",
-    "Client frames answered with an error frame, by error code.",
-    ["code"],
-    registry=registry,
-)
-
-
-def connection_opened() -> None:
-    _opened.inc()
-
-
-def connection_closed(code: int | str | None) -> None:
-    _closed.labels(code=str(code if code is not None else "none")).inc()
-
-
-def connection_rejected(close_code: int | str) -> None:
-    _rejected.labels(code=str(close_code)).inc()
-
-
-def frame_error(code: str) -> None:
-    _frame_errors.labels(code=str(code)).inc()
-
 
 # The layer's counters: name in layer.counters() -> (metric, help, extra labels). Counters the
 # layer adds later are still exported, as gauges named after them.
@@ -223,6 +184,7 @@ class _ForwardingCollector(Collector):
         return self._source.collect()
 
 
+registry.register(_ForwardingCollector(connections_metrics.registry))
 registry.register(_ForwardingCollector(chat_metrics.registry))
 registry.register(_ForwardingCollector(webhooks_metrics.registry))
 

@@ -19,7 +19,7 @@ from django.http import HttpRequest
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
 
-from connections.tokens import ExpiringTokenAuthentication
+from accounts.tokens import ExpiringTokenAuthentication
 from realtime_project.conf import realtime_settings
 
 ALLOWED = "allowed"

@@ -16,8 +16,8 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from connections.database import database_async
 from presence.store import PresenceStore, PresenceStoreError, PresenceWrite
+from realtime_project.database import database_async
 from webhooks.outbox import (
     outbox_discard,
     outbox_held,

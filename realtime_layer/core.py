@@ -377,7 +377,7 @@ class RealtimeChannelLayer(BaseChannelLayer):
                 loop.call_soon_threadsafe(_run_listener, callback)
 
     def on_moved(
-        self, link: ShardLink, channels: list[bytes], hint: tuple[str, int] | None
+        self, link: ShardLink[LoopLink], channels: list[bytes], hint: tuple[str, int] | None
     ) -> None:
         """A cluster node answered MOVED/ASK or dropped sharded subscriptions: its slots moved.
         ``channels`` (no longer wanted by ``link``) are subscribed where the new map says."""
@@ -455,7 +455,7 @@ class RealtimeChannelLayer(BaseChannelLayer):
             # did not arrive: the listeners (the chat's healing) fetch it now.
             self.on_recovered()
 
-    def on_remote(self, link: ShardLink, channel: bytes, data: bytes) -> None:
+    def on_remote(self, link: ShardLink[LoopLink], channel: bytes, data: bytes) -> None:
         """An envelope from Redis: drop our own echo, then deliver to members homed here."""
         try:
             message = decode(data)
@@ -786,7 +786,7 @@ class RealtimeChannelLayer(BaseChannelLayer):
                     link.loop.call_soon_threadsafe(self._adopt_orphans, link)
                 return
 
-    def _shard(self, link: LoopLink, name: str) -> ShardLink:
+    def _shard(self, link: LoopLink, name: str) -> ShardLink[LoopLink]:
         if link.map_version != self._map_version:
             self._apply_slot_map(link)  # a refresh ran on another loop and this one is behind
         return link.shards[self._ring.node_for(name)]

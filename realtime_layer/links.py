@@ -17,7 +17,7 @@ import math
 import random
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 import hiredis
 from redis.asyncio.connection import Connection
@@ -25,9 +25,6 @@ from redis.crc import key_slot
 from redis.exceptions import AskError, RedisError, ResponseError
 
 from realtime_layer.endpoints import RedisEndpoint
-
-if TYPE_CHECKING:
-    from realtime_layer.loops import LoopLink
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +64,7 @@ class LinkSettings:
 class LayerCallbacks(Protocol):
     """What a link reports back to the layer."""
 
-    def on_remote(self, link: ShardLink, channel: bytes, data: bytes) -> None: ...
+    def on_remote(self, link: ShardLink[Any], channel: bytes, data: bytes) -> None: ...
 
     def on_state_change(self) -> None: ...
 
@@ -76,11 +73,16 @@ class LayerCallbacks(Protocol):
     def on_recovered(self) -> None: ...
 
     def on_moved(
-        self, link: ShardLink, channels: list[bytes], hint: tuple[str, int] | None
+        self, link: ShardLink[Any], channels: list[bytes], hint: tuple[str, int] | None
     ) -> None: ...
 
 
-class ShardLink:
+# The loop link that holds a shard link (``loops.LoopLink``): a type parameter, not an import,
+# since the loop link is what builds its shard links.
+OwnerT = TypeVar("OwnerT")
+
+
+class ShardLink(Generic[OwnerT]):
     """One event loop's connections to one Redis node."""
 
     def __init__(
@@ -89,7 +91,7 @@ class ShardLink:
         endpoint: RedisEndpoint,
         settings: LinkSettings,
         layer: LayerCallbacks,
-        loop_link: LoopLink,
+        loop_link: OwnerT,
     ) -> None:
         self.endpoint = endpoint
         self.settings = settings

@@ -20,11 +20,11 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
+from accounts.auth import websocket_stack  # noqa: E402
+from accounts.stream_auth import StreamAuthMiddleware  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
 from chat.stream import EventStreamConsumer  # noqa: E402
-from connections.auth import websocket_stack  # noqa: E402
 from connections.lifecycle import drain_install_on_reactor, instance_lifecycle  # noqa: E402
-from connections.stream_auth import StreamAuthMiddleware  # noqa: E402
 from health.asgi import health_router  # noqa: E402
 from realtime_project.runtime.access_log import daphne_access_log_scrub  # noqa: E402
 from realtime_project.runtime.collector import collector_tune  # noqa: E402

@@ -16,7 +16,6 @@ from typing import Any
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from connections.topology import RedisTopology
 from realtime_project.env import (
     env_bool,
     env_choice,
@@ -27,6 +26,7 @@ from realtime_project.env import (
     env_optional_str,
     env_str,
 )
+from realtime_project.redis_topology import RedisPlacement
 from realtime_project.secret_key import embedded_secret_key, secret_key_check
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -51,7 +51,7 @@ SECRET_KEY = (
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
 # Origins other than a request's own from which a cookie may act: Django's CSRF check for
-# forms, and the origin check of session-cookie sockets (connections/auth.py).
+# forms, and the origin check of session-cookie sockets (accounts/auth.py).
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
@@ -68,6 +68,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "channels",
     "connections",
+    "accounts",
     "presence",
     "webhooks",
     "chat",
@@ -132,7 +133,7 @@ def _database(url: str) -> dict[str, Any]:
 
 DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{DATA_DIR / 'db.sqlite3'}")
 DATABASES = {"default": _database(DATABASE_URL)}
-# Threads for the consumers' database calls (connections/database.py). SQLite takes one
+# Threads for the consumers' database calls (realtime_project/database.py). SQLite takes one
 # writer at a time, so it keeps Channels' one thread-sensitive thread (0).
 _DATABASE_THREADS_DEFAULT = (
     8 if DATABASES["default"].get("ENGINE") == "django.db.backends.postgresql" else 0
@@ -164,12 +165,12 @@ WHITENOISE_USE_FINDERS = env_bool("WHITENOISE_USE_FINDERS", True)
 REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: its WWW-Authenticate header turns "not authenticated" into 401.
-        "connections.tokens.ExpiringTokenAuthentication",
+        "accounts.tokens.ExpiringTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     # REST writes per user at the WebSocket frame rate, on the shared cache (docs/auth.md).
-    "DEFAULT_THROTTLE_CLASSES": ["connections.throttles.UserWriteThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["accounts.throttles.UserWriteThrottle"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 
@@ -243,14 +244,14 @@ REALTIME: dict[str, Any] = {
     "DATABASE_THREADS": env_int("DATABASE_THREADS", _DATABASE_THREADS_DEFAULT, minimum=0),
     # PostgreSQL: the hottest writes and reads (a message, a connect's positions) run on
     # psycopg's async connections in the event loop itself, this many per loop; 0 keeps them
-    # on the database threads (connections/database.py).
+    # on the database threads (realtime_project/database.py).
     "DATABASE_ASYNC_CONNECTIONS": env_int(
         "DATABASE_ASYNC_CONNECTIONS", _DATABASE_ASYNC_DEFAULT, minimum=0
     ),
     # The youngest generation of Python's garbage collector, in allocations (the interpreter's
     # default is 700); 0 keeps the interpreter's defaults (realtime_project/runtime/collector.py).
     "GC_GEN0_THRESHOLD": env_int("GC_GEN0_THRESHOLD", 20000, minimum=0),
-    # Admission (connections/admission.py): a connect waits at most CONNECT_MAX_WAIT_MS for
+    # Admission (accounts/admission.py): a connect waits at most CONNECT_MAX_WAIT_MS for
     # its answer (admitted while the queue ahead is worth half of it at the measured connect
     # rate; otherwise 1013 with a retry hint of at most CONNECT_RETRY_MAX_MS), and never more
     # than CONNECT_MAX_IN_FLIGHT connects run at once per event loop, whatever the rate says.
@@ -348,8 +349,8 @@ if REALTIME["WEBHOOK_LEASE_SECONDS"] <= REALTIME["WEBHOOK_TIMEOUT_SECONDS"]:
     raise ImproperlyConfigured("WEBHOOK_LEASE_SECONDS must be longer than WEBHOOK_TIMEOUT_SECONDS")
 
 # One description of where Redis is, for the layer, the registry, presence, the cache and
-# health (connections/topology.py).
-REDIS_TOPOLOGY = RedisTopology.from_values(
+# health (realtime_project/redis_topology.py; connections/topology.py adds the clients).
+REDIS_TOPOLOGY = RedisPlacement.from_values(
     redis_url=REALTIME["REDIS_URL"],
     sentinels=REALTIME["REDIS_SENTINELS"],
     sentinel_master=REALTIME["REDIS_SENTINEL_MASTER"],
@@ -358,7 +359,7 @@ REDIS_TOPOLOGY = RedisTopology.from_values(
     connect_timeout=REALTIME["REDIS_CONNECT_TIMEOUT_SECONDS"],
 )
 
-# The throttles' counters (connections/throttles.py) must be shared by every instance: on the
+# The throttles' counters (accounts/throttles.py) must be shared by every instance: on the
 # topology's Redis (Sentinel and Cluster too) when there is one, else this process's memory.
 CACHES: dict[str, Any] = {"default": REDIS_TOPOLOGY.cache_config()}
 

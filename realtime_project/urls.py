@@ -16,6 +16,7 @@ urlpatterns = [
     re_path(r"^api/schema/?$", SpectacularAPIView.as_view(), name="schema"),
     re_path(r"^api/docs/?$", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     re_path(r"^api/", include("presence.urls")),
+    re_path(r"^api/", include("accounts.urls")),
     re_path(r"^api/", include("connections.urls")),
     re_path(r"^api/", include("chat.urls")),
     re_path(r"^api/", include("webhooks.urls")),

@@ -145,19 +145,19 @@ def django_db_setup(django_db_setup: None) -> Iterator[None]:
     """Close the connections left on worker threads before the test database is dropped.
 
     Channels' test communicator turns ``close_old_connections`` off, so the consumers'
-    database threads (``connections.database``) and Channels' thread-sensitive thread (the
+    database threads (``realtime_project.database``) and Channels' thread-sensitive thread (the
     tests' own ``sync_to_async`` helpers) keep theirs open until closed here.
     """
     yield
     from asgiref.sync import SyncToAsync
     from django.db import connections
 
-    from connections.database import database_async_close, database_threads_close
     from health.checks import database_probe_close
+    from realtime_project.database import database_async_close, database_threads_close
 
     SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
     database_threads_close()
-    # Loops still open keep their async connections (connections.database) until here.
+    # Loops still open keep their async connections (realtime_project.database) until here.
     database_async_close()
     # The health check probes the database from a thread of its own (health/checks.py).
     database_probe_close()
@@ -169,7 +169,7 @@ def _empty_cache() -> Iterator[None]:
     yield
     from django.core.cache import cache
 
-    from connections.throttles import throttle_fallback_reset
+    from accounts.throttles import throttle_fallback_reset
 
     cache.clear()
     throttle_fallback_reset()

@@ -16,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from connections.database import database_async
 from connections.instance import register_background_task
 from connections.registry import ConnectionRegistry, get_registry
 from realtime_project.conf import realtime_settings
+from realtime_project.database import database_async
 from webhooks import delivery, metrics
 from webhooks.signing import SIGNATURE_HEADER, batch_body, signature
 

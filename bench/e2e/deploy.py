@@ -38,7 +38,7 @@ import websockets
 
 from bench.e2e.load import percentiles
 from bench.e2e.targets import users_seed
-from connections.close_codes import WS_1012_SERVICE_RESTART, WS_1013_TRY_AGAIN_LATER
+from realtime_project.close_codes import WS_1012_SERVICE_RESTART, WS_1013_TRY_AGAIN_LATER
 from scripts.deployment import DAPHNE_PING_ARGS, Cluster
 from scripts.procs import DaphneInstance
 from tests.support.delivery_client import DeliveryClient, clients_close

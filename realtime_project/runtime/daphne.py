@@ -4,7 +4,7 @@
 Daphne, whatever command line started it:
 
 - **A WebSocket upgrade can be refused before its handshake.** A callable registered with
-  ``upgrade_refusal_set`` (connections/admission.py registers the connect gate's) is asked
+  ``upgrade_refusal_set`` (accounts/admission.py registers the connect gate's) is asked
   for each upgrade request as soon as Daphne has parsed it; when it returns a delay, the
   request is answered ``503 Service Unavailable`` with ``Retry-After`` (seconds) and
   ``X-Retry-After-Ms`` and closed: no WebSocket handshake, no application instance, about a
@@ -24,7 +24,7 @@ Daphne, whatever command line started it:
   codes; they go through autobahn's lower-level ``sendCloseFrame``.
 - **Close reasons reach the client.** Daphne drops the ``reason`` of ``websocket.close``
   (ASGI 2.3 has it); a ``1013`` carries the client's retry hint there
-  (``connections.admission``), so it is sent in the close frame, cut to the 123 bytes a
+  (``accounts.admission``), so it is sent in the close frame, cut to the 123 bytes a
   close frame holds.
 - **Oversized frames close with 1009.** Daphne's own cap (``--websocket-max-message-size``,
   1 MiB) makes autobahn *drop* the TCP connection (``failByDrop``), so a 2 MiB frame was
@@ -79,7 +79,7 @@ from typing import Any, Final
 from twisted.internet.abstract import FileDescriptor
 from twisted.protocols.policies import ProtocolWrapper
 
-from connections.close_codes import WS_1009_MESSAGE_TOO_BIG, WS_4008_SLOW_CONSUMER
+from realtime_project.close_codes import WS_1009_MESSAGE_TOO_BIG, WS_4008_SLOW_CONSUMER
 from realtime_project.conf import realtime_settings
 from realtime_project.runtime.logging import log_event
 

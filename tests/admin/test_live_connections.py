@@ -13,11 +13,11 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.test import Client
 
-from connections.close_codes import WS_4401_UNAUTHORIZED
+from accounts.models import AuthToken
+from accounts.tokens import token_issue
 from connections.control import CLOSE_MESSAGE_TYPE, REVOKE_MESSAGE_TYPE, user_group
-from connections.models import AuthToken
 from connections.registry import get_registry, reset_registry
-from connections.tokens import token_issue
+from realtime_project.close_codes import WS_4401_UNAUTHORIZED
 
 URL = "/admin/connections/live/"
 
@@ -182,7 +182,7 @@ def test_deleting_a_token_in_the_admin_revokes_it(staff_browser, users) -> None:
     group = user_group(users["alice"].pk)
     async_to_sync(layer.group_add)(group, channel)
     try:
-        changelist = "/admin/connections/authtoken/"
+        changelist = "/admin/accounts/authtoken/"
         assert staff_browser.get(changelist).status_code == 200
         response = staff_browser.post(
             changelist,
@@ -258,7 +258,7 @@ def test_a_superusers_tokens_are_out_of_a_token_admins_reach(users) -> None:
     browser = _browser(token_admin)
     roots = token_issue(user=users["root"])
     alices = token_issue(user=users["alice"])
-    changelist = "/admin/connections/authtoken/"
+    changelist = "/admin/accounts/authtoken/"
     listing = browser.get(changelist).content.decode()
     assert f"/{alices.token.pk}/" in listing
     assert f"/{roots.token.pk}/" not in listing

@@ -12,8 +12,8 @@ from chat import events, services
 from chat.event_types import PresenceEvent, event_frame
 from chat.models import Conversation
 from connections import control
-from connections.close_codes import WS_1012_SERVICE_RESTART
 from connections.sockets import local_sockets, sockets_close_all
+from realtime_project.close_codes import WS_1012_SERVICE_RESTART
 from tests.support.consumer_fixtures import *  # noqa: F403
 from tests.support.ws_client import frame_is
 

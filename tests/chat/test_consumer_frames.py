@@ -10,7 +10,7 @@ import pytest
 from channels.db import database_sync_to_async
 
 from chat.models import Message, Participant
-from connections.close_codes import WS_1009_MESSAGE_TOO_BIG, WS_4429_TOO_MANY
+from realtime_project.close_codes import WS_1009_MESSAGE_TOO_BIG, WS_4429_TOO_MANY
 from tests.support.consumer_fixtures import *  # noqa: F403
 from tests.support.consumer_fixtures import Demo
 from tests.support.ws_client import frame_is

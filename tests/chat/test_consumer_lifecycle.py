@@ -7,10 +7,10 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from connections.close_codes import WS_4401_UNAUTHORIZED, WS_4403_FORBIDDEN, WS_4429_TOO_MANY
 from connections.instance import instance_id
 from connections.registry import get_registry
 from connections.sockets import local_sockets
+from realtime_project.close_codes import WS_4401_UNAUTHORIZED, WS_4403_FORBIDDEN, WS_4429_TOO_MANY
 from tests.support.consumer_fixtures import *  # noqa: F403
 from tests.support.consumer_fixtures import Demo
 from tests.support.ws_client import frame_is

@@ -8,8 +8,8 @@ import pytest
 from prometheus_client import generate_latest
 
 from connections import lifecycle
-from connections.close_codes import WS_1012_SERVICE_RESTART
 from health import metrics
+from realtime_project.close_codes import WS_1012_SERVICE_RESTART
 from tests.support.consumer_fixtures import *  # noqa: F403
 from tests.support.consumer_fixtures import Demo
 from tests.support.ws_client import frame_is

@@ -14,7 +14,7 @@ from chat.event_types import PresenceEvent, event_check, event_frame
 from chat.healing import heal_once
 from chat.models import Conversation, Event
 from connections import control
-from connections.close_codes import WS_4008_SLOW_CONSUMER
+from realtime_project.close_codes import WS_4008_SLOW_CONSUMER
 from tests.support.consumer_fixtures import *  # noqa: F403
 from tests.support.ws_client import frame_is
 

@@ -15,7 +15,7 @@ from channels.db import database_sync_to_async
 
 from chat import selectors, services
 from chat.models import Conversation, Event, Message
-from connections.database import database_async
+from realtime_project.database import database_async
 from tests.support.consumer_fixtures import *  # noqa: F403
 
 pytestmark = pytest.mark.django_db(transaction=True)

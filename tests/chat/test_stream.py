@@ -18,19 +18,19 @@ from django.db import transaction
 from django.test import Client
 from django.utils import timezone
 
+from accounts.authority import authority_watch
+from accounts.models import AuthToken, token_digest
 from chat import services
 from chat.event_types import event_check
 from chat.models import Conversation
 from chat.stream_cursor import cursor_encode
-from connections.authority import authority_watch
-from connections.close_codes import (
+from connections.registry import get_registry
+from connections.sockets import local_sockets, sockets_close_all
+from realtime_project.close_codes import (
     WS_1012_SERVICE_RESTART,
     WS_4008_SLOW_CONSUMER,
     WS_4401_UNAUTHORIZED,
 )
-from connections.models import AuthToken, token_digest
-from connections.registry import get_registry
-from connections.sockets import local_sockets, sockets_close_all
 from tests.support.async_poll import async_wait_until
 from tests.support.consumer_fixtures import *  # noqa: F403
 from tests.support.consumer_fixtures import Demo, DemoUser

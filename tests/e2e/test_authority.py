@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from connections.close_codes import WS_4401_UNAUTHORIZED
+from realtime_project.close_codes import WS_4401_UNAUTHORIZED
 from scripts.deployment import Cluster
 from scripts.procs import DaphneInstance, manage
 from tests.ops.support import wait_health
@@ -260,7 +260,7 @@ async def test_a_token_expiring_while_its_socket_is_open_closes_it(pair: Cluster
         _shell,
         pair,
         "from datetime import timedelta; from django.utils import timezone; "
-        "from connections.models import AuthToken, token_digest; "
+        "from accounts.models import AuthToken, token_digest; "
         f"AuthToken.objects.filter(digest=token_digest({token!r}))"
         ".update(expires_at=timezone.now() + timedelta(seconds=3))",
     )

@@ -11,7 +11,7 @@ import time
 import pytest
 import websockets
 
-from connections.close_codes import WS_1009_MESSAGE_TOO_BIG
+from realtime_project.close_codes import WS_1009_MESSAGE_TOO_BIG
 from tests.support.async_poll import async_wait_until
 from tests.support.cluster import E2ECluster, Sockets
 from tests.support.ws_client import WsClient, frame_is

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from connections.close_codes import WS_1012_SERVICE_RESTART
+from realtime_project.close_codes import WS_1012_SERVICE_RESTART
 from scripts.deployment import Cluster
 from tests.ops.support import registry_connections
 from tests.support.async_poll import async_wait_until

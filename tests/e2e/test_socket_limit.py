@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 import websockets
 
-from connections.close_codes import WS_4429_TOO_MANY
+from realtime_project.close_codes import WS_4429_TOO_MANY
 from scripts.deployment import Cluster, RedisKind
 from tests.support.cluster import E2E_ENV
 from tests.support.services import service_running

@@ -19,7 +19,11 @@ from collections.abc import Sequence
 
 import pytest
 
-from connections.close_codes import WS_1012_SERVICE_RESTART, WS_4401_UNAUTHORIZED, WS_4429_TOO_MANY
+from realtime_project.close_codes import (
+    WS_1012_SERVICE_RESTART,
+    WS_4401_UNAUTHORIZED,
+    WS_4429_TOO_MANY,
+)
 from scripts.procs import DaphneInstance
 from tests.support.async_poll import async_wait_until
 from tests.support.cluster import E2ECluster

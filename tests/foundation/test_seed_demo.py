@@ -10,8 +10,8 @@ from django.contrib.auth import authenticate
 from django.contrib.auth.models import User
 from django.core.management import call_command
 
+from accounts.tokens import token_lookup
 from chat.models import Conversation
-from connections.tokens import token_lookup
 
 pytestmark = pytest.mark.django_db
 

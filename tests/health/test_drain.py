@@ -9,10 +9,10 @@ import time
 import pytest
 from django.test import AsyncClient
 
-from connections.close_codes import WS_1012_SERVICE_RESTART
 from connections.lifecycle import drain_hurry, drain_is_active, drain_run
 from connections.registry import get_registry
 from connections.sockets import local_sockets
+from realtime_project.close_codes import WS_1012_SERVICE_RESTART
 from tests.support.async_poll import async_wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -10,7 +10,9 @@ from django.contrib.auth import get_user_model
 from django.test import AsyncClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from connections.tokens import token_issue
+from accounts.tokens import token_issue
+from chat import metrics as chat_metrics
+from connections import metrics as connections_metrics
 from health import metrics
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -42,11 +44,11 @@ async def _scrape(**headers: str) -> dict:
 
 async def test_exports_connections_layer_state_and_consumer_counts() -> None:
     before = await _scrape()
-    metrics.connection_opened()
-    metrics.connection_closed(1000)
-    metrics.connection_rejected(4401)
-    metrics.frame_error("invalid_json")
-    metrics.frame_error("invalid_json")
+    connections_metrics.connection_opened()
+    connections_metrics.connection_closed(1000)
+    connections_metrics.connection_rejected(4401)
+    chat_metrics.frame_error("invalid_json")
+    chat_metrics.frame_error("invalid_json")
     after = await _scrape()
 
     def delta(name: str, **labels: str) -> float:

@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from connections.close_codes import WS_1012_SERVICE_RESTART
+from realtime_project.close_codes import WS_1012_SERVICE_RESTART
 from scripts import image as image_tool
 from scripts.procs import wait_until
 from tests.image.conftest import ImageDeployment, published_url

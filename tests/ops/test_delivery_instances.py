@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from connections.close_codes import WS_1012_SERVICE_RESTART
+from realtime_project.close_codes import WS_1012_SERVICE_RESTART
 from tests.ops.delivery_support import (
     DELIVERY_ENV,
     committed_after,

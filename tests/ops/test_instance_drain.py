@@ -11,7 +11,7 @@ import pytest
 from realtime_client import RealtimeError
 
 from bench.e2e.targets import users_seed
-from connections.close_codes import WS_1012_SERVICE_RESTART
+from realtime_project.close_codes import WS_1012_SERVICE_RESTART
 from tests.ops.support import (
     Stopwatch,
     health,

@@ -11,9 +11,9 @@ from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
+from accounts.tokens import token_issue
 from chat import services
 from chat.models import Conversation
-from connections.tokens import token_issue
 
 
 def _user(username: str, *, staff: bool = False) -> Any:

@@ -11,7 +11,7 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 from rest_framework.test import APIClient
 
-from connections.close_codes import WS_4401_UNAUTHORIZED
+from realtime_project.close_codes import WS_4401_UNAUTHORIZED
 from tests.support.consumer_fixtures import *  # noqa: F403
 from tests.support.ws_client import frame_is
 

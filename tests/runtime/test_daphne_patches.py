@@ -13,7 +13,7 @@ from typing import Any
 
 from daphne.ws_protocol import WebSocketProtocol
 
-from connections.close_codes import WS_1013_TRY_AGAIN_LATER
+from realtime_project.close_codes import WS_1013_TRY_AGAIN_LATER
 from realtime_project.runtime.daphne import (
     AUTOBAHN_LOG_HELPERS,
     CLOSE_REASON_MAX_BYTES,

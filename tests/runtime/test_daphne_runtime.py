@@ -21,7 +21,7 @@ import pytest
 import websockets
 from websockets.asyncio.client import connect
 
-from connections.close_codes import WS_1009_MESSAGE_TOO_BIG
+from realtime_project.close_codes import WS_1009_MESSAGE_TOO_BIG
 from scripts.deployment import Cluster
 from scripts.procs import DaphneInstance, wait_until
 from tests.runtime.conftest import CLIENT_ADDRESS

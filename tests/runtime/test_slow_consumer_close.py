@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from autobahn.websocket.protocol import WebSocketProtocol
 
-from connections.close_codes import WS_4008_SLOW_CONSUMER
+from realtime_project.close_codes import WS_4008_SLOW_CONSUMER
 from scripts.deployment import Cluster
 from tests.runtime.conftest import RUNTIME_ENV
 from tests.runtime.test_daphne_runtime import _open, _stalled_socket, _token

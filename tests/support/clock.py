@@ -1,6 +1,6 @@
 """Clocks a test moves instead of sleeping until time has passed.
 
-- ``token_time`` (a fixture): the token clock (``connections.clock.token_clock``) standing
+- ``token_time`` (a fixture): the token clock (``accounts.clock.token_clock``) standing
   still until moved; the database lookups, the token cache and the sockets' expiry timers
   all read it. Import the fixture into a test module (``from tests.support.clock import *``).
 - ``skew_clocks(layer)``: moves a channel layer's expiry clocks forward (its ``_clock`` and
@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 import pytest
 from django.utils import timezone
 
-from connections.clock import token_clock
+from accounts.clock import token_clock
 from realtime_layer import RealtimeChannelLayer
 
 __all__ = ["MovableClock", "SkewedClock", "skew_clocks", "token_time"]

@@ -15,10 +15,10 @@ import pytest
 from channels.layers import channel_layers
 from django.contrib.auth import get_user_model
 
+from accounts.tokens import token_issue
 from chat.models import Conversation, Participant
 from connections.instance import instance_stop
 from connections.registry import reset_registry
-from connections.tokens import token_issue
 from presence.services import presence_settle
 from tests.support.consumer import InProcessSocket
 from tests.support.demo_user import DemoUser

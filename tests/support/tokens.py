@@ -7,9 +7,9 @@ from datetime import timedelta
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 
-from connections.clock import token_clock
-from connections.models import AuthToken
-from connections.tokens import token_issue
+from accounts.clock import token_clock
+from accounts.models import AuthToken
+from accounts.tokens import token_issue
 
 
 @sync_to_async

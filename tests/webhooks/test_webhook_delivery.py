@@ -14,9 +14,9 @@ from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
+from accounts.tokens import token_issue
 from chat import services
 from chat.models import Conversation
-from connections.tokens import token_issue
 from tests.support.async_poll import async_wait_until
 from tests.support.consumer_fixtures import *  # noqa: F403
 from tests.support.webhook_receiver import WebhookReceiver

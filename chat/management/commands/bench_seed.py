@@ -18,8 +18,8 @@ from django.contrib.auth.hashers import make_password
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
+from accounts.tokens import tokens_issue_bulk
 from chat.models import Conversation, Participant
-from connections.tokens import tokens_issue_bulk
 
 
 class Command(BaseCommand):

@@ -13,8 +13,8 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 
+from accounts.tokens import token_issue
 from chat.models import Conversation, Participant
-from connections.tokens import token_issue
 
 DEMO_PASSWORD = "demo-password"
 DEMO_USERS = ("alice", "bob", "carol")

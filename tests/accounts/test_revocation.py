@@ -17,10 +17,10 @@ from django.contrib.sessions.models import Session
 from django.test import Client
 from django.utils import timezone
 
-from connections.authority import authority_read
-from connections.close_codes import WS_4401_UNAUTHORIZED
-from connections.models import AuthToken
-from connections.tokens import token_lookup
+from accounts.authority import authority_read
+from accounts.models import AuthToken
+from accounts.tokens import token_lookup
+from realtime_project.close_codes import WS_4401_UNAUTHORIZED
 from tests.support.async_poll import async_wait_until
 from tests.support.consumer_fixtures import *  # noqa: F403
 from tests.support.consumer_fixtures import Demo

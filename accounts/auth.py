@@ -22,14 +22,18 @@ from channels.security.websocket import OriginValidator, WebsocketDenier
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 
-from connections.admission import ConnectGate, connect_gate, retry_reason
-from connections.authority import SCOPE_KEY, SESSION_SCOPE_KEY
-from connections.close_codes import WS_1013_TRY_AGAIN_LATER, WS_4401_UNAUTHORIZED, WS_4403_FORBIDDEN
-from connections.models import token_digest
-from connections.sessions import SessionIdentity, session_digest
-from connections.token_cache import CachedToken, token_cache
-from connections.tokens import TokenIdentity, token_lookup_async
-from health import metrics
+from accounts.admission import ConnectGate, connect_gate, retry_reason
+from accounts.authority import SCOPE_KEY, SESSION_SCOPE_KEY
+from accounts.models import token_digest
+from accounts.sessions import SessionIdentity, session_digest
+from accounts.token_cache import CachedToken, token_cache
+from accounts.tokens import TokenIdentity, token_lookup_async
+from connections import metrics
+from realtime_project.close_codes import (
+    WS_1013_TRY_AGAIN_LATER,
+    WS_4401_UNAUTHORIZED,
+    WS_4403_FORBIDDEN,
+)
 
 ASGIApp = Any
 
@@ -73,7 +77,7 @@ async def _user_for_token(key: str) -> tuple[Any, TokenIdentity | None]:
 
 def session_identity(scope: dict[str, Any], user: Any) -> SessionIdentity | None:
     """What ends a connection opened with a session cookie: that session's end, or a new
-    password (``connections.authority``)."""
+    password (``accounts.authority``)."""
     session = scope.get("session")
     key = getattr(session, "session_key", None) if session is not None else None
     if not key:
@@ -229,7 +233,7 @@ class CookieOriginGuard:
 class SheddingMiddleware:
     """The first thing a handshake meets: a connect the event loop cannot answer within
     ``CONNECT_MAX_WAIT_MS`` is accepted and closed with ``1013`` and a retry hint at once
-    (``connections.admission``), before the session, the token, the consumer or any
+    (``accounts.admission``), before the session, the token, the consumer or any
     database work. An admitted connect holds its ticket until the application accepts or
     refuses the socket, or the client goes away first."""
 

@@ -15,9 +15,9 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import channel_layers, get_channel_layer
 
+from accounts.models import AuthToken, token_digest
 from chat.models import Participant
-from connections.close_codes import WS_4401_UNAUTHORIZED
-from connections.models import AuthToken, token_digest
+from realtime_project.close_codes import WS_4401_UNAUTHORIZED
 from tests.support.async_poll import async_wait_until
 from tests.support.consumer_fixtures import *  # noqa: F403
 from tests.support.consumer_fixtures import Demo

@@ -15,7 +15,7 @@ and is kept honest the way live sockets are:
 - **Expiry.** A token is never served past its ``expires_at``; at most ``TOKEN_CACHE_SECONDS``
   after it was read from the database it is read again.
 - **What no signal announced** (a revocation sent while Redis was down, a
-  ``QuerySet.update``): the instance's authority sweep (``connections.authority``) checks the
+  ``QuerySet.update``): the instance's authority sweep (``accounts.authority``) checks the
   cached tokens in the same query as the sockets' and drops the stale; and the whole cache
   is emptied when the channel layer says a Redis link came back (whatever was published
   meanwhile did not arrive).
@@ -39,7 +39,7 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
-from connections.clock import token_clock
+from accounts.clock import token_clock
 from connections.control import REVOKE_MESSAGE_TYPE, control_audible, user_group
 from realtime_project.conf import realtime_settings
 

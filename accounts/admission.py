@@ -162,7 +162,7 @@ def upgrade_refusal() -> int | None:
     gate would shed (counted as shed), or None to let the handshake go on to the application.
 
     A refusal here costs Daphne's HTTP parsing only; the ``1013`` after the handshake
-    (``connections.auth.SheddingMiddleware``) stays for connects that pass this check
+    (``accounts.auth.SheddingMiddleware``) stays for connects that pass this check
     together and find the gate full.
     """
     try:

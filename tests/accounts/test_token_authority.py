@@ -7,12 +7,12 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
 
+from accounts.authority import authority_watch
+from accounts.models import AuthToken, token_digest
 from chat import events
 from chat.event_types import PresenceEvent, event_frame
 from connections import control
-from connections.authority import authority_watch
-from connections.close_codes import WS_4401_UNAUTHORIZED
-from connections.models import AuthToken, token_digest
+from realtime_project.close_codes import WS_4401_UNAUTHORIZED
 from tests.support.clock import *  # noqa: F403
 from tests.support.clock import MovableClock
 from tests.support.consumer_fixtures import *  # noqa: F403

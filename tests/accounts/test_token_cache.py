@@ -11,11 +11,11 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-import connections.auth
-from connections.close_codes import WS_4401_UNAUTHORIZED
-from connections.models import AuthToken, token_digest
-from connections.token_cache import token_cache
-from connections.tokens import token_lookup_async
+import accounts.auth
+from accounts.models import AuthToken, token_digest
+from accounts.token_cache import token_cache
+from accounts.tokens import token_lookup_async
+from realtime_project.close_codes import WS_4401_UNAUTHORIZED
 from tests.support.async_poll import async_wait_until
 from tests.support.clock import *  # noqa: F403
 from tests.support.clock import MovableClock
@@ -37,7 +37,7 @@ def lookups(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         seen.append(key)
         return await real(key)
 
-    monkeypatch.setattr(connections.auth, "token_lookup_async", counting)
+    monkeypatch.setattr(accounts.auth, "token_lookup_async", counting)
     return seen
 
 

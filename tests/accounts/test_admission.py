@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from connections.admission import (
+from accounts.admission import (
     MIN_IN_FLIGHT,
     RETRY_MIN_MS,
     STALE_TICKET_SECONDS,
@@ -18,8 +18,8 @@ from connections.admission import (
     retry_reason,
     upgrade_refusal,
 )
-from connections.auth import SheddingMiddleware, WebSocketAuthMiddleware
-from connections.close_codes import WS_1013_TRY_AGAIN_LATER
+from accounts.auth import SheddingMiddleware, WebSocketAuthMiddleware
+from realtime_project.close_codes import WS_1013_TRY_AGAIN_LATER
 from tests.support.consumer import SocketClosed
 from tests.support.consumer_fixtures import *  # noqa: F403
 from tests.support.consumer_fixtures import Demo

@@ -10,7 +10,7 @@ from drf_spectacular.plumbing import build_bearer_security_scheme_object
 
 # drf-spectacular's extension base leaves __init_subclass__ unannotated.
 class ExpiringTokenScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
-    target_class = "connections.tokens.ExpiringTokenAuthentication"
+    target_class = "accounts.tokens.ExpiringTokenAuthentication"
     name = "tokenAuth"
 
     def get_security_definition(self, auto_schema: Any) -> Any:

@@ -5,7 +5,7 @@ A session ends by logout, ``flush()``, ``cycle_key()``, deletion in the admin or
 ``connection.revoke`` naming the session's digest after commit, so the sockets opened with
 that cookie close with 4401 on every instance. What deletes nothing (expiry, a password set
 by ``QuerySet.update``, which changes the session's auth hash) and what a Redis outage
-swallowed is caught by the instance's authority sweep (``connections.authority``), which
+swallowed is caught by the instance's authority sweep (``accounts.authority``), which
 reads ``sessions_live`` and the users' password hashes.
 
 Only the database-backed engines (``db``, ``cached_db``) keep a row to check; with another
@@ -25,8 +25,8 @@ from django.db.models.signals import post_delete
 from django.dispatch import receiver
 from django.utils import timezone
 
+from accounts.queries import matching
 from connections.control import sockets_revoke_on_commit
-from connections.queries import matching
 
 _DATABASE_ENGINES = frozenset(
     {"django.contrib.sessions.backends.db", "django.contrib.sessions.backends.cached_db"}
@@ -63,7 +63,7 @@ def sessions_live(*, session_keys: list[str]) -> set[str]:
     return found
 
 
-@receiver(post_delete, sender=Session, dispatch_uid="connections.session_deleted")
+@receiver(post_delete, sender=Session, dispatch_uid="accounts.session_deleted")
 def _session_deleted(sender: Any, instance: Session, **kwargs: Any) -> None:
     if instance.expire_date <= timezone.now():
         # ``clearsessions`` at work: the sweep closed its sockets at expiry already, and

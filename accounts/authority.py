@@ -29,14 +29,14 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
-from connections.clock import token_clock
-from connections.close_codes import WS_4401_UNAUTHORIZED
-from connections.database import database_async
-from connections.sessions import SessionIdentity, sessions_live, sessions_stored_in_database
-from connections.token_cache import token_cache
-from connections.tokens import TokenIdentity, token_lookup, tokens_valid, users_passwords
+from accounts.clock import token_clock
+from accounts.sessions import SessionIdentity, sessions_live, sessions_stored_in_database
+from accounts.token_cache import token_cache
+from accounts.tokens import TokenIdentity, token_lookup, tokens_valid, users_passwords
 from realtime_layer import RealtimeChannelLayer
+from realtime_project.close_codes import WS_4401_UNAUTHORIZED
 from realtime_project.conf import realtime_settings
+from realtime_project.database import database_async
 
 logger = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from connections.models import AuthToken
-from connections.throttles import LoginAttemptThrottle, login_attempt_succeeded, login_username
-from connections.tokens import token_issue, token_revoke
+from accounts.models import AuthToken
+from accounts.throttles import LoginAttemptThrottle, login_attempt_succeeded, login_username
+from accounts.tokens import token_issue, token_revoke
 
 THROTTLED = OpenApiResponse(
     response=OpenApiTypes.OBJECT,

@@ -5,7 +5,7 @@ Whatever ends that (logout, deletion in the admin, the user's deactivation or de
 password change, which deletes every token of the user) sends ``connection.revoke`` after
 commit, so live sockets close with 4401 on every instance; a token that expires closes its
 sockets by a timer on each socket, and what no signal announced is caught by the instance's
-authority sweep (``connections.authority``).
+authority sweep (``accounts.authority``).
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.request import Request
 
-from connections.clock import token_clock
+from accounts.clock import token_clock
+from accounts.models import AuthToken, token_digest
+from accounts.queries import matching
 from connections.control import sockets_revoke_on_commit
-from connections.database import database_async, database_async_enabled, database_connection
-from connections.models import AuthToken, token_digest
-from connections.queries import matching
 from realtime_project.conf import realtime_settings
+from realtime_project.database import database_async, database_async_enabled, database_connection
 
 KEYWORD = "Token"
 
@@ -177,7 +177,7 @@ class ExpiringTokenAuthentication(BaseAuthentication):
 # -- revocation reaches live sockets ----------------------------------------------------------
 
 
-@receiver(post_delete, sender=AuthToken, dispatch_uid="connections.token_deleted")
+@receiver(post_delete, sender=AuthToken, dispatch_uid="accounts.token_deleted")
 def _token_deleted(sender: Any, instance: AuthToken, **kwargs: Any) -> None:
     # Logout, the admin's delete (one or many), the user's deletion (cascade): all come here.
     sockets_revoke_on_commit(user_id=instance.user_id, token_hash=instance.digest)

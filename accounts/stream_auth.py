@@ -5,7 +5,7 @@ the same outcome in the scope (``user``, ``auth_close_code``, the token's identi
 the consumer turns into an HTTP status: ``Authorization: Token <key>`` (what non-browser
 clients send), ``?token=`` (``EventSource`` cannot set headers), or the session cookie from
 the page's own origin. A connect the event loop's gate cannot answer in time
-(``connections.admission``) is shed with ``503``, ``Retry-After`` and ``X-Retry-After-Ms``
+(``accounts.admission``) is shed with ``503``, ``Retry-After`` and ``X-Retry-After-Ms``
 before any of that, as a WebSocket handshake is with ``1013``.
 """
 
@@ -19,8 +19,8 @@ from urllib.parse import parse_qs
 from channels.auth import AuthMiddlewareStack
 from django.contrib.auth.models import AnonymousUser
 
-from connections.admission import connect_gate
-from connections.auth import (
+from accounts.admission import connect_gate
+from accounts.auth import (
     CONNECT_TICKET_KEY,
     TicketRelease,
     cookie_origin_allowed,
@@ -28,10 +28,10 @@ from connections.auth import (
     session_identity,
     user_for_token,
 )
-from connections.authority import SCOPE_KEY, SESSION_SCOPE_KEY
-from connections.close_codes import WS_1013_TRY_AGAIN_LATER, WS_4401_UNAUTHORIZED
-from connections.tokens import TokenIdentity
-from health import metrics
+from accounts.authority import SCOPE_KEY, SESSION_SCOPE_KEY
+from accounts.tokens import TokenIdentity
+from connections import metrics
+from realtime_project.close_codes import WS_1013_TRY_AGAIN_LATER, WS_4401_UNAUTHORIZED
 from realtime_project.runtime.asgi_types import ASGIApp, Receive, Scope, Send
 
 # A shed or draining client waits this long, jittered, before it tries again.

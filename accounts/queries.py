@@ -1,6 +1,6 @@
 """Filtering on a long list of values, as cheaply as each database allows.
 
-The authority sweep (``connections.authority``) asks about every socket of an instance once
+The authority sweep (``accounts.authority``) asks about every socket of an instance once
 a second: thousands of token ids, session keys and user ids. On PostgreSQL the whole list
 travels as one array parameter (``= ANY(%s)``), which the server plans once; measured at
 10,000 values it cost a third of an ``IN`` list of 10,000 parameters (docs/auth.md). SQLite

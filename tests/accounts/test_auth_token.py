@@ -10,7 +10,7 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from connections.models import AuthToken, token_digest
+from accounts.models import AuthToken, token_digest
 
 pytestmark = pytest.mark.django_db
 
