@@ -53,7 +53,10 @@ def seed_demo() -> dict[str, Any]:
         user.is_staff = is_staff
         user.is_superuser = is_staff
         user.is_active = True
-        user.set_password(DEMO_PASSWORD)
+        # A new password revokes every token the user had (docs/auth.md): set it only when it
+        # is not the demo password already, so a second run leaves earlier tokens valid.
+        if not user.check_password(DEMO_PASSWORD):
+            user.set_password(DEMO_PASSWORD)
         user.save()
         users[name] = user
     conversations: dict[str, dict[str, Any]] = {}
