@@ -317,6 +317,15 @@ class LiveSocketMixin(DeliveryMixin, SocketAuthorityMixin):
         Nothing durable is dropped from a socket that stays open, so it does not stay open:
         the client reconnects and resumes from its last ``seq``.
         """
+        # The same line as a send that stalled (realtime_project.runtime.daphne): operators
+        # (and the stalled-reader tests) see one kind of slow consumer whichever bound hit first.
+        log_event(
+            logger,
+            f"{self.transport_name}_slow_consumer",
+            level=logging.WARNING,
+            cause="queue_overflow",
+            connection_id=getattr(self, "connection_id", None),
+        )
         await self.server_close(code=WS_4008_SLOW_CONSUMER)
 
     async def connection_close(self, message: dict[str, Any]) -> None:
