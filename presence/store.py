@@ -62,6 +62,14 @@ class PresenceWrite:
             "version": self.version,
         }
 
+    def landed_in(self, stored: StoredPresence | None) -> bool:
+        """Whether ``stored`` is this very change: an earlier attempt was written although its
+        caller saw an error (a timeout that fired after the server applied it). The version is
+        unique to the writing process's clock, so a match is this change and nothing else."""
+        return (
+            stored is not None and stored.version == self.version and stored.status == self.status
+        )
+
     def applies_over(self, stored: StoredPresence | None) -> bool:
         if stored is None:
             return True
@@ -135,10 +143,14 @@ class MemoryPresenceStore(PresenceStore):
         *,
         before_write: Callable[[], Awaitable[None]] | None = None,
     ) -> StoredPresence | None:
-        if before_write is not None and change.applies_over(self._docs.get(change.user_id)):
+        current = self._docs.get(change.user_id)
+        if before_write is not None and (change.applies_over(current) or change.landed_in(current)):
             await before_write()
         with self._lock:
-            if not change.applies_over(self._docs.get(change.user_id)):
+            current = self._docs.get(change.user_id)
+            if change.landed_in(current):
+                return current
+            if not change.applies_over(current):
                 return None
             stored = _from_document(change.user_id, change.document())
             self._docs[change.user_id] = stored
@@ -253,6 +265,11 @@ class FirestorePresenceStore(PresenceStore):
         for _ in range(WRITE_ATTEMPTS):
             snap = await self._call(ref.get(retry=None, timeout=self.timeout))
             stored = _from_document(change.user_id, snap.to_dict() or {}) if snap.exists else None
+            if change.landed_in(stored):
+                # Announced by the caller as if written now: it never was before.
+                if before_write is not None:
+                    await before_write()
+                return stored
             if not change.applies_over(stored):
                 return None
             if before_write is not None:

@@ -1,5 +1,5 @@
 """A storm's connects mark their users online in the background, one store read per batch,
-writing only those not stored as here already."""
+writing only those not stored as here already; a write is announced once it is stored."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from datetime import UTC, datetime
 
 from connections.registry import MemoryConnectionRegistry
 from presence.services import ONLINE_WRITES_AT_ONCE, PresenceService
-from presence.store import MemoryPresenceStore, PresenceWrite, StoredPresence
+from presence.store import MemoryPresenceStore, PresenceStoreError, PresenceWrite, StoredPresence
 from presence.timers import MemoryDeadlineQueue
+from presence.writer import PresenceWriter
+from tests.presence.conftest import Announced
 from tests.support.async_poll import async_wait_until
 
 
@@ -88,3 +90,43 @@ async def test_an_explicit_status_is_kept_by_a_reconnect() -> None:
     service.mark_online_soon(user_id="8")  # never seen: written in the same batch
     await async_wait_until(lambda: store.written == ["8"], what="the batch's write")
     assert (await store.get_many(["7"]))["7"].status == "busy"
+
+
+class LateTimeoutStore(CountingStore):
+    """Applies the first write, then answers it as a timeout: what a store slower than the
+    client's deadline does (the emulator on a loaded machine)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timeouts = 1
+
+    async def write(
+        self,
+        change: PresenceWrite,
+        *,
+        before_write: Callable[[], Awaitable[None]] | None = None,
+    ) -> StoredPresence | None:
+        stored = await super().write(change, before_write=before_write)
+        if self.timeouts:
+            self.timeouts -= 1
+            raise PresenceStoreError("deadline exceeded")
+        return stored
+
+
+async def test_a_write_that_landed_after_its_timeout_is_announced_once(
+    announced: list[Announced],
+) -> None:
+    store = LateTimeoutStore()
+    service = _service(store)
+    service.writer = PresenceWriter(store, retry_max_seconds=0.01)
+
+    await service.set_status(user_id="7", status="away")
+    assert store.snapshot()["7"].status == "away"
+    assert announced == []  # the caller saw an error: nothing said yet
+
+    async def retried() -> bool:
+        await service.retry_pending()
+        return not service.is_behind()
+
+    await async_wait_until(retried, what="the held transition retried")
+    assert [(a.user_id, a.status) for a in announced] == [("7", "away")]
