@@ -26,7 +26,9 @@ from realtime_project.conf import realtime_settings
 logger = logging.getLogger(__name__)
 
 
-class Offer(enum.Enum):
+class Verdict(enum.Enum):
+    """What a cursor decides about a live durable event's ``seq``."""
+
     NEXT = "next"  # high + 1: deliver it
     HAD = "had"  # already sent, or from before the socket's floor: drop it
     GAP = "gap"  # beyond high + 1: fill the gap from the log first
@@ -37,12 +39,13 @@ class Cursor:
     floor: int
     high: int
 
-    def offer(self, seq: int) -> Offer:
+    def judge(self, seq: int) -> Verdict:
+        """Whether a live event at ``seq`` is the next one, one already had, or past a gap."""
         if seq == self.high + 1:
-            return Offer.NEXT
+            return Verdict.NEXT
         if seq <= self.high:
-            return Offer.HAD
-        return Offer.GAP
+            return Verdict.HAD
+        return Verdict.GAP
 
     def owes(self, seq: int) -> bool:
         """Whether a replayed event (from the log, in order) is still to be sent."""
@@ -138,7 +141,7 @@ class DeliveryMixin:
             ):
                 await self._send_event(event, emitted_at)
             return
-        await self._durable_offer(event, excluded=excluded, emitted_at=emitted_at)
+        await self._deliver_in_order(event, excluded=excluded, emitted_at=emitted_at)
 
     async def _send_event(self, event: dict[str, Any], emitted_at: float | None) -> None:
         """Send a live (or healed) event and observe how long it took to get here."""
@@ -146,7 +149,7 @@ class DeliveryMixin:
         if emitted_at is not None:
             delivery_observe(event["type"], emitted_at)
 
-    async def _durable_offer(
+    async def _deliver_in_order(
         self, event: dict[str, Any], *, excluded: bool, emitted_at: float | None = None
     ) -> None:
         """A live durable event: deliver it in ``seq`` order, once, filling any gap first."""
@@ -159,10 +162,10 @@ class DeliveryMixin:
             await self._join(conversation_id, seq - 1)
         cursor = self.positions.get(conversation_id)
         assert cursor is not None
-        verdict = cursor.offer(seq)
-        if verdict is Offer.HAD:
+        verdict = cursor.judge(seq)
+        if verdict is Verdict.HAD:
             return
-        if verdict is Offer.GAP and not await self._fill_gap(conversation_id, before=seq):
+        if verdict is Verdict.GAP and not await self._fill_gap(conversation_id, before=seq):
             return
         await self._deliver(event, excluded=excluded, emitted_at=emitted_at)
 

@@ -2,7 +2,8 @@
 
 Django's own backend talks to fixed URLs; this client class gives it the Sentinel master
 (found again after a failover) or a Redis Cluster client, so the REST throttles' counters live
-wherever the rest of the shared state lives. ``settings.CACHES`` comes from
+wherever the rest of the shared state lives. Every mode's client comes from the process's one
+factory (``realtime_layer.clients``). ``settings.CACHES`` comes from
 ``RedisTopology.cache_config()``.
 """
 
@@ -12,6 +13,9 @@ from typing import Any
 
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient
 
+from realtime_layer import clients
+from realtime_layer.clients import Timeouts
+
 
 class TopologyCacheClient(RedisCacheClient):
     def __init__(
@@ -20,35 +24,37 @@ class TopologyCacheClient(RedisCacheClient):
         *,
         mode: str = "single",
         sentinel_master: str = "mymaster",
+        socket_timeout: float,
+        socket_connect_timeout: float,
         **options: Any,
     ) -> None:
         super().__init__(servers, **options)
         self._servers_list = list(servers)
         self._mode = mode
         self._sentinel_master = sentinel_master
-        self._options = {k: v for k, v in options.items() if k.startswith("socket_")}
+        # Both always given (RedisPlacement.cache_config()): no redis-py default applies.
+        self._timeouts = Timeouts(socket=socket_timeout, connect=socket_connect_timeout)
         self._shared: Any = None
 
     def get_client(self, key: Any = None, *, write: bool = False) -> Any:
+        # One client for the backend's life, whatever the mode: its pool is what Django's own
+        # client would have shared between the clients it makes per call.
+        if self._shared is None:
+            self._shared = self._build_client()
+        return self._shared
+
+    def _build_client(self) -> Any:
         if self._mode == "sentinel":
-            if self._shared is None:
-                from redis.sentinel import Sentinel
-
-                pairs = []
-                for server in self._servers_list:
-                    host, _, port = server.removeprefix("redis-sentinel://").rpartition(":")
-                    pairs.append((host, int(port)))
-                self._shared = Sentinel(pairs, **self._options).master_for(
-                    self._sentinel_master, **self._options
-                )
-            return self._shared
+            pairs = []
+            for server in self._servers_list:
+                host, _, port = server.removeprefix("redis-sentinel://").rpartition(":")
+                pairs.append((host, int(port)))
+            return clients.sync_sentinel_master_client(
+                pairs, self._sentinel_master, timeouts=self._timeouts
+            )
         if self._mode == "cluster":
-            if self._shared is None:
-                from redis.cluster import RedisCluster
-
-                self._shared = RedisCluster.from_url(self._servers_list[0], **self._options)
-            return self._shared
-        return super().get_client(key, write=write)
+            return clients.sync_cluster_client(self._servers_list[0], timeouts=self._timeouts)
+        return clients.sync_url_client(self._servers_list[0], timeouts=self._timeouts)
 
     def get_many(self, keys: Any) -> Any:
         if self._mode != "cluster":

@@ -24,13 +24,11 @@ import zlib
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.connection import SSLConnection, parse_url
-from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
-from redis.backoff import NoBackoff
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
+from realtime_layer import clients
+from realtime_layer.clients import Timeouts
 from realtime_layer.endpoints import redacted_url
 from realtime_project.conf import realtime_settings
 from realtime_project.redis_topology import RedisPlacement
@@ -83,41 +81,41 @@ class RedisTopology(RedisPlacement):
 
     # -- clients -----------------------------------------------------------------------------
 
+    @property
+    def timeouts(self) -> Timeouts:
+        # Explicit, never redis-py 8's silent 5 s default (docs/registry.md).
+        return Timeouts(socket=self.socket_timeout, connect=self.connect_timeout)
+
     def state_client(self) -> StateClient:
         """A new client for the shared state (registry, deadlines): bind it to one loop.
 
         A plain client on the first URL, the Sentinel master, or a cluster client that follows
-        MOVED replies and failovers on its own.
+        MOVED replies and failovers on its own; all decode replies to ``str``. The plain and
+        Sentinel clients retry once at once (a restarted server), no more: the callers switch
+        to degraded mode instead.
         """
-        common: dict[str, Any] = {
-            # Explicit, never redis-py 8's silent 5 s default (docs/registry.md).
-            "socket_timeout": self.socket_timeout,
-            "socket_connect_timeout": self.connect_timeout,
-            "decode_responses": True,
-        }
         if self.mode == "sentinel":
-            sentinel = Sentinel(
-                list(self.sentinels),
-                socket_timeout=self.connect_timeout,
-                socket_connect_timeout=self.connect_timeout,
+            return clients.sentinel_master_client(
+                self.sentinels,
+                self.sentinel_master,
+                timeouts=self.timeouts,
+                # Asking the Sentinels is quick or they are gone: no wait past a connect.
+                sentinel_timeouts=Timeouts(
+                    socket=self.connect_timeout, connect=self.connect_timeout
+                ),
+                decode_responses=True,
+                retry_once=True,
             )
-            master: aioredis.Redis = sentinel.master_for(
-                self.sentinel_master, retry=Retry(NoBackoff(), 1), **common
-            )
-            return master
         if self.mode == "cluster":
             # A failover takes a few seconds to promote a replica; the client re-reads the
             # slot map on MOVED and on connection errors, and the callers keep local truth.
-            seeds = [_cluster_node(url) for url in self.urls]
-            return RedisCluster(startup_nodes=seeds, **_url_auth(self.urls[0]), **common)
+            return clients.cluster_url_client(
+                self.urls, timeouts=self.timeouts, decode_responses=True
+            )
         if not self.urls:
             raise RuntimeError("no Redis configured")
-        return aioredis.Redis.from_url(
-            self.urls[0],
-            # One immediate retry survives a connection the server closed (a restart); more
-            # would only delay the switch to degraded mode.
-            retry=Retry(NoBackoff(), 1),
-            **common,
+        return clients.url_client(
+            self.urls[0], timeouts=self.timeouts, decode_responses=True, retry_once=True
         )
 
     async def node_status(self, client: StateClient, *, timeout_seconds: float) -> dict[str, bool]:
@@ -156,19 +154,6 @@ class RedisTopology(RedisPlacement):
         except Exception:
             results[name] = False
         return results
-
-
-def _cluster_node(url: str) -> ClusterNode:
-    parsed = parse_url(url)
-    return ClusterNode(str(parsed.get("host", "127.0.0.1")), int(parsed.get("port", 6379)))
-
-
-def _url_auth(url: str) -> dict[str, Any]:
-    parsed = parse_url(url)
-    auth: dict[str, Any] = {k: parsed[k] for k in ("username", "password") if parsed.get(k)}
-    if parsed.get("connection_class") is SSLConnection:
-        auth["ssl"] = True
-    return auth
 
 
 def _slot_ranges(client: RedisCluster) -> list[tuple[int, int]]:

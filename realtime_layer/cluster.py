@@ -23,11 +23,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-import redis.asyncio as aioredis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.connection import parse_url
 from redis.crc import key_slot
 
+from realtime_layer import clients
+from realtime_layer.clients import UNBOUNDED_POOL, Timeouts
 from realtime_layer.endpoints import RedisEndpoint
 
 logger = logging.getLogger(__name__)
@@ -67,14 +66,13 @@ class ClusterEndpoint(RedisEndpoint):
         self, *, socket_timeout: float, connect_timeout: float, max_connections: int | None = 4
     ) -> Any:
         """A cluster client: key commands (named channels' lists, PING) follow the slot map."""
-        return RedisCluster(
-            startup_nodes=[ClusterNode(host, port) for host, port in self.seeds],
+        return clients.cluster_client(
+            self.seeds,
+            timeouts=Timeouts(socket=socket_timeout, connect=connect_timeout),
             username=self.username,
             password=self.password,
-            ssl=self.tls,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=connect_timeout,
-            max_connections=max_connections or 2**31,
+            tls=self.tls,
+            max_connections=max_connections or UNBOUNDED_POOL,
         )
 
 
@@ -92,14 +90,13 @@ async def cluster_slots(
     last: BaseException | None = None
     candidates = [*([first] if first else []), *endpoint.seeds, (endpoint.host, endpoint.port)]
     for host, port in dict.fromkeys(candidates):
-        client = aioredis.Redis(
-            host=host,
-            port=port,
+        client = clients.node_client(
+            host,
+            port,
+            timeouts=Timeouts(socket=limit_seconds, connect=limit_seconds),
             username=endpoint.username,
             password=endpoint.password,
-            ssl=endpoint.tls,
-            socket_timeout=limit_seconds,
-            socket_connect_timeout=limit_seconds,
+            tls=endpoint.tls,
         )
         try:
             async with asyncio.timeout(limit_seconds):
@@ -182,11 +179,14 @@ def cluster_endpoints(urls: list[str], *, connect_timeout: float) -> list[Cluste
     one endpoint per seed anchored at slot 0, degraded until a seed answers (its publishes
     then fail and are counted, as on a single node that is down).
     """
-    parsed = [parse_url(url) for url in urls]
-    seeds = tuple((str(p.get("host", "127.0.0.1")), int(p.get("port", 6379))) for p in parsed)
-    auth: dict[str, Any] = {k: parsed[0][k] for k in ("username", "password") if parsed[0].get(k)}
+    seeds = tuple(clients.url_address(url) for url in urls)
+    auth: dict[str, Any] = {
+        k: v for k, v in clients.url_auth(urls[0]).items() if k in ("username", "password")
+    }
     for host, port in seeds:
-        client = redis.Redis(host=host, port=port, socket_timeout=connect_timeout, **auth)
+        client = clients.sync_node_client(
+            host, port, timeouts=Timeouts(socket=connect_timeout, connect=connect_timeout), **auth
+        )
         try:
             table = client.execute_command("CLUSTER", "SLOTS")
         except (redis.RedisError, OSError) as exc:

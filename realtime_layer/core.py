@@ -487,7 +487,7 @@ class RealtimeChannelLayer(BaseChannelLayer):
             if chan is None:
                 self._counters["undeliverable"] += 1
             else:
-                outcome = chan.offer(
+                outcome = chan.enqueue(
                     payload, ephemeral, key, now, self._counters, "delivered_remote",
                     "remote_send_refused",
                 )  # fmt: skip
@@ -513,7 +513,7 @@ class RealtimeChannelLayer(BaseChannelLayer):
         for name in tuple(members):
             chan = channels.get(name)
             if chan is not None and self._homed(chan, loop_link):
-                chan.offer(
+                chan.enqueue(
                     payload, ephemeral, key, now, self._counters, "delivered_remote",
                     "group_full_dropped",
                 )  # fmt: skip
@@ -854,7 +854,7 @@ class RealtimeChannelLayer(BaseChannelLayer):
         # message into a queue the layer no longer holds, and its receiver would wait forever.
         now = self._now()
         chan = self._channel(channel)
-        outcome = chan.offer(
+        outcome = chan.enqueue(
             payload, ephemeral, _digest(key), now, self._counters, "delivered_local",
             "channel_full",
         )  # fmt: skip
@@ -1079,7 +1079,7 @@ class RealtimeChannelLayer(BaseChannelLayer):
             for name in tuple(members):
                 chan = channels.get(name)
                 if chan is not None:
-                    chan.offer(
+                    chan.enqueue(
                         payload, ephemeral, digest, now, counters, "delivered_local",
                         "group_full_dropped",
                     )  # fmt: skip

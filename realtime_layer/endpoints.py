@@ -14,7 +14,9 @@ from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection, SSLConnection, parse_url
-from redis.asyncio.sentinel import Sentinel
+
+from realtime_layer import clients
+from realtime_layer.clients import Timeouts
 
 VIRTUAL_NODES_PER_NODE = 64
 
@@ -85,28 +87,24 @@ class RedisEndpoint:
         )
 
     def connection(self, *, host: str, port: int, connect_timeout: float) -> Connection:
-        """A dedicated redis-py connection for one of the layer's two hot paths.
-
-        RESP2, so pub/sub messages arrive as plain arrays (hiredis parses them when installed).
-        No socket timeout: the layer bounds every read and write itself, below the socket
-        timeout it was given (redis-py 8's 5 s default would cut idle reads).
-        """
-        connection_class = SSLConnection if self.tls else Connection
-        return connection_class(
-            host=host,
-            port=port,
+        """A dedicated redis-py connection for one of the layer's two hot paths (no socket
+        timeout: the layer bounds every read and write itself, below the one it was given)."""
+        return clients.dedicated_connection(
+            host,
+            port,
+            connect_timeout=connect_timeout,
             username=self.username,
             password=self.password,
-            protocol=2,
-            socket_timeout=None,
-            socket_connect_timeout=connect_timeout,
+            tls=self.tls,
         )
 
     async def resolve(self, *, limit_seconds: float) -> tuple[str, int]:
         """The address to connect to now (asks the Sentinels for the current master)."""
         if not self.sentinels:
             return self.host, self.port
-        sentinel = Sentinel(list(self.sentinels), socket_timeout=limit_seconds)
+        sentinel = clients.sentinels(
+            self.sentinels, timeouts=Timeouts(socket=limit_seconds, connect=limit_seconds)
+        )
         try:
             host, port = await sentinel.discover_master(self.sentinel_master)
         finally:
@@ -117,30 +115,26 @@ class RedisEndpoint:
     def client(
         self, *, socket_timeout: float, connect_timeout: float, max_connections: int | None = 4
     ) -> aioredis.Redis:
-        """A pooled redis-py client for commands off the hot path (PING, named channels)."""
+        """A pooled redis-py client for commands off the hot path (PING, named channels).
+
+        ``max_connections`` None: ``clients.POOL_SIZE`` on a node (a Sentinel master's pool has
+        that size always), no limit on a cluster (``ClusterEndpoint``).
+        """
+        timeouts = Timeouts(socket=socket_timeout, connect=connect_timeout)
         if self.sentinels:
-            sentinel = Sentinel(
-                list(self.sentinels),
-                socket_timeout=socket_timeout,
-                socket_connect_timeout=connect_timeout,
+            return clients.sentinel_master_client(
+                self.sentinels, self.sentinel_master, timeouts=timeouts, password=self.password
             )
-            master: aioredis.Redis = sentinel.master_for(
-                self.sentinel_master,
-                socket_timeout=socket_timeout,
-                socket_connect_timeout=connect_timeout,
-                password=self.password,
-            )
-            return master
-        return aioredis.Redis(
-            host=self.host,
-            port=self.port,
+        return clients.node_client(
+            self.host,
+            self.port,
+            timeouts=timeouts,
             db=self.db,
             username=self.username,
             password=self.password,
-            ssl=self.tls,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=connect_timeout,
-            max_connections=max_connections,
+            tls=self.tls,
+            # None is redis-py's default size, as redis-py itself reads it.
+            max_connections=max_connections or clients.POOL_SIZE,
         )
 
 

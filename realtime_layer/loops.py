@@ -78,7 +78,8 @@ class LoopLink:
         return self._clients
 
     def named_client(self, node: int) -> aioredis.Redis:
-        """The pool for named channels on one node (unbounded: each BLPOP holds a connection)."""
+        """The pool for named channels on one node (each BLPOP holds a connection): redis-py's
+        default size on a node or a Sentinel master, no limit on a cluster (clients.POOL_SIZE)."""
         if self._named is None:
             self._named = [
                 endpoint.client(

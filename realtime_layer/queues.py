@@ -3,7 +3,7 @@
 A queue holds packed messages (msgpack bytes): each receiver unpacks its own copy, so one
 consumer mutating a message never affects another, at a fraction of ``deepcopy``'s cost.
 
-``ChannelQueue.offer`` is the one place a message enters a queue, whichever path brought it
+``ChannelQueue.enqueue`` is the one place a message enters a queue, whichever path brought it
 (a local ``send``, a local ``group_send``, an envelope from Redis). When the queue is full:
 
 - policy ``"refuse"`` (the default, Channels' rule): the *new* message is refused; nothing
@@ -11,7 +11,7 @@ consumer mutating a message never affects another, at a fraction of ``deepcopy``
   for that member (a ``group_send``).
 - policy ``"close"`` (a WebSocket consumer's own channel): the oldest queued ephemeral message
   is shed; if there is none, the new message is refused, ``{"type": "channel.overflow"}`` goes
-  to the head of the queue and everything offered afterwards is dropped: the consumer closes
+  to the head of the queue and everything sent to it afterwards is dropped: the consumer closes
   the socket and its client resumes from the database.
 
 A message older than the layer's ``expiry`` is never delivered: on a "refuse" channel it is
@@ -45,7 +45,7 @@ POLICIES = (POLICY_REFUSE, POLICY_CLOSE)
 # Dedup keys remembered per channel (bounded memory).
 SEEN_KEYS_PER_CHANNEL = 256
 
-# What offer() did with a message.
+# What enqueue() did with a message.
 ACCEPTED = "accepted"
 DUPLICATE = "duplicate"
 REFUSED = "refused"  # full: not queued, nothing else dropped (the sender may be told)
@@ -115,7 +115,7 @@ class ChannelQueue:
         # insertion: one container, not a set and a deque); from the first one on.
         self.seen: dict[bytes, None] | None = None
 
-    def offer(
+    def enqueue(
         self,
         payload: bytes,
         ephemeral: bool,

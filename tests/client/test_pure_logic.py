@@ -96,30 +96,37 @@ def test_a_draining_instance_is_left_at_once() -> None:
 
 def test_events_come_out_once_and_in_seq_order_whatever_order_they_arrive_in() -> None:
     seq: Sequencer[str] = Sequencer({"c": 2})
-    assert seq.offer("c", 5, "e5") == []
-    assert seq.offer("c", 2, "e2") == []  # at the position: already handed out
-    assert seq.offer("c", 4, "e4") == []
+    assert seq.accept("c", 5, "e5") == []
+    assert seq.accept("c", 2, "e2") == []  # at the position: already handed out
+    assert seq.accept("c", 4, "e4") == []
     assert seq.gapped() == ["c"]
     assert list(seq.missing("c")) == [3]
-    assert seq.offer("c", 3, "e3") == ["e3", "e4", "e5"]
-    assert seq.offer("c", 4, "e4") == []  # replayed again: dropped
-    assert seq.offer("c", 6, "e6") == ["e6"]
+    assert seq.accept("c", 3, "e3") == ["e3", "e4", "e5"]
+    assert seq.accept("c", 4, "e4") == []  # replayed again: dropped
+    assert seq.accept("c", 6, "e6") == ["e6"]
     assert seq.positions == {"c": 6}
     assert seq.gapped() == []
 
 
 def test_an_own_acknowledged_seq_fills_its_place_without_being_handed_out() -> None:
     seq: Sequencer[str] = Sequencer({"c": 0})
-    assert seq.offer("c", 2, "e2") == []
-    assert seq.offer("c", 1, None) == ["e2"]
-    assert seq.offer("c", 2, "e2") == []
+    assert seq.accept("c", 2, "e2") == []
+    assert seq.accept("c", 1, None) == ["e2"]
+    assert seq.accept("c", 2, "e2") == []
     assert seq.positions == {"c": 2}
+
+
+def test_the_old_name_offer_still_accepts_and_says_it_is_deprecated() -> None:
+    seq: Sequencer[str] = Sequencer({"c": 0})
+    with pytest.warns(DeprecationWarning, match="Sequencer.accept"):
+        assert seq.offer("c", 1, "e1") == ["e1"]
+    assert seq.positions == {"c": 1}
 
 
 def test_a_conversation_never_heard_of_starts_at_its_first_event() -> None:
     seq: Sequencer[str] = Sequencer()
-    assert seq.offer("new", 7, "added") == ["added"]
-    assert seq.offer("new", 9, "e9") == []
+    assert seq.accept("new", 7, "added") == ["added"]
+    assert seq.accept("new", 9, "e9") == []
     assert seq.advance("new", 9) == []  # caught up by other means: nothing left to hand out
     assert seq.positions == {"new": 9}
     assert seq.advance("new", 4) == []  # positions never go back

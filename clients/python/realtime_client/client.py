@@ -569,7 +569,7 @@ class Client:
     async def _own(self, conversation_id: str, seq: int) -> None:
         self.observer.acknowledged(conversation_id, seq)
         if self._seq.tracks(conversation_id):
-            for event in self._seq.offer(conversation_id, seq, None):
+            for event in self._seq.accept(conversation_id, seq, None):
                 await self._emit(event)
 
     async def _on_resumed(self, ws: ClientConnection, reply: Ack | ErrorFrame) -> None:
@@ -636,7 +636,7 @@ class Client:
                 # Stored before its ack was lost: the app has it from send_message.
                 self._outbox.settle(message.client_id, message)
                 item = None
-        for ready in self._seq.offer(conversation_id, event.seq, item):
+        for ready in self._seq.accept(conversation_id, event.seq, item):
             await self._emit(ready)
             if (
                 isinstance(ready, MemberEvent)

@@ -9,6 +9,7 @@ and order, come out once and in order.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Generic, TypeVar
 
@@ -50,7 +51,7 @@ class Sequencer(Generic[T]):
         self._position.pop(conversation_id, None)
         self._held.pop(conversation_id, None)
 
-    def offer(self, conversation_id: str, seq: int, item: T | None) -> list[T]:
+    def accept(self, conversation_id: str, seq: int, item: T | None) -> list[T]:
         """Take one event (``item``; None for one that is held but not handed out). Returns
         the items now ready, in seq order; empty when it was a duplicate or is held back."""
         if conversation_id not in self._position:
@@ -64,6 +65,13 @@ class Sequencer(Generic[T]):
             return []
         held[seq] = item
         return self._release(conversation_id)
+
+    def offer(self, conversation_id: str, seq: int, item: T | None) -> list[T]:
+        """Deprecated name of ``accept`` (0.1.0), kept until 1.0.0."""
+        warnings.warn(
+            "Sequencer.offer is deprecated; use Sequencer.accept", DeprecationWarning, stacklevel=2
+        )
+        return self.accept(conversation_id, seq, item)
 
     def _release(self, conversation_id: str) -> list[T]:
         held = self._held.get(conversation_id)
