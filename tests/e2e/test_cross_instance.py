@@ -43,7 +43,9 @@ async def test_peer_on_the_other_instance_sees_typing_messages_reads_and_presenc
     assert read["message_ids"] == [sent["message"]["id"]]
     assert read["read_at"] == read_ack["read_at"]
 
-    await bob.request({"type": "status", "status": "away"})
+    # The ack waits for the store's answer (or its timeout, PRESENCE_STORE_TIMEOUT_SECONDS for
+    # each of the write's read and update), so that a status read right after it is the new one.
+    await bob.request({"type": "status", "status": "away"}, within=10)
     # Announced once Firestore has stored it: the emulator's transactions take seconds under
     # load (FINDINGS), more than the other events' bound.
     presence = await alice.recv_until(

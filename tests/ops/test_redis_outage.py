@@ -53,7 +53,9 @@ async def test_redis_outage_degrades_serves_locally_and_recovers(
 
         cluster.redis.start()
         clock = Stopwatch()
-        await wait_health((one, two), "healthy", within=2, interval=0.05)
+        # Redis's own start and the links' reconnect backoff come first; on a loaded machine
+        # that alone has taken most of 2 s.
+        await wait_health((one, two), "healthy", within=5, interval=0.05)
         measurements["redis_back_to_healthy_s"] = clock.seconds()
 
         # Cross-instance delivery is back: alice keeps typing until bob hears her.
