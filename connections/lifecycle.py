@@ -42,7 +42,7 @@ from realtime_project.close_codes import WS_1012_SERVICE_RESTART
 from realtime_project.conf import realtime_settings
 from realtime_project.database import database_calls_running
 from realtime_project.runtime.asgi_types import ASGIApp, Receive, Scope, Send
-from realtime_project.runtime.daphne import daphne_running_applications
+from realtime_project.runtime.daphne import daphne_reactor_loop, daphne_running_applications
 from realtime_project.runtime.exit_watchdog import exit_watchdog_arm
 
 logger = logging.getLogger(__name__)
@@ -244,7 +244,7 @@ def drain_install_on_reactor() -> bool:
     from twisted.internet import reactor as twisted_reactor
 
     reactor: Any = twisted_reactor
-    loop: asyncio.AbstractEventLoop | None = getattr(reactor, "_asyncioEventloop", None)
+    loop = daphne_reactor_loop(reactor)
     if loop is None:
         return False
 

@@ -26,7 +26,6 @@ from chat.routing import websocket_urlpatterns  # noqa: E402
 from chat.stream import EventStreamConsumer  # noqa: E402
 from connections.lifecycle import drain_install_on_reactor, instance_lifecycle  # noqa: E402
 from health.asgi import health_router  # noqa: E402
-from realtime_project.runtime.access_log import daphne_access_log_scrub  # noqa: E402
 from realtime_project.runtime.collector import collector_tune  # noqa: E402
 from realtime_project.runtime.daphne import daphne_patch  # noqa: E402
 from realtime_project.runtime.proxy_headers import proxy_headers  # noqa: E402
@@ -55,10 +54,9 @@ application = proxy_headers(
     )
 )
 
-# Under Daphne: its access log keeps its lines but never the ?token= of a WebSocket URL.
-daphne_access_log_scrub()
-# Under Daphne: protocol close codes, 1009 for any oversized frame, 4008 past
-# WS_MAX_BUFFERED_BYTES unsent, no blind X-Forwarded-For.
+# Under Daphne, once its internals are checked: upgrades refused 503, protocol close codes
+# and reasons, 1009 for any oversized frame, 4008 past WS_MAX_BUFFERED_BYTES unsent, no blind
+# X-Forwarded-For, an access log without ?token=. A Daphne whose internals moved fails here.
 daphne_patch()
 # Under Daphne: SIGTERM drains this instance (health 503, sockets closed 1012) before exiting.
 drain_install_on_reactor()

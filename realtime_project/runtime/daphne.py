@@ -1,7 +1,12 @@
-"""What Daphne (autobahn, Twisted) does differently here, applied once per process. docs/health.md.
+"""The adapter between this project and Daphne's, autobahn's and Twisted's internals.
 
-``daphne_patch()`` (called from ``realtime_project/asgi.py``) changes seven things of
-Daphne, whatever command line started it:
+Every reach into their private names lives in this module, and nowhere else (docs/runtime.md).
+``daphne_patch()`` (called from ``realtime_project/asgi.py``) first checks each internal it
+relies on (``INTERNALS``: present, callable with the parameters it expects, the class it
+expects, the state it counts on in their code) and, when one moved, refuses to start with
+``DaphneInternalsMoved``, naming the behaviour, the internal and the installed versions: a
+version that moved one gets no patch at all, never half of one. Then it changes these things
+of Daphne, whatever command line started it:
 
 - **A WebSocket upgrade can be refused before its handshake.** A callable registered with
   ``upgrade_refusal_set`` (accounts/admission.py registers the connect gate's) is asked
@@ -9,14 +14,12 @@ Daphne, whatever command line started it:
   request is answered ``503 Service Unavailable`` with ``Retry-After`` (seconds) and
   ``X-Retry-After-Ms`` and closed: no WebSocket handshake, no application instance, about a
   third of what refusing with ``1013`` after the handshake costs.
-
 - **No debug text built for nothing.** Autobahn formats the arguments of its debug log
   lines eagerly on every connection, discarded or not: ``pformat`` of its configuration in
   ``_connectionMade`` and ``hltype`` of a method in half a dozen handshake steps. py-spy on
   an instance taking a storm of connects: 12 % of its event loop. Those names, in
   autobahn's modules, now return an object that formats itself only if a log line is
   written.
-
 - **Protocol close codes.** Autobahn accepts only 1000 and 3000-4999 from an application
   (``sendClose``), so ``websocket.close`` with 1012 ("service restart", what a draining
   instance must send) or 1009 ("message too big") raises inside Daphne and the client sees the
@@ -58,32 +61,264 @@ Daphne, whatever command line started it:
 - **No blind proxy headers.** ``--proxy-headers`` makes Daphne believe ``X-Forwarded-For``
   from any peer. That option is turned off here: ``realtime_project.runtime.proxy_headers``
   reads the header, and only from ``TRUSTED_PROXIES``.
+- **The running server, for the drain.** The running ``Server`` is kept at hand, so that a
+  drain can wait for the application instances still at work
+  (``daphne_running_applications``) before it stops the reactor: one stopped under a thread
+  that is about to call back into the event loop (a message's emit after commit does) leaves
+  that thread waiting forever, and the interpreter waits for it. The drain's SIGTERM handler
+  goes on the reactor's asyncio loop (``daphne_reactor_loop``).
+- **An access log without tokens.** Browsers cannot set headers on a WebSocket, so the token
+  travels as ``?token=`` and Daphne's access log (on at its default verbosity) would print it
+  with every ``WSCONNECTING`` line. Its request field goes through the same redaction as the
+  project's own log lines.
 
-It also keeps the running ``Server`` at hand, so that a drain can wait for the application
-instances still at work (``daphne_running_applications``) before it stops the reactor: one
-stopped under a thread that is about to call back into the event loop (a message's emit
-after commit does) leaves that thread waiting forever, and the interpreter waits for it.
+What tests each behaviour. The tripwires, one per internal of ``INTERNALS``, are
+``tests/runtime/test_daphne_internals.py``: each internal is present and shaped as expected in
+the installed versions, and taking it away makes ``daphne_patch`` refuse to start naming it.
+Against a live Daphne (``tests/ops`` and ``tests/client`` start a cluster; ``-m cluster``):
+
+=========================  ======================================================================
+``Behaviour``              behaviour test
+=========================  ======================================================================
+``UPGRADE_REFUSAL``        tests/runtime/test_admission_live.py::
+                           test_an_upgrade_past_the_limit_is_refused_503_with_its_hint
+``LAZY_DEBUG``             tests/runtime/test_daphne_patches.py::
+                           test_autobahn_debug_arguments_are_formatted_only_when_written
+                           (in process: what it saves is CPU, nothing a client sees)
+``CLOSE_CODES``            tests/ops/test_instance_drain.py::
+                           test_sigterm_drains_then_exits_and_users_stay_online (1012);
+                           tests/runtime/test_admission_live.py::
+                           test_connects_past_the_limit_are_closed_1013_with_their_hint
+``CLOSE_REASONS``          tests/runtime/test_admission_live.py::
+                           test_connects_past_the_limit_are_closed_1013_with_their_hint
+``OVERSIZED_FRAMES``       tests/runtime/test_daphne_runtime.py::
+                           test_any_oversized_frame_closes_1009_and_spares_others
+``BACK_PRESSURE``          tests/runtime/test_daphne_runtime.py::
+                           test_a_client_that_stops_reading_is_closed_and_memory_stays_bounded,
+                           test_an_event_stream_that_stops_reading_is_ended_and_memory_stays_bounded;
+                           tests/runtime/test_slow_consumer_close.py (4008 read after a pause,
+                           a reader that never returns dropped); tests/ops/
+                           test_delivery_slow_consumer.py (the closed client resumes everything)
+``PROXY_HEADERS``          tests/runtime/test_daphne_runtime.py::
+                           test_a_spoofed_forwarded_for_through_haproxy_does_not_reach_the_registry,
+                           test_forwarded_for_from_an_untrusted_peer_is_ignored
+``DRAIN``                  tests/ops/test_instance_drain.py::
+                           test_a_busy_instance_exits_by_itself_soon_after_its_last_socket_closes
+``ACCESS_LOG``             tests/ops/test_logs.py::
+                           test_a_token_in_the_query_string_never_reaches_a_log
+=========================  ======================================================================
+
+Checked against daphne 4.2.3, autobahn 26.11.1 and Twisted 26.10.0 (pinned in
+requirements.txt); docs/runtime.md says how to move to other versions.
 """
 
 from __future__ import annotations
 
 import array
 import asyncio
+import enum
 import fcntl
+import importlib.util
 import logging
 import termios
 import time
 from collections.abc import Callable
 from typing import Any, Final
 
-from twisted.internet.abstract import FileDescriptor
-from twisted.protocols.policies import ProtocolWrapper
-
 from realtime_project.close_codes import WS_1009_MESSAGE_TOO_BIG, WS_4008_SLOW_CONSUMER
 from realtime_project.conf import realtime_settings
-from realtime_project.runtime.logging import log_event
+from realtime_project.runtime.internals import (
+    Called,
+    Class,
+    Constant,
+    Internal,
+    Mentions,
+    Replaced,
+    SetsAttribute,
+    installed_versions,
+    internal_problem,
+    replacing,
+    resolve,
+)
+from realtime_project.runtime.logging import log_event, redact
 
 logger = logging.getLogger(__name__)
+
+
+class Behaviour(enum.StrEnum):
+    """What the adapter changes, as named in its errors."""
+
+    UPGRADE_REFUSAL = "a WebSocket upgrade refused with 503 before its handshake"
+    LAZY_DEBUG = "autobahn's debug arguments formatted only when a line is written"
+    CLOSE_CODES = "protocol close codes (1001-1014) sent by the application"
+    CLOSE_REASONS = "close reasons sent to the client"
+    OVERSIZED_FRAMES = "an oversized frame closed with 1009"
+    BACK_PRESSURE = "back-pressure, and the 4008 close of a reader that stopped"
+    PROXY_HEADERS = "no X-Forwarded-For believed from untrusted peers"
+    DRAIN = "the running server and its loop kept for the drain"
+    ACCESS_LOG = "an access log without tokens"
+
+
+_B = Behaviour
+_AUTOBAHN_PROTOCOL: Final = "autobahn.websocket.protocol:WebSocketProtocol"
+_DAPHNE_WS: Final = "daphne.ws_protocol:WebSocketProtocol"
+_DAPHNE_HTTP: Final = "daphne.http_protocol:WebRequest"
+_SEND_CLOSE_FRAME: Final = Called(("self", "code", "reasonUtf8", "isReply"))
+_PARSE_X_FORWARDED_FOR: Final = Replaced(
+    (
+        "headers",
+        "address_header_name",
+        "port_header_name",
+        "proto_header_name",
+        "original_addr",
+        "original_scheme",
+    )
+)
+
+# Every internal the patches below rely on, by behaviour. A function the patch replaces
+# must keep its parameters (Daphne calls the replacement as it called the original); one it
+# calls must still accept what it is given; a state it reads must still be set where it was.
+INTERNALS: Final[tuple[Internal, ...]] = (
+    Internal(_B.UPGRADE_REFUSAL, _DAPHNE_HTTP, Class("twisted.web.http:Request")),
+    Internal(_B.UPGRADE_REFUSAL, f"{_DAPHNE_HTTP}.process", Replaced(("self",))),
+    Internal(_B.UPGRADE_REFUSAL, f"{_DAPHNE_HTTP}.handle_reply", Called(("self", "message"))),
+    Internal(_B.UPGRADE_REFUSAL, _DAPHNE_HTTP, SetsAttribute("requestHeaders")),
+    Internal(_B.LAZY_DEBUG, "autobahn.websocket.protocol:pformat", Called(("object",))),
+    Internal(_B.LAZY_DEBUG, "autobahn.websocket.protocol", Mentions(r"=pformat\(")),
+    Internal(_B.LAZY_DEBUG, "autobahn.websocket.protocol:hltype", Called(("obj",))),
+    Internal(_B.LAZY_DEBUG, "autobahn.websocket.protocol", Mentions(r"=hltype\(")),
+    Internal(_B.LAZY_DEBUG, "autobahn.twisted.websocket:hltype", Called(("obj",))),
+    Internal(_B.LAZY_DEBUG, "autobahn.twisted.websocket", Mentions(r"=hltype\(")),
+    Internal(_B.CLOSE_CODES, _DAPHNE_WS, Class(_AUTOBAHN_PROTOCOL)),
+    Internal(_B.CLOSE_CODES, f"{_DAPHNE_WS}.serverClose", Replaced(("self", "code"))),
+    Internal(_B.CLOSE_CODES, f"{_DAPHNE_WS}.handle_reply", Mentions(r"self\.serverClose\(")),
+    Internal(_B.CLOSE_CODES, f"{_AUTOBAHN_PROTOCOL}.sendCloseFrame", _SEND_CLOSE_FRAME),
+    Internal(_B.CLOSE_REASONS, f"{_DAPHNE_WS}.handle_reply", Replaced(("self", "message"))),
+    Internal(_B.CLOSE_REASONS, f"{_AUTOBAHN_PROTOCOL}.STATE_CONNECTING", Constant(int)),
+    Internal(_B.CLOSE_REASONS, f"{_AUTOBAHN_PROTOCOL}.sendCloseFrame", _SEND_CLOSE_FRAME),
+    Internal(
+        _B.OVERSIZED_FRAMES,
+        f"{_AUTOBAHN_PROTOCOL}._max_message_size_exceeded",
+        Replaced(("self", "msg_size", "max_msg_size", "reason")),
+    ),
+    Internal(
+        _B.OVERSIZED_FRAMES,
+        f"{_AUTOBAHN_PROTOCOL}.onMessageFrameBegin",
+        Mentions(r"self\._max_message_size_exceeded\("),
+    ),
+    # ``failedByMe`` set is what makes autobahn discard the rest of the payload unbuffered.
+    Internal(
+        _B.OVERSIZED_FRAMES,
+        f"{_AUTOBAHN_PROTOCOL}.onMessageFrameData",
+        Mentions(r"if not self\.failedByMe"),
+    ),
+    Internal(
+        _B.OVERSIZED_FRAMES, _AUTOBAHN_PROTOCOL, SetsAttribute("wasMaxMessagePayloadSizeExceeded")
+    ),
+    Internal(_B.OVERSIZED_FRAMES, f"{_AUTOBAHN_PROTOCOL}.sendCloseFrame", _SEND_CLOSE_FRAME),
+    Internal(
+        _B.BACK_PRESSURE,
+        "daphne.server:Server.handle_reply",
+        Replaced(("self", "protocol", "message"), coroutine=True),
+    ),
+    Internal(_B.BACK_PRESSURE, f"{_DAPHNE_WS}.serverSend", Replaced(("self", "content", "binary"))),
+    Internal(_B.BACK_PRESSURE, f"{_AUTOBAHN_PROTOCOL}.STATE_OPEN", Constant(int)),
+    Internal(_B.BACK_PRESSURE, f"{_AUTOBAHN_PROTOCOL}.STATE_CLOSING", Constant(int)),
+    Internal(_B.BACK_PRESSURE, f"{_AUTOBAHN_PROTOCOL}.STATE_CLOSED", Constant(int)),
+    Internal(_B.BACK_PRESSURE, f"{_AUTOBAHN_PROTOCOL}.sendCloseFrame", _SEND_CLOSE_FRAME),
+    # The close-handshake timer this adapter replaces, and autobahn's end of a close that
+    # was not answered.
+    Internal(
+        _B.BACK_PRESSURE,
+        f"{_AUTOBAHN_PROTOCOL}.sendCloseFrame",
+        Mentions(r"self\.closeHandshakeTimeoutCall = "),
+    ),
+    Internal(
+        _B.BACK_PRESSURE,
+        f"{_AUTOBAHN_PROTOCOL}.sendCloseFrame",
+        Mentions(r"self\.closeHandshakeTimeout\b"),
+    ),
+    Internal(_B.BACK_PRESSURE, f"{_AUTOBAHN_PROTOCOL}.onCloseHandshakeTimeout", Called(("self",))),
+    Internal(_B.BACK_PRESSURE, _DAPHNE_WS, SetsAttribute("client_addr")),
+    Internal(
+        _B.BACK_PRESSURE, "twisted.protocols.policies:ProtocolWrapper", SetsAttribute("transport")
+    ),
+    Internal(
+        _B.BACK_PRESSURE, "twisted.internet.abstract:FileDescriptor", SetsAttribute("dataBuffer")
+    ),
+    Internal(_B.BACK_PRESSURE, "twisted.internet.abstract:FileDescriptor", SetsAttribute("offset")),
+    Internal(
+        _B.BACK_PRESSURE, "twisted.internet.abstract:FileDescriptor", SetsAttribute("_tempDataLen")
+    ),
+    Internal(_B.BACK_PRESSURE, _DAPHNE_HTTP, SetsAttribute("finished")),
+    Internal(_B.BACK_PRESSURE, _DAPHNE_HTTP, SetsAttribute("channel")),
+    Internal(
+        _B.BACK_PRESSURE, "twisted.internet.tcp:Connection.abortConnection", Called(("self",))
+    ),
+    Internal(_B.PROXY_HEADERS, "daphne.utils:parse_x_forwarded_for", _PARSE_X_FORWARDED_FOR),
+    Internal(
+        _B.PROXY_HEADERS, "daphne.http_protocol:parse_x_forwarded_for", _PARSE_X_FORWARDED_FOR
+    ),
+    Internal(_B.PROXY_HEADERS, "daphne.ws_protocol:parse_x_forwarded_for", _PARSE_X_FORWARDED_FOR),
+    # Daphne looks the function up in its own module at each request: replacing that name
+    # is what turns the header off.
+    Internal(_B.PROXY_HEADERS, f"{_DAPHNE_HTTP}.process", Mentions(r"= parse_x_forwarded_for\(")),
+    Internal(_B.PROXY_HEADERS, f"{_DAPHNE_WS}.onConnect", Mentions(r"= parse_x_forwarded_for\(")),
+    Internal(_B.DRAIN, "daphne.server:Server.run", Replaced(("self",))),
+    Internal(_B.DRAIN, "daphne.server:Server", SetsAttribute("connections")),
+    Internal(
+        _B.DRAIN,
+        "daphne.server:Server.create_application",
+        Mentions(r'\["application_instance"\] ='),
+    ),
+    Internal(
+        _B.DRAIN,
+        "twisted.internet.asyncioreactor:AsyncioSelectorReactor",
+        SetsAttribute("_asyncioEventloop"),
+    ),
+    Internal(
+        _B.ACCESS_LOG,
+        "daphne.access:AccessLogGenerator.write_entry",
+        Replaced(("self", "host", "date", "request", "status", "length", "ident", "user")),
+    ),
+)
+
+# The packages whose versions an error names, and the versions every internal was checked
+# against (requirements.txt pins them; docs/runtime.md, "Upgrading").
+PATCHED_PACKAGES: Final = ("daphne", "autobahn", "twisted")
+CHECKED_AGAINST: Final = {"daphne": "4.2.3", "autobahn": "26.11.1", "twisted": "26.10.0"}
+
+
+class DaphneInternalsMoved(RuntimeError):
+    """The installed Daphne, autobahn or Twisted moved an internal this adapter relies on."""
+
+
+def daphne_internals_problems() -> list[tuple[Internal, str]]:
+    """Each internal of ``INTERNALS`` that is not as expected, with what is wrong with it."""
+    problems = []
+    for internal in INTERNALS:
+        problem = internal_problem(internal)
+        if problem is not None:
+            problems.append((internal, problem))
+    return problems
+
+
+def daphne_internals_check() -> None:
+    """Raise ``DaphneInternalsMoved`` naming every internal that moved; nothing if none did."""
+    problems = daphne_internals_problems()
+    if not problems:
+        return
+    lines = [
+        f"- {internal.behaviour}: {internal.path} should be {internal.shape.describe()}; {problem}"
+        for internal, problem in problems
+    ]
+    checked = ", ".join(f"{package} {version}" for package, version in CHECKED_AGAINST.items())
+    raise DaphneInternalsMoved(
+        f"Daphne is not patched: the installed {installed_versions(PATCHED_PACKAGES)} moved "
+        f"internals that realtime_project.runtime.daphne relies on (checked against {checked}; "
+        "docs/runtime.md, 'Upgrading'):\n" + "\n".join(lines)
+    )
+
 
 # Codes a server may send (RFC 6455 section 7.4.1 and the IANA registry); 1004-1006 and 1015
 # are reserved and never go on the wire.
@@ -91,22 +326,28 @@ SERVER_CLOSE_CODES: Final = frozenset(
     {1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014}
 )
 
+# Twisted's classes a transport's buffer is read through, taken from the checked internals
+# when the patch is applied (before, no transport of Daphne's exists to read).
+_protocol_wrappers: Any = ()
+_file_descriptors: Any = ()
+
 
 def transport_buffered_bytes(transport: Any) -> int:
     """Bytes written to ``transport`` and not yet handed to the kernel (0 if unknown)."""
-    while isinstance(transport, ProtocolWrapper):
+    while isinstance(transport, _protocol_wrappers):
         transport = transport.transport
-    if not isinstance(transport, FileDescriptor):
+    if not isinstance(transport, _file_descriptors):
         return 0
     # Twisted keeps two buffers: ``dataBuffer`` (being written, from ``offset``) and the list
     # of later writes (``_tempDataLen`` bytes).
-    return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+    buffered: int = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+    return buffered
 
 
 def kernel_unsent_bytes(transport: Any) -> int:
     """Bytes the kernel holds in ``transport``'s socket send queue, not yet acknowledged by
     the peer (0 if unknown): after Twisted's buffer, the rest of what a client has to read."""
-    while isinstance(transport, ProtocolWrapper):
+    while isinstance(transport, _protocol_wrappers):
         transport = transport.transport
     try:
         descriptor = transport.fileno()
@@ -183,7 +424,7 @@ def lazy_log_renderer(render: Callable[[Any], str]) -> Callable[[Any], LazyLogVa
     def lazily(value: Any) -> LazyLogValue:
         return LazyLogValue(render, value)
 
-    return lazily
+    return replacing(render, lazily)
 
 
 # Autobahn's modules and the log-argument helpers they call eagerly (see the module's notes).
@@ -194,12 +435,10 @@ AUTOBAHN_LOG_HELPERS: Final = (
 
 
 def _autobahn_logs_lazily() -> None:
-    import importlib
-
     for module_name, names in AUTOBAHN_LOG_HELPERS:
-        module = importlib.import_module(module_name)
+        module = resolve(module_name)
         for name in names:
-            setattr(module, name, lazy_log_renderer(getattr(module, name)))
+            setattr(module, name, lazy_log_renderer(resolve(f"{module_name}:{name}")))
 
 
 # Asked for each WebSocket upgrade: None to proceed, or milliseconds the client should wait.
@@ -271,6 +510,13 @@ async def stream_drained(request: Any) -> None:
 _server: Any = None
 
 
+def daphne_reactor_loop(reactor: Any) -> asyncio.AbstractEventLoop | None:
+    """The asyncio loop Twisted's asyncio reactor (the one Daphne installs) runs on; None
+    under another reactor."""
+    loop: asyncio.AbstractEventLoop | None = getattr(reactor, "_asyncioEventloop", None)
+    return loop
+
+
 def daphne_running_applications() -> list[asyncio.Future[Any]]:
     """This process's Daphne application instances that have not finished (none elsewhere)."""
     server = _server
@@ -285,15 +531,22 @@ def daphne_running_applications() -> list[asyncio.Future[Any]]:
 
 
 def daphne_patch() -> bool:
-    """Apply every change above to Daphne's protocol, once; False when Daphne is not installed."""
-    try:
-        from daphne import http_protocol, ws_protocol
-        from daphne.server import Server
-        from daphne.ws_protocol import WebSocketProtocol
-    except ImportError:
+    """Check every internal of ``INTERNALS``, then apply every change above, once; False when
+    Daphne is not installed. ``DaphneInternalsMoved`` before anything is changed if one moved."""
+    if importlib.util.find_spec("daphne") is None:
         return False
+    daphne_internals_check()
+    from daphne import http_protocol, ws_protocol
+    from daphne.access import AccessLogGenerator
+    from daphne.server import Server
+    from daphne.ws_protocol import WebSocketProtocol
+
     if getattr(WebSocketProtocol, "_realtime_patched", False):
         return True
+
+    global _protocol_wrappers, _file_descriptors
+    _protocol_wrappers = (resolve("twisted.protocols.policies:ProtocolWrapper"),)
+    _file_descriptors = (resolve("twisted.internet.abstract:FileDescriptor"),)
 
     _autobahn_logs_lazily()
 
@@ -308,10 +561,11 @@ def daphne_patch() -> bool:
                 return None
         return original_process(self)
 
-    http_protocol.WebRequest.process = process
+    http_protocol.WebRequest.process = replacing(original_process, process)
 
-    http_protocol.parse_x_forwarded_for = _keep_peer
-    ws_protocol.parse_x_forwarded_for = _keep_peer
+    keep_peer = replacing(http_protocol.parse_x_forwarded_for, _keep_peer)
+    http_protocol.parse_x_forwarded_for = keep_peer
+    ws_protocol.parse_x_forwarded_for = keep_peer
     original_close = WebSocketProtocol.serverClose
     original_send = WebSocketProtocol.serverSend
     original_reply = Server.handle_reply
@@ -356,6 +610,8 @@ def daphne_patch() -> bool:
             # The consumer's queue overflowed: its close may sit behind megabytes too.
             wait_for_the_close_to_be_read(self)
 
+    original_too_big = WebSocketProtocol._max_message_size_exceeded
+
     def max_message_size_exceeded(self: Any, msg_size: int, max_msg_size: int, reason: str) -> None:
         # In place of autobahn's _fail_connection, which drops TCP under failByDrop.
         # ``failedByMe`` makes autobahn discard the rest of the frame's payload unbuffered.
@@ -379,12 +635,31 @@ def daphne_patch() -> bool:
         if buffered > HARD_LIMIT_FACTOR * _max_buffered_bytes() and self.state == self.STATE_OPEN:
             slow_consumer_close(self, buffered)
 
-    Server.handle_reply = handle_reply
-    WebSocketProtocol.handle_reply = protocol_reply
-    Server.run = run
-    WebSocketProtocol.serverClose = server_close
-    WebSocketProtocol.serverSend = server_send
-    WebSocketProtocol._max_message_size_exceeded = max_message_size_exceeded
+    original_write_entry = AccessLogGenerator.write_entry
+
+    def write_entry(
+        self: Any,
+        host: Any,
+        date: Any,
+        request: Any,
+        status: Any = None,
+        length: Any = None,
+        ident: Any = None,
+        user: Any = None,
+    ) -> Any:
+        return original_write_entry(
+            self, host, date, redact(str(request)), status, length, ident, user
+        )
+
+    Server.handle_reply = replacing(original_reply, handle_reply)
+    WebSocketProtocol.handle_reply = replacing(original_protocol_reply, protocol_reply)
+    Server.run = replacing(original_run, run)
+    WebSocketProtocol.serverClose = replacing(original_close, server_close)
+    WebSocketProtocol.serverSend = replacing(original_send, server_send)
+    WebSocketProtocol._max_message_size_exceeded = replacing(
+        original_too_big, max_message_size_exceeded
+    )
+    AccessLogGenerator.write_entry = replacing(original_write_entry, write_entry)
     WebSocketProtocol._realtime_patched = True
     return True
 

@@ -1,6 +1,6 @@
 """What ``realtime_project.runtime.daphne`` changes in Daphne's and autobahn's protocol
-classes, checked on the classes themselves: these fail first when a pinned version moves
-what a patch relies on.
+classes, checked on the classes themselves, in process (the tripwires on the internals they
+rely on are test_daphne_internals.py).
 
 The close reason of ``websocket.close`` reaches the client's close frame (Daphne drops it; a
 ``1013`` carries the client's retry hint there); autobahn's debug arguments are formatted
