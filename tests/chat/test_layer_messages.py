@@ -28,11 +28,14 @@ from connections.control import user_group
 from connections.layer_messages import (
     CLOSE_MESSAGE_TYPE,
     CONNECTION_CLOSE_VERSION,
+    OVERFLOW_MESSAGE_TYPE,
+    ChannelOverflow,
     ConnectionClose,
     ConnectionRevoke,
     connection_close_message,
     connection_revoke_message,
 )
+from realtime_layer.queues import OVERFLOW_MESSAGE
 from realtime_project.close_codes import WS_1012_SERVICE_RESTART
 from tests.support.consumer_fixtures import *  # noqa: F403
 from tests.support.ws_client import frame_is
@@ -141,3 +144,10 @@ def test_each_builder_sends_its_declared_fields_and_a_version(declared, message)
         <= declared.__required_keys__ | (declared.__optional_keys__)
     )
     assert type(message["v"]) is int and message["v"] >= 1
+
+
+def test_the_layers_overflow_message_is_the_declared_one() -> None:
+    """The layer builds it without knowing this project: its shape must stay the declared
+    one, or a full queue would end in "no handler" instead of a 4008 close."""
+    assert set(OVERFLOW_MESSAGE) == ChannelOverflow.__required_keys__
+    assert OVERFLOW_MESSAGE["type"] == OVERFLOW_MESSAGE_TYPE
