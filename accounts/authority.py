@@ -33,6 +33,7 @@ from accounts.clock import token_clock
 from accounts.sessions import SessionIdentity, sessions_live, sessions_stored_in_database
 from accounts.token_cache import token_cache
 from accounts.tokens import TokenIdentity, token_lookup, tokens_valid, users_passwords
+from connections.layer_messages import ConnectionRevoke
 from realtime_layer import RealtimeChannelLayer
 from realtime_project.close_codes import WS_4401_UNAUTHORIZED
 from realtime_project.conf import realtime_settings
@@ -104,7 +105,7 @@ class SocketAuthorityMixin:
         self.authority_stop()
         await self.server_close(code=WS_4401_UNAUTHORIZED)
 
-    async def connection_revoke(self, message: dict[str, Any]) -> None:
+    async def connection_revoke(self, message: ConnectionRevoke) -> None:
         token_hash = message.get("token_hash")
         # This socket may have joined ``user.<id>`` before the token cache's channel did.
         token_cache().revoked(

@@ -40,7 +40,13 @@ from typing import Any
 from channels.layers import get_channel_layer
 
 from accounts.clock import token_clock
-from connections.control import REVOKE_MESSAGE_TYPE, control_audible, user_group
+from connections.control import control_audible, user_group
+from connections.layer_messages import (
+    CONTROL_VERSIONS,
+    REVOKE_MESSAGE_TYPE,
+    ConnectionRevoke,
+    layer_message_readable,
+)
 from realtime_project.conf import realtime_settings
 
 logger = logging.getLogger(__name__)
@@ -199,16 +205,25 @@ class TokenCache:
                 self.clear()
                 await asyncio.sleep(1.0)
                 continue
-            if message.get("type") == REVOKE_MESSAGE_TYPE:
-                user_id = message.get("user_id")
-                token_hash = message.get("token_hash")
-                if isinstance(token_hash, str):
-                    self.revoked(user_id=self._owner(token_hash) or "", token_hash=token_hash)
-                elif isinstance(user_id, str):
-                    self.revoked(user_id=user_id, token_hash=None)
-                else:
-                    # An old sender that does not say whose tokens: forget them all.
-                    self.clear()
+            if message.get("type") != REVOKE_MESSAGE_TYPE:
+                continue  # the user's events and other control messages: the sockets' own
+            if not layer_message_readable(message, CONTROL_VERSIONS):
+                # A revocation of a newer release, unread, still revoked something: forget
+                # every token (the next connects ask the database).
+                self.clear()
+                continue
+            self._revoke(message)
+
+    def _revoke(self, message: ConnectionRevoke) -> None:
+        user_id = message.get("user_id")
+        token_hash = message.get("token_hash")
+        if isinstance(token_hash, str):
+            self.revoked(user_id=self._owner(token_hash) or "", token_hash=token_hash)
+        elif isinstance(user_id, str):
+            self.revoked(user_id=user_id, token_hash=None)
+        else:
+            # An old sender that does not say whose tokens: forget them all.
+            self.clear()
 
     def close(self) -> None:
         """Stop listening (the process's channel layer was replaced: tests)."""

@@ -17,7 +17,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from rest_framework import serializers as drf_serializers
@@ -158,23 +157,9 @@ class ChatConsumer(LiveSocketMixin, AsyncWebsocketConsumer):
             on_expire=self._typing_expired,
         )
 
-    async def dispatch(self, message: dict[str, Any]) -> None:
-        """Run the handler for ``message`` without Channels' per-message thread hop.
-
-        Channels awaits ``aclose_old_connections()`` (a ``sync_to_async`` call) before every
-        handler, so every frame and every delivered event of every socket queued for the one
-        thread-sensitive executor thread: measured, it capped an instance at a few hundred
-        deliveries a second with the CPU half idle (docs/benchmarks.md). Every database call
-        of this consumer goes through ``realtime_project.database.database_async``, which closes
-        stale connections around itself on its own thread, so the hop bought nothing here.
-        """
-        handler = getattr(self, get_handler_name(message), None)
-        if handler is None:
-            raise ValueError(f"No handler for message type {message['type']}")
-        await handler(message)
-
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
-        """Channels' own, without its ``aclose_old_connections()`` hop (see ``dispatch``).
+        """Channels' own, without its ``aclose_old_connections()`` hop (see
+        ``LiveSocketMixin.dispatch``).
 
         This consumer joins no ``groups`` of Channels' kind, and a reconnect storm's shed
         sockets each queued for the one thread-sensitive thread on the way out.

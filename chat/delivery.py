@@ -19,6 +19,7 @@ from typing import Any
 from chat import selectors
 from chat.dedup import SeenIds
 from chat.event_types import DURABLE_TYPES, frame_time
+from chat.layer_messages import RealtimeEvent
 from chat.metrics import delivery_observe
 from realtime_project.close_codes import WS_1011_INTERNAL_ERROR, WS_4008_SLOW_CONSUMER
 from realtime_project.conf import realtime_settings
@@ -116,7 +117,7 @@ class DeliveryMixin:
     async def _leave(self, conversation_id: str) -> None:
         raise NotImplementedError
 
-    async def realtime_event(self, message: dict[str, Any]) -> None:
+    async def realtime_event(self, message: RealtimeEvent) -> None:
         event = message.get("event")
         if not isinstance(event, dict):
             return

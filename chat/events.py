@@ -2,8 +2,8 @@
 
 Services call ``frame_emit_on_commit`` after writing; nothing else calls ``group_send`` with
 an event. An event is one JSON frame of the wire contract, built from its type in
-``chat.event_types`` (which stamps a unique ``event_id`` and a ``ts``), and sent to
-channel-layer groups:
+``chat.event_types`` (which stamps a unique ``event_id`` and a ``ts``), carried by a
+``realtime.event`` layer message (``chat.layer_messages``), and sent to channel-layer groups:
 
 - ``user.<user_id>``: every socket of one user (``connections.control.user_group``; that app
   owns the group and its control messages, chat adds ``realtime.join`` to it);
@@ -20,7 +20,6 @@ emitted here is the logged one.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -29,40 +28,14 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 
 from chat.event_types import AnyEvent, event_frame
+from chat.layer_messages import realtime_event_message, realtime_join_message
 from connections.control import control_send
 
 logger = logging.getLogger(__name__)
 
-EVENT_MESSAGE_TYPE = "realtime.event"
-JOIN_MESSAGE_TYPE = "realtime.join"
-
 
 def conversation_group(conversation_id: object) -> str:
     return f"conv.{conversation_id}"
-
-
-def event_message(
-    frame: dict[str, Any],
-    *,
-    exclude_channel: str | None = None,
-    ephemeral: bool = False,
-    emitted_at: float | None = None,
-) -> dict[str, Any]:
-    """The channel-layer message that carries ``frame`` to sockets.
-
-    ``emitted_at`` (epoch seconds, now unless given) travels beside the frame, not in it, so
-    the socket that sends it can observe the delivery latency (``chat.metrics``) without
-    parsing the frame's ``ts``."""
-    message: dict[str, Any] = {
-        "type": EVENT_MESSAGE_TYPE,
-        "event": frame,
-        "exclude_channel": exclude_channel,
-        "dedup_key": frame["event_id"],
-        "emitted_at": time.time() if emitted_at is None else emitted_at,
-    }
-    if ephemeral:
-        message["ephemeral"] = True
-    return message
 
 
 async def frame_emit(
@@ -76,7 +49,7 @@ async def frame_emit(
     layer = get_channel_layer()
     if layer is None:
         return
-    message = event_message(frame, exclude_channel=exclude_channel, ephemeral=ephemeral)
+    message = realtime_event_message(frame, exclude_channel=exclude_channel, ephemeral=ephemeral)
     for group in dict.fromkeys(groups):
         # The layer never raises on a Redis failure; anything else is a bug worth logging
         # without losing the other groups' delivery (durable events heal from the log).
@@ -116,5 +89,5 @@ def frame_emit_on_commit(
 def join_send_on_commit(*, user_id: object, conversation_id: str, seq: int) -> None:
     """Once the transaction commits, make every socket of ``user_id`` follow a conversation
     from ``seq`` on (``realtime.join``: the conversation's group, before any of its events)."""
-    message = {"type": JOIN_MESSAGE_TYPE, "conversation_id": conversation_id, "seq": seq}
+    message = realtime_join_message(conversation_id=conversation_id, seq=seq)
     transaction.on_commit(lambda: async_to_sync(control_send)(user_id=user_id, message=message))

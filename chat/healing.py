@@ -28,9 +28,15 @@ from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from prometheus_client import Counter, Gauge
 
-from chat import events, selectors
+from chat import selectors
 from chat.delivery import Positions
 from chat.event_types import frame_time
+from chat.layer_messages import (
+    RealtimeEvent,
+    RealtimeJoin,
+    realtime_event_message,
+    realtime_join_message,
+)
 from chat.metrics import registry
 from realtime_layer import RealtimeChannelLayer
 from realtime_project.close_codes import WS_4008_SLOW_CONSUMER
@@ -135,7 +141,7 @@ async def heal_once(*, fully: bool) -> int:
             for entry in logged.get(cid, [])[:limit]:
                 if entry.seq <= high:
                     continue
-                message = events.event_message(
+                message = realtime_event_message(
                     entry.frame,
                     exclude_channel=entry.origin_channel or None,
                     emitted_at=frame_time(entry.frame),
@@ -178,10 +184,10 @@ async def _memberships_heal(targets: list[HealTarget]) -> int:
     assert layer is not None
     for target, cid in missing:
         entry = added.get((target.user_id, cid))
-        message = (
-            events.event_message(entry.frame)
+        message: RealtimeEvent | RealtimeJoin = (
+            realtime_event_message(entry.frame)
             if entry is not None
-            else {"type": events.JOIN_MESSAGE_TYPE, "conversation_id": cid, "seq": 0}
+            else realtime_join_message(conversation_id=cid, seq=0)
         )
         try:
             await layer.send(target.channel_name, message)

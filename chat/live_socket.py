@@ -18,15 +18,19 @@ import uuid
 from collections.abc import Coroutine
 from typing import Any
 
+from channels.consumer import get_handler_name
+
 from accounts.authority import SocketAuthorityMixin
 from chat import events, metrics, selectors
 from chat.dedup import SeenIds, socket_seen_ids
 from chat.delivery import DeliveryMixin, Positions
 from chat.event_types import ConnectedEvent, event_frame
 from chat.healing import healing_register, healing_unregister
+from chat.layer_messages import SOCKET_VERSIONS, RealtimeJoin
 from connections import metrics as connections_metrics
 from connections.control import control_audible, user_group
 from connections.instance import instance_id, instance_start
+from connections.layer_messages import ChannelOverflow, ConnectionClose, layer_message_readable
 from connections.lifecycle import drain_is_active
 from connections.registry import SocketLimitReached
 from connections.sockets import local_sockets
@@ -77,7 +81,8 @@ class LiveSocketMixin(DeliveryMixin, SocketAuthorityMixin):
 
     The consumer calls ``live_init()`` from ``__init__``, ``live_connect()`` when the client
     arrives and ``live_disconnect(code)`` when it is gone; layer messages reach the handlers
-    below (and ``DeliveryMixin.realtime_event``) through the consumer's own dispatch.
+    below (and ``DeliveryMixin.realtime_event``) through ``dispatch``, each read through its
+    declared type (``chat.layer_messages``, ``connections.layer_messages``).
     """
 
     scope: Any
@@ -101,6 +106,26 @@ class LiveSocketMixin(DeliveryMixin, SocketAuthorityMixin):
         # participation in a conversation (monotonic), for the typing it receives. ``None``
         # the rest of the time, so an idle socket carries no dict.
         self.confirmed_at: dict[str, float] | None = None
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Run the handler for ``message`` without Channels' per-message thread hop.
+
+        Channels awaits ``aclose_old_connections()`` (a ``sync_to_async`` call) before every
+        handler, so every frame and every delivered event of every socket queued for the one
+        thread-sensitive executor thread: measured, it capped an instance at a few hundred
+        deliveries a second with the CPU half idle (docs/benchmarks.md). Every database call
+        of a live socket goes through ``realtime_project.database.database_async``, which
+        closes stale connections around itself on its own thread, so the hop bought nothing.
+
+        A layer message of a version newer than this release reads (``chat.layer_messages``)
+        is counted, logged and dropped here: the socket stays open and reads what follows.
+        """
+        if not layer_message_readable(message, SOCKET_VERSIONS):
+            return
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     # -- what a transport provides -----------------------------------------------------------
 
@@ -301,7 +326,7 @@ class LiveSocketMixin(DeliveryMixin, SocketAuthorityMixin):
 
     # -- channel layer messages --------------------------------------------------------------
 
-    async def realtime_join(self, message: dict[str, Any]) -> None:
+    async def realtime_join(self, message: RealtimeJoin) -> None:
         conversation_id = message.get("conversation_id")
         if (
             self.registered
@@ -311,7 +336,7 @@ class LiveSocketMixin(DeliveryMixin, SocketAuthorityMixin):
         ):
             await self._join(conversation_id, int(message.get("seq", 0)))
 
-    async def channel_overflow(self, message: dict[str, Any]) -> None:
+    async def channel_overflow(self, message: ChannelOverflow) -> None:
         """The layer could not queue an event for this socket: the client reads too slowly.
 
         Nothing durable is dropped from a socket that stays open, so it does not stay open:
@@ -328,5 +353,5 @@ class LiveSocketMixin(DeliveryMixin, SocketAuthorityMixin):
         )
         await self.server_close(code=WS_4008_SLOW_CONSUMER)
 
-    async def connection_close(self, message: dict[str, Any]) -> None:
+    async def connection_close(self, message: ConnectionClose) -> None:
         await self.server_close(code=int(message.get("code", WS_1000_NORMAL_CLOSURE)))

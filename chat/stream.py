@@ -22,7 +22,6 @@ import logging
 import uuid
 from typing import Any
 
-from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.http import AsyncHttpConsumer
 
@@ -90,13 +89,6 @@ class EventStreamConsumer(LiveSocketMixin, AsyncHttpConsumer):
         self.started = False
         self.close_code: int | None = None
         self.heartbeat: asyncio.Task[None] | None = None
-
-    async def dispatch(self, message: dict[str, Any]) -> None:
-        """Without Channels' per-message thread hop (see ``ChatConsumer.dispatch``)."""
-        handler = getattr(self, get_handler_name(message), None)
-        if handler is None:
-            raise ValueError(f"No handler for message type {message['type']}")
-        await handler(message)
 
     # -- the request -------------------------------------------------------------------------
 

@@ -1,13 +1,14 @@
 """Control messages to a user's sockets on every instance (docs/auth.md).
 
 Every socket joins ``user.<id>``; besides that user's events, the group carries two control
-messages that connections owns and that know nothing of conversations:
+messages that connections owns and that know nothing of conversations (declared, with their
+versions, in ``connections.layer_messages``):
 
-- ``{"type": "connection.close", "code": int}``: close every socket of the user;
-- ``{"type": "connection.revoke", "token_hash": str | None, "user_id": str}``: close (4401)
-  every socket of the user authenticated with that token (or opened with the Django session
-  of that digest, ``accounts.sessions.session_digest``), or every socket of the user for
-  ``None``; each instance's token cache (``accounts.token_cache``) drops it too.
+- ``connection.close`` (``code``): close every socket of the user;
+- ``connection.revoke`` (``token_hash``, ``user_id``): close (4401) every socket of the user
+  authenticated with that token (or opened with the Django session of that digest,
+  ``accounts.sessions.session_digest``), or every socket of the user for ``None``; each
+  instance's token cache (``accounts.token_cache``) drops it too.
 
 They are sent after the change that caused them commits, so an instance that acts on one and
 looks at the database sees the change. While this instance's Redis link is down it hears
@@ -17,19 +18,17 @@ none sent elsewhere (``control_audible``): what relies on them then asks the dat
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Mapping
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
+from connections.layer_messages import connection_close_message, connection_revoke_message
 from realtime_layer import RealtimeChannelLayer
 from realtime_layer.core import STATUS_DEGRADED
 
 logger = logging.getLogger(__name__)
-
-CLOSE_MESSAGE_TYPE = "connection.close"
-REVOKE_MESSAGE_TYPE = "connection.revoke"
 
 
 def user_group(user_id: object) -> str:
@@ -47,7 +46,9 @@ def control_audible(layer: object) -> bool:
     return not (isinstance(layer, RealtimeChannelLayer) and layer.status == STATUS_DEGRADED)
 
 
-async def control_send(*, user_id: object, message: dict[str, Any]) -> None:
+async def control_send(*, user_id: object, message: Mapping[str, object]) -> None:
+    """Send one layer message (built by its function in a ``layer_messages`` module) to
+    every socket of ``user_id``."""
     layer = get_channel_layer()
     if layer is None:
         return
@@ -60,14 +61,14 @@ async def control_send(*, user_id: object, message: dict[str, Any]) -> None:
 
 async def sockets_close(*, user_id: object, code: int) -> None:
     """Close every socket of ``user_id`` on every instance with ``code``."""
-    await control_send(user_id=user_id, message={"type": CLOSE_MESSAGE_TYPE, "code": code})
+    await control_send(user_id=user_id, message=connection_close_message(code=code))
 
 
 async def sockets_revoke(*, user_id: object, token_hash: str | None) -> None:
     """Close (4401) the user's sockets holding ``token_hash`` (all of them for ``None``)."""
     await control_send(
         user_id=user_id,
-        message={"type": REVOKE_MESSAGE_TYPE, "token_hash": token_hash, "user_id": str(user_id)},
+        message=connection_revoke_message(user_id=user_id, token_hash=token_hash),
     )
 
 

@@ -87,7 +87,8 @@ async def _delivery(opened: list[Any], conversations: list[str], events: int) ->
     from channels.layers import get_channel_layer
 
     from chat.event_types import now_iso
-    from chat.events import conversation_group, event_message
+    from chat.events import conversation_group
+    from chat.layer_messages import realtime_event_message
 
     layer = get_channel_layer()
     assert layer is not None
@@ -106,7 +107,8 @@ async def _delivery(opened: list[Any], conversations: list[str], events: int) ->
                 "seq": seq,
                 "message": {"id": uuid.uuid4().hex, "body": "bench"},
             }
-            await layer.group_send(conversation_group(conversation_id), event_message(frame))
+            message = realtime_event_message(frame)
+            await layer.group_send(conversation_group(conversation_id), message)
         await asyncio.sleep(0)
     received = 0
     deadline = time.monotonic() + 120

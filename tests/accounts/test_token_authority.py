@@ -9,8 +9,8 @@ from django.contrib.auth import get_user_model
 
 from accounts.authority import authority_watch
 from accounts.models import AuthToken, token_digest
-from chat import events
 from chat.event_types import PresenceEvent, event_frame
+from chat.layer_messages import realtime_event_message
 from connections import control
 from realtime_project.close_codes import WS_4401_UNAUTHORIZED
 from tests.support.clock import *  # noqa: F403
@@ -38,7 +38,8 @@ async def _after_what_was_sent(socket, user_id: str) -> None:
     """Once this returns, the socket has handled every control message sent to its user
     before the call: a marker sent after them on the same group comes back after them."""
     marker = event_frame(PresenceEvent(user_id="marker", status="away", last_seen=None))
-    await get_channel_layer().group_send(control.user_group(user_id), events.event_message(marker))
+    message = realtime_event_message(marker)
+    await get_channel_layer().group_send(control.user_group(user_id), message)
     await socket.recv_until(lambda frame: frame.get("event_id") == marker["event_id"])
 
 

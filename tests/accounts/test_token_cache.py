@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
@@ -15,6 +16,8 @@ import accounts.auth
 from accounts.models import AuthToken, token_digest
 from accounts.token_cache import token_cache
 from accounts.tokens import token_lookup_async
+from connections.control import user_group
+from connections.layer_messages import CONNECTION_REVOKE_VERSION, connection_revoke_message
 from realtime_project.close_codes import WS_4401_UNAUTHORIZED
 from tests.support.async_poll import async_wait_until
 from tests.support.clock import *  # noqa: F403
@@ -149,3 +152,26 @@ async def test_the_recheck_drops_a_cached_token_no_signal_announced(
         timeout=3,
         what="the re-check to drop the token from the cache",
     )
+
+
+async def test_a_revocation_of_a_newer_version_forgets_every_token(open_socket, demo: Demo) -> None:
+    """A rolling deployment's newer ``connection.revoke`` cannot be read here, yet it revoked
+    something: the cache forgets every token rather than keep serving one it should not."""
+    await _connect_and_close(open_socket, demo.alice, demo.alice.token)
+    await _connect_and_close(open_socket, demo.bob, demo.bob.token)
+    digests = {token_digest(demo.alice.token), token_digest(demo.bob.token)}
+    assert digests <= set(token_cache().digests())
+    newer = {
+        **connection_revoke_message(user_id=demo.alice.id, token_hash="someone-else"),
+        "v": CONNECTION_REVOKE_VERSION + 1,
+    }
+    await get_channel_layer().group_send(user_group(demo.alice.id), newer)
+    await async_wait_until(
+        lambda: not digests & set(token_cache().digests()),
+        timeout=3,
+        interval=0.01,
+        what="the unreadable revocation to empty the cache",
+    )
+    # A token nobody revoked still connects, asking the database again.
+    socket = await open_socket(demo.bob)
+    await socket.recv_until(frame_is("connected"))

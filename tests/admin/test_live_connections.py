@@ -15,7 +15,13 @@ from django.test import Client
 
 from accounts.models import AuthToken
 from accounts.tokens import token_issue
-from connections.control import CLOSE_MESSAGE_TYPE, REVOKE_MESSAGE_TYPE, user_group
+from connections.control import user_group
+from connections.layer_messages import (
+    CLOSE_MESSAGE_TYPE,
+    CONNECTION_CLOSE_VERSION,
+    CONNECTION_REVOKE_VERSION,
+    REVOKE_MESSAGE_TYPE,
+)
 from connections.registry import get_registry, reset_registry
 from realtime_project.close_codes import WS_4401_UNAUTHORIZED
 
@@ -127,6 +133,7 @@ def test_disconnect_closes_the_users_sockets_through_the_layer(staff_browser, us
 
         assert async_to_sync(receive)() == {
             "type": CLOSE_MESSAGE_TYPE,
+            "v": CONNECTION_CLOSE_VERSION,
             "code": WS_4401_UNAUTHORIZED,
         }
     finally:
@@ -196,6 +203,7 @@ def test_deleting_a_token_in_the_admin_revokes_it(staff_browser, users) -> None:
 
         assert async_to_sync(receive)() == {
             "type": REVOKE_MESSAGE_TYPE,
+            "v": CONNECTION_REVOKE_VERSION,
             "token_hash": grant.token.digest,
             "user_id": str(grant.token.user_id),
         }

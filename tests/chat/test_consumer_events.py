@@ -10,8 +10,10 @@ from channels.layers import get_channel_layer
 
 from chat import events, services
 from chat.event_types import PresenceEvent, event_frame
+from chat.layer_messages import realtime_event_message
 from chat.models import Conversation
 from connections import control
+from connections.layer_messages import connection_close_message
 from connections.sockets import local_sockets, sockets_close_all
 from realtime_project.close_codes import WS_1012_SERVICE_RESTART
 from tests.support.consumer_fixtures import *  # noqa: F403
@@ -81,11 +83,11 @@ async def test_an_event_heard_through_two_groups_arrives_once(any_layer, open_so
     bob = await connected(open_socket, demo.bob)
     event = event_frame(PresenceEvent(user_id="x", status="away", last_seen=None))
     layer = get_channel_layer()
-    message = events.event_message(event)
+    message = realtime_event_message(event)
     for title in ("ab", "abc"):
         await layer.group_send(events.conversation_group(demo.conversations[title]), message)
     barrier = event_frame(PresenceEvent(user_id="y", status="busy", last_seen=None))
-    await layer.group_send(control.user_group(demo.bob.id), events.event_message(barrier))
+    await layer.group_send(control.user_group(demo.bob.id), realtime_event_message(barrier))
     await bob.recv_until(frame_is("presence", user_id="y"))
     seen = [f for f in bob.frames if f.get("event_id") == event["event_id"]]
     assert seen == [event]
@@ -167,7 +169,7 @@ async def test_close_control_message_closes_with_its_code(open_socket, demo) -> 
     alice = await connected(open_socket, demo.alice)
     await get_channel_layer().group_send(
         control.user_group(demo.alice.id),
-        {"type": control.CLOSE_MESSAGE_TYPE, "code": WS_1012_SERVICE_RESTART},
+        connection_close_message(code=WS_1012_SERVICE_RESTART),
     )
     assert await alice.wait_closed() == WS_1012_SERVICE_RESTART
 

@@ -12,6 +12,7 @@ from django.db import transaction
 from chat import events, services
 from chat.event_types import PresenceEvent, event_check, event_frame
 from chat.healing import heal_once
+from chat.layer_messages import realtime_event_message
 from chat.models import Conversation, Event
 from connections import control
 from realtime_project.close_codes import WS_4008_SLOW_CONSUMER
@@ -94,7 +95,7 @@ async def test_a_replayed_or_repeated_event_is_delivered_once(open_socket, demo)
     first = await bob.recv_until(frame_is("message", seq=1))
     # The same logged frame again, under another dedup key (as healing and live can race).
     frame = await database_sync_to_async(lambda: Event.objects.get(seq=1).frame)()
-    again = {**events.event_message(frame), "dedup_key": "another"}
+    again = {**realtime_event_message(frame), "dedup_key": "another"}
     await get_channel_layer().group_send(events.conversation_group(ab), again)
     await send(ab, demo.alice, "barrier")
     await bob.recv_until(frame_is("message", seq=2))
@@ -268,7 +269,7 @@ async def test_an_overflowing_socket_is_closed_4008_and_others_keep_going(
     # group_send does not yield to it).
     for i in range(20):
         frame = event_frame(PresenceEvent(user_id=str(i), status="away", last_seen=None))
-        await layer.group_send(control.user_group(demo.bob.id), events.event_message(frame))
+        await layer.group_send(control.user_group(demo.bob.id), realtime_event_message(frame))
     assert await slow.wait_closed() == WS_4008_SLOW_CONSUMER
     reply = await alice.request({"type": "message", "conversation_id": ab, "body": "still here"})
     assert reply["type"] == "ack"

@@ -11,8 +11,8 @@ from django.db import transaction
 
 from chat import services
 from chat.event_types import MemberEvent, event_check, event_frame
-from chat.events import JOIN_MESSAGE_TYPE, event_message
 from chat.healing import heal_once
+from chat.layer_messages import realtime_event_message, realtime_join_message
 from chat.models import Conversation
 from connections.control import user_group
 from tests.support.async_poll import async_wait_until
@@ -156,9 +156,9 @@ async def test_a_late_added_event_does_not_undo_a_removal(open_socket, demo) -> 
     stale = event_frame(
         MemberEvent(conversation_id=abc, seq=0, user_id=demo.carol.id, action="added", by="1")
     )
-    await get_channel_layer().group_send(user_group(demo.carol.id), event_message(stale))
+    await get_channel_layer().group_send(user_group(demo.carol.id), realtime_event_message(stale))
     await get_channel_layer().group_send(
-        user_group(demo.carol.id), {"type": JOIN_MESSAGE_TYPE, "conversation_id": abc, "seq": 0}
+        user_group(demo.carol.id), realtime_join_message(conversation_id=abc, seq=0)
     )
     reply = await carol.request({"type": "typing", "conversation_id": abc, "is_typing": True})
     assert (reply["type"], reply["code"]) == ("error", "not_participant")

@@ -21,9 +21,12 @@ from django.utils import timezone
 from accounts.authority import authority_watch
 from accounts.models import AuthToken, token_digest
 from chat import services
-from chat.event_types import event_check
+from chat.event_types import PresenceEvent, event_check, event_frame
+from chat.layer_messages import realtime_event_message
 from chat.models import Conversation
 from chat.stream_cursor import cursor_encode
+from connections.control import user_group
+from connections.layer_messages import CONNECTION_CLOSE_VERSION, connection_close_message
 from connections.registry import get_registry
 from connections.sockets import local_sockets, sockets_close_all
 from realtime_project.close_codes import (
@@ -337,6 +340,26 @@ async def test_an_overflowing_queue_ends_the_stream_with_4008(open_stream, demo:
     assert (await stream.frame_until("close"))["code"] == WS_4008_SLOW_CONSUMER
     await stream.wait_ended()
     assert await get_registry().user_connection_count(demo.bob.id) == 0
+
+
+async def test_a_stream_ignores_a_layer_message_of_a_newer_version(open_stream, demo: Demo) -> None:
+    """The stream reads layer messages as a WebSocket does (docs/channel-layer.md)."""
+    stream = await open_stream(demo.bob)
+    await stream.next_event()
+    layer = get_channel_layer()
+    assert layer is not None
+    group = user_group(demo.bob.id)
+    newer_close = {
+        **connection_close_message(code=WS_1012_SERVICE_RESTART),
+        "v": CONNECTION_CLOSE_VERSION + 1,
+    }
+    await layer.group_send(group, newer_close)
+    after = event_frame(PresenceEvent(user_id="after", status="away", last_seen=None))
+    await layer.group_send(group, realtime_event_message(after))
+    # Bob's own presence may come first; "after" was queued behind the newer close.
+    while (await stream.frame_until("presence"))["user_id"] != "after":
+        pass
+    assert stream.frames("close") == [] and not stream.ended
 
 
 async def test_deactivating_the_user_ends_the_stream(open_stream, demo: Demo) -> None:

@@ -6,7 +6,8 @@ REST call has no socket of origin, so nothing is excluded.
 
 from __future__ import annotations
 
-from chat.events import EVENT_MESSAGE_TYPE, conversation_group
+from chat.events import conversation_group
+from chat.layer_messages import EVENT_MESSAGE_TYPE
 
 
 def test_rest_message_reaches_the_conversation_group(
