@@ -209,7 +209,8 @@ async def healing_loop() -> None:
         while True:
             interval = realtime_settings.HEAL_INTERVAL_SECONDS
             try:
-                await asyncio.wait_for(state.wake.wait(), timeout=interval)
+                async with asyncio.timeout(interval):
+                    await state.wake.wait()
                 fully = True
             except TimeoutError:
                 fully = False

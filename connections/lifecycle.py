@@ -108,7 +108,8 @@ def drain_begin() -> None:
 async def _wait_delay(delay: float) -> None:
     hurry = _state._hurry = asyncio.Event()
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(hurry.wait(), delay)
+        async with asyncio.timeout(delay):
+            await hurry.wait()
 
 
 async def _wait_sockets_gone(limit_seconds: float) -> None:
@@ -197,8 +198,8 @@ async def drain_and_exit(stop: Callable[[], None]) -> None:
     """The whole SIGTERM sequence, then ``stop()`` (the reactor's stop under Daphne)."""
     try:
         await drain_run()
-        # Not ``wait_for``: it waits for the cancelled shutdown to finish, and a loop stuck in
-        # Redis reconnects (Redis down) can take far longer than the bound to notice.
+        # Not ``asyncio.timeout``: it waits for the cancelled shutdown to finish, and a loop stuck
+        # in Redis reconnects (Redis down) can take far longer than the bound to notice.
         shutdown = asyncio.ensure_future(_shutdown_instance())
         done, _ = await asyncio.wait({shutdown}, timeout=DRAIN_SHUTDOWN_SECONDS)
         if not done:

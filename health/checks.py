@@ -47,7 +47,8 @@ def _result(status: CheckStatus, started: float, **extra: Any) -> dict[str, Any]
 async def _bounded(probe: Awaitable[bool], limit_seconds: float) -> bool:
     """``probe``'s answer, or False once ``limit_seconds`` passed or it raised."""
     try:
-        return bool(await asyncio.wait_for(probe, limit_seconds))
+        async with asyncio.timeout(limit_seconds):
+            return bool(await probe)
     except Exception:  # a probe that raises is a dependency that is down
         return False
 
@@ -69,7 +70,8 @@ async def check_redis(*, timeout_seconds: float) -> dict[str, Any]:
 
     async def bounded_nodes() -> dict[str, bool]:
         try:
-            return await asyncio.wait_for(registry.check_nodes(timeout_seconds), timeout_seconds)
+            async with asyncio.timeout(timeout_seconds):
+                return await registry.check_nodes(timeout_seconds)
         except Exception:
             return {topology.describe(): False}
 
@@ -129,7 +131,8 @@ async def check_database(*, timeout_seconds: float) -> dict[str, Any]:
     future = _db_executor.submit(_db_round_trip)
     _db_pending = future
     try:
-        await asyncio.wait_for(asyncio.wrap_future(future), timeout_seconds)
+        async with asyncio.timeout(timeout_seconds):
+            await asyncio.wrap_future(future)
     except Exception as exc:
         logger.warning("health: database check failed: %s", type(exc).__name__)
         return _result("down", started)

@@ -45,7 +45,8 @@ async def _snapshot() -> metrics.ScrapeSnapshot:
     timeout = realtime_settings.HEALTH_TIMEOUT_SECONDS
     stats: Any = None
     try:
-        stats = await asyncio.wait_for(registry_view().stats(), timeout)
+        async with asyncio.timeout(timeout):
+            stats = await registry_view().stats()
     except Exception:
         # Redis down: the scrape still answers with this instance's own numbers.
         stats = None

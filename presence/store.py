@@ -221,7 +221,8 @@ class FirestorePresenceStore(PresenceStore):
         from google.api_core import exceptions as gexc
 
         try:
-            return await asyncio.wait_for(awaitable, self.timeout)
+            async with asyncio.timeout(self.timeout):
+                return await awaitable
         except (gexc.FailedPrecondition, gexc.Conflict):
             raise
         except (TimeoutError, gexc.GoogleAPIError, OSError) as exc:
@@ -307,7 +308,8 @@ class FirestorePresenceStore(PresenceStore):
     async def check(self, timeout: float) -> bool:  # noqa: ASYNC109
         try:
             ref = self._client().collection(self.collection).document("_health")
-            await asyncio.wait_for(ref.get(retry=None, timeout=timeout), timeout)
+            async with asyncio.timeout(timeout):
+                await ref.get(retry=None, timeout=timeout)
         except Exception:
             await self._drop_client()
             return False

@@ -191,7 +191,8 @@ class LoadGenerator:
             proxy=None,  # loopback only, whatever the environment says
         )
         if not self.echo:
-            first = json.loads(await asyncio.wait_for(ws.recv(), OPEN_TIMEOUT_SECONDS))
+            async with asyncio.timeout(OPEN_TIMEOUT_SECONDS):
+                first = json.loads(await ws.recv())
             if first.get("type") != "connected":
                 await ws.close()
                 raise websockets.InvalidHandshake(f"first frame was {first!r}")
@@ -209,7 +210,8 @@ class LoadGenerator:
                 await ws.close()
         if client.reader is not None:
             with contextlib.suppress(BaseException):
-                await asyncio.wait_for(client.reader, 5)
+                async with asyncio.timeout(5):
+                    await client.reader
             client.reader = None
 
     @property
@@ -322,7 +324,8 @@ class LoadGenerator:
         self._requests[ref] = future
         try:
             await client.ws.send(json.dumps({**frame, "ref": ref}))
-            return await asyncio.wait_for(future, within)
+            async with asyncio.timeout(within):
+                return await future
         finally:
             self._requests.pop(ref, None)
 
@@ -398,7 +401,8 @@ class LoadGenerator:
                 client.waiter = loop_.create_future()
                 await self.send(client, kind)
                 try:
-                    await asyncio.wait_for(client.waiter, 10)
+                    async with asyncio.timeout(10):
+                        await client.waiter
                 except TimeoutError:
                     self.errors["ack_timeout"] += 1
             client.waiter = None

@@ -129,7 +129,8 @@ def test_disconnect_closes_the_users_sockets_through_the_layer(staff_browser, us
         assert response.status_code == 302
 
         async def receive() -> dict[str, Any]:
-            return dict(await asyncio.wait_for(layer.receive(channel), 2))
+            async with asyncio.timeout(2):
+                return dict(await layer.receive(channel))
 
         assert async_to_sync(receive)() == {
             "type": CLOSE_MESSAGE_TYPE,
@@ -165,7 +166,11 @@ def test_revoke_and_disconnect_deletes_the_tokens_and_closes_every_socket(
         assert AuthToken.objects.filter(user=users["bob"]).count() == 1
 
         async def receive(count: int) -> list[dict[str, Any]]:
-            return [dict(await asyncio.wait_for(layer.receive(channel), 2)) for _ in range(count)]
+            received = []
+            for _ in range(count):
+                async with asyncio.timeout(2):
+                    received.append(dict(await layer.receive(channel)))
+            return received
 
         received = async_to_sync(receive)(3)
         assert {m["type"] for m in received} == {REVOKE_MESSAGE_TYPE}
@@ -199,7 +204,8 @@ def test_deleting_a_token_in_the_admin_revokes_it(staff_browser, users) -> None:
         assert not AuthToken.objects.filter(pk=grant.token.pk).exists()
 
         async def receive() -> dict[str, Any]:
-            return dict(await asyncio.wait_for(layer.receive(channel), 2))
+            async with asyncio.timeout(2):
+                return dict(await layer.receive(channel))
 
         assert async_to_sync(receive)() == {
             "type": REVOKE_MESSAGE_TYPE,
@@ -251,7 +257,8 @@ def test_a_non_superuser_cannot_act_on_a_superuser(staff_browser, users) -> None
 
         async def nothing_arrives() -> None:
             with pytest.raises(TimeoutError):
-                await asyncio.wait_for(layer.receive(channel), 0.3)
+                async with asyncio.timeout(0.3):
+                    await layer.receive(channel)
 
         async_to_sync(nothing_arrives)()
         # A superuser may.

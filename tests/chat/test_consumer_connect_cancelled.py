@@ -33,7 +33,8 @@ async def test_a_connect_killed_after_registering_leaves_no_socket_behind(
     monkeypatch.setattr(selectors, "conversation_positions_for_user_async", stuck)
     communicator = WebsocketCommunicator(stack, "/ws/" + auth_query(token=demo.alice.token))
     await communicator.send_input({"type": "websocket.connect"})
-    await asyncio.wait_for(reached.wait(), timeout=5)
+    async with asyncio.timeout(5):
+        await reached.wait()
     registry = get_registry()
     assert await registry.user_connection_count(demo.alice.id) == 1
 

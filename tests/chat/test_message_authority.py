@@ -107,7 +107,8 @@ async def test_messages_racing_a_removal_land_before_it_or_not_at_all(demo) -> N
         return "removed"
 
     calls = [send(i) for i in range(20)] + [read(), read(), remove()]
-    outcomes = await asyncio.wait_for(asyncio.gather(*calls), timeout=30)
+    async with asyncio.timeout(30):
+        outcomes = await asyncio.gather(*calls)
     log = await log_of(abc)
     assert [seq for seq, _, _ in log] == list(range(1, len(log) + 1))
     removal = [seq for seq, kind, _ in log if kind == "member"]

@@ -237,9 +237,8 @@ async def test_outbox_stores_each_client_id_once_across_a_reconnect(start_cluste
         # client_id again.
         second = asyncio.create_task(alice.send_message(ab, "while down", client_id=second_id))
         again = asyncio.create_task(alice.send_message(ab, "before, again", client_id=first_id))
-        stored_second, stored_again = await asyncio.wait_for(
-            asyncio.gather(second, again), timeout=20
-        )
+        async with asyncio.timeout(20):
+            stored_second, stored_again = await asyncio.gather(second, again)
         assert alice.connected is not None and alice.connected.instance_id == two.instance_id
         assert stored_again == first, "a repeated client_id must get the first one's result"
         assert stored_second.seq == first.seq + 1

@@ -45,7 +45,8 @@ async def test_drain_turns_unhealthy_then_closes_every_socket_with_1012() -> Non
         assert during.json()["draining"] is True
         assert all(s.closed_with is None for s in sockets), "closed before the delay"
         drain_hurry()
-        closed = await asyncio.wait_for(task, 5)
+        async with asyncio.timeout(5):
+            closed = await task
     finally:
         for sock in sockets:
             local_sockets.discard(sock)
@@ -62,7 +63,8 @@ async def test_the_closes_follow_the_drain_rate_in_batches() -> None:
         await registry.register(connection_id=sock.connection_id, user_id="7", metadata={})
         local_sockets.add(sock)
     try:
-        closed = await asyncio.wait_for(drain_run(delay_seconds=0, batch_size=2, close_rate=20), 10)
+        async with asyncio.timeout(10):
+            closed = await drain_run(delay_seconds=0, batch_size=2, close_rate=20)
     finally:
         for sock in sockets:
             local_sockets.discard(sock)

@@ -84,7 +84,8 @@ async def test_messages_arrive_in_order(channel_layer) -> None:
 async def test_receive_waits_until_a_message_comes(channel_layer) -> None:
     name = await channel_layer.new_channel(prefix="test-channel")
     with pytest.raises(TimeoutError):
-        await asyncio.wait_for(channel_layer.receive(name), timeout=0.3)
+        async with asyncio.timeout(0.3):
+            await channel_layer.receive(name)
 
 
 async def test_a_message_is_a_copy_its_receiver_may_change(channel_layer) -> None:

@@ -100,7 +100,8 @@ async def _send(client: DeliveryClient, *, stop: asyncio.Event) -> None:
         with contextlib.suppress(RealtimeError, TimeoutError):
             await client.send_message(conversation_id, f"{client.name} {sent}", within=10)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), SEND_INTERVAL_SECONDS)
+            async with asyncio.timeout(SEND_INTERVAL_SECONDS):
+                await stop.wait()
 
 
 # Seeding, 300 connects and their failover take a minute or more on a loaded 2-core machine.

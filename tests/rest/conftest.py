@@ -81,7 +81,8 @@ class GroupListener:
 
         async def _receive() -> dict[str, Any]:
             assert self.layer is not None
-            return dict(await asyncio.wait_for(self.layer.receive(self.channel), timeout))
+            async with asyncio.timeout(timeout):
+                return dict(await self.layer.receive(self.channel))
 
         return async_to_sync(_receive)()
 

@@ -52,7 +52,8 @@ class InProcessSocket(FrameReader):
         return socket
 
     async def _next_output(self, within: float) -> dict[str, Any]:
-        return await asyncio.wait_for(self.communicator.output_queue.get(), timeout=within)
+        async with asyncio.timeout(within):
+            return await self.communicator.output_queue.get()
 
     async def send(self, frame: Frame | str | bytes) -> None:
         if isinstance(frame, bytes):
@@ -99,6 +100,7 @@ class InProcessSocket(FrameReader):
             return
         await self.communicator.send_input({"type": "websocket.disconnect", "code": code})
         try:
-            await asyncio.wait_for(asyncio.shield(self.communicator.future), timeout=5)
+            async with asyncio.timeout(5):
+                await asyncio.shield(self.communicator.future)
         except TimeoutError:
             self.communicator.future.cancel()

@@ -228,7 +228,8 @@ class DeliveryClient:
                 )
             self._progress.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._progress.wait(), timeout=min(remaining, 0.2))
+                async with asyncio.timeout(min(remaining, 0.2)):
+                    await self._progress.wait()
 
     # -- connecting -----------------------------------------------------------------------------
 
@@ -319,7 +320,8 @@ class DeliveryClient:
     async def wait_closed(self, *, within: float) -> int | None:
         """The close code once the socket ``connect``/``reconnect`` returned has closed."""
         record = self._watched or self.current
-        await asyncio.wait_for(record.closed.wait(), timeout=within)
+        async with asyncio.timeout(within):
+            await record.closed.wait()
         return record.close_code
 
     # -- sending --------------------------------------------------------------------------------

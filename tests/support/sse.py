@@ -180,9 +180,8 @@ class InProcessStream(StreamReader):
         return stream
 
     async def _output(self, within: float) -> dict[str, Any]:
-        message: dict[str, Any] = await asyncio.wait_for(
-            self.communicator.output_queue.get(), timeout=within
-        )
+        async with asyncio.timeout(within):
+            message: dict[str, Any] = await self.communicator.output_queue.get()
         return message
 
     async def _more(self, within: float) -> None:
@@ -227,9 +226,8 @@ class TcpStream(StreamReader):
         parts = urlsplit(base_url)
         host, port = parts.hostname or "127.0.0.1", parts.port or 80
         stream = cls()
-        stream.reader, stream.writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port), timeout=within
-        )
+        async with asyncio.timeout(within):
+            stream.reader, stream.writer = await asyncio.open_connection(host, port)
         lines = [
             f"GET {STREAM_PATH} HTTP/1.1",
             f"Host: {host}:{port}",
@@ -242,7 +240,8 @@ class TcpStream(StreamReader):
             lines.append(f"Last-Event-ID: {last_event_id}")
         stream.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
         await stream.writer.drain()
-        head = await asyncio.wait_for(stream.reader.readuntil(b"\r\n\r\n"), timeout=within)
+        async with asyncio.timeout(within):
+            head = await stream.reader.readuntil(b"\r\n\r\n")
         status_line, *header_lines = head.decode("latin-1").split("\r\n")
         stream.status = int(status_line.split()[1])
         for line in header_lines:
@@ -270,7 +269,8 @@ class TcpStream(StreamReader):
 
     async def _more(self, within: float) -> None:
         try:
-            chunk = await asyncio.wait_for(self._read_chunk(), timeout=within)
+            async with asyncio.timeout(within):
+                chunk = await self._read_chunk()
         except TimeoutError:
             return
         except (asyncio.IncompleteReadError, ConnectionError):

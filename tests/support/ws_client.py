@@ -52,7 +52,8 @@ class WsClient(FrameReader):
         await self.connection.send(frame if isinstance(frame, str) else json.dumps(frame))
 
     async def _read_frame(self, *, within: float) -> Frame:
-        frame: Frame = json.loads(await asyncio.wait_for(self.connection.recv(), timeout=within))
+        async with asyncio.timeout(within):
+            frame: Frame = json.loads(await self.connection.recv())
         return frame
 
     async def drain(self, *, within: float = 0.2) -> None:

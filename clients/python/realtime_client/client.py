@@ -275,7 +275,8 @@ class Client:
                 await ws.close(WS_1000_NORMAL_CLOSURE)
         if self._run_task is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(self._run_task, timeout=5)
+                async with asyncio.timeout(5):
+                    await self._run_task
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -309,7 +310,8 @@ class Client:
         self._pending[ref] = future
         try:
             await ws.send(json.dumps({**frame, "ref": ref}))
-            return await asyncio.wait_for(future, timeout=within or self.ack_timeout)
+            async with asyncio.timeout(within or self.ack_timeout):
+                return await future
         except websockets.ConnectionClosed:
             raise ConnectionLost("the socket closed before the reply") from None
         except TimeoutError:
@@ -339,7 +341,8 @@ class Client:
         if within is None:
             return await asyncio.shield(entry.future)
         try:
-            return await asyncio.wait_for(asyncio.shield(entry.future), timeout=within)
+            async with asyncio.timeout(within):
+                return await asyncio.shield(entry.future)
         except TimeoutError:
             raise RequestTimeout(f"message {client_id} not stored within {within}s") from None
 
@@ -390,7 +393,8 @@ class Client:
     async def _pause(self, seconds: float) -> None:
         """Wait ``seconds``, or less if the client is closed meanwhile."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopped.wait(), timeout=seconds)
+            async with asyncio.timeout(seconds):
+                await self._stopped.wait()
 
     async def _run(self) -> None:
         attempt = 0  # failures since the last resumed socket
@@ -459,7 +463,8 @@ class Client:
         """Run one socket to its close: (close code, close reason, whether it resumed)."""
         resumed = False
         try:
-            hello = await asyncio.wait_for(ws.recv(), timeout=self.open_timeout)
+            async with asyncio.timeout(self.open_timeout):
+                hello = await ws.recv()
             frame = json.loads(hello)
             self.observer.frame(frame)
             connected = parse_frame(frame)
