@@ -37,6 +37,8 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
 # Exec form, and the entrypoint execs it: Daphne is PID 1 and receives SIGTERM itself, which
 # drains the instance. The entrypoint migrates the embedded default's SQLite file first.
 ENTRYPOINT ["/app/deploy/image/entrypoint"]
-CMD ["daphne", "-e", "tcp:port=8000:interface=0.0.0.0:backlog=1024", \
+# realtime_project.runtime.serve is Daphne's command line on uvloop (EVENT_LOOP, docs/health.md).
+CMD ["python", "-m", "realtime_project.runtime.serve", \
+     "-e", "tcp:port=8000:interface=0.0.0.0:backlog=1024", \
      "--ping-interval", "20", "--ping-timeout", "30", \
      "realtime_project.asgi:application"]

@@ -7,14 +7,26 @@ timeout they are thrown away, work done for nothing, and the survivor's own sock
 seconds for a pong. Counting connects in flight against a fixed bound does not help: what
 a client can wait for is time, and how many connects fit in a second depends on the load.
 
-So each event loop measures the rate at which it completes connects while it has a queue,
-and admits a connect only while the queue ahead of it is worth at most about half of
-``CONNECT_MAX_WAIT_MS`` at that rate (and while the oldest waiting connect is younger than
-the whole budget, which catches a rate that fell). Every other one is accepted and closed
-at once with ``1013`` and the reason ``retry_after_ms=<N>``: the client waits a uniformly
-random delay in ``[N, 2N)`` ms. N grows with each shed by a slice of the time the instance
-needs for one connect, so the shed clients come back spread over the time it needs to take
-them, a little slower than it can (docs/registry.md, "Admission").
+So each event loop measures the rate at which it completes connects, and admits a connect
+only while the queue ahead of it is worth at most about half of ``CONNECT_MAX_WAIT_MS`` at
+that rate (and while the oldest waiting connect is younger than the whole budget, which
+catches a rate that fell). Every other one is accepted and closed at once with ``1013`` and
+the reason ``retry_after_ms=<N>``: the client waits a uniformly random delay in ``[N, 2N)``
+ms. N grows with each shed by a slice of the time the instance needs for one connect, so
+the shed clients come back spread over the time it needs to take them, a little slower than
+it can (docs/registry.md, "Admission").
+
+The rate is the loop's completed-connect throughput over the last second, measured so that
+neither idle time nor connects still in progress pull it down. While the gate sheds (it is
+offered more than it admits) it is the time-averaged number of connects in flight over the
+window divided by the window's average wait (Little's law): a burst admitted together
+counts at its real pace from its first completions. Counting completions since the queue
+last formed, as before, gave a few a second until the burst's connects had had time to
+finish (a storm's survivor measured 4.5 a second for a moment, and each client shed then
+was sent 180 ms further away). While nothing is shed, completions show only what arrived:
+their count may raise the rate, never lower it, or the estimate chases its own hints down
+(shed clients come back at 0.87x the rate, and a rate measured on them falls by as much
+each time).
 """
 
 from __future__ import annotations
@@ -33,8 +45,13 @@ from realtime_project.conf import realtime_settings
 MIN_IN_FLIGHT: Final = 32
 # The rate assumed before this loop has measured one under load, in connects a second.
 INITIAL_RATE_PER_SECOND: Final = 200.0
-# Completions counted for the rate: those of the last second while the loop had a queue.
+# Completions counted for the rate: those of the last second.
 RATE_WINDOW_SECONDS: Final = 1.0
+# Fewer completions than this in the window say too little to change the rate on.
+RATE_MIN_SAMPLES: Final = 8
+# A shed this recent means the loop was offered more than it admitted: what it completed
+# meanwhile is what it can do, and may lower the rate.
+SATURATED_SECONDS: Final = RATE_WINDOW_SECONDS
 # The shortest retry hint: a client shed while the queue drains still waits this long.
 RETRY_MIN_MS: Final = 250
 # Shed clients wait uniformly in [N, 2N), so the k-th of a burst hinted N = k * step comes
@@ -60,8 +77,17 @@ class ConnectGate:
         self._next_ticket = 0
         # Ticket -> start time, in admission order: the first is the oldest waiting connect.
         self._started: dict[int, float] = {}
-        self._completions: deque[float] = deque()
+        # (completed at, waited) of the window's completions, and the sum of their waits.
+        self._completions: deque[tuple[float, float]] = deque()
+        self._waited_sum = 0.0
+        # The integral of connects in flight over time, and (time, integral, in flight) at
+        # each change within the window and the last one before it.
+        self._area = 0.0
+        self._area_at = clock()
+        self._marks: deque[tuple[float, float, int]] = deque()
         self._busy_since: float | None = None
+        self._busy_area = 0.0
+        self._last_shed = -math.inf
         self.rate = INITIAL_RATE_PER_SECOND
         # When the clients shed so far are due back, spread at the rate: the next hint.
         self._horizon = 0.0
@@ -88,6 +114,7 @@ class ConnectGate:
             ticket, first = next(iter(started.items()))
             if now - first < STALE_TICKET_SECONDS:
                 return now - first
+            self._advance(now)
             del started[ticket]
         return 0.0
 
@@ -100,34 +127,74 @@ class ConnectGate:
         """A ticket for a connect that may proceed; None (counted) when it must be shed."""
         now = self._clock()
         if self.full(now):
-            self.shed += 1
+            self._count_shed(now)
             return None
+        self._advance(now)
         if not self._started:
             self._busy_since = now
+            self._busy_area = self._area
         ticket = self._next_ticket
         self._next_ticket += 1
         self._started[ticket] = now
         self.admitted += 1
         return ticket
 
+    def refuse(self) -> int | None:
+        """For a check before the connect exists: its retry hint (counted as shed) when the
+        gate is full, else None."""
+        now = self._clock()
+        if not self.full(now):
+            return None
+        self._count_shed(now)
+        return self.retry_after_ms()
+
+    def _count_shed(self, now: float) -> None:
+        self.shed += 1
+        self._last_shed = now
+
+    def _advance(self, now: float) -> None:
+        """Bring the in-flight integral up to ``now``, before the count changes."""
+        self._area += len(self._started) * (now - self._area_at)
+        self._area_at = now
+        marks = self._marks
+        marks.append((now, self._area, len(self._started)))
+        while len(marks) > 1 and marks[1][0] <= now - RATE_WINDOW_SECONDS:
+            marks.popleft()
+
+    def _mean_in_flight(self, now: float) -> float | None:
+        """Connects in flight on average since the window's start or the queue's, whichever
+        is later; None over too short a time to say."""
+        start = now - RATE_WINDOW_SECONDS
+        at, area, in_flight = self._marks[0]  # the last change at or before the start
+        area_at_start = area + in_flight * max(0.0, start - at)
+        if self._busy_since is not None and self._busy_since > start:
+            start, area_at_start = self._busy_since, self._busy_area
+        if now - start < RATE_WINDOW_SECONDS / 10:
+            return None
+        return (self._area - area_at_start) / (now - start)
+
     def leave(self, ticket: int) -> None:
         """The connect answered (accepted or refused) or its client went away."""
-        if self._started.pop(ticket, None) is None:
+        started = self._started.get(ticket)
+        if started is None:
             return
         now = self._clock()
+        self._advance(now)
+        del self._started[ticket]
+        waited = max(now - started, 1e-6)
         completions = self._completions
-        completions.append(now)
-        while completions and completions[0] < now - RATE_WINDOW_SECONDS:
-            completions.popleft()
-        busy_since = self._busy_since if self._busy_since is not None else now
-        span = min(RATE_WINDOW_SECONDS, now - busy_since)
-        # Only a loop that had a queue for a while measures what it can do; an idle one
-        # completes connects as slowly as they arrive.
-        if span >= RATE_WINDOW_SECONDS:
-            self.rate = max(1.0, len(completions) / RATE_WINDOW_SECONDS)
-        elif span >= RATE_WINDOW_SECONDS / 2:
-            counted = sum(1 for at in completions if at >= now - span)
-            self.rate = max(1.0, counted / span)
+        completions.append((now, waited))
+        self._waited_sum += waited
+        while completions[0][0] < now - RATE_WINDOW_SECONDS:
+            self._waited_sum -= completions.popleft()[1]
+        if len(completions) >= RATE_MIN_SAMPLES:
+            if now - self._last_shed <= SATURATED_SECONDS:
+                in_flight = self._mean_in_flight(now)
+                if in_flight is not None:
+                    mean_wait = self._waited_sum / len(completions)
+                    self.rate = max(1.0, in_flight / mean_wait)
+            else:
+                self.rate = max(self.rate, len(completions) / RATE_WINDOW_SECONDS)
         if not self._started:
             self._busy_since = None
 
@@ -169,7 +236,4 @@ def upgrade_refusal() -> int | None:
         gate = connect_gate()
     except RuntimeError:  # no event loop running: nothing to judge by
         return None
-    if not gate.full():
-        return None
-    gate.shed += 1
-    return gate.retry_after_ms()
+    return gate.refuse()

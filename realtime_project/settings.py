@@ -251,6 +251,9 @@ REALTIME: dict[str, Any] = {
     # The youngest generation of Python's garbage collector, in allocations (the interpreter's
     # default is 700); 0 keeps the interpreter's defaults (realtime_project/runtime/collector.py).
     "GC_GEN0_THRESHOLD": env_int("GC_GEN0_THRESHOLD", 20000, minimum=0),
+    # The event loop Daphne and Twisted run on when started through
+    # realtime_project.runtime.serve: uvloop's, or the standard library's ("asyncio").
+    "EVENT_LOOP": env_choice("EVENT_LOOP", "uvloop", {"uvloop", "asyncio"}),
     # Admission (accounts/admission.py): a connect waits at most CONNECT_MAX_WAIT_MS for
     # its answer (admitted while the queue ahead is worth half of it at the measured connect
     # rate; otherwise 1013 with a retry hint of at most CONNECT_RETRY_MAX_MS), and never more

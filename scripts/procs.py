@@ -573,7 +573,7 @@ class DaphneInstance(WebServer):
         # Twisted's default listen backlog (50) overflows under bursts of connects.
         endpoint = f"tcp:port={self.port}:interface={LOOPBACK}:backlog={self.backlog}"
         return [
-            venv_bin("daphne"),
+            sys.executable, "-m", "realtime_project.runtime.serve",
             "-e", endpoint,
             *self.extra_args,
             "realtime_project.asgi:application",

@@ -309,7 +309,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             results["storm"] = await storm(args, workdir)
         elif args.soak:
             results["soak"] = await soak(args, workdir)
-        else:
+        elif not args.overload:  # --overload alone is its own run
             if not args.no_echo:
                 results["echo"] = await bench_echo(args, workdir)
             results["layers"] = {}

@@ -11,6 +11,7 @@ import pytest
 
 from accounts.admission import (
     MIN_IN_FLIGHT,
+    RATE_MIN_SAMPLES,
     RETRY_MIN_MS,
     STALE_TICKET_SECONDS,
     ConnectGate,
@@ -188,6 +189,75 @@ def test_the_limit_follows_the_rate_measured_under_load(settings: Any) -> None:
     # A hard cap below the rate's wins.
     settings.REALTIME = {**settings.REALTIME, "CONNECT_MAX_IN_FLIGHT": 10}
     assert gate.limit() == 10
+
+
+def test_a_queue_that_formed_at_once_is_measured_at_its_pace(settings: Any) -> None:
+    settings.REALTIME = {
+        **settings.REALTIME,
+        "CONNECT_MAX_WAIT_MS": 2000,
+        "CONNECT_MAX_IN_FLIGHT": MIN_IN_FLIGHT,
+    }
+    clock = FakeClock()
+    gate = ConnectGate(clock=clock)
+    # The loop shares itself among the connects in flight and has 40 connects' worth of
+    # work a second (each needs 15 or 35 ms of it). A burst fills the queue at once, each
+    # completion lets the next connect in, and more are turned away all along.
+    work: dict[int, float] = {}
+    for position in range(MIN_IN_FLIGHT):
+        ticket = gate.enter()
+        assert ticket is not None
+        work[ticket] = 0.015 if position % 2 else 0.035
+    rates: list[float] = []
+    tick = 0.001
+    while len(rates) < 120:
+        clock.now += tick
+        share = tick / len(work)
+        for ticket in list(work):
+            work[ticket] -= share
+            if work[ticket] <= 0:
+                del work[ticket]
+                assert gate.enter() is None  # offered more than it admits
+                gate.leave(ticket)
+                rates.append(gate.rate)
+                admitted = gate.enter()
+                assert admitted is not None
+                work[admitted] = 0.015 if len(rates) % 2 else 0.035
+    # Measured from the window's first completions on, never as the few a second that had
+    # completed since the queue formed; the short connects finishing first make it high for
+    # a moment, and within a second's worth of completions it is the loop's pace.
+    assert rates[RATE_MIN_SAMPLES - 1] < 200
+    assert all(30 <= rate <= 70 for rate in rates[RATE_MIN_SAMPLES - 1 :]), rates
+    assert all(34 <= rate <= 46 for rate in rates[-60:]), rates
+
+
+def test_clients_coming_back_slower_than_the_rate_leave_it_where_it_was(
+    settings: Any,
+) -> None:
+    settings.REALTIME = {**settings.REALTIME, "CONNECT_MAX_WAIT_MS": 1000}
+    clock = FakeClock()
+    gate = ConnectGate(clock=clock)
+    gate.rate = 100.0
+    # Shed clients return at 60 a second, each connect taking 0.1 s: never a shed, the
+    # queue never empty, and 60 a second is what arrives, not what the loop can do.
+    due: list[tuple[float, int]] = []
+    for step in range(180):
+        clock.now = 1000.0 + step / 60
+        while due and due[0][0] <= clock.now:
+            gate.leave(due.pop(0)[1])
+        ticket = gate.enter()
+        assert ticket is not None
+        due.append((clock.now + 0.1, ticket))
+    assert gate.shed == 0
+    assert gate.rate == 100.0
+    # More completing than the rate says raises it, shed or not.
+    for _ in range(240):
+        clock.now += 1 / 160
+        while due and due[0][0] <= clock.now:
+            gate.leave(due.pop(0)[1])
+        ticket = gate.enter()
+        assert ticket is not None
+        due.append((clock.now + 0.1, ticket))
+    assert 140 <= gate.rate <= 170
 
 
 def test_the_reason_names_the_hint() -> None:

@@ -114,14 +114,14 @@ def dockerfile_env() -> dict[str, str]:
 @pytest.mark.timeout(60)
 def test_the_image_command_serves_health_outside_a_container(tmp_path: Path) -> None:
     command = json.loads(dockerfile_instruction("CMD"))
-    assert command[0] == "daphne"
+    assert command[:3] == ["python", "-m", "realtime_project.runtime.serve"]
     port = free_port()
     # The image's own command line; only the listening address moves to a free loopback port.
     argv = [
         arg.replace("port=8000", f"port={port}").replace("interface=0.0.0.0", "interface=127.0.0.1")
         for arg in command
     ]
-    argv[0] = str(Path(sys.executable).with_name("daphne"))
+    argv[0] = sys.executable
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "FIRESTORE_"))},
         **dockerfile_env(),

@@ -1,0 +1,80 @@
+"""An instance's own CPU time per connect and per ping, under the event loop EVENT_LOOP names.
+
+Run: PYTHONPATH=clients/python .venv/bin/python -m bench.e2e.cpu_per_op [--sockets 1000]
+         [--database-url postgres://...]   (EVENT_LOOP=asyncio|uvloop in the environment)
+
+CPU seconds (user + system, every thread of the process) are counted where wall times are
+not: on a machine shared with other work a connect's wall time is mostly waiting for a CPU,
+and its CPU time is what the instance spends on it. ``--sockets`` clients connect to one
+instance, ``--concurrency`` handshakes at a time (few enough that none is shed), then send
+four pings each, 50 at a time; one line of JSON per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench.e2e.load import LoadGenerator, accounts_assign
+from bench.e2e.probes import cpu_seconds
+from bench.e2e.targets import bench_cluster, users_seed
+
+PINGS_PER_SOCKET = 4
+PINGS_AT_ONCE = 50
+
+
+async def cpu_per_op(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    cluster = bench_cluster(
+        layer="realtime", state_dir=workdir, instances=2, database_url=args.database_url
+    )
+    try:
+        seeded = users_seed(cluster, users=args.sockets, size=2)
+        instance = cluster.instances[1]
+        gen = LoadGenerator(accounts_assign(seeded, [instance.ws_url, instance.ws_url]))
+        await asyncio.sleep(2)  # the instance's start-up work done
+        before = cpu_seconds(instance.pid)
+        connects = await gen.connect(concurrency=args.concurrency)
+        await asyncio.sleep(1)  # presence and registry writes that follow the connects
+        connected = cpu_seconds(instance.pid)
+        clients = [c for c in gen.clients if c.ws is not None]
+        gate = asyncio.Semaphore(PINGS_AT_ONCE)
+
+        async def ping(index: int) -> None:
+            async with gate:
+                await gen.request(clients[index % len(clients)], {"type": "ping"})
+
+        pings = PINGS_PER_SOCKET * len(clients)
+        await asyncio.gather(*(ping(i) for i in range(pings)))
+        await asyncio.sleep(0.5)
+        pinged = cpu_seconds(instance.pid)
+        await gen.close()
+        return {
+            "event_loop": os.environ.get("EVENT_LOOP", "uvloop"),
+            "load_average": round(os.getloadavg()[0], 2),
+            "connected": connects.sockets,
+            "failed": connects.failed,
+            "connects_per_second": connects.per_second,
+            "cpu_ms_per_connect": round(1000 * (connected - before) / max(1, connects.sockets), 3),
+            "cpu_ms_per_ping": round(1000 * (pinged - connected) / max(1, pings), 3),
+        }
+    finally:
+        cluster.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sockets", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=20)
+    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="cpu-per-op-") as tmp:
+        print(json.dumps(asyncio.run(cpu_per_op(args, Path(tmp)))))
+
+
+if __name__ == "__main__":
+    main()
