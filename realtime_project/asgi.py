@@ -17,7 +17,6 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "realtime_project.settings")
 # Django must be set up before anything imports models.
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
 from accounts.auth import websocket_stack  # noqa: E402
@@ -30,6 +29,7 @@ from realtime_project.runtime.access_log import daphne_access_log_scrub  # noqa:
 from realtime_project.runtime.collector import collector_tune  # noqa: E402
 from realtime_project.runtime.daphne import daphne_patch  # noqa: E402
 from realtime_project.runtime.proxy_headers import proxy_headers  # noqa: E402
+from realtime_project.runtime.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 # Typed as views for ``re_path``, which Channels' URLRouter accepts ASGI applications in.
 event_stream: Any = StreamAuthMiddleware(EventStreamConsumer.as_asgi())
