@@ -67,7 +67,8 @@ def proxy_headers(app: ASGIApp) -> ASGIApp:
     """``app`` seeing the real client in ``scope["client"]`` (and ``scheme``) behind a proxy."""
 
     # A plain function returning the inner coroutine: no frame of ours stays suspended for a
-    # socket's whole life (realtime_project.runtime.routing).
+    # socket's whole life (realtime_project.runtime.routing). Marked, since it is the
+    # outermost application, which servers ask whether it is an ASGI 3 one.
     @asgi_single_callable
     def middleware(scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] in {"http", "websocket"}:

@@ -1,17 +1,18 @@
-"""Routers that keep nothing of their own alive under a connection.
+"""A router that keeps nothing of its own alive under a connection.
 
-Channels' ``ProtocolTypeRouter`` and ``URLRouter`` (like any middleware written as an
-``async def`` that awaits the next one) each leave a suspended coroutine for as long as the
-connection lives, and ``URLRouter`` a copy of the scope too: a few hundred bytes each per idle
-socket (``bench.e2e.socket_memory``, docs/benchmarks.md). These pick the inner application
-the same way and return its coroutine instead of awaiting it. An error is still raised when
+Channels' ``URLRouter`` (like any middleware written as an ``async def`` that awaits the next
+one) leaves a suspended coroutine for as long as the connection lives, and a copy of the
+scope too: a few hundred bytes each per idle socket (``bench.e2e.socket_memory``,
+docs/benchmarks.md). This one picks the inner application the same way and returns its
+coroutine instead of awaiting it. (Channels' ``ProtocolTypeRouter`` stays at the top of the
+application, a coroutine: see ``realtime_project/asgi.py``.) An error is still raised when
 the returned awaitable is awaited, as from Channels' routers, so a server sees it in the
 application's task, where it expects it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from channels.routing import URLRouter as ChannelsURLRouter
@@ -33,23 +34,6 @@ async def raise_later(error: Exception) -> None:
     """An awaitable that raises ``error``: what a plain router returns where Channels' own
     would raise from its coroutine."""
     raise error
-
-
-class ProtocolTypeRouter:
-    """Channels' ``ProtocolTypeRouter``: the application for the scope's ``type``."""
-
-    _asgi_single_callable = True
-
-    def __init__(self, application_mapping: Mapping[str, Application]) -> None:
-        self.application_mapping = application_mapping
-
-    def __call__(self, scope: Scope, receive: Any, send: Any) -> Awaitable[Any]:
-        application = self.application_mapping.get(scope["type"])
-        if application is None:
-            return raise_later(
-                ValueError(f"No application configured for scope type {scope['type']!r}")
-            )
-        return application(scope, receive, send)
 
 
 class URLRouter(ChannelsURLRouter):  # type: ignore[misc]

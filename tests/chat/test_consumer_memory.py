@@ -1,4 +1,4 @@
-"""What an idle socket keeps suspended: the consumer and its authentication, nothing else.
+"""What an idle socket keeps suspended: the consumer, its authentication and the top router.
 
 Channels' own stack kept ten coroutines and two tasks alive under every idle socket (the
 proxy middleware, both routers, the origin validator, as_asgi's wrapper, the consumer,
@@ -40,4 +40,8 @@ async def test_an_idle_socket_waits_in_its_consumer_only(open_socket, demo: Demo
         return chain if chain[-1:] == ["LeanDispatchMixin.__call__"] else None
 
     chain = await async_wait_until(idle, what="the socket to sit idle")
-    assert chain == ["WebSocketAuthMiddleware.__call__", "LeanDispatchMixin.__call__"]
+    assert chain == [
+        "ProtocolTypeRouter.__call__",  # kept for the connect gate (realtime_project/asgi.py)
+        "WebSocketAuthMiddleware.__call__",
+        "LeanDispatchMixin.__call__",
+    ]

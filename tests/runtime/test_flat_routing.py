@@ -1,5 +1,5 @@
-"""The routers and pass-through middleware leave no coroutine of their own under a socket
-(``realtime_project.runtime.routing``), and still route and fail as Channels' do."""
+"""The URL router leaves no coroutine of its own under a socket
+(``realtime_project.runtime.routing``), and still routes and fails as Channels' does."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from django.urls import re_path
 
-from realtime_project.runtime.routing import ProtocolTypeRouter, URLRouter
+from realtime_project.runtime.routing import URLRouter
 
 
 async def _scope_of(scope: dict[str, Any], receive: Any, send: Any) -> dict[str, Any]:
@@ -20,8 +20,8 @@ async def _scope_of(scope: dict[str, Any], receive: Any, send: Any) -> dict[str,
 _app: Any = _scope_of
 
 
-async def test_routes_by_type_and_path_and_returns_the_route_coroutine() -> None:
-    router = ProtocolTypeRouter({"websocket": URLRouter([re_path(r"^ws/(?P<room>\w+)/?$", _app)])})
+async def test_routes_by_path_and_returns_the_route_coroutine() -> None:
+    router = URLRouter([re_path(r"^ws/(?P<room>\w+)/?$", _app)])
     awaitable = router({"type": "websocket", "path": "/ws/lobby/"}, None, None)
     assert asyncio.iscoroutine(awaitable)
     assert getattr(awaitable, "cr_code", None) is _scope_of.__code__
@@ -30,11 +30,8 @@ async def test_routes_by_type_and_path_and_returns_the_route_coroutine() -> None
     assert scope["path_remaining"] == ""
 
 
-async def test_an_unknown_type_or_path_fails_when_awaited_as_with_channels() -> None:
-    router = ProtocolTypeRouter({"websocket": URLRouter([re_path(r"^ws/?$", _app)])})
+async def test_an_unknown_path_fails_when_awaited_as_with_channels() -> None:
+    router = URLRouter([re_path(r"^ws/?$", _app)])
     unknown_path = router({"type": "websocket", "path": "/nowhere"}, None, None)
-    unknown_type = router({"type": "lifespan"}, None, None)
     with pytest.raises(ValueError, match="No route found"):
         await unknown_path
-    with pytest.raises(ValueError, match="No application configured"):
-        await unknown_type
