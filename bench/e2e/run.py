@@ -83,7 +83,13 @@ async def bench_echo(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 async def bench_layer(args: argparse.Namespace, layer: str, workdir: Path) -> dict[str, Any]:
     cluster = bench_cluster(
-        layer=layer, state_dir=workdir / layer, instances=2, database_url=args.database_url
+        layer=layer,
+        state_dir=workdir / layer,
+        instances=2,
+        database_url=args.database_url,
+        # --memory: the ramp's 100 handshakes in flight are all admitted, so that what is
+        # measured is sockets, not the garbage of connects shed with 503/1013.
+        env={"CONNECT_MAX_WAIT_MS": "10000"} if args.memory else None,
     )
     redis: RedisProbe | None = None
     try:
