@@ -3,7 +3,7 @@
 Channels' ``AsyncConsumer.__call__`` runs ``await_many_dispatch``, which keeps, for every
 socket that sits idle, a task per source (the client's ``receive`` and the layer's), the
 ``asyncio.wait`` around them with its set, future and callbacks, and the last message it
-dispatched (a local of its frame): about 4.5 KiB a socket (``bench.e2e.socket_memory``,
+dispatched (a local of its frame): about 5 KiB a socket (``bench.e2e.socket_memory``,
 docs/benchmarks.md). ``LeanDispatchMixin`` keeps one task (the client's ``receive``, which
 only a task can wait on) and one future, woken by that task or by the layer itself
 (``RealtimeChannelLayer.receive_notify``); another layer's ``receive`` gets a task, as in
