@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable
 from http.cookies import CookieError, SimpleCookie
 from typing import Any, Final, cast
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlparse, urlsplit
 
 from channels.auth import AuthMiddlewareStack
 from channels.middleware import BaseMiddleware
@@ -34,6 +34,7 @@ from realtime_project.close_codes import (
     WS_4401_UNAUTHORIZED,
     WS_4403_FORBIDDEN,
 )
+from realtime_project.runtime.routing import raise_later
 
 ASGIApp = Any
 
@@ -96,7 +97,8 @@ class WebSocketAuthMiddleware(BaseMiddleware):
     """
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
-        scope = dict(scope)
+        # Written into, not copied: the server builds a scope per connection (Channels'
+        # copy would live as long as the socket does).
         token = _query_param(scope, "token")
         identity: TokenIdentity | None = None
         if token is not None:
@@ -135,6 +137,22 @@ class BrowserOriginValidator(OriginValidator):
     A client that sends no ``Origin`` is not a browser and is judged by its token alone;
     Channels' own validator would refuse it.
     """
+
+    def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Awaitable[Any]:
+        """Channels' check, as a plain function returning the next application's coroutine:
+        no frame of ours stays suspended for the socket's whole life."""
+        if scope["type"] != "websocket":
+            return raise_later(
+                ValueError("You cannot use OriginValidator on a non-WebSocket connection")
+            )
+        parsed_origin = None
+        for header_name, header_value in scope.get("headers", []):
+            if header_name == b"origin":
+                with contextlib.suppress(UnicodeDecodeError):
+                    parsed_origin = urlparse(header_value.decode("latin1"))
+        if self.valid_origin(parsed_origin):
+            return cast(Awaitable[Any], self.application(scope, receive, send))
+        return cast(Awaitable[Any], WebsocketDenier()(scope, receive, send))
 
     def valid_origin(self, parsed_origin: Any) -> bool:
         if parsed_origin is None:
@@ -291,12 +309,19 @@ class TicketRelease:
             self._gate.leave(self._ticket)
             self._gate = None
 
-    async def send(self, message: dict[str, Any]) -> None:
+    # Plain functions returning the server's own awaitable once the ticket is back: an idle
+    # socket's pending receive() then holds no coroutine of ours.
+    def send(self, message: dict[str, Any]) -> Awaitable[None]:
         if self._gate is not None and message.get("type") in _ANSWERS:
             self.release()
-        await self._send(message)
+        return cast(Awaitable[None], self._send(message))
 
-    async def receive(self) -> dict[str, Any]:
+    def receive(self) -> Awaitable[dict[str, Any]]:
+        if self._gate is None:
+            return cast(Awaitable[dict[str, Any]], self._receive())
+        return self._receive_watching()
+
+    async def _receive_watching(self) -> dict[str, Any]:
         message: dict[str, Any] = await self._receive()
         if self._gate is not None and message.get("type") in _GONE:
             self.release()

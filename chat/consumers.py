@@ -61,6 +61,7 @@ from realtime_project.close_codes import (
 from realtime_project.conf import realtime_settings
 from realtime_project.database import database_async
 from realtime_project.inputs import input_validate
+from realtime_project.runtime.dispatch import LeanDispatchMixin
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ def _read_mark(
     return result
 
 
-class ChatConsumer(LiveSocketMixin, AsyncWebsocketConsumer):
+class ChatConsumer(LeanDispatchMixin, LiveSocketMixin, AsyncWebsocketConsumer):
     """The WebSocket transport of a live socket (``chat.live_socket``), and its client frames."""
 
     user_id: str

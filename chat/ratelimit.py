@@ -19,6 +19,9 @@ class Verdict(Enum):
 
 
 class TokenBucket:
+    # One per socket: no instance dict.
+    __slots__ = ("_clock", "_tokens", "_updated", "burst", "max_strikes", "rate", "strikes")
+
     def __init__(
         self,
         *,

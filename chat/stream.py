@@ -41,6 +41,7 @@ from realtime_project.close_codes import (
 )
 from realtime_project.conf import realtime_settings
 from realtime_project.database import database_async
+from realtime_project.runtime.dispatch import LeanDispatchMixin
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def sse_event(name: str, data: str, *, event_id: str | None = None) -> bytes:
     return f"{head}data: {data}\n\n".encode()
 
 
-class EventStreamConsumer(LiveSocketMixin, AsyncHttpConsumer):
+class EventStreamConsumer(LeanDispatchMixin, LiveSocketMixin, AsyncHttpConsumer):
     """The event-stream transport of a live socket; see the module docstring."""
 
     transport_name = "sse"

@@ -19,6 +19,9 @@ TypingEnd = Callable[[str], Awaitable[None]]
 class TypingTimers:
     """Conversations this socket is typing in, each with its expiry timer."""
 
+    # One per socket: no instance dict.
+    __slots__ = ("_on_expire", "_timers", "timeout_seconds")
+
     def __init__(self, *, timeout_seconds: float, on_expire: TypingEnd) -> None:
         self.timeout_seconds = timeout_seconds
         self._on_expire = on_expire

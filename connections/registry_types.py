@@ -20,7 +20,7 @@ def utc_from_timestamp(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, tz=UTC)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per socket: no instance dict
 class ConnectionInfo:
     connection_id: str
     user_id: str

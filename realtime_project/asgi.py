@@ -17,7 +17,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "realtime_project.settings")
 # Django must be set up before anything imports models.
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.routing import ProtocolTypeRouter  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
 from accounts.auth import websocket_stack  # noqa: E402
@@ -29,11 +29,16 @@ from health.asgi import health_router  # noqa: E402
 from realtime_project.runtime.collector import collector_tune  # noqa: E402
 from realtime_project.runtime.daphne import daphne_patch  # noqa: E402
 from realtime_project.runtime.proxy_headers import proxy_headers  # noqa: E402
+from realtime_project.runtime.routing import URLRouter  # noqa: E402
 
 # Typed as views for ``re_path``, which Channels' URLRouter accepts ASGI applications in.
 event_stream: Any = StreamAuthMiddleware(EventStreamConsumer.as_asgi())
 django_http: Any = django_asgi_app
 
+# Channels' ProtocolTypeRouter, a coroutine, stays at the top: the connect gate
+# (accounts.admission) counts a connect from the first step of the application's task. Were
+# every layer above it a plain function, the gate would count it from Daphne's handshake
+# parse instead, and shed far more of a burst (docs/benchmarks.md, 2026-12-06 memory).
 application = proxy_headers(
     ProtocolTypeRouter(
         {

@@ -221,10 +221,25 @@ _loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopConnections] = 
 
 def database_async_enabled() -> bool:
     """Whether ``database_connection`` serves (PostgreSQL, ``DATABASE_ASYNC_CONNECTIONS`` > 0)."""
+    # The configured engine, not ``connections["default"].vendor``: on the event loop Django's
+    # connection handler is per context, so each socket's task asking would build a
+    # DatabaseWrapper of its own and keep it as long as the socket lives (3.5 KiB of heap a
+    # socket, tracemalloc in a running instance; docs/benchmarks.md).
     return (
         realtime_settings.DATABASE_ASYNC_CONNECTIONS > 0
-        and connections["default"].vendor == "postgresql"
+        and connections.settings["default"]["ENGINE"] == POSTGRESQL_ENGINE
     )
+
+
+POSTGRESQL_ENGINE = "django.db.backends.postgresql"
+
+
+@functools.cache
+def _unconnected_wrapper() -> Any:
+    """One Django DatabaseWrapper for the event loop's own uses: compiling SQL, reading the
+    connection parameters; it never connects. ``connections["default"]`` on the loop is per
+    context (each socket's task would build one and keep it while the socket lives)."""
+    return connections.create_connection("default")
 
 
 def _connection_kwargs() -> dict[str, Any]:
@@ -232,7 +247,7 @@ def _connection_kwargs() -> dict[str, Any]:
 
     Read for each new connection, so a test run gets its test database.
     """
-    params: dict[str, Any] = connections["default"].get_connection_params()
+    params: dict[str, Any] = _unconnected_wrapper().get_connection_params()
     params.pop("cursor_factory", None)  # Django's cursor is a synchronous one
     params["autocommit"] = True
     return params
@@ -280,7 +295,8 @@ async def database_rows(queryset: QuerySet[Any, Any]) -> list[tuple[Any, ...]]:
     The ORM writes the SQL, so an async read and its synchronous twin are the same query;
     the values come as psycopg loads them (no field converters: ids, numbers, text).
     """
-    sql, params = queryset.query.sql_with_params()
+    # Compiled with the shared unconnected wrapper (see ``_unconnected_wrapper``).
+    sql, params = queryset.query.get_compiler(connection=_unconnected_wrapper()).as_sql()
     async with database_connection() as db:
         return await (await db.execute(sql, params)).fetchall()
 

@@ -163,7 +163,9 @@ class LoadGenerator:
                     await self._open(client)
                 except (OSError, TimeoutError, websockets.WebSocketException) as exc:
                     failed += 1
-                    code = getattr(getattr(exc, "rcvd", None), "code", None)
+                    code = getattr(getattr(exc, "rcvd", None), "code", None) or getattr(
+                        getattr(exc, "response", None), "status_code", None
+                    )
                     self.errors[f"connect_{code or type(exc).__name__}"] += 1
                     return
                 times.append((time.perf_counter() - started) * 1000)

@@ -58,6 +58,7 @@ async def memory_ramp(
             "failed": sum(s.failed for s in connects),
             "per_second": round(total_sockets / total_seconds, 1) if total_seconds else 0.0,
             "latency_ms_by_step": [s.latency_ms for s in connects],
+            "errors": {k: v for k, v in gen.errors.items() if k.startswith("connect_")},
         },
         # Sockets are spread evenly over the processes measured.
         "kib_per_socket": round(statistics.fmean(per_process.values()), 1),

@@ -75,6 +75,8 @@ def render(results: dict[str, Any]) -> str:
         )
     )
 
+    if any("saturation" not in data for data in targets.values()):
+        return "\n".join(out)  # --memory: the ramp only
     rows = []
     echo_rate = echo["saturation"]["echo"]["delivered_per_s"] if echo else None
     for name in names:

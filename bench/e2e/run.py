@@ -1,6 +1,6 @@
 """End-to-end benchmark: the whole system under load, against the bare server.
 
-Run: .venv/bin/python -m bench.e2e.run [--quick] [--soak SECONDS] [--storm] [--deploy]
+Run: .venv/bin/python -m bench.e2e.run [--quick] [--memory] [--soak SECONDS] [--storm] [--deploy]
 
 In one run, on this machine: a bare Daphne echo (the ceiling of one Daphne process), then a
 local cluster (Redis, the Firestore emulator, 2 Daphne instances, HAProxy) with this project's
@@ -65,6 +65,9 @@ async def bench_echo(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         accounts = accounts_assign(_fake_seed(args.users), [echo.ws_url])
         gen = LoadGenerator(accounts, echo=True)
         result: dict[str, Any] = {"memory": await memory_ramp(gen, steps=args.steps, pids=pids)}
+        if args.memory:
+            await gen.close()
+            return result
         result["sweep"] = []
         for rate in args.rates:
             run = _open(gen, message_rate=rate, typing_rate=0, seconds=args.seconds)
@@ -80,7 +83,13 @@ async def bench_echo(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 async def bench_layer(args: argparse.Namespace, layer: str, workdir: Path) -> dict[str, Any]:
     cluster = bench_cluster(
-        layer=layer, state_dir=workdir / layer, instances=2, database_url=args.database_url
+        layer=layer,
+        state_dir=workdir / layer,
+        instances=2,
+        database_url=args.database_url,
+        # --memory: the ramp's 100 handshakes in flight are all admitted, so that what is
+        # measured is sockets, not the garbage of connects shed with 503/1013.
+        env={"CONNECT_MAX_WAIT_MS": "10000"} if args.memory else None,
     )
     redis: RedisProbe | None = None
     try:
@@ -95,14 +104,17 @@ async def bench_layer(args: argparse.Namespace, layer: str, workdir: Path) -> di
         # users divide evenly, so its connect announces presence to nobody but itself.
         accounts = accounts_assign(seeded, urls)
         probe = LoadGenerator(accounts[-1:])
-        result: dict[str, Any] = {
-            "round_trips": await round_trips(probe, redis, trials=args.trials)
-        }
+        result: dict[str, Any] = {}
+        if not args.memory:
+            result["round_trips"] = await round_trips(probe, redis, trials=args.trials)
         gen = LoadGenerator(accounts[: args.users])
         spy = _profile(args, cluster.instances[1].pid, f"{layer}-connect")
         result["memory"] = await memory_ramp(gen, steps=args.steps, pids=pids)
         if spy is not None:
             spy.wait(timeout=args.seconds + 30)
+        if args.memory:
+            await gen.close()
+            return result
         result["sweep"] = []
         for rate in args.rates:
             share = args.message_share
@@ -257,6 +269,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--layers", nargs="+", default=["realtime", "pubsub"])
     parser.add_argument("--no-echo", action="store_true")
     parser.add_argument("--quick", action="store_true", help="a small run to try the tool")
+    parser.add_argument(
+        "--memory", action="store_true", help="the connect and memory ramp only (echo, layers)"
+    )
     parser.add_argument("--soak", type=float, default=0, help="soak mode: seconds")
     parser.add_argument("--soak-rate", type=float, default=10, help="soak messages/s")
     parser.add_argument("--soak-typing-rate", type=float, default=200, help="soak typing/s")
@@ -338,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
         out = out.with_name("e2e-storm.json")
     elif out == RESULTS_PATH and args.soak:
         out = out.with_name("e2e-soak.json")
+    elif out == RESULTS_PATH and args.memory:
+        out = out.with_name("e2e-memory.json")
     elif out == RESULTS_PATH and args.quick:  # a try-out never replaces the published numbers
         out = Path(tempfile.gettempdir()) / "e2e-quick.json"
     out.parent.mkdir(parents=True, exist_ok=True)

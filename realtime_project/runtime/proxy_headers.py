@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 
 from realtime_project.conf import realtime_settings
 from realtime_project.runtime.asgi_types import ASGIApp, Receive, Scope, Send
+from realtime_project.runtime.routing import asgi_single_callable
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -65,7 +66,11 @@ def forwarded_client(scope: Scope) -> tuple[str | None, str | None]:
 def proxy_headers(app: ASGIApp) -> ASGIApp:
     """``app`` seeing the real client in ``scope["client"]`` (and ``scheme``) behind a proxy."""
 
-    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+    # A plain function returning the inner coroutine: no frame of ours stays suspended for a
+    # socket's whole life (realtime_project.runtime.routing). Marked, since it is the
+    # outermost application, which servers ask whether it is an ASGI 3 one.
+    @asgi_single_callable
+    def middleware(scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] in {"http", "websocket"}:
             client, scheme = forwarded_client(scope)
             if client is not None or scheme is not None:
@@ -78,6 +83,6 @@ def proxy_headers(app: ASGIApp) -> ASGIApp:
                         scope["scheme"] = "wss" if secure else "ws"
                     else:
                         scope["scheme"] = scheme
-        await app(scope, receive, send)
+        return app(scope, receive, send)
 
     return middleware

@@ -1,0 +1,47 @@
+"""What an idle socket keeps suspended: the consumer, its authentication and the top router.
+
+Channels' own stack kept ten coroutines and two tasks alive under every idle socket (the
+proxy middleware, both routers, the origin validator, as_asgi's wrapper, the consumer,
+``await_many_dispatch`` and ``asyncio.wait``; docs/benchmarks.md): each a few hundred bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from tests.support.async_poll import async_wait_until
+from tests.support.consumer_fixtures import *  # noqa: F403
+from tests.support.consumer_fixtures import Demo
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _awaiting(task: Any) -> list[str]:
+    """The coroutines ``task`` is suspended in, outermost first."""
+    names: list[str] = []
+    coro: Any = task.get_coro()
+    while coro is not None and hasattr(coro, "cr_code"):
+        names.append(coro.cr_code.co_qualname)
+        coro = coro.cr_await
+    return names
+
+
+async def test_an_idle_socket_waits_in_its_consumer_only(open_socket, demo: Demo) -> None:
+    socket = await open_socket(demo.alice)
+    assert (await socket.recv())["type"] == "connected"
+    task = socket.communicator.future
+    assert isinstance(task, asyncio.Task)
+
+    def idle() -> list[str] | None:
+        chain = _awaiting(task)
+        return chain if chain[-1:] == ["LeanDispatchMixin.__call__"] else None
+
+    chain = await async_wait_until(idle, what="the socket to sit idle")
+    assert chain == [
+        "ProtocolTypeRouter.__call__",  # kept for the connect gate (realtime_project/asgi.py)
+        "WebSocketAuthMiddleware.__call__",
+        "LeanDispatchMixin.__call__",
+    ]
