@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from channels.exceptions import StopConsumer
 from channels.layers import get_channel_layer
@@ -48,8 +48,10 @@ class LeanDispatchMixin:
     channel_name: str
     scope: Any
     base_send: Any
-    # Channels' consumer provides it (an annotation only: nothing here shadows it).
-    dispatch: Callable[[Message], Awaitable[None]]
+    if TYPE_CHECKING:
+        # The consumer's own (the live socket's, or Channels'); declared for the type checker
+        # only, so that nothing here shadows it.
+        async def dispatch(self, message: Message) -> None: ...
 
     @classmethod
     def as_asgi(cls, **initkwargs: Any) -> Any:

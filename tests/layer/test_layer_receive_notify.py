@@ -28,7 +28,8 @@ async def test_a_notified_future_is_woken_by_a_send_and_the_message_stays_queued
     assert not waiter.done()
 
     await layer.send(channel, {"type": "a"})
-    await asyncio.wait_for(waiter, 1)
+    async with asyncio.timeout(1):
+        await waiter
     layer.receive_notify_cancel(channel, waiter)
     # The wake-up takes nothing out: the message is still counted against the capacity.
     assert len(layer._channels[channel].items) == 1
