@@ -80,7 +80,9 @@ ONLINE_WRITES_AT_ONCE = 100
 
 @dataclass
 class _OnlineQueue:
-    users: set[str] = field(default_factory=set)
+    # Each user's transition, versioned when the socket connected: a status the user sets
+    # after that is newer and must win, however late the queue gets to the write.
+    users: dict[str, PresenceWrite] = field(default_factory=dict)
     writer: asyncio.Task[None] | None = None
 
 
@@ -184,7 +186,10 @@ class PresenceService:
         queue = self._online_queues.get(loop)
         if queue is None:
             queue = self._online_queues[loop] = _OnlineQueue()
-        queue.users.add(user_id)
+        if user_id not in queue.users:  # a second socket meanwhile needs no newer version
+            queue.users[user_id] = self._change(
+                user_id=user_id, status="online", last_seen=_now(), only_if_offline=True
+            )
         if queue.writer is None:
             queue.writer = loop.create_task(self._mark_queued_online(queue))
 
@@ -197,13 +202,13 @@ class PresenceService:
     async def _mark_queued_online(self, queue: _OnlineQueue) -> None:
         try:
             while queue.users:
-                count = min(ONLINE_WRITES_AT_ONCE, len(queue.users))
-                await self._mark_online_many([queue.users.pop() for _ in range(count)])
+                batch = list(queue.users)[:ONLINE_WRITES_AT_ONCE]
+                await self._mark_online_many([queue.users.pop(uid) for uid in batch])
         finally:
             queue.writer = None
 
-    async def _mark_online_many(self, user_ids: list[str]) -> None:
-        """Online for each of ``user_ids`` not stored as here already: one read for them all.
+    async def _mark_online_many(self, changes: list[PresenceWrite]) -> None:
+        """Each of ``changes`` (online, unless stored as here already): one read for them all.
 
         In a storm nearly every user is stored as online still (their instance died within
         the grace period), and each transition read its document on its own: thousands of
@@ -212,14 +217,11 @@ class PresenceService:
         online again a user whose socket arrived meanwhile (``process_due``).
         """
         try:
-            stored: dict[str, StoredPresence] | None = await self.store.get_many(user_ids)
+            stored: dict[str, StoredPresence] | None = await self.store.get_many(
+                [change.user_id for change in changes]
+            )
         except PresenceStoreError:
             stored = None  # each transition goes to the writer, which holds it for retry
-        now = _now()
-        changes = [
-            self._change(user_id=uid, status="online", last_seen=now, only_if_offline=True)
-            for uid in user_ids
-        ]
         due = [
             change
             for change in changes

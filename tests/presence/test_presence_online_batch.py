@@ -3,6 +3,7 @@ writing only those not stored as here already; a write is announced once it is s
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
@@ -130,3 +131,47 @@ async def test_a_write_that_landed_after_its_timeout_is_announced_once(
 
     await async_wait_until(retried, what="the held transition retried")
     assert [(a.user_id, a.status) for a in announced] == [("7", "away")]
+
+
+class GatedStore(CountingStore):
+    """Holds the batch's read and the status's write until the test lets each go on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.read_gate = asyncio.Event()
+        self.write_gate = asyncio.Event()
+        self.reading = asyncio.Event()
+        self.writing = asyncio.Event()
+
+    async def get_many(self, user_ids: list[str]) -> dict[str, StoredPresence]:
+        self.reading.set()
+        await self.read_gate.wait()
+        return await super().get_many(user_ids)
+
+    async def write(
+        self,
+        change: PresenceWrite,
+        *,
+        before_write: Callable[[], Awaitable[None]] | None = None,
+    ) -> StoredPresence | None:
+        if change.status == "away":
+            self.writing.set()
+            await self.write_gate.wait()
+        return await super().write(change, before_write=before_write)
+
+
+async def test_a_status_set_while_the_online_write_waits_is_what_stays() -> None:
+    store = GatedStore()
+    service = _service(store)
+
+    service.mark_online_soon(user_id="9")  # the socket connects; its write is queued
+    await store.reading.wait()  # the queue reads the stored states, slowly
+    setting = asyncio.ensure_future(service.set_status(user_id="9", status="away"))
+    await store.writing.wait()  # the user picked "away" after connecting; it is on its way
+    store.read_gate.set()
+    await service.settle()  # the connect's "online" lands first
+    store.write_gate.set()
+    await setting
+
+    # The connect's transition is older than the status: the status is what stays.
+    assert store.snapshot()["9"].status == "away"
