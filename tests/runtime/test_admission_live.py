@@ -9,7 +9,6 @@ reason. Daphne does neither by itself: both are realtime_project/runtime/daphne.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import math
 import os
@@ -26,6 +25,7 @@ from realtime_project.close_codes import WS_1013_TRY_AGAIN_LATER, WS_4401_UNAUTH
 from scripts.deployment import Cluster
 from scripts.procs import DaphneInstance, wait_until
 from tests.support.services import service_running
+from tests.support.ws_client import upgrade_request_send
 
 # One connect at a time: the second one in flight is shed.
 ADMISSION_ENV = {"CONNECT_MAX_IN_FLIGHT": "1", "LOG_LEVEL": "WARNING"}
@@ -51,20 +51,8 @@ def _token(cluster: Cluster, name: str) -> str:
 def _upgrade_sent(instance: DaphneInstance, token: str) -> socket.socket:
     """A WebSocket upgrade request written to the instance; its answer is not read yet."""
     sock = socket.create_connection(("127.0.0.1", instance.port), timeout=5)
-    _upgrade_send(sock, instance, token)
+    upgrade_request_send(sock, port=instance.port, token=token)
     return sock
-
-
-def _upgrade_send(sock: socket.socket, instance: DaphneInstance, token: str) -> None:
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        (
-            f"GET /ws/?token={token} HTTP/1.1\r\n"
-            f"Host: 127.0.0.1:{instance.port}\r\n"
-            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
 
 
 def _accept_queue(port: int) -> int:
@@ -173,7 +161,7 @@ async def test_connects_past_the_limit_are_closed_1013_with_their_hint(
     try:
         wait_until(lambda: _stopped(instance.pid), timeout=5, interval=0, what="stopped")
         for sock, token in zip(sockets, tokens, strict=True):
-            _upgrade_send(sock, instance, token)
+            upgrade_request_send(sock, port=instance.port, token=token)
     finally:
         os.kill(instance.pid, signal.SIGCONT)
     try:

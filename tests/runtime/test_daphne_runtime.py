@@ -8,10 +8,8 @@ closed before the server buffers more than ``WS_MAX_BUFFERED_BYTES`` for it.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
-import os
 import socket
 import time
 import urllib.request
@@ -25,7 +23,7 @@ from realtime_project.close_codes import WS_1009_MESSAGE_TOO_BIG
 from scripts.deployment import Cluster
 from scripts.procs import DaphneInstance, wait_until
 from tests.runtime.conftest import CLIENT_ADDRESS
-from tests.support.ws_client import WsClient, frame_is
+from tests.support.ws_client import WsClient, frame_is, upgrade_request_send
 
 MIB = 1024 * 1024
 
@@ -164,15 +162,7 @@ def _stalled_socket(instance: DaphneInstance, token: str) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", instance.port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        (
-            f"GET /ws/?token={token} HTTP/1.1\r\n"
-            f"Host: 127.0.0.1:{instance.port}\r\n"
-            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
+    upgrade_request_send(sock, port=instance.port, token=token)
     sock.settimeout(5)
     head = b""
     while b"\r\n\r\n" not in head:

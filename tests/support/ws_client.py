@@ -8,7 +8,10 @@ sleeps and never depends on the order of unrelated frames (``tests.support.frame
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
+import socket
 import time
 
 import websockets
@@ -88,3 +91,17 @@ class WsClient(FrameReader):
 
     async def close(self) -> None:
         await self.connection.close()
+
+
+def upgrade_request_send(sock: socket.socket, *, port: int, token: str) -> None:
+    """Write a WebSocket upgrade request by hand on a connected socket (tests that must control
+    the TCP side: a tiny receive window, or requests held back and sent together)."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET /ws/?token={token} HTTP/1.1\r\n"
+            f"Host: 127.0.0.1:{port}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
