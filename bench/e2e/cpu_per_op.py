@@ -1,7 +1,7 @@
 """An instance's own CPU time per connect and per ping, under the event loop EVENT_LOOP names.
 
 Run: PYTHONPATH=clients/python .venv/bin/python -m bench.e2e.cpu_per_op [--sockets 1000]
-         [--database-url postgres://...]   (EVENT_LOOP=asyncio|uvloop in the environment)
+         [--database-url postgres://...] [--profile FILE]   (EVENT_LOOP=asyncio|uvloop in the environment)
 
 CPU seconds (user + system, every thread of the process) are counted where wall times are
 not: on a machine shared with other work a connect's wall time is mostly waiting for a CPU,
@@ -16,6 +16,10 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -28,6 +32,19 @@ PINGS_PER_SOCKET = 4
 PINGS_AT_ONCE = 50
 
 
+def _profile(out: Path | None, pid: int) -> subprocess.Popen[bytes] | None:
+    """``--profile FILE``: py-spy samples the instance through the connects (collapsed stacks;
+    ``python -m bench.e2e.profiles`` summarizes a folder of them)."""
+    if out is None:
+        return None
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    return subprocess.Popen(
+        [spy, "record", "--pid", str(pid), "--rate", "400", "--nonblocking", *os.environ.get("PY_SPY_ARGS", "").split(), "--format", "raw", "-o", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 async def cpu_per_op(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     cluster = bench_cluster(
         layer="realtime", state_dir=workdir, instances=2, database_url=args.database_url
@@ -37,10 +54,14 @@ async def cpu_per_op(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         instance = cluster.instances[1]
         gen = LoadGenerator(accounts_assign(seeded, [instance.ws_url, instance.ws_url]))
         await asyncio.sleep(2)  # the instance's start-up work done
+        spy = _profile(args.profile, instance.pid)
         before = cpu_seconds(instance.pid)
         connects = await gen.connect(concurrency=args.concurrency)
         await asyncio.sleep(1)  # presence and registry writes that follow the connects
         connected = cpu_seconds(instance.pid)
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes what it sampled and exits
+            spy.wait()
         clients = [c for c in gen.clients if c.ws is not None]
         gate = asyncio.Semaphore(PINGS_AT_ONCE)
 
@@ -71,6 +92,7 @@ def main() -> None:
     parser.add_argument("--sockets", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
+    parser.add_argument("--profile", type=Path, help="py-spy's collapsed stacks of the connects")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cpu-per-op-") as tmp:
         print(json.dumps(asyncio.run(cpu_per_op(args, Path(tmp)))))
