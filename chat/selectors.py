@@ -13,6 +13,7 @@ from django.db.models import Count, Q, QuerySet
 from chat.models import Conversation, Event, Message, Participant
 from chat.serializers import message_to_dict
 from realtime_project.database import (
+    CompiledRows,
     database_async,
     database_async_enabled,
     database_async_under_caller,
@@ -87,6 +88,15 @@ def _positions(user_id: int | str) -> QuerySet[Participant, tuple[Any, Any]]:
     )
 
 
+def _user_param(user_id: int | str) -> Any:
+    """A user id as the ORM binds it in a query on ``Participant.user``."""
+    return Participant._meta.get_field("user").target_field.get_prep_value(user_id)
+
+
+# Compiled once (realtime_project.database.CompiledRows): asked on every connect.
+_POSITIONS = CompiledRows(_positions, prepare=_user_param)
+
+
 async def conversation_positions_for_user_async(*, user_id: int | str) -> dict[str, int]:
     """``conversation_positions_for_user`` for a connecting socket: the same query, on
     PostgreSQL read on the loop's async connection instead of a thread."""
@@ -95,7 +105,7 @@ async def conversation_positions_for_user_async(*, user_id: int | str) -> dict[s
             user_id=user_id
         )
         return result
-    rows = await database_rows(_positions(user_id))
+    rows = await _POSITIONS.rows(user_id)
     return {str(pk): int(last_seq) for pk, last_seq in rows}
 
 
@@ -315,6 +325,12 @@ def presence_conversation_ids(*, user_id: int | str) -> list[str]:
     return [str(row["conversation_id"]) for row in _presence_conversations(user_id)]
 
 
+_PRESENCE_CONVERSATIONS = CompiledRows(
+    lambda user_id: _presence_conversations(user_id).values_list("conversation_id"),
+    prepare=_user_param,
+)
+
+
 async def presence_conversation_ids_async(*, user_id: int | str) -> list[str]:
     """``presence_conversation_ids`` from async code, whatever called it (a consumer, or a
     REST view's thread possibly mid-transaction, whose connection is left alone): the same
@@ -324,7 +340,7 @@ async def presence_conversation_ids_async(*, user_id: int | str) -> list[str]:
             user_id=user_id
         )
         return result
-    rows = await database_rows(_presence_conversations(user_id).values_list("conversation_id"))
+    rows = await _PRESENCE_CONVERSATIONS.rows(user_id)
     return [str(pk) for (pk,) in rows]
 
 
