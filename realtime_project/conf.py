@@ -61,6 +61,7 @@ class RealtimeSettings:
     CONNECT_RETRY_MAX_MS: int
     GC_GEN0_THRESHOLD: int
     EVENT_LOOP: Literal["uvloop", "asyncio"]
+    PROCESSES: int
     TOKEN_CACHE_SIZE: int
     TOKEN_CACHE_SECONDS: float
     RESUME_MAX_EVENTS: int

@@ -58,6 +58,14 @@ def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
     return parsed
 
 
+def env_processes(name: str, default: int) -> int:
+    """A count of processes: a positive integer, or ``auto`` for one per usable core."""
+    value = _raw(name)
+    if value is not None and value.strip().lower() == "auto":
+        return len(os.sched_getaffinity(0))
+    return env_int(name, default, minimum=1)
+
+
 def env_float(name: str, default: float, *, minimum: float | None = None) -> float:
     value = _raw(name)
     if value in (None, ""):

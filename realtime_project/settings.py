@@ -24,6 +24,7 @@ from realtime_project.env import (
     env_ip_networks,
     env_list,
     env_optional_str,
+    env_processes,
     env_str,
 )
 from realtime_project.redis_topology import RedisPlacement
@@ -254,6 +255,10 @@ REALTIME: dict[str, Any] = {
     # The event loop Daphne and Twisted run on when started through
     # realtime_project.runtime.serve: uvloop's, or the standard library's ("asyncio").
     "EVENT_LOOP": env_choice("EVENT_LOOP", "uvloop", {"uvloop", "asyncio"}),
+    # Daphne processes serving the instance's port (realtime_project.runtime.serve): each is an
+    # instance of its own to the registry; "auto" is one per core this process may run on
+    # (docs/scaling.md).
+    "PROCESSES": env_processes("PROCESSES", 1),
     # Admission (accounts/admission.py): a connect waits at most CONNECT_MAX_WAIT_MS for
     # its answer (admitted while the queue ahead is worth half of it at the measured connect
     # rate; otherwise 1013 with a retry hint of at most CONNECT_RETRY_MAX_MS), and never more

@@ -324,6 +324,7 @@ def _profile(args: Any, pid: int) -> subprocess.Popen[bytes] | None:
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     output = str(out / "storm-survivor.txt")
     argv = [spy, "record", "--pid", str(pid), "--duration", "10", "--nonblocking"]
+    argv += os.environ.get("PY_SPY_ARGS", "").split()  # e.g. --gil: the loop's own time only
     return subprocess.Popen(
         [*argv, "--format", "raw", "-o", output],
         stdout=subprocess.DEVNULL,

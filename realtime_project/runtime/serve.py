@@ -7,6 +7,9 @@ module (and anything it could set) is loaded. The loop's kind is therefore chose
 before Daphne is imported at all: with ``uvloop`` the asyncio event loop policy is uvloop's,
 so the loop Daphne makes is a uvloop loop (libuv's polling, timers and socket transports in
 C) and Twisted's reactor runs on it unchanged. ``asyncio`` keeps the standard library's.
+
+With ``PROCESSES`` above 1 this process opens the listening sockets and supervises that many
+such processes on them instead (``realtime_project.runtime.processes``, docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -32,6 +35,17 @@ def event_loop_policy_install() -> str:
 
 
 def main() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "realtime_project.settings")
+    from realtime_project.conf import realtime_settings
+    from realtime_project.runtime.processes import CHILD_ENV, processes_serve
+
+    if realtime_settings.PROCESSES > 1 and CHILD_ENV not in os.environ:
+        # Supervise children (docs/scaling.md); this process never loads Daphne.
+        sys.exit(
+            processes_serve(
+                sys.argv[1:], realtime_settings.PROCESSES, realtime_settings.INSTANCE_ID
+            )
+        )
     event_loop_policy_install()
     from daphne.cli import CommandLineInterface
 
