@@ -1,7 +1,8 @@
 """An instance's own CPU time per connect and per ping, under the event loop EVENT_LOOP names.
 
 Run: PYTHONPATH=clients/python .venv/bin/python -m bench.e2e.cpu_per_op [--sockets 1000]
-         [--database-url postgres://...] [--profile FILE]   (EVENT_LOOP=asyncio|uvloop in the environment)
+         [--database-url postgres://...] [--profile FILE]
+     (EVENT_LOOP=asyncio|uvloop in the environment; PY_SPY_ARGS=--gil for the loop's own time)
 
 CPU seconds (user + system, every thread of the process) are counted where wall times are
 not: on a machine shared with other work a connect's wall time is mostly waiting for a CPU,
@@ -39,7 +40,20 @@ def _profile(out: Path | None, pid: int) -> subprocess.Popen[bytes] | None:
         return None
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     return subprocess.Popen(
-        [spy, "record", "--pid", str(pid), "--rate", "400", "--nonblocking", *os.environ.get("PY_SPY_ARGS", "").split(), "--format", "raw", "-o", str(out)],
+        [
+            spy,
+            "record",
+            "--pid",
+            str(pid),
+            "--rate",
+            "400",
+            "--nonblocking",
+            *os.environ.get("PY_SPY_ARGS", "").split(),
+            "--format",
+            "raw",
+            "-o",
+            str(out),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import redis
 
@@ -26,11 +27,23 @@ def cpu_seconds(pid: int) -> float:
 
 
 def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as handle:
-        for line in handle:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+    """The process's resident memory, with its children's (an instance of ``PROCESSES`` > 1
+    is a supervisor and its Daphne processes)."""
+    total = 0
+    for one in [pid, *process_children(pid)]:
+        with open(f"/proc/{one}/status") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total
+
+
+def process_children(pid: int) -> list[int]:
+    """The direct children of ``pid`` (``PROCESSES`` > 1: its Daphne processes)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
 
 
 @dataclass

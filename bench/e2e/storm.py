@@ -280,17 +280,28 @@ async def _mass_close(
     from connections.topology import instance_tag
     from scripts.procs import http_get
 
-    key = f"{KEY_PREFIX}{instance_tag(instance.instance_id)}:conns"
     log_before = instance.log_path.read_text(errors="replace")
     client = aioredis.Redis.from_url(cluster.redis.url)
+    # A PROCESSES > 1 instance's processes are the instances <id>-p<k>.
+    keys = [f"{KEY_PREFIX}{instance_tag(instance.instance_id)}:conns"]
+    keys += [
+        key.decode()
+        async for key in client.scan_iter(
+            match=f"{KEY_PREFIX}{{i:{instance.instance_id}-p*}}:conns"
+        )
+    ]
+
+    async def entries() -> int:
+        return sum([int(await client.hlen(key)) for key in keys])
+
     try:
-        before = int(await client.hlen(key))
+        before = await entries()
         closed_at = time.monotonic()
         await _close_all(gen, packaged)
         left = before
         while left and time.monotonic() - closed_at < 30:
             await asyncio.sleep(0.05)
-            left = int(await client.hlen(key))
+            left = await entries()
         emptied_after = time.monotonic() - closed_at if not left else None
     finally:
         await client.aclose()

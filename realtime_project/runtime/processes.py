@@ -182,6 +182,8 @@ class Supervisor:
             [sys.executable, "-m", "realtime_project.runtime.serve", *self.child_argv],
             env=env,
             pass_fds=self.fds,
+            process_group=0,
+            preexec_fn=_dies_with(os.getpid()),
         )
         self.children[process.pid] = _Child(
             index, generation, process, time.monotonic(), quick_deaths
@@ -225,7 +227,7 @@ def _dies_with(parent: int) -> Callable[[], None]:
     libc = ctypes.CDLL(None, use_errno=True)
 
     def arm() -> None:
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
         if os.getppid() != parent:  # it died before the request took effect
             os._exit(1)
 

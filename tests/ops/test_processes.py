@@ -100,3 +100,25 @@ async def test_sigterm_drains_every_process_and_the_instance_exits(start_cluster
     finally:
         for socket in sockets:
             await socket.close()
+
+
+async def test_a_killed_instance_takes_every_process_with_it(start_cluster) -> None:
+    cluster = start_cluster(instances=1, PROCESSES="2")
+    (instance,) = cluster.instances
+    children = _children(instance.pid)
+    assert len(children) == 2
+    os.kill(instance.pid, signal.SIGKILL)  # the supervisor alone: nothing forwarded
+    await async_wait_until(
+        lambda: not any(_alive(pid) for pid in children),
+        timeout=10,
+        what="both processes gone with the supervisor",
+    )
+    assert health(instance.base_url)[0] == 0  # nobody answers on the port
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
