@@ -475,9 +475,7 @@ async def overload(args: Any, workdir: Path) -> dict[str, Any]:
             rss_before = rss_kib(instance.pid)
             started = time.monotonic()
             comers = [
-                asyncio.create_task(
-                    _come_back(gen, c, url, started, records[c.index], packaged)
-                )
+                asyncio.create_task(_come_back(gen, c, url, started, records[c.index], packaged))
                 for c in gen.clients
             ]
             _, not_done = await asyncio.wait(comers, timeout=args.storm_deadline)
