@@ -211,3 +211,14 @@ async def test_clients_honouring_the_hint_all_get_in(balanced: Cluster) -> None:
     assert {r.status for r in refusals} == {503}
     # Each waited at least the hint's floor: the client read the balancer's hint.
     assert min(r.delay for r in refusals) >= RETRY_MIN_MS / 1000
+
+
+async def test_with_no_instance_up_the_balancer_says_so_without_a_hint(balanced: Cluster) -> None:
+    (instance,) = balanced.instances
+    instance.stop(timeout=5)
+    balanced.wait_balancer(down=[instance.instance_id], timeout=10)
+    token = _token(balanced, "alice")
+    (answer,) = await _burst(balanced, [("upgrade", _upgrade(balanced, token))])
+    # HAProxy's own "no server available": a hint would bring clients back to nothing.
+    assert answer.status == 503
+    assert "x-retry-after-ms" not in answer.headers
