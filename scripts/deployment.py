@@ -111,8 +111,11 @@ class Cluster:
         check: str = "inter 1s fastinter 500ms downinter 1s fall 2 rise 1",
         template: DatabaseTemplate | None = None,
         redis: RedisKind = "single",
+        balancer_env: Mapping[str, str] | None = None,
     ) -> None:
         self.instance_count = instances
+        # HAProxy's environment (``CONNECT_RATE_PER_INSTANCE``), apart from the instances'.
+        self.balancer_env = dict(balancer_env or {})
         self.template = template
         self.state_dir = state_dir
         self.log_dir = state_dir / "logs"
@@ -222,6 +225,7 @@ class Cluster:
                 port=self.port,
                 stats_port=self.stats_port,
                 log_dir=self.log_dir,
+                env=self.balancer_env,
             )
             self.haproxy.start()
             self.wait_balancer(up=[i.instance_id for i in self.instances], timeout=15)

@@ -601,7 +601,9 @@ class HAProxy(WebServer):
     """HAProxy in the foreground (``-db``) with a rendered config file.
 
     ``stats_port`` serves HAProxy's stats page; ``server_states()`` reads it as CSV so tests
-    and ``scripts/cluster status`` can see which instances the balancer considers up.
+    and ``scripts/cluster status`` can see which instances the balancer considers up. ``env``
+    is added to this process's environment: the config reads ``CONNECT_RATE_PER_INSTANCE``
+    from it (deploy/haproxy.cfg).
     """
 
     name = "haproxy"
@@ -614,9 +616,11 @@ class HAProxy(WebServer):
         stats_port: int,
         log_dir: Path | None = None,
         backend: str = "instances",
+        env: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(log_dir)
         self.config_text = config_text
+        self.env = {**os.environ, **(env or {})}
         self.port = port
         self.stats_port = stats_port
         self.backend = backend
@@ -638,10 +642,11 @@ class HAProxy(WebServer):
             capture_output=True,
             text=True,
             check=False,
+            env=self.env,
         )
         if check.returncode != 0:
             raise RuntimeError(f"invalid HAProxy config:\n{check.stdout}{check.stderr}")
-        self._spawn([binary, "-db", "-f", str(self.config_path)])
+        self._spawn([binary, "-db", "-f", str(self.config_path)], env=self.env)
         wait_until(self._ready, timeout=timeout, what=f"haproxy on port {self.port}")
         return self
 

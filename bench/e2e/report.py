@@ -274,7 +274,8 @@ def render_storm(storm: dict[str, Any]) -> str:
     tally = storm["integrity"]
     lines = [
         f"Reconnect storm: {storm['killed_sockets']} of {storm['sockets']} sockets killed "
-        f"(SIGKILL), {storm['survivor_sockets']} on the survivor",
+        f"(SIGKILL), {storm['survivor_sockets']} on the survivor"
+        + (", coming back through HAProxy" if storm.get("via_haproxy") else ""),
         f"resumed on the survivor: {storm['resumed']} ({storm['resumed_within_10s']} within 10 s),"
         f" all back after {storm['all_back_seconds']} s; resume p50/p99 "
         f"{storm['resume_seconds']['p50']} / {storm['resume_seconds']['p99']} s; "

@@ -1,6 +1,7 @@
 """End-to-end benchmark: the whole system under load, against the bare server.
 
 Run: .venv/bin/python -m bench.e2e.run [--quick] [--memory] [--soak SECONDS] [--storm] [--deploy]
+     [--overload N ...] [--via-haproxy]
 
 In one run, on this machine: a bare Daphne echo (the ceiling of one Daphne process), then a
 local cluster (Redis, the Firestore emulator, 2 Daphne instances, HAProxy) with this project's
@@ -284,6 +285,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--storm-deadline", type=float, default=60.0, help="give up after S")
     parser.add_argument(
         "--overload", type=int, nargs="+", help="clients connecting at once to one instance"
+    )
+    parser.add_argument(
+        "--via-haproxy",
+        action="store_true",
+        help="--storm, --overload: clients come back through HAProxy, which sheds connects "
+        "past CONNECT_RATE_PER_INSTANCE itself (default: straight to the instance)",
     )
     deploy.deploy_arguments(parser)
     parser.add_argument("--out", type=Path, default=RESULTS_PATH)

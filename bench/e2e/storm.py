@@ -1,6 +1,6 @@
 """Reconnect storm: SIGKILL the instance holding half the sockets; they all come back.
 
-Run: .venv/bin/python -m bench.e2e.run --storm [--storm-users 4000]
+Run: .venv/bin/python -m bench.e2e.run --storm [--storm-users 4000] [--via-haproxy]
 
 Two instances; user i on instance i mod 2, so every conversation of 2 spans both. Once all
 sockets are open and every conversation has a little history, the survivor's sockets send
@@ -18,6 +18,11 @@ sends ``resume`` with the last ``seq`` it saw. Measured: how
 long until every client has its resume acknowledged, the survivor's ping round trips
 before, during and after, how many connects were shed (1013), and the usual tally: every
 message the survivor acknowledged is owed to the partner, replayed or live, exactly once.
+
+``--via-haproxy``: the killed instance's clients come back through the cluster's HAProxy
+(deploy/haproxy.cfg), which sends them to the survivor and refuses connects past
+``CONNECT_RATE_PER_INSTANCE`` itself; the sockets are first placed on each instance directly,
+so that the killed one holds exactly half. ``--overload`` clients connect through it too.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from bench.e2e.load import OPEN_TIMEOUT_SECONDS, Client, LoadGenerator, accounts_assign, percentiles
 from bench.e2e.probes import rss_kib
-from bench.e2e.targets import bench_cluster, users_seed
+from bench.e2e.targets import BALANCED_CHECK, BENCH_CHECK, bench_cluster, users_seed
 
 # The package's full-jitter backoff with the storm's figures: a dropped socket comes back
 # within a second, a refused attempt's ceiling doubles up to 10 s.
@@ -349,10 +354,12 @@ async def storm(args: Any, workdir: Path) -> dict[str, Any]:
         state_dir=workdir / "storm",
         instances=2,
         database_url=args.database_url,
+        check=BALANCED_CHECK if args.via_haproxy else BENCH_CHECK,
     )
     try:
         seeded = users_seed(cluster, users=args.storm_users, size=2)
         victim, survivor = cluster.instances
+        comeback_url = cluster.ws_url if args.via_haproxy else survivor.ws_url
         gen = LoadGenerator(accounts_assign(seeded, [victim.ws_url, survivor.ws_url]))
         connect_stats = await gen.connect()
         # Connects the instances shed (1013) come back as clients do, after their hint: as
@@ -383,11 +390,11 @@ async def storm(args: Any, workdir: Path) -> dict[str, Any]:
         killed_at = time.monotonic()
         for c in victims:
             if c.index in packaged:
-                _recount(gen, c, survivor.ws_url, killed_at, records[c.index], packaged[c.index])
+                _recount(gen, c, comeback_url, killed_at, records[c.index], packaged[c.index])
         os.kill(victim.pid, signal.SIGKILL)
         comebacks = [
             asyncio.create_task(
-                _come_back(gen, c, survivor.ws_url, killed_at, records[c.index], packaged)
+                _come_back(gen, c, comeback_url, killed_at, records[c.index], packaged)
             )
             for c in victims
         ]
@@ -405,6 +412,7 @@ async def storm(args: Any, workdir: Path) -> dict[str, Any]:
             spy.wait(timeout=60)
         resumed = [r.resumed_after for r in records.values() if r.resumed_after is not None]
         result = {
+            "via_haproxy": args.via_haproxy,
             "sockets": opened,
             "opened_after_shedding": len(refused),
             "connect": dataclasses.asdict(connect_stats),
@@ -472,15 +480,14 @@ async def overload(args: Any, workdir: Path) -> dict[str, Any]:
         try:
             seeded = users_seed(cluster, users=offered, size=2)
             (instance,) = cluster.instances
-            gen = LoadGenerator(accounts_assign(seeded, [instance.ws_url]))
+            url = cluster.ws_url if args.via_haproxy else instance.ws_url
+            gen = LoadGenerator(accounts_assign(seeded, [url]))
             records = {c.index: Comeback() for c in gen.clients}
             packaged: dict[int, RClient] = {}
             rss_before = rss_kib(instance.pid)
             started = time.monotonic()
             comers = [
-                asyncio.create_task(
-                    _come_back(gen, c, instance.ws_url, started, records[c.index], packaged)
-                )
+                asyncio.create_task(_come_back(gen, c, url, started, records[c.index], packaged))
                 for c in gen.clients
             ]
             _, not_done = await asyncio.wait(comers, timeout=args.storm_deadline)
@@ -494,6 +501,7 @@ async def overload(args: Any, workdir: Path) -> dict[str, Any]:
             outcomes = sum((r.reasons for r in records.values()), Counter())
             last = max(connected, default=0.0)
             results[str(offered)] = {
+                "via_haproxy": args.via_haproxy,
                 "offered": offered,
                 "connected": len(connected),
                 "all_connected_seconds": (round(last, 2) if len(connected) == offered else None),

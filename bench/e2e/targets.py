@@ -29,6 +29,9 @@ BENCH_ENV = {
     "PRESENCE_DEADLINE_POLL_SECONDS": "30",
 }
 BENCH_CHECK = "inter 30s fastinter 1s downinter 1s fall 2 rise 1"
+# ``--via-haproxy``: HAProxy must see a killed instance within a few seconds, as it would with
+# production's own checks, or every comeback is first sent to the dead instance and retried.
+BALANCED_CHECK = "inter 1s fastinter 500ms downinter 1s fall 2 rise 1"
 
 
 def fd_limit_raise() -> int:
@@ -47,6 +50,7 @@ def bench_cluster(
     firestore: bool = True,
     env: dict[str, str] | None = None,
     database_url: str | None = None,
+    check: str = BENCH_CHECK,
 ) -> Cluster:
     """A started cluster whose instances use ``layer`` ("realtime" or "pubsub")."""
     extra = {**BENCH_ENV, **(env or {})}
@@ -58,7 +62,7 @@ def bench_cluster(
         env=extra,
         with_firestore=firestore,
         seed=False,
-        check=BENCH_CHECK,
+        check=check,
         database_url=database_url,
     )
     return cluster.start()

@@ -2,7 +2,8 @@
 
 What a user would see when the instance holding their socket is SIGKILLed: their client (the
 project's client package) comes back on the survivor and resumes, and every message their
-partner sent meanwhile reaches them exactly once.
+partner sent meanwhile reaches them exactly once; straight to the survivor, or through
+HAProxy (``--via-haproxy``), which must find the survivor for them.
 """
 
 from __future__ import annotations
@@ -21,8 +22,12 @@ pytestmark = [pytest.mark.cluster, pytest.mark.redis]
 USERS = 40
 
 
-async def test_killed_instances_clients_come_back_and_miss_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("via_haproxy", [False, True], ids=["direct", "via-haproxy"])
+async def test_killed_instances_clients_come_back_and_miss_nothing(
+    tmp_path: Path, via_haproxy: bool
+) -> None:
     args = argparse.Namespace(
+        via_haproxy=via_haproxy,
         storm_users=USERS,
         storm_ping_rate=20.0,
         storm_message_rate=10.0,
@@ -36,6 +41,7 @@ async def test_killed_instances_clients_come_back_and_miss_nothing(tmp_path: Pat
     except ServiceUnavailable as exc:
         service_unavailable(str(exc))
 
+    assert result["via_haproxy"] is via_haproxy
     assert result["sockets"] == USERS
     assert result["killed_sockets"] == USERS // 2
     assert result["resumed"] == USERS // 2
