@@ -267,10 +267,22 @@ if __name__ == "__main__":
 
 def render_storm(storm: dict[str, Any]) -> str:
     ping = storm["survivor_ping_ms"]
+    own = storm.get("survivor_ping_ms_own_process") or {}
     rows = [
         [name, ping[name]["pings"], _ms(ping[name]["p50"]), _ms(ping[name]["p99"])]
+        + (
+            [own[name]["pings"], _ms(own[name].get("p50")), _ms(own[name].get("p99"))]
+            if own
+            else []
+        )
         for name in ("before", "during", "after")
     ]
+    ping_header = ["window", "pings", "p50 ms", "p99 ms"]
+    if own:
+        ping_header = [
+            "window", "pings (storm's process)", "p50 ms", "p99 ms",
+            "pings (a process of its own)", "p50 ms", "p99 ms",
+        ]  # fmt: skip
     tally = storm["integrity"]
     lines = [
         f"Reconnect storm: {storm['killed_sockets']} of {storm['sockets']} sockets killed "
@@ -288,7 +300,7 @@ def render_storm(storm: dict[str, Any]) -> str:
         f"{(storm.get('retry_hint_ms') or {}).get('max')} ms",
         "",
         "Survivor's own sockets, ping round trip",
-        _table(["window", "pings", "p50 ms", "p99 ms"], rows),
+        _table(ping_header, rows),
         "",
         f"deliveries owed {tally['expected']}, lost {tally['lost']}, duplicates "
         f"{tally['duplicate_events']} / {tally['duplicate_messages']}, unacked {tally['unacked']}",

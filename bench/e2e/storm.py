@@ -260,6 +260,38 @@ async def _messages(
     return index
 
 
+PINGER_SOCKETS = 20
+
+
+async def _pinger_start(
+    survivors: list[Client], url: str, rate: float, workdir: Path
+) -> asyncio.subprocess.Process:
+    """``bench.e2e.pinger`` on sockets of its own (20 of the survivor's users), once ready."""
+    tokens = workdir / "pinger-tokens.txt"
+    tokens.write_text("\n".join(c.account.token for c in survivors[:PINGER_SOCKETS]))
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.e2e.pinger", url, str(tokens), str(rate),
+        str(workdir / "pinger-samples.json"),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None
+    async with asyncio.timeout(60):
+        line = await process.stdout.readline()
+    if line.strip() != b"ready":
+        raise RuntimeError(f"the pinger did not start: {line!r}")
+    return process
+
+
+async def _pinger_stop(
+    process: asyncio.subprocess.Process, workdir: Path
+) -> list[tuple[float, float]]:
+    assert process.stdin is not None
+    process.stdin.close()
+    async with asyncio.timeout(60):
+        await process.wait()
+    return [(at, ms) for at, ms in json.loads((workdir / "pinger-samples.json").read_text())]
+
+
 def _window(samples: list[tuple[float, float]], start: float, end: float) -> dict[str, Any]:
     values = [ms for at, ms in samples if start <= at < end]
     return {"pings": len(values), **percentiles(values)}
@@ -381,6 +413,7 @@ async def storm(args: Any, workdir: Path) -> dict[str, Any]:
         await gen.settle(within=30)
         rss_before = rss_kib(survivor.pid)
 
+        pinger = await _pinger_start(survivors, survivor.ws_url, args.storm_ping_rate, workdir)
         stop = asyncio.Event()
         pings = asyncio.create_task(_pings(gen, survivors, args.storm_ping_rate, stop))
         sent = asyncio.create_task(_messages(gen, survivors, args.storm_message_rate, stop))
@@ -403,6 +436,7 @@ async def storm(args: Any, workdir: Path) -> dict[str, Any]:
         await asyncio.sleep(args.storm_calm)
         stop.set()
         samples = await pings
+        own_samples = await _pinger_stop(pinger, workdir)
         messages_sent = await sent
         for task in not_done:
             task.cancel()
@@ -440,6 +474,13 @@ async def storm(args: Any, workdir: Path) -> dict[str, Any]:
                 "before": _window(samples, killed_at - args.storm_calm, killed_at),
                 "during": _window(samples, killed_at, back_at),
                 "after": _window(samples, back_at, back_at + args.storm_calm),
+            },
+            # The same pings from a process of its own (bench/e2e/pinger.py): the survivor's
+            # answer time without the storm's own process's lag.
+            "survivor_ping_ms_own_process": {
+                "before": _window(own_samples, killed_at - args.storm_calm, killed_at),
+                "during": _window(own_samples, killed_at, back_at),
+                "after": _window(own_samples, back_at, back_at + args.storm_calm),
             },
             "survivor_rss_kib": {"before": rss_before, "after": rss_kib(survivor.pid)},
             "integrity": tally,

@@ -50,6 +50,9 @@ async def test_killed_instances_clients_come_back_and_miss_nothing(
     assert result["attempts"] >= USERS // 2
     assert sum(result["attempt_outcomes"].values()) <= result["attempts"] - result["resumed"]
     assert result["messages_sent_during"] > 0
+    # The survivor is pinged from the storm's process and from one of its own, before the kill.
+    assert result["survivor_ping_ms"]["before"]["pings"] > 0
+    assert result["survivor_ping_ms_own_process"]["before"]["pings"] > 0
     tally = result["integrity"]
     assert tally["expected"] > 0
     assert (tally["lost"], tally["unacked"]) == (0, 0)
