@@ -14,7 +14,9 @@ catches a rate that fell). Every other one is accepted and closed at once with `
 the reason ``retry_after_ms=<N>``: the client waits a uniformly random delay in ``[N, 2N)``
 ms. N grows with each shed by a slice of the time the instance needs for one connect, so
 the shed clients come back spread over the time it needs to take them, a little slower than
-it can (docs/registry.md, "Admission").
+it can (docs/registry.md, "Admission"). The hints never spread them slower than
+``HINT_RATE_FLOOR`` a second: a storm's first second can read a rate far below what the loop
+takes once the flood of upgrades is over.
 
 The rate is the loop's completed-connect throughput over the last second, measured so that
 neither idle time nor connects still in progress pull it down. While the gate sheds (it is
@@ -58,6 +60,14 @@ RETRY_MIN_MS: Final = 250
 # back at about ln 2 / step a second; a step of 0.8 / rate brings them at 0.87x the rate,
 # leaving room for the connects nobody told to wait.
 RETRY_STEP_RATES: Final = 0.8
+# The hints spread shed clients at no less than this many a second, whatever the rate reads.
+# The rate read in a storm's first second counts connects slowed by the flood of upgrades the
+# loop is refusing at that moment: in crash storms of 2,000 clients it read 60 a second in
+# one run and 420 in the next on the same machine, and the low reading told clients to come
+# back up to 23 s later while the loop sat half idle (docs/benchmarks.md). A client sent back
+# too early is shed again, at the price of one refusal; one sent too far is a user offline.
+# Admission itself (``limit``) still follows the rate as measured.
+HINT_RATE_FLOOR: Final = INITIAL_RATE_PER_SECOND
 RETRY_REASON_PREFIX: Final = "retry_after_ms="
 # A ticket held this long belongs to a connect the server has given up on (Daphne drops a
 # handshake after 5 s) whose release was lost: it stops counting as the oldest waiting.
@@ -201,10 +211,11 @@ class ConnectGate:
     def retry_after_ms(self) -> int:
         """The hint for the connect being shed now; each one pushes the next one later."""
         now = self._clock()
-        step = RETRY_STEP_RATES / self.rate
+        rate = max(self.rate, HINT_RATE_FLOOR)
+        step = RETRY_STEP_RATES / rate
         # Those admitted go first; then every client already told to wait.
         ceiling_ms = realtime_settings.CONNECT_RETRY_MAX_MS
-        horizon = max(self._horizon, now + self.in_flight / self.rate) + step
+        horizon = max(self._horizon, now + self.in_flight / rate) + step
         self._horizon = min(horizon, now + ceiling_ms / 1000)
         hint = math.ceil((self._horizon - now) * 1000)
         return int(min(ceiling_ms, max(RETRY_MIN_MS, hint)))

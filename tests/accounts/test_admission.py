@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 
 from accounts.admission import (
+    HINT_RATE_FLOOR,
     MIN_IN_FLIGHT,
     RATE_MIN_SAMPLES,
     RETRY_MIN_MS,
+    RETRY_STEP_RATES,
     STALE_TICKET_SECONDS,
     ConnectGate,
     connect_gate,
@@ -134,16 +136,29 @@ def test_the_hints_spread_a_burst_over_the_time_the_instance_needs(settings: Any
     settings.REALTIME = {**settings.REALTIME, "CONNECT_RETRY_MAX_MS": 60_000}
     clock = FakeClock()
     gate = ConnectGate(clock=clock)
-    gate.rate = 100.0  # connects a second, as measured
-    hints = [gate.retry_after_ms() for _ in range(200)]
+    gate.rate = 400.0  # connects a second, as measured
+    hints = [gate.retry_after_ms() for _ in range(800)]
     assert hints == sorted(hints)
-    # 200 shed clients at 100 a second: the last told to wait about 2 s, the first far less,
+    # 800 shed clients at 400 a second: the last told to wait about 2 s, the first far less,
     # so that drawing in [N, 2N) brings them back slower than the instance takes them.
     assert hints[0] == RETRY_MIN_MS
     assert 1_400 <= hints[-1] <= 2_000
     # Time passing brings the horizon closer: a client shed a second later waits less.
     clock.now += 1.0
     assert gate.retry_after_ms() < hints[-1]
+
+
+def test_a_rate_read_low_in_a_storm_does_not_send_clients_away_for_long(settings: Any) -> None:
+    # A storm's first second read 20 connects a second: 2,000 shed clients spread at that
+    # rate would be told to come back over 80 s; they are spread at HINT_RATE_FLOOR.
+    settings.REALTIME = {**settings.REALTIME, "CONNECT_RETRY_MAX_MS": 60_000}
+    gate = ConnectGate(clock=FakeClock())
+    gate.rate = 20.0
+    hints = [gate.retry_after_ms() for _ in range(2_000)]
+    expected_last_ms = 2_000 * RETRY_STEP_RATES / HINT_RATE_FLOOR * 1000
+    assert expected_last_ms * 0.9 <= hints[-1] <= expected_last_ms * 1.1
+    # Admission still follows the rate as measured: no more connects let in at once.
+    assert gate.limit() == MIN_IN_FLIGHT
 
 
 def test_a_hint_never_exceeds_the_ceiling(settings: Any) -> None:
