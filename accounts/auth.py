@@ -34,6 +34,7 @@ from realtime_project.close_codes import (
     WS_4401_UNAUTHORIZED,
     WS_4403_FORBIDDEN,
 )
+from realtime_project.runtime.asgi_types import PASS_THROUGH_KEY, Receive, Send
 from realtime_project.runtime.routing import raise_later
 
 ASGIApp = Any
@@ -122,8 +123,12 @@ class WebSocketAuthMiddleware(BaseMiddleware):
         )
         # Not BaseMiddleware's __call__: its second copy of the scope, and its suspended
         # frame, would live as long as the socket does.
+        inner = self.inner(scope, receive, send)
+        # This frame stays suspended while the socket lives: it must not hold the connect
+        # gate's pass-through, which the consumer drops once its ticket is back.
+        del receive, send
         try:
-            return await self.inner(scope, receive, send)
+            return await inner
         finally:
             # An application that failed before answering still gives its ticket back.
             ticket = scope.get(CONNECT_TICKET_KEY)
@@ -294,7 +299,9 @@ class SheddingMiddleware:
 
 class TicketRelease:
     """Gives an admitted connect's ticket back on its answer (accept or close) or on the
-    client's disconnect, whichever comes first; a pass-through after that."""
+    client's disconnect, whichever comes first; a pass-through after that, until the
+    consumer takes the server's own callables from ``unwrapped()`` and drops it
+    (``realtime_project.runtime.asgi_types.PassThrough``)."""
 
     __slots__ = ("_gate", "_receive", "_send", "_ticket")
 
@@ -308,6 +315,12 @@ class TicketRelease:
         if self._gate is not None:
             self._gate.leave(self._ticket)
             self._gate = None
+
+    def unwrapped(self) -> tuple[Receive, Send] | None:
+        """The server's ``receive`` and ``send`` once the ticket is back, else ``None``."""
+        if self._gate is not None:
+            return None
+        return self._receive, self._send
 
     # Plain functions returning the server's own awaitable once the ticket is back: an idle
     # socket's pending receive() then holds no coroutine of ours.
@@ -332,7 +345,8 @@ class TicketRelease:
 # refused); and the client going away first.
 _ANSWERS: Final = frozenset({"websocket.accept", "websocket.close", "http.response.start"})
 _GONE: Final = frozenset({"websocket.disconnect", "http.disconnect"})
-CONNECT_TICKET_KEY: Final = "realtime.connect_ticket"
+# The consumer finds the pass-through here, and removes it once it has dropped it.
+CONNECT_TICKET_KEY: Final = PASS_THROUGH_KEY
 
 
 class TokenOrSessionRouter:

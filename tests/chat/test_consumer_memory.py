@@ -8,10 +8,12 @@ proxy middleware, both routers, the origin validator, as_asgi's wrapper, the con
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import pytest
 
+from accounts.auth import TicketRelease
 from tests.support.async_poll import async_wait_until
 from tests.support.consumer_fixtures import *  # noqa: F403
 from tests.support.consumer_fixtures import Demo
@@ -45,3 +47,13 @@ async def test_an_idle_socket_waits_in_its_consumer_only(open_socket, demo: Demo
         "WebSocketAuthMiddleware.__call__",
         "LeanDispatchMixin.__call__",
     ]
+
+
+async def test_an_idle_socket_keeps_nothing_of_the_connect_gate(open_socket, demo: Demo) -> None:
+    socket = await open_socket(demo.alice)
+    assert (await socket.recv())["type"] == "connected"
+    assert (await socket.request({"type": "ping"}))["type"] == "pong"
+    gc.collect()
+    # The gate's pass-through has done its work once the connect was answered.
+    assert [o for o in gc.get_objects() if isinstance(o, TicketRelease)] == []
+    assert (await socket.request({"type": "ping"}))["type"] == "pong"  # still served
