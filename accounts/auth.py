@@ -26,7 +26,7 @@ from accounts.admission import ConnectGate, connect_gate, retry_reason
 from accounts.authority import SCOPE_KEY, SESSION_SCOPE_KEY
 from accounts.models import token_digest
 from accounts.sessions import SessionIdentity, session_digest
-from accounts.token_cache import CachedToken, token_cache
+from accounts.token_cache import CachedToken, TokenUser, token_cache
 from accounts.tokens import TokenIdentity, token_lookup_async
 from connections import metrics
 from realtime_project.close_codes import (
@@ -46,8 +46,9 @@ def _query_param(scope: dict[str, Any], name: str) -> str | None:
     return values[0] if values else None
 
 
-async def _user_for_token(key: str) -> tuple[Any, TokenIdentity | None]:
-    """The token's user and identity; from this instance's cache when it knows the token."""
+async def _user_for_token(key: str) -> tuple[TokenUser | None, TokenIdentity | None]:
+    """The token's user (a ``TokenUser``, not the row) and identity; from this instance's
+    cache when it knows the token."""
     digest = token_digest(key)
     cache = token_cache()
     cached = cache.get(digest)
@@ -62,17 +63,18 @@ async def _user_for_token(key: str) -> tuple[Any, TokenIdentity | None]:
     token = await token_lookup_async(key)
     if token is None:
         return None, None
+    user = TokenUser(token.user_id)
     await cache.put(
         digest,
         CachedToken(
-            user=token.user,
+            user=user,
             user_id=str(token.user_id),
             expires_at=token.expires_at,
             read_at=read_at,
             token_id=token.pk,
         ),
     )
-    return token.user, TokenIdentity(
+    return user, TokenIdentity(
         digest=token.digest, expires_at=token.expires_at, checked_at=read_at, token_id=token.pk
     )
 
@@ -102,6 +104,7 @@ class WebSocketAuthMiddleware(BaseMiddleware):
         # copy would live as long as the socket does).
         token = _query_param(scope, "token")
         identity: TokenIdentity | None = None
+        user: Any
         if token is not None:
             # An unknown, revoked or expired token, or an inactive user: 4401.
             user, identity = await _user_for_token(token) if token else (None, None)
@@ -374,7 +377,7 @@ def websocket_stack(inner: ASGIApp) -> ASGIApp:
     return SheddingMiddleware(BrowserOriginValidator(TokenOrSessionRouter(inner), allowed_hosts))
 
 
-async def user_for_token(key: str) -> tuple[Any, TokenIdentity | None]:
+async def user_for_token(key: str) -> tuple[TokenUser | None, TokenIdentity | None]:
     """The token's user (``None`` if unknown, revoked or expired) and identity, as a socket's
     handshake reads them: for the transports that authenticate outside this module."""
     return await _user_for_token(key)

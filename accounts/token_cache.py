@@ -35,7 +35,7 @@ import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from channels.layers import get_channel_layer
 
@@ -55,9 +55,45 @@ logger = logging.getLogger(__name__)
 REVOKED_MEMORY_SECONDS = 60.0
 
 
-@dataclass(frozen=True)
+class TokenUser:
+    """The user of a token-authenticated socket, as ``scope["user"]``: its id, and Django's
+    user protocol as far as a socket reads it (``is_authenticated``, ``is_active``,
+    ``is_anonymous``). Not the full row: every socket kept one (its password hash, names,
+    dates, the model's state) as long as it lived, to read its id. Built only for an active
+    user (``token_lookup``), as the row was a snapshot too; a later deactivation closes the
+    socket (docs/auth.md).
+
+    Code that needs the row reads it by ``pk``; nothing on a socket does
+    (``chat.live_socket``, ``chat.stream``). A failed authentication is still Django's
+    ``AnonymousUser``.
+    """
+
+    __slots__ = ("pk",)
+
+    is_authenticated: Final = True
+    is_anonymous: Final = False
+    is_active: Final = True
+
+    def __init__(self, pk: int) -> None:
+        self.pk = pk
+
+    @property
+    def id(self) -> int:
+        return self.pk
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TokenUser) and other.pk == self.pk
+
+    def __hash__(self) -> int:
+        return hash(self.pk)
+
+    def __repr__(self) -> str:
+        return f"<TokenUser {self.pk}>"
+
+
+@dataclass(frozen=True, slots=True)
 class CachedToken:
-    user: Any
+    user: TokenUser
     user_id: str
     expires_at: datetime
     read_at: float  # time.monotonic() of the database read
