@@ -74,8 +74,9 @@ async def _user_for_token(key: str) -> tuple[TokenUser | None, TokenIdentity | N
             token_id=token.pk,
         ),
     )
+    # ``digest``, not the row's equal copy: the cache's key and the socket share one string.
     return user, TokenIdentity(
-        digest=token.digest, expires_at=token.expires_at, checked_at=read_at, token_id=token.pk
+        digest=digest, expires_at=token.expires_at, checked_at=read_at, token_id=token.pk
     )
 
 

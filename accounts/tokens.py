@@ -41,9 +41,10 @@ class TokenGrant:
     token: AuthToken
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TokenIdentity:
-    """What a socket remembers of the token it authenticated with."""
+    """What a socket remembers of the token it authenticated with (slotted: one per socket,
+    kept as long as the socket)."""
 
     digest: str
     expires_at: datetime
