@@ -91,12 +91,13 @@ class ConnectionRegistry(ABC):
         self, *, connection_id: str, user_id: str, metadata: dict[str, str]
     ) -> ConnectionInfo:
         now = time.time()
+        connected_at = utc_from_timestamp(now)  # one object for both: datetimes are immutable
         info = ConnectionInfo(
             connection_id=connection_id,
             user_id=user_id,
             instance_id=self.instance_id,
-            connected_at=utc_from_timestamp(now),
-            last_seen=utc_from_timestamp(now),
+            connected_at=connected_at,
+            last_seen=connected_at,
             expires_at=utc_from_timestamp(now + self.ttl_seconds),
             metadata={str(k): str(v) for k, v in metadata.items()},
         )
