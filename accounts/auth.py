@@ -26,7 +26,7 @@ from accounts.admission import ConnectGate, connect_gate, retry_reason
 from accounts.authority import SCOPE_KEY, SESSION_SCOPE_KEY
 from accounts.models import token_digest
 from accounts.sessions import SessionIdentity, session_digest
-from accounts.token_cache import CachedToken, token_cache
+from accounts.token_cache import CachedToken, TokenUser, token_cache
 from accounts.tokens import TokenIdentity, token_lookup_async
 from connections import metrics
 from realtime_project.close_codes import (
@@ -34,6 +34,7 @@ from realtime_project.close_codes import (
     WS_4401_UNAUTHORIZED,
     WS_4403_FORBIDDEN,
 )
+from realtime_project.runtime.asgi_types import PASS_THROUGH_KEY, Receive, Send
 from realtime_project.runtime.routing import raise_later
 
 ASGIApp = Any
@@ -45,8 +46,9 @@ def _query_param(scope: dict[str, Any], name: str) -> str | None:
     return values[0] if values else None
 
 
-async def _user_for_token(key: str) -> tuple[Any, TokenIdentity | None]:
-    """The token's user and identity; from this instance's cache when it knows the token."""
+async def _user_for_token(key: str) -> tuple[TokenUser | None, TokenIdentity | None]:
+    """The token's user (a ``TokenUser``, not the row) and identity; from this instance's
+    cache when it knows the token."""
     digest = token_digest(key)
     cache = token_cache()
     cached = cache.get(digest)
@@ -61,18 +63,20 @@ async def _user_for_token(key: str) -> tuple[Any, TokenIdentity | None]:
     token = await token_lookup_async(key)
     if token is None:
         return None, None
+    user = TokenUser(token.user_id)
     await cache.put(
         digest,
         CachedToken(
-            user=token.user,
+            user=user,
             user_id=str(token.user_id),
             expires_at=token.expires_at,
             read_at=read_at,
             token_id=token.pk,
         ),
     )
-    return token.user, TokenIdentity(
-        digest=token.digest, expires_at=token.expires_at, checked_at=read_at, token_id=token.pk
+    # ``digest``, not the row's equal copy: the cache's key and the socket share one string.
+    return user, TokenIdentity(
+        digest=digest, expires_at=token.expires_at, checked_at=read_at, token_id=token.pk
     )
 
 
@@ -101,6 +105,7 @@ class WebSocketAuthMiddleware(BaseMiddleware):
         # copy would live as long as the socket does).
         token = _query_param(scope, "token")
         identity: TokenIdentity | None = None
+        user: Any
         if token is not None:
             # An unknown, revoked or expired token, or an inactive user: 4401.
             user, identity = await _user_for_token(token) if token else (None, None)
@@ -122,8 +127,12 @@ class WebSocketAuthMiddleware(BaseMiddleware):
         )
         # Not BaseMiddleware's __call__: its second copy of the scope, and its suspended
         # frame, would live as long as the socket does.
+        inner = self.inner(scope, receive, send)
+        # This frame stays suspended while the socket lives: it must not hold the connect
+        # gate's pass-through, which the consumer drops once its ticket is back.
+        del receive, send
         try:
-            return await self.inner(scope, receive, send)
+            return await inner
         finally:
             # An application that failed before answering still gives its ticket back.
             ticket = scope.get(CONNECT_TICKET_KEY)
@@ -294,7 +303,9 @@ class SheddingMiddleware:
 
 class TicketRelease:
     """Gives an admitted connect's ticket back on its answer (accept or close) or on the
-    client's disconnect, whichever comes first; a pass-through after that."""
+    client's disconnect, whichever comes first; a pass-through after that, until the
+    consumer takes the server's own callables from ``unwrapped()`` and drops it
+    (``realtime_project.runtime.asgi_types.PassThrough``)."""
 
     __slots__ = ("_gate", "_receive", "_send", "_ticket")
 
@@ -308,6 +319,12 @@ class TicketRelease:
         if self._gate is not None:
             self._gate.leave(self._ticket)
             self._gate = None
+
+    def unwrapped(self) -> tuple[Receive, Send] | None:
+        """The server's ``receive`` and ``send`` once the ticket is back, else ``None``."""
+        if self._gate is not None:
+            return None
+        return self._receive, self._send
 
     # Plain functions returning the server's own awaitable once the ticket is back: an idle
     # socket's pending receive() then holds no coroutine of ours.
@@ -332,7 +349,8 @@ class TicketRelease:
 # refused); and the client going away first.
 _ANSWERS: Final = frozenset({"websocket.accept", "websocket.close", "http.response.start"})
 _GONE: Final = frozenset({"websocket.disconnect", "http.disconnect"})
-CONNECT_TICKET_KEY: Final = "realtime.connect_ticket"
+# The consumer finds the pass-through here, and removes it once it has dropped it.
+CONNECT_TICKET_KEY: Final = PASS_THROUGH_KEY
 
 
 class TokenOrSessionRouter:
@@ -360,7 +378,7 @@ def websocket_stack(inner: ASGIApp) -> ASGIApp:
     return SheddingMiddleware(BrowserOriginValidator(TokenOrSessionRouter(inner), allowed_hosts))
 
 
-async def user_for_token(key: str) -> tuple[Any, TokenIdentity | None]:
+async def user_for_token(key: str) -> tuple[TokenUser | None, TokenIdentity | None]:
     """The token's user (``None`` if unknown, revoked or expired) and identity, as a socket's
     handshake reads them: for the transports that authenticate outside this module."""
     return await _user_for_token(key)

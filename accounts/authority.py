@@ -6,7 +6,8 @@ without knowing anything of conversations:
 - ``connection_revoke``: the handler of the control message (``connections.control``); a
   socket holding the named token, or opened with the named session (or any socket, for
   ``None``) closes with 4401;
-- a timer that closes the socket with 4401 the moment its token expires;
+- the close with 4401 the moment its token expires (the event loop's one expiry schedule,
+  ``accounts.expiry``: one timer for every socket, not one each);
 - ``authority_swap(key)``: the ``auth`` frame, to move to a fresh token of the same user;
 - the instance's authority sweep (``TOKEN_RECHECK_SECONDS``, 1 s: a few queries per instance
   for all its sockets), so that a revocation sent while Redis was down, a session that
@@ -24,12 +25,11 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from channels.layers import get_channel_layer
 
-from accounts.clock import token_clock
+from accounts.expiry import ExpiryEntry, expiry_schedule
 from accounts.sessions import SessionIdentity, sessions_live, sessions_stored_in_database
 from accounts.token_cache import token_cache
 from accounts.tokens import TokenIdentity, token_lookup, tokens_valid, users_passwords
@@ -46,7 +46,7 @@ SESSION_SCOPE_KEY = "auth_session"
 # Sockets a sweep walks before letting the event loop run others: at 10,000 sockets a sweep
 # held the loop for ~25 ms in one piece (docs/auth.md), a pause every frame would feel.
 _SWEEP_SLICE = 1000
-# Closes started by expiry timers, kept until done (the loop holds tasks only weakly).
+# Closes started by the expiry schedule, kept until done (the loop holds tasks only weakly).
 _pending: set[asyncio.Future[None]] = set()
 
 
@@ -59,7 +59,7 @@ class SocketAuthorityMixin:
 
     user_id: str
     scope: Any
-    _expiry_timer: asyncio.TimerHandle | None = None
+    _expiry_entry: ExpiryEntry | None = None
     _authority_started = False
 
     async def server_close(self, *, code: int) -> None:
@@ -96,9 +96,7 @@ class SocketAuthorityMixin:
 
     def authority_stop(self) -> None:
         self._authority_started = False
-        if self._expiry_timer is not None:
-            self._expiry_timer.cancel()
-            self._expiry_timer = None
+        self._expiry_cancel()
         authority_watch.discard(self)
 
     async def authority_revoked(self) -> None:
@@ -141,22 +139,24 @@ class SocketAuthorityMixin:
         return {"user_id": self.user_id, "expires_at": token.expires_at.isoformat()}
 
     def _expiry_schedule(self) -> None:
-        if self._expiry_timer is not None:
-            self._expiry_timer.cancel()
-            self._expiry_timer = None
+        self._expiry_cancel()
         identity = self.token_identity
-        if identity is None:
-            return
-        self._expiry_timer = token_clock.call_at(
-            identity.expires_at, self._expired, identity.expires_at
-        )
+        if identity is not None:
+            self._expiry_entry = expiry_schedule().add(self, identity.expires_at)
 
-    def _expired(self, expires_at: datetime) -> None:
-        identity = self.token_identity
-        if identity is not None and identity.expires_at == expires_at:
-            task = asyncio.ensure_future(self.authority_revoked())
-            _pending.add(task)
-            task.add_done_callback(_pending.discard)
+    def _expiry_cancel(self) -> None:
+        entry = self._expiry_entry
+        if entry is not None:
+            self._expiry_entry = None
+            expiry_schedule().remove(entry)
+
+    def token_expired(self) -> None:
+        """The schedule's call: the token this socket holds (its entry is the current
+        token's, replaced on every swap) has reached its ``expires_at``."""
+        self._expiry_entry = None
+        task = asyncio.ensure_future(self.authority_revoked())
+        _pending.add(task)
+        task.add_done_callback(_pending.discard)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """The time a token's expiry is judged by (docs/auth.md, "Expiry").
 
 Every read of the time against a token's ``expires_at`` goes through ``token_clock``: its
-issue, the database lookups, the token cache and the timer that closes a socket when its
-token expires. One seam, so a test moves this clock past an expiry instead of sleeping until
-it comes (``tests/support/clock.py``).
+issue, the database lookups, the token cache and the expiry schedule that closes a socket
+when its token expires (``accounts.expiry``). One seam, so a test moves this clock past an
+expiry instead of sleeping until it comes (``tests/support/clock.py``).
 """
 
 from __future__ import annotations

@@ -33,9 +33,10 @@ _DATABASE_ENGINES = frozenset(
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SessionIdentity:
-    """What a socket remembers of the session it was opened with."""
+    """What a socket remembers of the session it was opened with (slotted: one per socket,
+    kept as long as the socket)."""
 
     session_key: str
     # The session's name in a ``connection.revoke``: the key itself is a credential (the

@@ -32,10 +32,9 @@ import asyncio
 import logging
 import time
 import weakref
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from channels.layers import get_channel_layer
 
@@ -55,9 +54,45 @@ logger = logging.getLogger(__name__)
 REVOKED_MEMORY_SECONDS = 60.0
 
 
-@dataclass(frozen=True)
+class TokenUser:
+    """The user of a token-authenticated socket, as ``scope["user"]``: its id, and Django's
+    user protocol as far as a socket reads it (``is_authenticated``, ``is_active``,
+    ``is_anonymous``). Not the full row: every socket kept one (its password hash, names,
+    dates, the model's state) as long as it lived, to read its id. Built only for an active
+    user (``token_lookup``), as the row was a snapshot too; a later deactivation closes the
+    socket (docs/auth.md).
+
+    Code that needs the row reads it by ``pk``; nothing on a socket does
+    (``chat.live_socket``, ``chat.stream``). A failed authentication is still Django's
+    ``AnonymousUser``.
+    """
+
+    __slots__ = ("pk",)
+
+    is_authenticated: Final = True
+    is_anonymous: Final = False
+    is_active: Final = True
+
+    def __init__(self, pk: int) -> None:
+        self.pk = pk
+
+    @property
+    def id(self) -> int:
+        return self.pk
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TokenUser) and other.pk == self.pk
+
+    def __hash__(self) -> int:
+        return hash(self.pk)
+
+    def __repr__(self) -> str:
+        return f"<TokenUser {self.pk}>"
+
+
+@dataclass(frozen=True, slots=True)
 class CachedToken:
-    user: Any
+    user: TokenUser
     user_id: str
     expires_at: datetime
     read_at: float  # time.monotonic() of the database read
@@ -69,8 +104,11 @@ class TokenCache:
 
     def __init__(self, layer: Any) -> None:
         self.layer = layer
-        self._tokens: OrderedDict[str, CachedToken] = OrderedDict()
-        self._by_user: dict[str, set[str]] = {}
+        # Least recently used first. A plain dict (an entry re-inserted on use), not an
+        # OrderedDict, whose linked node per entry costs every cached token more.
+        self._tokens: dict[str, CachedToken] = {}
+        # A user's cached digests: nearly always one, so a tuple (48 B), not a set (216 B).
+        self._by_user: dict[str, tuple[str, ...]] = {}
         self._revoked_tokens: dict[str, float] = {}
         self._revoked_users: dict[str, float] = {}
         self._channel: str | None = None
@@ -99,7 +137,7 @@ class TokenCache:
                 self.drop(digest)
                 entry = None
             else:
-                self._tokens.move_to_end(digest)
+                self._tokens[digest] = self._tokens.pop(digest)  # now the most recent
         if entry is None:
             self.misses += 1
         else:
@@ -115,9 +153,11 @@ class TokenCache:
             return
         if self._revoked_after(digest, entry.user_id, entry.read_at):
             return  # revoked while it was being read
+        self._tokens.pop(digest, None)
         self._tokens[digest] = entry
-        self._tokens.move_to_end(digest)
-        self._by_user.setdefault(entry.user_id, set()).add(digest)
+        digests = self._by_user.get(entry.user_id, ())
+        if digest not in digests:
+            self._by_user[entry.user_id] = (*digests, digest)
         while len(self._tokens) > size:
             self.drop(next(iter(self._tokens)))
 
@@ -127,8 +167,10 @@ class TokenCache:
             return
         digests = self._by_user.get(entry.user_id)
         if digests is not None:
-            digests.discard(digest)
-            if not digests:
+            rest = tuple(d for d in digests if d != digest)
+            if rest:
+                self._by_user[entry.user_id] = rest
+            else:
                 del self._by_user[entry.user_id]
                 self._unlisten(entry.user_id)
 
@@ -138,7 +180,7 @@ class TokenCache:
         self._forget_old(now)
         if token_hash is None:
             self._revoked_users[user_id] = now
-            for digest in list(self._by_user.get(user_id, ())):
+            for digest in self._by_user.get(user_id, ()):
                 self.drop(digest)
         else:
             self._revoked_tokens[token_hash] = now

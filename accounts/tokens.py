@@ -4,8 +4,8 @@ A token is valid while it exists, has not reached ``expires_at`` and its user is
 Whatever ends that (logout, deletion in the admin, the user's deactivation or deletion, a
 password change, which deletes every token of the user) sends ``connection.revoke`` after
 commit, so live sockets close with 4401 on every instance; a token that expires closes its
-sockets by a timer on each socket, and what no signal announced is caught by the instance's
-authority sweep (``accounts.authority``).
+sockets by the event loop's expiry schedule (``accounts.expiry``), and what no signal
+announced is caught by the instance's authority sweep (``accounts.authority``).
 """
 
 from __future__ import annotations
@@ -41,9 +41,10 @@ class TokenGrant:
     token: AuthToken
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TokenIdentity:
-    """What a socket remembers of the token it authenticated with."""
+    """What a socket remembers of the token it authenticated with (slotted: one per socket,
+    kept as long as the socket)."""
 
     digest: str
     expires_at: datetime

@@ -14,7 +14,10 @@ dispatched (Channels' task takes one out early), so the queue's bound counts eve
 the consumer has not handled yet.
 
 ``as_asgi()`` returns a plain function that returns the consumer's coroutine, so that no
-wrapper frame stays suspended for the socket's whole life either.
+wrapper frame stays suspended for the socket's whole life either. And a middleware's
+wrapper of ``receive`` and ``send`` that is only needed for a while (the connect gate's, until
+the connect is answered) is asked after each message and dropped once it is done
+(``asgi_types.PassThrough``): the loop then holds the server's own callables.
 """
 
 from __future__ import annotations
@@ -23,12 +26,13 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from channels.exceptions import StopConsumer
 from channels.layers import get_channel_layer
 
 from realtime_layer import RealtimeChannelLayer
+from realtime_project.runtime.asgi_types import PASS_THROUGH_KEY, PassThrough
 
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -84,6 +88,7 @@ class LeanDispatchMixin:
         # Another layer's receive(), as a task (Channels' way).
         other: asyncio.Future[Message] | None = None
         message: Message | None
+        passing: PassThrough | None = scope.get(PASS_THROUGH_KEY)
         try:
             while True:
                 if client is None:
@@ -124,6 +129,15 @@ class LeanDispatchMixin:
                 await self.dispatch(message)
                 # Not kept alive by this frame while the socket sits idle.
                 message = None
+                if passing is not None:
+                    server = passing.unwrapped()
+                    if server is not None:
+                        # Its work is done (the connect answered): the server's own callables
+                        # from now on, and the wrapper goes.
+                        receive, send = cast(tuple[Receive, Send], server)
+                        self.base_send = send
+                        passing = None
+                        scope.pop(PASS_THROUGH_KEY, None)
         except StopConsumer:
             pass
         finally:

@@ -8,11 +8,13 @@ from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
 
 from accounts.authority import authority_watch
+from accounts.expiry import expiry_schedule
 from accounts.models import AuthToken, token_digest
 from chat.event_types import PresenceEvent, event_frame
 from chat.layer_messages import realtime_event_message
 from connections import control
 from realtime_project.close_codes import WS_4401_UNAUTHORIZED
+from tests.support.async_poll import async_wait_until
 from tests.support.clock import *  # noqa: F403
 from tests.support.clock import MovableClock
 from tests.support.consumer_fixtures import *  # noqa: F403
@@ -76,6 +78,24 @@ async def test_a_token_expiring_while_open_closes_the_socket(
     assert (await socket.request({"type": "ping"}))["type"] == "pong"  # not before its time
     token_time.advance(0.1)
     assert await socket.wait_closed(within=3) == WS_4401_UNAUTHORIZED
+
+
+async def test_sockets_that_go_away_leave_nothing_in_the_expiry_schedule(
+    open_socket, demo: Demo, token_time: MovableClock
+) -> None:
+    schedule = expiry_schedule()
+    keys = [await token_issued(demo.alice.id, ttl_seconds=ttl) for ttl in (1, 5, 60, 3600)]
+    sockets = [await _connected(open_socket, demo.alice, key) for key in keys]
+    assert len(schedule) == 4
+    await sockets[3].disconnect()  # the client leaves
+    await _delete(keys[2])  # revoked
+    assert await sockets[2].wait_closed(within=2) == WS_4401_UNAUTHORIZED
+    token_time.advance(1)  # the first expires
+    assert await sockets[0].wait_closed(within=3) == WS_4401_UNAUTHORIZED
+    await async_wait_until(lambda: len(schedule) == 1, what="one socket left scheduled")
+    await sockets[1].disconnect()
+    assert len(schedule) == 0
+    assert len(authority_watch) == 0
 
 
 async def test_an_expired_token_is_refused_at_the_handshake(open_socket, demo: Demo) -> None:

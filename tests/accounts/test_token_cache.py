@@ -80,6 +80,45 @@ async def test_a_token_revoked_with_no_socket_left_here_is_refused(
     assert lookups == [demo.alice.token, demo.alice.token]
 
 
+async def test_the_least_recently_used_token_is_the_one_forgotten(
+    open_socket, demo: Demo, lookups: list[str], realtime_override
+) -> None:
+    realtime_override(TOKEN_CACHE_SIZE=2)
+    for user in (demo.alice, demo.bob, demo.alice, demo.carol):  # bob's is the oldest use
+        await _connect_and_close(open_socket, user, user.token)
+    assert lookups == [demo.alice.token, demo.bob.token, demo.carol.token]
+    await _connect_and_close(open_socket, demo.alice, demo.alice.token)
+    await _connect_and_close(open_socket, demo.bob, demo.bob.token)
+    assert lookups == [demo.alice.token, demo.bob.token, demo.carol.token, demo.bob.token]
+
+
+async def test_revoking_one_of_a_users_tokens_keeps_the_other_cached(
+    open_socket, demo: Demo, lookups: list[str]
+) -> None:
+    second = await token_issued(demo.alice.id)
+    await _connect_and_close(open_socket, demo.alice, demo.alice.token)
+    await _connect_and_close(open_socket, demo.alice, second)
+    first = token_digest(demo.alice.token)
+    await AuthToken.objects.filter(digest=first).adelete()
+    await async_wait_until(
+        lambda: first not in token_cache().digests(),
+        timeout=3,
+        interval=0.01,
+        what="the revocation to drop the first token from the cache",
+    )
+    assert token_digest(second) in token_cache().digests()
+    await _connect_and_close(open_socket, demo.alice, second)
+    assert lookups == [demo.alice.token, second]
+    # The cache still hears the user's revocations: the second token's goes too.
+    await AuthToken.objects.filter(digest=token_digest(second)).adelete()
+    await async_wait_until(
+        lambda: len(token_cache()) == 0,
+        timeout=3,
+        interval=0.01,
+        what="the revocation to drop the second token from the cache",
+    )
+
+
 async def test_deactivating_the_user_drops_every_token_of_theirs(open_socket, demo: Demo) -> None:
     second = await token_issued(demo.bob.id)
     await _connect_and_close(open_socket, demo.bob, demo.bob.token)

@@ -1,4 +1,4 @@
-"""What an idle socket keeps suspended: the consumer, its authentication and the top router.
+"""What an idle socket keeps: the coroutines suspended under it, and nothing it no longer needs.
 
 Channels' own stack kept ten coroutines and two tasks alive under every idle socket (the
 proxy middleware, both routers, the origin validator, as_asgi's wrapper, the consumer,
@@ -8,10 +8,13 @@ proxy middleware, both routers, the origin validator, as_asgi's wrapper, the con
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import pytest
+from django.db.models import Model
 
+from accounts.auth import TicketRelease
 from tests.support.async_poll import async_wait_until
 from tests.support.consumer_fixtures import *  # noqa: F403
 from tests.support.consumer_fixtures import Demo
@@ -45,3 +48,30 @@ async def test_an_idle_socket_waits_in_its_consumer_only(open_socket, demo: Demo
         "WebSocketAuthMiddleware.__call__",
         "LeanDispatchMixin.__call__",
     ]
+
+
+def _passes() -> set[int]:
+    gc.collect()
+    return {id(o) for o in gc.get_objects() if isinstance(o, TicketRelease)}
+
+
+async def test_an_idle_socket_keeps_nothing_of_the_connect_gate(open_socket, demo: Demo) -> None:
+    # (Communicators of earlier tests may still hold their scopes, and a pass-through in them.)
+    before = _passes()
+    socket = await open_socket(demo.alice)
+    assert (await socket.recv())["type"] == "connected"
+    assert (await socket.request({"type": "ping"}))["type"] == "pong"
+    # The gate's pass-through has done its work once the connect was answered.
+    assert _passes() - before == set()
+    assert (await socket.request({"type": "ping"}))["type"] == "pong"  # still served
+
+
+async def test_a_token_socket_keeps_its_users_id_not_the_row(open_socket, demo: Demo) -> None:
+    sockets = [await open_socket(demo.alice) for _ in range(2)]  # a database read, a cache hit
+    for socket in sockets:
+        connected = await socket.recv()
+        assert connected["type"] == "connected" and connected["user_id"] == demo.alice.id
+        user = socket.communicator.scope["user"]
+        assert not isinstance(user, Model)
+        assert str(user.pk) == demo.alice.id
+        assert user.is_authenticated and user.is_active and not user.is_anonymous

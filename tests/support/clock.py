@@ -1,7 +1,7 @@
 """Clocks a test moves instead of sleeping until time has passed.
 
 - ``token_time`` (a fixture): the token clock (``accounts.clock.token_clock``) standing
-  still until moved; the database lookups, the token cache and the sockets' expiry timers
+  still until moved; the database lookups, the token cache and the sockets' expiry schedule
   all read it. Import the fixture into a test module (``from tests.support.clock import *``).
 - ``skew_clocks(layer)``: moves a channel layer's expiry clocks forward (its ``_clock`` and
   ``_wall_clock`` seams).
