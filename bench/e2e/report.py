@@ -305,6 +305,13 @@ def render_storm(storm: dict[str, Any]) -> str:
         f"deliveries owed {tally['expected']}, lost {tally['lost']}, duplicates "
         f"{tally['duplicate_events']} / {tally['duplicate_messages']}, unacked {tally['unacked']}",
     ]
+    balancer = storm.get("balancer_refusals")
+    if balancer:
+        lines.append(
+            f"refused by HAProxy: {balancer['refusals']}, answered p99 "
+            f"{_ms(balancer['answer_ms'].get('p99'))} / max "
+            f"{_ms(balancer['answer_ms'].get('max'))} ms (its log)"
+        )
     closed = storm.get("mass_close")
     if closed:
         lines.append(
@@ -343,4 +350,11 @@ def render_overload(overload: dict[str, Any]) -> str:
         "answer p99 ms",
         "max ms",
     ]
-    return "Overload: clients connecting at once to one instance\n\n" + _table(header, rows)
+    text = "Overload: clients connecting at once to one instance\n\n" + _table(header, rows)
+    balancer = [
+        f"{run['offered']}: {b['refusals']} refused by HAProxy, answered p99 "
+        f"{_ms(b['answer_ms'].get('p99'))} / max {_ms(b['answer_ms'].get('max'))} ms (its log)"
+        for run in overload.values()
+        if (b := run.get("balancer_refusals"))
+    ]
+    return text + ("\n\n" + "\n".join(balancer) if balancer else "")

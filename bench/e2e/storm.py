@@ -32,6 +32,7 @@ import dataclasses
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -292,6 +293,22 @@ async def _pinger_stop(
     return [(at, ms) for at, ms in json.loads((workdir / "pinger-samples.json").read_text())]
 
 
+# A refusal HAProxy answered itself (deploy/haproxy.cfg's log-format): no server, status 503;
+# the fifth timer is %Ta, the time it was active on the request.
+_BALANCER_REFUSAL = re.compile(r" \S+/<NOSRV> -?\d+/-?\d+/-?\d+/-?\d+/(\d+) 503 ")
+
+
+def _balancer_refusals(cluster: Any) -> dict[str, Any] | None:
+    """The balancer's own refusals as HAProxy timed them (its log): how long it took to answer
+    each, free of the bench process's lag, which is in every time the bench measures itself
+    when it drives thousands of clients at once."""
+    if cluster.haproxy is None:
+        return None
+    text = cluster.haproxy.log_path.read_text(errors="replace")
+    times = [float(m.group(1)) for m in _BALANCER_REFUSAL.finditer(text)]
+    return {"refusals": len(times), "answer_ms": percentiles(times)}
+
+
 def _window(samples: list[tuple[float, float]], start: float, end: float) -> dict[str, Any]:
     values = [ms for at, ms in samples if start <= at < end]
     return {"pings": len(values), **percentiles(values)}
@@ -485,6 +502,7 @@ async def storm(args: Any, workdir: Path) -> dict[str, Any]:
             "survivor_rss_kib": {"before": rss_before, "after": rss_kib(survivor.pid)},
             "integrity": tally,
             "errors": dict(gen.errors),
+            "balancer_refusals": _balancer_refusals(cluster),
         }
         try:
             result["mass_close"] = await _mass_close(gen, cluster, survivor, packaged)
@@ -558,6 +576,7 @@ async def overload(args: Any, workdir: Path) -> dict[str, Any]:
                     [float(h) for r in records.values() for h in r.hints_ms]
                 ),
                 "attempt_outcomes": dict(outcomes),
+                "balancer_refusals": _balancer_refusals(cluster),
                 "rss_kib": {"before": rss_before, "after": rss_kib(instance.pid)},
                 "errors": dict(gen.errors),
             }
