@@ -26,6 +26,10 @@ RUNTIME_ENV = {
     # A reader that stopped is told from a slow one after this long without progress; while
     # it waits, the socket's layer queue holds what is sent to it (60 KB messages here).
     "WS_SEND_STALL_SECONDS": "1",
+    # A stalled reader's layer queue fills at 100 messages (6 MB here) and it is closed 4008,
+    # however fast the machine sends: at the default 1,000 what it holds is whatever the
+    # instance delivers within the stall's second, which grows with the machine's speed.
+    "CHANNEL_CAPACITY": "100",
     "RATE_LIMIT_FRAMES_PER_SECOND": "2000",
     "RATE_LIMIT_BURST": "2000",
     # Big messages fill a socket's buffers in a few dozen messages, at any database speed.

@@ -210,7 +210,7 @@ async def test_a_client_that_stops_reading_is_closed_and_memory_stays_bounded(
         # Far more than the bound plus every kernel buffer on the way: without the bound all
         # of it would wait in the instance's memory for a reader that never comes.
         # Well within Daphne's ping timeout (30 s), which would end a silent socket anyway.
-        total_bytes = 16 * MIB
+        total_bytes = 32 * MIB
         started = time.monotonic()
         while sent * len(body) < total_bytes and time.monotonic() < started + 12:
             # Paced by the acks, so what piles up is what the server sends, not what it has
