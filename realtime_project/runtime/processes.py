@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import logging.config
 import os
 import signal
 import socket
@@ -38,6 +39,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
+
+from realtime_project.runtime.logging import log_event
 
 logger = logging.getLogger("realtime_project.runtime.processes")
 
@@ -154,10 +157,11 @@ class Supervisor:
             signal.signal(signum, self._forward)
         for index in range(self.processes):
             self._start(index, generation=0, quick_deaths=0)
-        logger.info(
-            "serving %s with %d processes",
-            ", ".join(f"{item.host}:{item.port}" for item in listeners),
-            self.processes,
+        log_event(
+            logger,
+            "processes_started",
+            endpoints=",".join(f"{item.host}:{item.port}" for item in listeners),
+            processes=self.processes,
         )
         while self.children:
             try:
@@ -200,11 +204,13 @@ class Supervisor:
             return
         quick = time.monotonic() - child.started < RESTART_WINDOW_SECONDS
         deaths = child.quick_deaths + 1 if quick else 0
-        logger.error(
-            "process %s (instance %s) exited with %s; starting it again",
-            child.index,
-            self._child_id(child.index, child.generation),
-            code,
+        log_event(
+            logger,
+            "process_restarted",
+            level=logging.ERROR,
+            index=child.index,
+            exited_instance=self._child_id(child.index, child.generation),
+            exit_code=code,
         )
         if deaths:
             pause = min(RESTART_PAUSE_MAX_SECONDS, 0.5 * 2 ** (deaths - 1))
@@ -236,5 +242,8 @@ def _dies_with(parent: int) -> Callable[[], None]:
 
 def processes_serve(argv: list[str], processes: int, base_id: str) -> int:
     """Serve Daphne's command line ``argv`` with ``processes`` children; their worst exit."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
+    from django.conf import settings
+
+    # The instance's own log configuration (LOG_FORMAT, LOG_LEVEL): Django is not set up here.
+    logging.config.dictConfig(settings.LOGGING)
     return Supervisor(argv, processes, base_id).run()
