@@ -82,6 +82,14 @@ def port_open(port: int, host: str = LOOPBACK) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def process_children(pid: int) -> list[int]:
+    """The direct children of ``pid``: a ``PROCESSES`` > 1 instance's Daphne processes."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
 def http_get(url: str, timeout: float = 1.0) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import redis
+
+from scripts.procs import process_children
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -36,14 +37,6 @@ def rss_kib(pid: int) -> int:
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1])
     return total
-
-
-def process_children(pid: int) -> list[int]:
-    """The direct children of ``pid`` (``PROCESSES`` > 1: its Daphne processes)."""
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(child) for child in (task / "children").read_text().split()]
-    return found
 
 
 @dataclass

@@ -11,19 +11,12 @@ from pathlib import Path
 import pytest
 
 from scripts.deployment import Cluster
+from scripts.procs import process_children
 from tests.ops.support import health, open_sockets, registry_connections
 from tests.support.async_poll import async_wait_until
 from tests.support.ws_client import WsClient
 
 pytestmark = pytest.mark.cluster
-
-
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        text = (task / "children").read_text().split()
-        found += [int(child) for child in text]
-    return found
 
 
 def _instance_of(pid: int) -> str:
@@ -48,7 +41,7 @@ async def test_two_processes_serve_one_port_and_a_crashed_one_comes_back(
 ) -> None:
     cluster = start_cluster(instances=1, PROCESSES="2")
     (instance,) = cluster.instances
-    children = _children(instance.pid)
+    children = process_children(instance.pid)
     assert sorted(_instance_of(pid) for pid in children) == ["instance-1-p0", "instance-1-p1"]
 
     # Both answer on the instance's one port.
@@ -70,7 +63,7 @@ async def test_two_processes_serve_one_port_and_a_crashed_one_comes_back(
         interval=0.05,
         what="the crashed process serving again as instance-1-p0r1",
     )
-    assert "instance-1-p0" not in {_instance_of(pid) for pid in _children(instance.pid)}
+    assert "instance-1-p0" not in {_instance_of(pid) for pid in process_children(instance.pid)}
 
 
 async def test_sigterm_drains_every_process_and_the_instance_exits(start_cluster) -> None:
@@ -105,7 +98,7 @@ async def test_sigterm_drains_every_process_and_the_instance_exits(start_cluster
 async def test_a_killed_instance_takes_every_process_with_it(start_cluster) -> None:
     cluster = start_cluster(instances=1, PROCESSES="2")
     (instance,) = cluster.instances
-    children = _children(instance.pid)
+    children = process_children(instance.pid)
     assert len(children) == 2
     os.kill(instance.pid, signal.SIGKILL)  # the supervisor alone: nothing forwarded
     await async_wait_until(
