@@ -295,8 +295,17 @@ async def database_rows(queryset: QuerySet[Any, Any]) -> list[tuple[Any, ...]]:
     The ORM writes the SQL, so an async read and its synchronous twin are the same query;
     the values come as psycopg loads them (no field converters: ids, numbers, text).
     """
-    # Compiled with the shared unconnected wrapper (see ``_unconnected_wrapper``).
+    return await _rows(*_compiled(queryset))
+
+
+def _compiled(queryset: QuerySet[Any, Any]) -> tuple[str, list[Any]]:
+    """The queryset's SQL and parameters, compiled with the shared unconnected wrapper (see
+    ``_unconnected_wrapper``)."""
     sql, params = queryset.query.get_compiler(connection=_unconnected_wrapper()).as_sql()
+    return sql, list(params)
+
+
+async def _rows(sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
     async with database_connection() as db:
         return await (await db.execute(sql, params)).fetchall()
 
@@ -327,19 +336,14 @@ class CompiledRows:
 
     async def rows(self, value: Any) -> list[tuple[Any, ...]]:
         sql = self._sql
-        if sql is None:
-            sql, params = (
-                self._build(value).query.get_compiler(connection=_unconnected_wrapper()).as_sql()
-            )
-            params = list(params)
-            if not self._checked:
-                self._checked = True
-                if params == [self._prepare(value)]:
-                    self._sql = sql
-        else:
-            params = [self._prepare(value)]
-        async with database_connection() as db:
-            return await (await db.execute(sql, params)).fetchall()
+        if sql is not None:
+            return await _rows(sql, [self._prepare(value)])
+        sql, params = _compiled(self._build(value))
+        if not self._checked:
+            self._checked = True
+            if params == [self._prepare(value)]:
+                self._sql = sql
+        return await _rows(sql, params)
 
 
 def database_async_close() -> None:
