@@ -270,12 +270,11 @@ class FirestorePresenceStore(PresenceStore):
 
         async def read_all() -> dict[str, StoredPresence]:
             found: dict[str, StoredPresence] = {}
-            now = time.monotonic()
             async for snap in client.get_all(refs, retry=None, timeout=self.timeout):
-                stored = _from_document(snap.id, snap.to_dict() or {}) if snap.exists else None
-                if stored is not None:
-                    found[snap.id] = stored
-                self._remember(snap.id, _Snapshot(now, snap.exists, snap.update_time, stored))
+                snapshot = _Snapshot.of(snap)
+                if snapshot.stored is not None:
+                    found[snap.id] = snapshot.stored
+                self._remember(snap.id, snapshot)
             return found
 
         result: dict[str, StoredPresence] = await self._call(read_all())
