@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from scripts.procs import REPO_ROOT
+from tests.support.fresh_python import python_code_run
 
 PRINT_REALTIME = (
     "import django, json; django.setup(); from django.conf import settings; "
@@ -38,15 +39,7 @@ def _run(env: dict[str, str], code: str = PRINT_REALTIME) -> subprocess.Complete
         }
     }
     clean["DJANGO_SETTINGS_MODULE"] = "realtime_project.settings"
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        env={**clean, **env},
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return python_code_run(code, env={**clean, **env})
 
 
 def test_defaults_are_the_embedded_mode() -> None:

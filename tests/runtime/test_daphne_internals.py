@@ -11,7 +11,6 @@ import importlib
 import importlib.metadata
 import inspect
 import os
-import subprocess
 import sys
 from typing import Any
 
@@ -27,6 +26,7 @@ from realtime_project.runtime.daphne import (
     daphne_patch,
 )
 from realtime_project.runtime.internals import Internal
+from tests.support.fresh_python import python_code_run
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -233,15 +233,7 @@ changed = sorted(name for name in before if before[name] is not after[name])
 print("changed:", changed)
 """
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "realtime_project.settings"}
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = python_code_run(script, env=env)
     assert result.returncode == 0, result.stderr
     assert f"- {Behaviour.BACK_PRESSURE}: " in result.stdout
     assert "WebSocketProtocol.onCloseHandshakeTimeout should be" in result.stdout

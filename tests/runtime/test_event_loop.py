@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import pytest
 
-from scripts.procs import REPO_ROOT
+from tests.support.fresh_python import python_code_run
 
 # What Daphne's own module made its loop, once the entry point has chosen the policy.
 PROBE = """
@@ -31,16 +30,7 @@ def _run(code: str, event_loop: str | None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "EVENT_LOOP"}
     if event_loop is not None:
         env["EVENT_LOOP"] = event_loop
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    return result
+    return python_code_run(code, env=env)
 
 
 @pytest.mark.parametrize(
