@@ -28,7 +28,12 @@ from accounts.models import AuthToken, token_digest
 from accounts.queries import matching
 from connections.control import sockets_revoke_on_commit
 from realtime_project.conf import realtime_settings
-from realtime_project.database import database_async, database_async_enabled, database_connection
+from realtime_project.database import (
+    BatchedRead,
+    database_async,
+    database_async_enabled,
+    database_connection,
+)
 
 KEYWORD = "Token"
 
@@ -100,13 +105,19 @@ def token_lookup(key: str) -> AuthToken | None:
 
 
 async def token_lookup_async(key: str) -> AuthToken | None:
-    """``token_lookup`` for a connecting socket: on PostgreSQL one query on the event loop's
-    async connection (no thread), the same rows read into the same models."""
+    """``token_lookup`` for a connecting socket: on PostgreSQL read on the event loop's async
+    connection (no thread), the same rows read into the same models; the tokens of connects
+    arriving together are read by one query (``realtime_project.database.BatchedRead``)."""
     if not database_async_enabled():
         token: AuthToken | None = await database_async(token_lookup)(key)
         return token
     if not key:
         return None
+    return await _TOKENS.get(token_digest(key))
+
+
+async def _tokens_read(digests: list[str]) -> dict[str, AuthToken | None]:
+    """The valid tokens among ``digests``, each with its active user, by digest."""
     user_model = get_user_model()
     user_fields = [field.attname for field in user_model._meta.concrete_fields]
     token_fields = [field.attname for field in AuthToken._meta.concrete_fields]
@@ -118,15 +129,19 @@ async def token_lookup_async(key: str) -> AuthToken | None:
     )
     query = (
         f"SELECT {columns} FROM {tokens} t JOIN {users} u ON u.{user_pk} = t.user_id "
-        f"WHERE t.digest = %s AND t.expires_at > %s AND u.is_active"
+        f"WHERE t.digest = ANY(%s) AND t.expires_at > %s AND u.is_active"
     )
     async with database_connection() as db:
-        row = await (await db.execute(query, [token_digest(key), token_clock.now()])).fetchone()
-    if row is None:
-        return None
-    found = AuthToken.from_db("default", token_fields, row[: len(token_fields)])
-    found.user = user_model.from_db("default", user_fields, row[len(token_fields) :])
+        rows = await (await db.execute(query, [digests, token_clock.now()])).fetchall()
+    found: dict[str, AuthToken | None] = {}
+    for row in rows:
+        token = AuthToken.from_db("default", token_fields, row[: len(token_fields)])
+        token.user = user_model.from_db("default", user_fields, row[len(token_fields) :])
+        found[token.digest] = token
     return found
+
+
+_TOKENS: BatchedRead[str, AuthToken | None] = BatchedRead(_tokens_read, missing=None)
 
 
 def token_revoke(*, token: AuthToken) -> None:

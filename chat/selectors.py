@@ -13,6 +13,7 @@ from django.db.models import Count, Q, QuerySet
 from chat.models import Conversation, Event, Message, Participant
 from chat.serializers import message_to_dict
 from realtime_project.database import (
+    BatchedRead,
     CompiledRows,
     database_async,
     database_async_enabled,
@@ -93,20 +94,31 @@ def _user_param(user_id: int | str) -> Any:
     return Participant._meta.get_field("user").target_field.get_prep_value(user_id)
 
 
-# Compiled once (realtime_project.database.CompiledRows): asked on every connect.
-_POSITIONS = CompiledRows(_positions, prepare=_user_param)
-
-
 async def conversation_positions_for_user_async(*, user_id: int | str) -> dict[str, int]:
-    """``conversation_positions_for_user`` for a connecting socket: the same query, on
-    PostgreSQL read on the loop's async connection instead of a thread."""
+    """``conversation_positions_for_user`` for a connecting socket: on PostgreSQL read on the
+    loop's async connection instead of a thread, one query for the connects arriving
+    together (``realtime_project.database.BatchedRead``)."""
     if not database_async_enabled():
         result: dict[str, int] = await database_async(conversation_positions_for_user)(
             user_id=user_id
         )
         return result
-    rows = await _POSITIONS.rows(user_id)
-    return {str(pk): int(last_seq) for pk, last_seq in rows}
+    return dict(await _POSITIONS.get(_user_param(user_id)))
+
+
+async def _positions_read(user_ids: list[Any]) -> dict[Any, dict[str, int]]:
+    found: dict[Any, dict[str, int]] = {user_id: {} for user_id in user_ids}
+    rows = await database_rows(
+        Participant.objects.filter(user_id__in=user_ids).values_list(
+            "user_id", "conversation_id", "conversation__last_seq"
+        )
+    )
+    for user_id, pk, last_seq in rows:
+        found[user_id][str(pk)] = int(last_seq)
+    return found
+
+
+_POSITIONS: BatchedRead[Any, dict[str, int]] = BatchedRead(_positions_read, missing={})
 
 
 def conversation_last_seqs(*, conversation_ids: Iterable[str]) -> dict[str, int]:

@@ -38,11 +38,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import threading
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
 from channels.db import DatabaseSyncToAsync
@@ -353,3 +354,104 @@ def database_async_close() -> None:
         _loops.clear()
     for connections_of_loop in held:
         connections_of_loop.close()
+
+
+# -- reads asked together, answered by one query ----------------------------------------------
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _LoopBatch:
+    """One event loop's side of a ``BatchedRead``: the keys asked and not yet read."""
+
+    __slots__ = ("reading", "waiting")
+
+    def __init__(self) -> None:
+        self.waiting: dict[Any, list[asyncio.Future[Any]]] = {}
+        self.reading = False
+
+
+class BatchedRead(Generic[K, V]):
+    """A read by key that many coroutines ask at once, answered by one query per round.
+
+    A crash storm's survivor takes hundreds of connects at once, each asking the same two
+    reads (its token, its conversations' positions) with another key. One at a time, they
+    queued for the loop's few async connections, and each held its connection for a whole
+    turn of a busy loop: in a storm of 2,000, a connect's positions waited 80-100 ms at p50 for
+    a 1 ms query (docs/benchmarks.md). Here one read of a kind is in flight per loop; every
+    key asked meanwhile waits for the next one, which reads them all (at most ``max_keys``).
+    When nothing is in flight a key is read at once, alone: no timer, no added wait when quiet.
+
+    ``fetch(keys)`` returns the found keys' values; a key it leaves out gets ``missing``. An
+    exception from ``fetch`` reaches every caller of that round, as it would have reached each
+    of their own queries. A caller cancelled while waiting is simply not answered.
+    """
+
+    def __init__(
+        self,
+        fetch: Callable[[list[K]], Awaitable[dict[K, V]]],
+        *,
+        missing: V,
+        max_keys: int = 500,
+    ) -> None:
+        self._fetch = fetch
+        self._missing = missing
+        self._max_keys = max_keys
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopBatch] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._rounds: set[asyncio.Task[None]] = set()
+        self.rounds = 0
+
+    async def get(self, key: K) -> V:
+        loop = asyncio.get_running_loop()
+        batch = self._loops.get(loop)
+        if batch is None:
+            batch = self._loops[loop] = _LoopBatch()
+        future: asyncio.Future[V] = loop.create_future()
+        batch.waiting.setdefault(key, []).append(future)
+        if not batch.reading:
+            batch.reading = True
+            # A task of its own: a caller's cancellation must not cut the others' read short.
+            task = loop.create_task(self._read(batch))
+            self._rounds.add(task)
+            task.add_done_callback(self._rounds.discard)
+        return await future
+
+    async def _read(self, batch: _LoopBatch) -> None:
+        asked: dict[Any, list[asyncio.Future[Any]]] = {}
+        try:
+            while batch.waiting:
+                keys = list(itertools.islice(batch.waiting, self._max_keys))
+                asked = {key: batch.waiting.pop(key) for key in keys}
+                self.rounds += 1
+                try:
+                    found = await self._fetch(keys)
+                except Exception as exc:
+                    _answer(asked, exc)
+                else:
+                    for key, futures in asked.items():
+                        value = found.get(key, self._missing)
+                        for future in futures:
+                            if not future.done():
+                                future.set_result(value)
+                asked = {}
+        finally:
+            batch.reading = False
+            # Only when this task is cancelled (its loop torn down): nobody is left to read.
+            _answer(asked, None)
+            _answer(batch.waiting, None)
+            batch.waiting.clear()
+
+
+def _answer(asked: dict[Any, list[asyncio.Future[Any]]], exc: BaseException | None) -> None:
+    """Fail (``exc``) or cancel (None) the futures of a round not answered."""
+    for futures in asked.values():
+        for future in futures:
+            if future.done():
+                continue
+            if exc is None:
+                future.cancel()
+            else:
+                future.set_exception(exc)
