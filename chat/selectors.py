@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Iterable
@@ -224,16 +225,54 @@ def events_after(
 async def events_after_async(
     *, positions: dict[str, int], limit_per_conversation: int
 ) -> dict[str, list[LoggedEvent]]:
-    """``events_after`` for a socket (a gap, a resume): the same query, on PostgreSQL read on
-    the loop's async connection instead of a thread."""
+    """``events_after`` for a socket (a gap, a resume): on PostgreSQL read on the loop's async
+    connection instead of a thread, in one query with the other sockets' reads asked
+    meanwhile (``realtime_project.database.BatchedRead``: a storm's resumes, a burst's gaps)."""
     if not database_async_enabled():
         result: dict[str, list[LoggedEvent]] = await database_async(events_after)(
             positions=positions, limit_per_conversation=limit_per_conversation
         )
         return result
-    query = _events_after_query(positions, limit_per_conversation)
-    rows = await database_rows(query) if query is not None else []
-    return _events_by_conversation(positions, rows)
+    found: dict[str, list[LoggedEvent]] = {cid: [] for cid in positions}
+    asked = [(cid, _as_uuid(cid), after) for cid, after in positions.items()]
+    ranges = [(pk, after, after + limit_per_conversation + 1) for _, pk, after in asked if pk]
+    rows = await asyncio.gather(*(_EVENTS.get(key) for key in ranges))
+    for (cid, _, _), entries in zip([a for a in asked if a[1]], rows, strict=True):
+        # Decoded for each socket: a frame is the socket's own to deliver.
+        found[cid] = [
+            LoggedEvent(seq, json.loads(frame) if isinstance(frame, str) else frame, origin)
+            for seq, frame, origin in entries
+        ]
+    return found
+
+
+# (conversation, after, up to): the logged (seq, frame, origin) with after < seq <= up to.
+_Range = tuple[uuid.UUID, int, int]
+
+
+async def _events_read(ranges: list[_Range]) -> dict[_Range, list[tuple[int, Any, str]]]:
+    """Every range's events, read by one query over each conversation's widest range."""
+    widest: dict[uuid.UUID, tuple[int, int]] = {}
+    for pk, after, up_to in ranges:
+        low, high = widest.get(pk, (after, up_to))
+        widest[pk] = (min(low, after), max(high, up_to))
+    condition = Q()
+    for pk, (low, high) in widest.items():
+        condition |= Q(conversation_id=pk, seq__gt=low, seq__lte=high)
+    by_conversation: dict[uuid.UUID, list[tuple[int, Any, str]]] = {pk: [] for pk in widest}
+    for pk, seq, frame, origin in await database_rows(
+        Event.objects.filter(condition)
+        .order_by("conversation_id", "seq")
+        .values_list("conversation_id", "seq", "frame", "origin_channel")
+    ):
+        by_conversation[pk].append((int(seq), frame, origin))
+    return {
+        (pk, after, up_to): [row for row in by_conversation[pk] if after < row[0] <= up_to]
+        for pk, after, up_to in ranges
+    }
+
+
+_EVENTS: BatchedRead[_Range, list[tuple[int, Any, str]]] = BatchedRead(_events_read, missing=[])
 
 
 def event_list_after(

@@ -5,6 +5,7 @@ cancelled caller costs the others nothing."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import pytest
@@ -124,3 +125,44 @@ async def test_connects_arriving_together_read_their_own_tokens_and_positions(
         *(selectors.conversation_positions_for_user_async(user_id=demo.bob.id) for _ in "ab")
     )
     assert again[0] == again[1] and again[0] is not again[1]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_gaps_and_resumes_read_together_get_each_their_own_range(
+    demo: Any, async_path: None
+) -> None:
+    from chat import services
+
+    ab, abc = demo.conversations["ab"], demo.conversations["abc"]
+    for n in range(6):
+        for conversation in (ab, abc):
+            await services.message_send_async(
+                conversation_id=uuid.UUID(conversation),
+                sender_id=demo.alice.id,
+                body=f"m{n}",
+            )
+    asks = [
+        ({ab: 0}, 10),
+        ({ab: 3, abc: 1}, 10),
+        ({ab: 2}, 1),  # more than the limit: limit + 1 events, as alone
+        ({abc: 6}, 10),  # nothing after the newest
+    ]
+    expected = [
+        await database_sync_to_async(selectors.events_after)(
+            positions=positions, limit_per_conversation=limit
+        )
+        for positions, limit in asks
+    ]
+    before = selectors._EVENTS.rounds
+    found = await asyncio.gather(
+        *(
+            selectors.events_after_async(positions=positions, limit_per_conversation=limit)
+            for positions, limit in asks
+        )
+    )
+    assert found == expected
+    assert [[e.seq for e in found[1][ab]], [e.seq for e in found[2][ab]]] == [[4, 5, 6], [3, 4]]
+    assert 1 <= selectors._EVENTS.rounds - before <= 2
+    # A frame is each socket's own: two sockets reading the same event get two dicts.
+    assert found[0][ab][5].frame == found[1][ab][2].frame
+    assert found[0][ab][5].frame is not found[1][ab][2].frame
