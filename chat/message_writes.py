@@ -133,18 +133,23 @@ async def _batch_write(waiting: _Waiting) -> None:
                 await _alone(db, batch[0])
             elif batch:
                 await _together(db, batch)
-    except BaseException as error:
+    except Exception as error:
         if not batch:
             # No connection came (it could not be opened): what waited gets the error its own
-            # attempt would have had. On the loop's end (cancelled) nothing is queued again.
+            # attempt would have had.
             waiting.queued = False
             batch = _batch_take(waiting)
-            if waiting.writes and isinstance(error, Exception):
+            if waiting.writes:
                 _batch_queue(waiting)
         for write in batch:
             _fail(write, error)
-        if not isinstance(error, Exception):
-            raise
+    except BaseException as error:
+        # The loop's end: whatever waits here is cancelled with it, and nothing is queued again.
+        waiting.queued = False
+        for write in [*batch, *waiting.writes]:
+            _fail(write, error)
+        waiting.writes.clear()
+        raise
 
 
 async def _alone(db: AsyncConnection[Any], write: _Write) -> None:

@@ -11,9 +11,11 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import psycopg
 import pytest
 from channels.db import database_sync_to_async
 from django.db import connection, transaction
+from psycopg import AsyncConnection
 
 from chat import message_writes, selectors, services
 from chat.metrics import message_batches
@@ -55,22 +57,22 @@ def bodies_written() -> list[str]:
 
 
 @contextlib.asynccontextmanager
-async def connection_held(expected_waiting: int) -> AsyncIterator[None]:
+async def connection_held(expected_waiting: int) -> AsyncIterator[AsyncConnection[Any]]:
     """Keep the loop's one connection while the block starts its sends; on leaving, wait
     until ``expected_waiting`` messages are queued for it, then let it go: they are one batch.
     """
     release = asyncio.Event()
-    taken = asyncio.Event()
+    taken: asyncio.Future[AsyncConnection[Any]] = asyncio.get_running_loop().create_future()
 
     async def hold() -> None:
-        async with database_connection():
-            taken.set()
+        async with database_connection() as db:
+            taken.set_result(db)
             await release.wait()
 
     holder = asyncio.ensure_future(hold())
-    await taken.wait()
+    held = await taken
     try:
-        yield
+        yield held
         await waiting_until(expected_waiting)
     finally:
         release.set()
@@ -270,3 +272,33 @@ async def test_a_batch_and_a_removal_of_one_of_its_senders_do_not_deadlock(
     assert results[0]["seq"] == 2  # after the removal's
     assert message_batches.splits == splits
     assert [(seq, sender) for seq, sender, _ in await log_of(abc)] == [(2, alice)]
+
+
+async def test_a_batch_on_a_broken_connection_fails_each_message_as_alone(
+    demo: Any, one_connection: None
+) -> None:
+    """The server ends the connection a batch is about to use: each of its messages gets the
+    error a lone statement would get (whether a commit happened is unknown to both), and the
+    next message is written on a new connection."""
+    ab = uuid.UUID(demo.conversations["ab"])
+    alice, bob = demo.alice.id, demo.bob.id
+
+    def terminate(pid: int) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+    splits = message_batches.splits
+    async with connection_held(expected_waiting=2) as held:
+        calls = [
+            asyncio.ensure_future(
+                services.message_send_async(conversation_id=ab, sender_id=sender, body=sender)
+            )
+            for sender in (alice, bob)
+        ]
+        await database_async(terminate)(held.info.backend_pid)
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert [type(result) for result in results] == [psycopg.OperationalError] * 2
+    assert message_batches.splits == splits  # not written again, one by one
+    assert await log_of(str(ab)) == []
+    sent = await services.message_send_async(conversation_id=ab, sender_id=alice, body="again")
+    assert sent["seq"] == 1
