@@ -23,6 +23,7 @@ from chat.models import Conversation, Event, Message, Participant
 from realtime_project.database import database_async, database_async_enabled, database_connection
 from tests.support.async_poll import async_wait_until
 from tests.support.consumer_fixtures import *  # noqa: F403
+from webhooks.models import OutboxEvent
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -302,3 +303,44 @@ async def test_a_batch_on_a_broken_connection_fails_each_message_as_alone(
     assert await log_of(str(ab)) == []
     sent = await services.message_send_async(conversation_id=ab, sender_id=alice, body="again")
     assert sent["seq"] == 1
+
+
+async def test_a_batch_records_each_written_message_once_in_the_webhooks_outbox(
+    demo: Any, one_connection: None, realtime_override: Callable[..., None]
+) -> None:
+    realtime_override(WEBHOOK_URLS=["http://127.0.0.1:9/hooks"], WEBHOOK_SECRET="s")
+    ab, abc = uuid.UUID(demo.conversations["ab"]), uuid.UUID(demo.conversations["abc"])
+    alice, bob, carol = demo.alice.id, demo.bob.id, demo.carol.id
+    await services.message_send_async(conversation_id=ab, sender_id=alice, body="a", client_id="k")
+
+    def send(conversation: uuid.UUID, sender: str, client_id: str | None = None) -> Any:
+        return asyncio.ensure_future(
+            services.message_send_async(
+                conversation_id=conversation, sender_id=sender, body=sender, client_id=client_id
+            )
+        )
+
+    before, splits = batched(), message_batches.splits
+    async with connection_held(expected_waiting=3):
+        calls = [send(abc, carol), send(ab, bob), send(abc, bob)]
+    await asyncio.gather(*calls)
+    assert (batched(), message_batches.splits) == (before + 1, splits)
+    async with connection_held(expected_waiting=3):  # a resend among them: split
+        calls = [send(abc, alice), send(ab, alice, client_id="k"), send(ab, bob)]
+    await asyncio.gather(*calls)
+    assert message_batches.splits == splits + 1
+
+    @database_sync_to_async
+    def recorded() -> tuple[list[tuple[str, int, str]], list[tuple[str, int, str]]]:
+        outbox = [
+            (row["conversation_id"], row["seq"], row["message_id"])
+            for row in OutboxEvent.objects.filter(name="message.offline").values_list(
+                "payload", flat=True
+            )
+        ]
+        messages = [(str(m.conversation_id), m.seq, str(m.id)) for m in Message.objects.all()]
+        return sorted(outbox), sorted(messages)
+
+    outbox, messages = await recorded()
+    assert len(messages) == 6
+    assert outbox == messages
