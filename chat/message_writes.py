@@ -166,7 +166,8 @@ async def _alone(db: AsyncConnection[Any], write: _Write) -> None:
 
 async def _together(db: AsyncConnection[Any], batch: list[_Write]) -> None:
     """The batch's statements in one transaction, in one round trip (pipeline mode)."""
-    ordered = sorted(batch, key=lambda write: write.params["conversation"])
+    # As text: a UUID's canonical form sorts as the UUID does, and a caller's str id with it.
+    ordered = sorted(batch, key=lambda write: str(write.params["conversation"]))
     try:
         async with db.pipeline(), db.transaction():
             await db.execute(
