@@ -14,7 +14,7 @@ from itertools import accumulate
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter
-from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 registry = CollectorRegistry(auto_describe=False)
@@ -108,3 +108,48 @@ delivery_latency = DeliveryLatency()
 registry.register(delivery_latency)
 # The bound method: a delivery calls it without looking up the collector first.
 delivery_observe: Final = delivery_latency.observe
+
+
+# A transaction that writes messages holds one (alone) up to MESSAGE_BATCH_MAX of them.
+MESSAGE_BATCH_BUCKETS: Final = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+class MessageBatches(Collector):
+    """Transactions that wrote messages from sockets, by how many each held (group commit,
+    chat/message_writes.py), and the batches rolled back to be written one by one.
+
+    Counted on the event loop's thread only, without a lock, as ``DeliveryLatency``: a
+    message alone is observed too, and a lock per message is what that class avoids.
+    """
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(MESSAGE_BATCH_BUCKETS) + 1)  # the last is +Inf
+        self.messages = 0
+        self.splits = 0
+
+    def observe(self, size: int) -> None:
+        self.counts[bisect_left(MESSAGE_BATCH_BUCKETS, size)] += 1
+        self.messages += size
+
+    def split(self) -> None:
+        self.splits += 1
+
+    def collect(self) -> Iterable[Metric]:
+        family = HistogramMetricFamily(
+            "realtime_message_batch_size",
+            "Messages per transaction written on the event loop's connections (1: alone).",
+        )
+        bounds = [str(bound) for bound in MESSAGE_BATCH_BUCKETS] + ["+Inf"]
+        family.add_metric(
+            [], list(zip(bounds, accumulate(self.counts), strict=True)), self.messages
+        )
+        yield family
+        yield CounterMetricFamily(
+            "realtime_message_batches_split",
+            "Batches of messages rolled back by an error and written one by one instead.",
+            value=self.splits,
+        )
+
+
+message_batches = MessageBatches()
+registry.register(message_batches)

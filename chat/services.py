@@ -23,11 +23,12 @@ from rest_framework.exceptions import ValidationError
 
 from chat import events, selectors
 from chat.event_types import MemberEvent, MessageEvent, ReadEvent, TypingEvent, event_frame
+from chat.message_writes import message_write
 from chat.models import Conversation, Event, Message, Participant
 from chat.serializers import message_body, message_to_dict
 from connections.control import user_group
 from realtime_project.conf import realtime_settings
-from realtime_project.database import database_async, database_async_enabled, database_connection
+from realtime_project.database import database_async, database_async_enabled
 from webhooks.outbox import (
     CANDIDATES_KEY,
     outbox_record,
@@ -510,10 +511,11 @@ async def message_send_async(
 
     The conversation is named by id and the sender's membership is checked by the write
     itself. On PostgreSQL that is ``_MESSAGE_STATEMENT`` on the event loop's own async
-    connection (realtime_project.database), committed on its own, then emitted: no thread, no
-    transaction block, no hop back for the emit. Elsewhere the synchronous service runs on
-    the database threads. Raises ``selectors.ConversationNotFound``, ``NotParticipant`` or
-    ``ClientIdInUse``.
+    connection (realtime_project.database), committed on its own (or, while every connection
+    is busy, with the messages waiting beside it: chat/message_writes.py), then emitted: no
+    thread, no transaction block, no hop back for the emit. Elsewhere the synchronous service
+    runs on the database threads. Raises ``selectors.ConversationNotFound``,
+    ``NotParticipant`` or ``ClientIdInUse``.
     """
     if not database_async_enabled():
         result: dict[str, Any] = await _message_send_threaded(
@@ -532,9 +534,7 @@ async def message_send_async(
         origin=origin_channel or "",
     )
     try:
-        async with database_connection() as db:
-            statement = _message_statement("wh_urls" in params)
-            row = await (await db.execute(statement, params)).fetchone()
+        row = await message_write(statement=_message_statement("wh_urls" in params), params=params)
     except psycopg.errors.UniqueViolation:
         # A resend: the statement wrote nothing (its seq included); the first one answers.
         earlier = (

@@ -290,6 +290,12 @@ async def database_connection() -> AsyncIterator[AsyncConnection[Any]]:
         yield db
 
 
+def database_connections_busy() -> bool:
+    """Whether ``database_connection`` would wait now: every connection of this loop is lent,
+    or callers are already waiting for one (they are served first come, first served)."""
+    return _loop_connections().slots.locked()
+
+
 async def database_rows(queryset: QuerySet[Any, Any]) -> list[tuple[Any, ...]]:
     """The rows of a ``values_list`` queryset, read on the loop's async connection.
 

@@ -249,6 +249,10 @@ REALTIME: dict[str, Any] = {
     "DATABASE_ASYNC_CONNECTIONS": env_int(
         "DATABASE_ASYNC_CONNECTIONS", _DATABASE_ASYNC_DEFAULT, minimum=0
     ),
+    # While all of them are lent, messages wait, and a connection that frees writes up to this
+    # many of them in one transaction (group commit, chat/message_writes.py); 1 writes each
+    # alone.
+    "MESSAGE_BATCH_MAX": env_int("MESSAGE_BATCH_MAX", 32, minimum=1),
     # The youngest generation of Python's garbage collector, in allocations (the interpreter's
     # default is 700); 0 keeps the interpreter's defaults (realtime_project/runtime/collector.py).
     "GC_GEN0_THRESHOLD": env_int("GC_GEN0_THRESHOLD", 20000, minimum=0),
