@@ -12,7 +12,6 @@ cursors (``chat.delivery.DeliveryMixin``: once, in ``seq`` order, gaps filled fr
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -37,6 +36,7 @@ from chat.frames import (
     ack_frame,
     error_frame,
     frame_parse,
+    frame_serialize,
     pong_frame,
 )
 from chat.live_socket import LiveSocketMixin
@@ -184,7 +184,7 @@ class ChatConsumer(LeanDispatchMixin, LiveSocketMixin, AsyncWebsocketConsumer):
         await self.server_close(code=code)
 
     async def transport_send(self, frame: dict[str, Any]) -> None:
-        await self.send(text_data=json.dumps(frame, separators=(",", ":")))
+        await self.send(text_data=frame_serialize(frame))
 
     async def transport_close(self, code: int) -> None:
         await self.close(code=code)
