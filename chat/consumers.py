@@ -12,7 +12,7 @@ cursors (``chat.delivery.DeliveryMixin``: once, in ``seq`` order, gaps filled fr
 
 from __future__ import annotations
 
-import json
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -37,6 +37,7 @@ from chat.frames import (
     ack_frame,
     error_frame,
     frame_parse,
+    frame_serialize,
     pong_frame,
 )
 from chat.live_socket import LiveSocketMixin
@@ -87,6 +88,43 @@ def _validated(serializer_class: type[drf_serializers.Serializer[Any]], frame: C
         return input_validate(serializer_class, frame.data, envelope=ENVELOPE_KEYS)
     except ValidationError as exc:
         raise FrameError(INVALID_PAYLOAD, ref=frame.ref, details=exc.detail) from None
+
+
+# Distinct (conversation id, flag) pairs whose validation is remembered: the conversations
+# typed in most recently on this instance.
+TYPING_FIELDS_CACHED = 1024
+
+
+@functools.lru_cache(maxsize=TYPING_FIELDS_CACHED, typed=True)
+def _typing_fields(conversation_id: str, is_typing: bool) -> tuple[str, bool]:
+    """A typing frame's fields as ``TypingFrameSerializer`` validates them, once per pair.
+
+    A typing frame repeats its conversation and flag many times a minute, and validating
+    them was the largest cost of the frame's own handling; the serializer stays the one
+    definition of a valid frame (a refused pair raises here, and is not remembered)."""
+    data = input_validate(
+        TypingFrameSerializer, {"conversation_id": conversation_id, "is_typing": is_typing}
+    )
+    return str(data["conversation_id"]), bool(data["is_typing"])
+
+
+def _typing_validated(frame: ClientFrame) -> tuple[str, bool]:
+    data = frame.data
+    conversation_id, is_typing = data.get("conversation_id"), data.get("is_typing")
+    # Only the plain shape goes by the remembered pairs: a string, a boolean and no key
+    # besides them and the envelope (``type`` is always there). Anything else is the
+    # serializer's to judge, field errors and unknown keys alike.
+    if (
+        type(conversation_id) is str
+        and type(is_typing) is bool
+        and len(data) == 3 + ("ref" in data)
+    ):
+        try:
+            return _typing_fields(conversation_id, is_typing)
+        except ValidationError as exc:
+            raise FrameError(INVALID_PAYLOAD, ref=frame.ref, details=exc.detail) from None
+    validated = _validated(TypingFrameSerializer, frame)
+    return str(validated["conversation_id"]), bool(validated["is_typing"])
 
 
 def _conversation_for(*, conversation_id: object, user_id: str, ref: str | None) -> Any:
@@ -184,7 +222,7 @@ class ChatConsumer(LeanDispatchMixin, LiveSocketMixin, AsyncWebsocketConsumer):
         await self.server_close(code=code)
 
     async def transport_send(self, frame: dict[str, Any]) -> None:
-        await self.send(text_data=json.dumps(frame, separators=(",", ":")))
+        await self.send(text_data=frame_serialize(frame))
 
     async def transport_close(self, code: int) -> None:
         await self.close(code=code)
@@ -254,9 +292,7 @@ class ChatConsumer(LeanDispatchMixin, LiveSocketMixin, AsyncWebsocketConsumer):
         return pong_frame(ref=frame.ref)
 
     async def on_typing(self, frame: ClientFrame) -> dict[str, Any]:
-        data = _validated(TypingFrameSerializer, frame)
-        conversation_id = str(data["conversation_id"])
-        is_typing = bool(data["is_typing"])
+        conversation_id, is_typing = _typing_validated(frame)
         # Typing is the hottest frame: the groups joined at connect (and on join) already
         # say where the user takes part, so only a stranger costs a database query. While
         # this instance cannot hear membership changes made elsewhere (Redis down), that

@@ -8,6 +8,7 @@ fails everywhere. Durable events (``DURABLE_TYPES``) carry the conversation's ``
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import operator
@@ -113,12 +114,31 @@ def frame_time(frame: dict[str, Any]) -> float | None:
 
 def event_frame(event: AnyEvent) -> dict[str, Any]:
     """The wire frame of ``event``, with a fresh ``event_id`` and ``ts``."""
-    return {
-        "type": event.type,
-        "event_id": uuid.uuid4().hex,
-        "ts": now_iso(),
-        **dataclasses.asdict(event),
-    }
+    frame: dict[str, Any] = {"type": event.type, "event_id": uuid.uuid4().hex, "ts": now_iso()}
+    frame.update(_plain(event))
+    return frame
+
+
+# Field values that are their own plain form (what ``dataclasses.asdict`` returns as is).
+_ATOMIC: Final = frozenset({str, int, float, bool, type(None)})
+
+
+@functools.cache
+def _field_names(cls: type[Any]) -> tuple[str, ...]:
+    return tuple(field.name for field in dataclasses.fields(cls))
+
+
+def _plain(value: Any) -> Any:
+    """``dataclasses.asdict`` for the events' fields, without its generic walk: every typing
+    delivery builds one, and ``asdict`` deep-copies each string on its way (the same dicts,
+    lists and values come out; tests/chat/test_event_types.py compares them)."""
+    if type(value) in _ATOMIC:
+        return value
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {name: _plain(getattr(value, name)) for name in _field_names(type(value))}
+    return copy.deepcopy(value)
 
 
 class EventSchemaError(ValueError):

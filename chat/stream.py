@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import uuid
 from typing import Any
@@ -28,6 +27,7 @@ from channels.generic.http import AsyncHttpConsumer
 from accounts.stream_auth import http_reply, retry_after
 from chat import selectors
 from chat.event_types import DURABLE_TYPES, now_iso
+from chat.frames import frame_serialize
 from chat.live_socket import LiveSocketMixin
 from chat.stream_cursor import CursorInvalid, cursor_decode, cursor_encode, cursor_positions
 from realtime_project.close_codes import (
@@ -160,9 +160,7 @@ class EventStreamConsumer(LeanDispatchMixin, LiveSocketMixin, AsyncHttpConsumer)
             "conversation_id": conversation_id,
         }
         if not self.closing:
-            await self._write(
-                sse_event("resync", json.dumps(frame, separators=(",", ":")), event_id=self._id())
-            )
+            await self._write(sse_event("resync", frame_serialize(frame), event_id=self._id()))
 
     # -- the transport -----------------------------------------------------------------------
 
@@ -189,7 +187,7 @@ class EventStreamConsumer(LeanDispatchMixin, LiveSocketMixin, AsyncHttpConsumer)
 
     async def transport_send(self, frame: dict[str, Any]) -> None:
         kind = str(frame.get("type"))
-        data = json.dumps(frame, separators=(",", ":"))
+        data = frame_serialize(frame)
         event_id: str | None = None
         if kind in DURABLE_TYPES and "seq" in frame:
             conversation_id = str(frame.get("conversation_id"))
@@ -210,9 +208,8 @@ class EventStreamConsumer(LeanDispatchMixin, LiveSocketMixin, AsyncHttpConsumer)
     async def transport_close(self, code: int) -> None:
         self.close_code = code
         if self.started:
-            frame = json.dumps(
-                {"type": "close", "event_id": uuid.uuid4().hex, "ts": now_iso(), "code": code},
-                separators=(",", ":"),
+            frame = frame_serialize(
+                {"type": "close", "event_id": uuid.uuid4().hex, "ts": now_iso(), "code": code}
             )
             with contextlib.suppress(Exception):
                 await self.send_body(sse_event("close", frame), more_body=True)

@@ -272,3 +272,28 @@ async def test_binary_frames_are_read_as_utf8_json(open_socket, demo: Demo) -> N
     assert (await socket.recv_until(frame_is("pong")))["ref"] == "b"
     await socket.send(b"\xff\xfe")
     assert (await socket.recv_until(frame_is("error")))["code"] == "invalid_json"
+
+
+async def test_a_repeated_typing_frame_is_judged_as_the_first(open_socket, demo: Demo) -> None:
+    # The typing frame's validation is remembered per (conversation, flag): a repeat must be
+    # judged exactly as the first, whatever else the frame carries.
+    socket = await connected(open_socket, demo.alice)
+    conversation_id = demo.conversations["ab"]
+    for _ in range(2):
+        ack = await socket.request(
+            {"type": "typing", "conversation_id": conversation_id.upper(), "is_typing": True}
+        )
+        assert ack == {
+            "type": "ack",
+            "ref": ack["ref"],
+            "conversation_id": conversation_id,
+            "is_typing": True,
+        }
+        extra = await socket.request(
+            {"type": "typing", "conversation_id": conversation_id, "is_typing": True, "x": 1}
+        )
+        assert extra["code"] == "invalid_payload"
+        assert extra["details"] == {"x": ["Unknown field."]}
+        bad = await socket.request({"type": "typing", "conversation_id": "no", "is_typing": True})
+        assert bad["code"] == "invalid_payload"
+        assert set(bad["details"]) == {"conversation_id"}

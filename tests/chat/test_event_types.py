@@ -4,6 +4,7 @@ through ``event_check``, so a refusal it misses is a wire change no test would n
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -50,6 +51,24 @@ EVERY_EVENT: list[AnyEvent] = [
 @pytest.mark.parametrize("event", EVERY_EVENT, ids=lambda e: e.type)
 def test_every_frame_the_server_builds_passes(event: AnyEvent) -> None:
     event_check(event_frame(event))
+
+
+@pytest.mark.parametrize("event", EVERY_EVENT, ids=lambda e: e.type)
+def test_a_frame_holds_what_asdict_makes_of_its_event(event: AnyEvent) -> None:
+    frame = event_frame(event)
+    assert list(frame)[:3] == ["type", "event_id", "ts"]
+    assert {k: v for k, v in frame.items() if k not in {"event_id", "ts"}} == {
+        "type": event.type,
+        **dataclasses.asdict(event),
+    }
+    assert list(frame)[3:] == list(dataclasses.asdict(event))
+
+
+def test_a_frame_shares_no_list_with_its_event() -> None:
+    # A socket may change the frame it sends; the event (and the next frame) must not move.
+    event = ReadEvent(conversation_id="c1", seq=4, user_id="7", message_ids=["m1"], read_at="t")
+    event_frame(event)["message_ids"].append("m2")
+    assert event.message_ids == ["m1"]
 
 
 def test_an_integer_where_a_float_is_declared_passes() -> None:

@@ -23,7 +23,6 @@ import contextlib
 import dataclasses
 import inspect
 import itertools
-import json
 import logging
 import random as random_module
 import uuid
@@ -76,6 +75,7 @@ from realtime_client.events import (
 from realtime_client.outbox import Outbox, Outgoing
 from realtime_client.rest import http_base, rest_json
 from realtime_client.sequencer import Sequencer
+from realtime_client.wire import frame_read, frame_text
 
 logger = logging.getLogger("realtime_client")
 
@@ -309,7 +309,7 @@ class Client:
         future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
         self._pending[ref] = future
         try:
-            await ws.send(json.dumps({**frame, "ref": ref}))
+            await ws.send(frame_text({**frame, "ref": ref}))
             async with asyncio.timeout(within or self.ack_timeout):
                 return await future
         except websockets.ConnectionClosed:
@@ -465,7 +465,7 @@ class Client:
         try:
             async with asyncio.timeout(self.open_timeout):
                 hello = await ws.recv()
-            frame = json.loads(hello)
+            frame = frame_read(hello)
             self.observer.frame(frame)
             connected = parse_frame(frame)
             if not isinstance(connected, Connected):
@@ -477,12 +477,12 @@ class Client:
             self._resume_ref = self._ref("resume")
             positions = self._seq.positions
             await ws.send(
-                json.dumps({"type": "resume", "ref": self._resume_ref, "positions": positions})
+                frame_text({"type": "resume", "ref": self._resume_ref, "positions": positions})
             )
             self.observer.resume_sent(positions)
             async for raw in ws:
                 try:
-                    incoming = json.loads(raw)
+                    incoming = frame_read(raw)
                 except ValueError:
                     logger.warning("a frame that is not JSON: %r", raw[:200])
                     continue
@@ -629,7 +629,7 @@ class Client:
             "client_id": entry.client_id,
         }
         with contextlib.suppress(websockets.ConnectionClosed):
-            await ws.send(json.dumps(frame))
+            await ws.send(frame_text(frame))
 
     async def _on_durable(self, event: DurableEvent) -> None:
         conversation_id = event.conversation_id
