@@ -5,9 +5,10 @@
 bench asks each of them (``Introspector.take``: a label in a file, then SIGUSR1) to write a
 report, and waits for it. A report holds /proc/self/smaps_rollup (anonymous against file
 pages), the thread count, pymalloc's arenas (``sys._debugmallocstats``), glibc malloc's
-totals over every arena (``mallinfo2``) and its arena count (``malloc_stats``), the
-collector's object counts, and tracemalloc's traced heap when it traces
-(``--tracemalloc``). Nothing here is the product's; it is loaded only by the bench.
+totals over every arena (``mallinfo2``) and each arena's (``malloc_stats``), the
+collector's object counts (by type with ``BENCH_INTROSPECT_TYPES=N`` in the bench's
+environment), and tracemalloc's traced heap when it traces (``--tracemalloc``). Nothing
+here is the product's; it is loaded only by the bench.
 """
 
 from __future__ import annotations
@@ -89,7 +90,38 @@ def _pymalloc(text: str) -> dict[str, int]:
     return out
 
 
-def report(with_tracemalloc_top: int = 25) -> dict[str, Any]:
+def _arenas(text: str) -> list[dict[str, int]]:
+    """``malloc_stats``' system and in-use bytes of each glibc arena (one a thread, up to
+    8 a core)."""
+    found = re.findall(
+        r"^Arena \d+:\nsystem bytes\s*=\s*(\d+)\nin use bytes\s*=\s*(\d+)", text, re.M
+    )
+    return [{"system": int(system), "in_use": int(in_use)} for system, in_use in found]
+
+
+def _types(top: int) -> list[dict[str, Any]]:
+    """The collector's objects by type, most numerous first: count and ``getsizeof`` bytes
+    (an instance's ``__dict__`` apart, where it has one: reading it makes it, so this is for
+    a diagnostic run, ``BENCH_INTROSPECT_TYPES=N``)."""
+    counts: dict[type, list[int]] = {}
+    for obj in gc.get_objects():
+        kind = type(obj)
+        row = counts.get(kind)
+        if row is None:
+            has_dict = int(not issubclass(kind, type) and hasattr(kind, "__dictoffset__"))
+            row = counts[kind] = [0, 0, 0, has_dict and int(kind.__dictoffset__ != 0)]
+        row[0] += 1
+        row[1] += sys.getsizeof(obj)
+        if row[3] and (own := getattr(obj, "__dict__", None)) is not None:
+            row[2] += sys.getsizeof(own)
+    ranked = sorted(counts.items(), key=lambda item: -item[1][0])[:top]
+    return [
+        {"type": f"{k.__module__}.{k.__qualname__}", "count": c, "bytes": b, "dict_bytes": d}
+        for k, (c, b, d, _) in ranked
+    ]
+
+
+def report(with_tracemalloc_top: int = 80) -> dict[str, Any]:
     """This process's memory, as it sees it now."""
     smaps = _kib_fields(Path("/proc/self/smaps_rollup").read_text())
     status = Path("/proc/self/status").read_text()
@@ -102,6 +134,7 @@ def report(with_tracemalloc_top: int = 25) -> dict[str, Any]:
         with _stderr_to(c_path):
             libc.malloc_stats()
         py_text, c_text = py_path.read_text(), c_path.read_text()
+    with_types_top = int(os.environ.get("BENCH_INTROSPECT_TYPES", "0"))
     libc.mallinfo2.restype = _Mallinfo2
     info = libc.mallinfo2()
     out: dict[str, Any] = {
@@ -112,6 +145,8 @@ def report(with_tracemalloc_top: int = 25) -> dict[str, Any]:
         "pymalloc": _pymalloc(py_text),
         "glibc": {name: getattr(info, name) for name in MALLINFO2_FIELDS},
         "glibc_arenas": len(re.findall(r"^Arena \d+:", c_text, re.MULTILINE)),
+        "glibc_by_arena": _arenas(c_text),
+        "types": _types(with_types_top) if with_types_top else [],
         "gc": {
             "objects": len(gc.get_objects()),
             "frozen": gc.get_freeze_count(),
@@ -144,7 +179,11 @@ def report_write(directory: str) -> None:
     label = request.read_text().strip() if request.exists() else str(int(time.time()))
     target = base / f"{os.getpid()}.{label}.json"
     partial = target.with_suffix(".part")
-    partial.write_text(json.dumps(report()))
+    try:
+        written = report()
+    except Exception as exc:  # the bench waits for a report: an error is one
+        written = {"pid": os.getpid(), "error": repr(exc)}
+    partial.write_text(json.dumps(written))
     partial.rename(target)
 
 
