@@ -159,8 +159,8 @@ async def bench_layer(args: argparse.Namespace, layer: str, workdir: Path) -> di
         accounts = accounts_assign(seeded, urls)
         probe = LoadGenerator(accounts[-1:])
         result: dict[str, Any] = {}
-        spy = _profile(args, cluster.instances[-1].pid, f"{layer}-connect")
         if args.memory:
+            spy = _profile(args, cluster.instances[-1].pid, f"{layer}-connect")
             result["memory"] = await memory_only(
                 args, accounts[: args.users], pids=pids, workdir=workdir / layer
             )
@@ -169,6 +169,7 @@ async def bench_layer(args: argparse.Namespace, layer: str, workdir: Path) -> di
             return result
         result["round_trips"] = await round_trips(probe, redis, trials=args.trials)
         gen = LoadGenerator(accounts[: args.users])
+        spy = _profile(args, cluster.instances[-1].pid, f"{layer}-connect")
         result["memory"] = await memory_ramp(gen, steps=args.steps, pids=pids)
         if spy is not None:
             spy.wait(timeout=args.seconds + 30)
