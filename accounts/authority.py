@@ -77,6 +77,12 @@ class SocketAuthorityMixin:
         identity = self.scope.get(SESSION_SCOPE_KEY)
         return identity if isinstance(identity, SessionIdentity) else None
 
+    def authority_init(self) -> None:
+        """From the consumer's ``__init__``: its attributes set at once, in the class's shared
+        table (``realtime_project.runtime.dispatch.LeanDispatchMixin.__init__`` says why)."""
+        self._expiry_entry = None
+        self._authority_started = False
+
     def authority_start(self) -> None:
         self._authority_started = True
         self._expiry_schedule()

@@ -94,6 +94,11 @@ class LiveSocketMixin(DeliveryMixin, SocketAuthorityMixin):
     transport_name = "ws"
 
     def live_init(self) -> None:
+        # Known at connect; set here so that every consumer's attributes stay in its class's
+        # shared table (realtime_project.runtime.dispatch.LeanDispatchMixin.__init__).
+        self.user_id = ""
+        self.connection_id = ""
+        self.authority_init()
         self.registered = False
         self.closing = False
         # The conversations this socket follows, each with its delivery cursor: the socket's

@@ -61,6 +61,7 @@ class RealtimeSettings:
     CONNECT_MAX_WAIT_MS: int
     CONNECT_RETRY_MAX_MS: int
     GC_GEN0_THRESHOLD: int
+    MALLOC_ARENA_MAX: int
     EVENT_LOOP: Literal["uvloop", "asyncio"]
     PROCESSES: int
     TOKEN_CACHE_SIZE: int

@@ -256,6 +256,10 @@ REALTIME: dict[str, Any] = {
     # The youngest generation of Python's garbage collector, in allocations (the interpreter's
     # default is 700); 0 keeps the interpreter's defaults (realtime_project/runtime/collector.py).
     "GC_GEN0_THRESHOLD": env_int("GC_GEN0_THRESHOLD", 20000, minimum=0),
+    # glibc malloc's arenas when started through realtime_project.runtime.serve: one a thread
+    # by default, whose free space the RSS keeps; 0 leaves glibc's own limit
+    # (realtime_project/runtime/malloc.py). glibc reads the same variable itself at start.
+    "MALLOC_ARENA_MAX": env_int("MALLOC_ARENA_MAX", 2, minimum=0),
     # The event loop Daphne and Twisted run on when started through
     # realtime_project.runtime.serve: uvloop's, or the standard library's ("asyncio").
     "EVENT_LOOP": env_choice("EVENT_LOOP", "uvloop", {"uvloop", "asyncio"}),

@@ -143,6 +143,7 @@ class LoadGenerator:
         self.latencies_ms: list[float] = []
         self.closed_unexpectedly = 0
         self._requests: dict[str, asyncio.Future[dict[str, Any]]] = {}  # ref -> reply
+        self.last_connect_times_ms: list[float] = []  # the last ``connect``'s handshakes
 
     # -- sockets ----------------------------------------------------------------------------
 
@@ -173,6 +174,7 @@ class LoadGenerator:
         started = time.perf_counter()
         await asyncio.gather(*(one(c) for c in todo))
         seconds = time.perf_counter() - started
+        self.last_connect_times_ms = times
         return ConnectStats(
             sockets=len(todo) - failed,
             failed=failed,
@@ -180,6 +182,10 @@ class LoadGenerator:
             per_second=round((len(todo) - failed) / seconds, 1) if seconds else 0.0,
             latency_ms=percentiles(times),
         )
+
+    async def open_upto(self, target: int) -> ConnectStats:
+        """Open the sockets of clients ``[0, target)`` that are not open yet (a ramp's step)."""
+        return await self.connect(clients=[c for c in self.clients[:target] if c.ws is None])
 
     async def _open(self, client: Client) -> None:
         url = client.account.url

@@ -10,9 +10,10 @@ import asyncio
 import statistics
 import time
 from collections import Counter
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
-from bench.e2e.load import LoadGenerator, PhaseStats
+from bench.e2e.load import ConnectStats, LoadGenerator, PhaseStats
 from bench.e2e.probes import CpuMeter, RedisCounters, RedisProbe, rss_kib
 
 QUIET_SECONDS = 0.4
@@ -32,38 +33,80 @@ async def rss_settled(pids: dict[str, int], *, within: float = 3.0) -> dict[str,
     return last
 
 
+class Ramp(Protocol):
+    """What the memory ramp opens sockets with: one ``LoadGenerator`` or a ``GeneratorPool``."""
+
+    errors: Counter[str]
+
+    @property
+    def open_sockets(self) -> int: ...
+
+    async def open_upto(self, target: int) -> ConnectStats: ...
+
+
 async def memory_ramp(
-    gen: LoadGenerator, *, steps: list[int], pids: dict[str, int]
+    gen: Ramp,
+    *,
+    steps: list[int],
+    pids: dict[str, int],
+    at_point: Callable[[int], Awaitable[None]] | None = None,
 ) -> dict[str, Any]:
-    """Open sockets in steps; RSS of each server process at each step, and the connect rate."""
+    """Open sockets in steps; RSS of each server process at each step, and the connect rate.
+
+    ``at_point(sockets)`` runs once the RSS of each point is read (an introspection of the
+    server processes, ``bench.e2e.introspect``)."""
     points: list[dict[str, Any]] = [{"sockets": 0, "rss_kib": await rss_settled(pids)}]
+    if at_point is not None:
+        await at_point(0)
     connects = []
-    opened = 0
     for target in steps:
-        stats = await gen.connect(clients=gen.clients[opened:target])
-        opened = target
+        stats = await gen.open_upto(target)
         connects.append(stats)
         points.append({"sockets": gen.open_sockets, "rss_kib": await rss_settled(pids)})
+        if at_point is not None:
+            await at_point(gen.open_sockets)
     total_sockets = sum(s.sockets for s in connects)
     total_seconds = sum(s.seconds for s in connects)
     first, last = points[0], points[-1]
+    # Sockets are spread evenly over the processes measured.
+    by_step = []
+    for before, now, stats in zip(points, points[1:], connects, strict=False):
+        by_step.append(
+            {
+                "sockets": now["sockets"],
+                "kib_per_socket": _kib_per_socket(first, now),
+                "marginal_kib_per_socket": _kib_per_socket(before, now),
+                "connects_per_second": stats.per_second,
+                "failed": stats.failed,
+            }
+        )
     per_process = {
         name: (last["rss_kib"][name] - first["rss_kib"][name]) / max(1, last["sockets"] / len(pids))
         for name in pids
     }
     return {
         "points": points,
+        "by_step": by_step,
         "connect": {
             "sockets": total_sockets,
             "failed": sum(s.failed for s in connects),
             "per_second": round(total_sockets / total_seconds, 1) if total_seconds else 0.0,
+            "per_second_by_step": [s.per_second for s in connects],
             "latency_ms_by_step": [s.latency_ms for s in connects],
             "errors": {k: v for k, v in gen.errors.items() if k.startswith("connect_")},
         },
-        # Sockets are spread evenly over the processes measured.
         "kib_per_socket": round(statistics.fmean(per_process.values()), 1),
         "kib_per_socket_by_process": {k: round(v, 1) for k, v in per_process.items()},
     }
+
+
+def _kib_per_socket(before: dict[str, Any], now: dict[str, Any]) -> float | None:
+    """RSS added between two points per socket added, averaged over the processes."""
+    added = now["sockets"] - before["sockets"]
+    if added <= 0:
+        return None
+    grown = [now["rss_kib"][n] - before["rss_kib"][n] for n in now["rss_kib"]]
+    return round(statistics.fmean(grown) / (added / len(grown)), 1)
 
 
 async def phase(

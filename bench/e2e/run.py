@@ -2,6 +2,8 @@
 
 Run: .venv/bin/python -m bench.e2e.run [--quick] [--memory] [--soak SECONDS] [--storm] [--deploy]
      [--overload N ...] [--via-haproxy]
+     .venv/bin/python -m bench.e2e.run --memory --instances 1 --generator-processes 4 \
+        --users 10000 --steps 2000 10000 [--introspect]
 
 In one run, on this machine: a bare Daphne echo (the ceiling of one Daphne process), then a
 local cluster (Redis, the Firestore emulator, 2 Daphne instances, HAProxy) with this project's
@@ -28,8 +30,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.e2e import deploy, report
-from bench.e2e.load import LoadGenerator, accounts_assign
+from bench.e2e import deploy, introspect, report
+from bench.e2e.introspect import Introspector
+from bench.e2e.load import Account, LoadGenerator, accounts_assign
+from bench.e2e.load_pool import GeneratorPool
 from bench.e2e.measure import memory_ramp, phase, round_trips, rss_settled
 from bench.e2e.probes import RedisProbe
 from bench.e2e.storm import overload, storm
@@ -58,17 +62,63 @@ def machine() -> dict[str, Any]:
     }
 
 
+async def memory_only(
+    args: argparse.Namespace,
+    accounts: list[Account],
+    *,
+    pids: dict[str, int],
+    workdir: Path,
+    echo: bool = False,
+) -> dict[str, Any]:
+    """``--memory``: the ramp alone, its sockets held by ``--generator-processes`` processes
+    (this one when 1), and with ``--introspect`` each server process's own view at each
+    point."""
+    ramp: LoadGenerator | GeneratorPool
+    if args.generator_processes > 1:
+        ramp = await GeneratorPool(
+            accounts, processes=args.generator_processes, workdir=workdir, echo=echo
+        ).start()
+    else:
+        ramp = LoadGenerator(accounts, echo=echo)
+    spy = Introspector(_introspect_dir(workdir), pids) if args.introspect else None
+    try:
+        result = await memory_ramp(
+            ramp, steps=args.steps, pids=pids, at_point=spy.take if spy else None
+        )
+    finally:
+        await ramp.close()
+    result["instances"] = len(pids)
+    result["generator_processes"] = args.generator_processes
+    if spy is not None:
+        result["introspect"] = spy.reports
+    return result
+
+
+def _introspect_dir(workdir: Path) -> Path:
+    directory = workdir / "introspect"
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def _introspect_env(args: argparse.Namespace, workdir: Path) -> dict[str, str]:
+    if not args.introspect:
+        return {}
+    return introspect.instance_env(_introspect_dir(workdir), trace=args.tracemalloc)
+
+
 async def bench_echo(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    echo = echo_start(log_dir=workdir / "echo")
+    echo = echo_start(log_dir=workdir / "echo", env=_introspect_env(args, workdir / "echo"))
     try:
         pids = {"echo": echo.pid}
         others = {"loadgen": os.getpid()}
         accounts = accounts_assign(_fake_seed(args.users), [echo.ws_url])
+        if args.memory:
+            memory = await memory_only(
+                args, accounts, pids=pids, workdir=workdir / "echo", echo=True
+            )
+            return {"memory": memory}
         gen = LoadGenerator(accounts, echo=True)
         result: dict[str, Any] = {"memory": await memory_ramp(gen, steps=args.steps, pids=pids)}
-        if args.memory:
-            await gen.close()
-            return result
         result["sweep"] = []
         for rate in args.rates:
             run = _open(gen, message_rate=rate, typing_rate=0, seconds=args.seconds)
@@ -86,11 +136,14 @@ async def bench_layer(args: argparse.Namespace, layer: str, workdir: Path) -> di
     cluster = bench_cluster(
         layer=layer,
         state_dir=workdir / layer,
-        instances=2,
+        instances=args.instances,
         database_url=args.database_url,
         # --memory: the ramp's 100 handshakes in flight are all admitted, so that what is
         # measured is sockets, not the garbage of connects shed with 503/1013.
-        env={"CONNECT_MAX_WAIT_MS": "10000"} if args.memory else None,
+        env={
+            **({"CONNECT_MAX_WAIT_MS": "10000"} if args.memory else {}),
+            **_introspect_env(args, workdir / layer),
+        },
     )
     redis: RedisProbe | None = None
     try:
@@ -106,16 +159,20 @@ async def bench_layer(args: argparse.Namespace, layer: str, workdir: Path) -> di
         accounts = accounts_assign(seeded, urls)
         probe = LoadGenerator(accounts[-1:])
         result: dict[str, Any] = {}
-        if not args.memory:
-            result["round_trips"] = await round_trips(probe, redis, trials=args.trials)
+        if args.memory:
+            spy = _profile(args, cluster.instances[-1].pid, f"{layer}-connect")
+            result["memory"] = await memory_only(
+                args, accounts[: args.users], pids=pids, workdir=workdir / layer
+            )
+            if spy is not None:
+                spy.wait(timeout=args.seconds + 30)
+            return result
+        result["round_trips"] = await round_trips(probe, redis, trials=args.trials)
         gen = LoadGenerator(accounts[: args.users])
-        spy = _profile(args, cluster.instances[1].pid, f"{layer}-connect")
+        spy = _profile(args, cluster.instances[-1].pid, f"{layer}-connect")
         result["memory"] = await memory_ramp(gen, steps=args.steps, pids=pids)
         if spy is not None:
             spy.wait(timeout=args.seconds + 30)
-        if args.memory:
-            await gen.close()
-            return result
         result["sweep"] = []
         for rate in args.rates:
             share = args.message_share
@@ -273,6 +330,30 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--memory", action="store_true", help="the connect and memory ramp only (echo, layers)"
     )
+    parser.add_argument(
+        "--instances",
+        type=int,
+        default=2,
+        help="instances of each layer's cluster (--memory: 1 measures one instance's sockets)",
+    )
+    parser.add_argument(
+        "--generator-processes",
+        type=int,
+        default=1,
+        help="--memory: processes holding the ramp's sockets (bench/e2e/load_pool.py)",
+    )
+    parser.add_argument(
+        "--introspect",
+        action="store_true",
+        help="--memory: each server process reports its own memory (smaps, pymalloc, glibc "
+        "malloc, threads) at each point of the ramp (bench/e2e/introspect)",
+    )
+    parser.add_argument(
+        "--tracemalloc",
+        action="store_true",
+        help="--introspect: the server processes trace their heap from start-up (costs memory: "
+        "not for the RSS figures)",
+    )
     parser.add_argument("--soak", type=float, default=0, help="soak mode: seconds")
     parser.add_argument("--soak-rate", type=float, default=10, help="soak messages/s")
     parser.add_argument("--soak-typing-rate", type=float, default=200, help="soak typing/s")
@@ -347,7 +428,10 @@ def main(argv: list[str] | None = None) -> int:
     limit = fd_limit_raise()
     storm_users = max([args.storm_users if args.storm else 0, *(args.overload or [])])
     sockets = max(storm_users, args.deploy_sockets if args.deploy else 0)
-    if limit < 2 * max(args.users, sockets) + 256:
+    needed = 2 * max(args.users, sockets) + 256
+    if args.memory:  # each process holds its own share: the server's, each generator's
+        needed = -(-args.users // min(args.instances, args.generator_processes)) + 256
+    if limit < needed:
         print(f"open-file limit {limit} is too low for {args.users} sockets", file=sys.stderr)
         return 1
     results = asyncio.run(main_async(args))

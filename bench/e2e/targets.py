@@ -99,9 +99,9 @@ class EchoDaphne(DaphneInstance):
         return status == 200
 
 
-def echo_start(*, log_dir: Path) -> EchoDaphne:
+def echo_start(*, log_dir: Path, env: dict[str, str] | None = None) -> EchoDaphne:
     from scripts.deployment import DAPHNE_PING_ARGS
 
-    echo = EchoDaphne(instance_id="echo", log_dir=log_dir, extra_args=DAPHNE_PING_ARGS)
+    echo = EchoDaphne(instance_id="echo", log_dir=log_dir, extra_args=DAPHNE_PING_ARGS, env=env)
     echo.start()
     return echo

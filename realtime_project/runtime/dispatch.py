@@ -57,6 +57,22 @@ class LeanDispatchMixin:
         # only, so that nothing here shadows it.
         async def dispatch(self, message: Message) -> None: ...
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Set here, though ``__call__`` sets them again. CPython 3.11 keeps an instance's
+        # attributes in a table of names shared by its class, and gives that table one slot
+        # less with every instance made, down to one. A burst of connects makes dozens of
+        # consumers before the first of them runs, so a name first set in ``__call__`` or at
+        # connect no longer fits: every one of those consumers then moves its attributes into
+        # a dict of its own, 832 B a socket more (docs/benchmarks.md, "Memory per idle
+        # socket on one instance"). A name set in the first consumer's ``__init__`` is in the
+        # table before the second consumer is made. The live socket's do the same
+        # (``LiveSocketMixin.live_init``).
+        self.scope = None
+        self.channel_layer = None
+        self.base_send = None
+        self.channel_name = ""
+
     @classmethod
     def as_asgi(cls, **initkwargs: Any) -> Any:
         """Channels' ``as_asgi()``, without a coroutine of its own around the consumer's

@@ -34,11 +34,21 @@ def event_loop_policy_install() -> str:
     return kind
 
 
+def malloc_configure() -> bool:
+    """Apply ``MALLOC_ARENA_MAX`` (realtime_project/runtime/malloc.py) before any thread."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "realtime_project.settings")
+    from realtime_project.conf import realtime_settings
+    from realtime_project.runtime.malloc import malloc_arenas_limit
+
+    return malloc_arenas_limit(realtime_settings.MALLOC_ARENA_MAX)
+
+
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "realtime_project.settings")
     from realtime_project.conf import realtime_settings
     from realtime_project.runtime.processes import CHILD_ENV, processes_serve
 
+    malloc_configure()
     if realtime_settings.PROCESSES > 1 and CHILD_ENV not in os.environ:
         # Supervise children (docs/scaling.md); this process never loads Daphne.
         sys.exit(

@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 from typing import Any
 
 import pytest
+from channels.routing import ProtocolTypeRouter
 from django.db.models import Model
+from django.urls import re_path
 
-from accounts.auth import TicketRelease
+from accounts.auth import TicketRelease, websocket_stack
+from chat.consumers import ChatConsumer
+from realtime_project.runtime.routing import URLRouter
 from tests.support.async_poll import async_wait_until
+from tests.support.consumer import InProcessSocket
 from tests.support.consumer_fixtures import *  # noqa: F403
 from tests.support.consumer_fixtures import Demo
 
@@ -75,3 +81,38 @@ async def test_a_token_socket_keeps_its_users_id_not_the_row(open_socket, demo: 
         assert not isinstance(user, Model)
         assert str(user.pk) == demo.alice.id
         assert user.is_authenticated and user.is_active and not user.is_anonymous
+
+
+async def _consumers_opened(demo: Demo, users: list[Any]) -> list[ChatConsumer]:
+    """Open a socket for each of ``users`` at once, on consumers of a class made for this call
+    (its shared table of attribute names starts empty), and return the consumers."""
+
+    class FreshChatConsumer(ChatConsumer):
+        pass
+
+    route = re_path(r"^ws/?$", FreshChatConsumer.as_asgi())
+    app: Any = ProtocolTypeRouter({"websocket": websocket_stack(URLRouter([route]))})
+    sockets = await asyncio.gather(*(InProcessSocket.open(app, token=u.token) for u in users))
+    try:
+        for socket in sockets:
+            assert (await socket.recv())["type"] == "connected"
+        gc.collect()
+        return [o for o in gc.get_objects() if isinstance(o, FreshChatConsumer)]
+    finally:
+        for socket in sockets:
+            await socket.disconnect()
+
+
+async def test_a_burst_of_connects_costs_each_consumer_no_dict_of_its_own(
+    stack: Any, demo: Demo
+) -> None:
+    # Daphne makes a consumer per handshake; under a burst, dozens exist before the first
+    # reaches its connect. CPython 3.11 gives a class's shared table of attribute names a
+    # slot less with every instance made: a name first set at connect then no longer fits,
+    # and each consumer keeps its attributes in a dict of its own (832 B against 296 B at most
+    # here, as ``sys.getsizeof`` of the ``__dict__`` it makes on reading).
+    [alone] = await _consumers_opened(demo, [demo.alice])
+    expected = sys.getsizeof(alone.__dict__)
+    burst = await _consumers_opened(demo, [demo.alice, demo.bob, demo.carol] * 14)
+    assert len(burst) == 42
+    assert max(sys.getsizeof(c.__dict__) for c in burst) <= expected
