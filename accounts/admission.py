@@ -66,8 +66,12 @@ RETRY_STEP_RATES: Final = 0.8
 # one run and 420 in the next on the same machine, and the low reading told clients to come
 # back up to 23 s later while the loop sat half idle (docs/benchmarks.md). A client sent back
 # too early is shed again, at the price of one refusal; one sent too far is a user offline.
-# Admission itself (``limit``) still follows the rate as measured.
-HINT_RATE_FLOOR: Final = INITIAL_RATE_PER_SECOND
+# Admission itself (``limit``) still follows the rate as measured. 400: an instance takes
+# 495-564 connects a second on the 2-core test machine since its connect reads are batched;
+# at 200, one storm in three still told its clients to wait up to 4 s (1,143 of 2,000 back
+# within 5 s), against 2,000 of 2,000 in 4.1-4.5 s at 400 (docs/benchmarks.md). The balancer's
+# default (deploy/haproxy.cfg, CONNECT_RATE_PER_INSTANCE) is the same figure.
+HINT_RATE_FLOOR: Final = 400.0
 RETRY_REASON_PREFIX: Final = "retry_after_ms="
 # A ticket held this long belongs to a connect the server has given up on (Daphne drops a
 # handshake after 5 s) whose release was lost: it stops counting as the oldest waiting.
