@@ -180,16 +180,28 @@ class LoggedEvent(NamedTuple):
     origin_channel: str
 
 
-def _events_after_query(
+# (conversation, after, up to): the logged events with after < seq <= up to.
+_Range = tuple[uuid.UUID, int, int]
+
+
+def _ranges_after(
     positions: dict[str, int], limit_per_conversation: int
-) -> QuerySet[Event, tuple[Any, ...]] | None:
+) -> list[tuple[str, _Range]]:
+    """Each conversation of ``positions`` whose id is one, with the range a read owes it: the
+    events after its position, one more than the limit (so a caller can tell it is too far
+    behind)."""
+    return [
+        (cid, (pk, after, after + limit_per_conversation + 1))
+        for cid, after in positions.items()
+        if (pk := _as_uuid(cid)) is not None
+    ]
+
+
+def _events_in(ranges: Iterable[_Range]) -> QuerySet[Event, tuple[Any, ...]] | None:
+    """The logged events of every range, in (conversation, seq) order; None for no range."""
     condition = Q()
-    for conversation_id, after in positions.items():
-        pk = _as_uuid(conversation_id)
-        if pk is not None:
-            condition |= Q(
-                conversation_id=pk, seq__gt=after, seq__lte=after + limit_per_conversation + 1
-            )
+    for pk, after, up_to in ranges:
+        condition |= Q(conversation_id=pk, seq__gt=after, seq__lte=up_to)
     if not condition:
         return None
     return (
@@ -199,15 +211,9 @@ def _events_after_query(
     )
 
 
-def _events_by_conversation(
-    positions: dict[str, int], rows: Iterable[tuple[Any, ...]]
-) -> dict[str, list[LoggedEvent]]:
-    result: dict[str, list[LoggedEvent]] = {cid: [] for cid in positions}
-    for pk, seq, frame, origin in rows:
-        # The ORM decodes the frame; a raw async read hands over the JSON text.
-        decoded = json.loads(frame) if isinstance(frame, str) else frame
-        result[str(pk)].append(LoggedEvent(int(seq), decoded, origin))
-    return result
+def _logged(seq: int, frame: Any, origin: str) -> LoggedEvent:
+    # The ORM decodes the frame; a raw async read hands over the JSON text.
+    return LoggedEvent(int(seq), json.loads(frame) if isinstance(frame, str) else frame, origin)
 
 
 def events_after(
@@ -218,8 +224,11 @@ def events_after(
     A conversation with more than ``limit_per_conversation`` such events comes back with
     ``limit_per_conversation + 1`` of them, so the caller can tell it is too far behind.
     """
-    query = _events_after_query(positions, limit_per_conversation)
-    return _events_by_conversation(positions, query if query is not None else ())
+    result: dict[str, list[LoggedEvent]] = {cid: [] for cid in positions}
+    query = _events_in(r for _, r in _ranges_after(positions, limit_per_conversation))
+    for pk, seq, frame, origin in query if query is not None else ():
+        result[str(pk)].append(_logged(seq, frame, origin))
+    return result
 
 
 async def events_after_async(
@@ -234,20 +243,12 @@ async def events_after_async(
         )
         return result
     found: dict[str, list[LoggedEvent]] = {cid: [] for cid in positions}
-    asked = [(cid, _as_uuid(cid), after) for cid, after in positions.items()]
-    ranges = [(pk, after, after + limit_per_conversation + 1) for _, pk, after in asked if pk]
-    rows = await asyncio.gather(*(_EVENTS.get(key) for key in ranges))
-    for (cid, _, _), entries in zip([a for a in asked if a[1]], rows, strict=True):
+    wanted = _ranges_after(positions, limit_per_conversation)
+    rows = await asyncio.gather(*(_EVENTS.get(r) for _, r in wanted))
+    for (cid, _), entries in zip(wanted, rows, strict=True):
         # Decoded for each socket: a frame is the socket's own to deliver.
-        found[cid] = [
-            LoggedEvent(seq, json.loads(frame) if isinstance(frame, str) else frame, origin)
-            for seq, frame, origin in entries
-        ]
+        found[cid] = [_logged(*entry) for entry in entries]
     return found
-
-
-# (conversation, after, up to): the logged (seq, frame, origin) with after < seq <= up to.
-_Range = tuple[uuid.UUID, int, int]
 
 
 async def _events_read(ranges: list[_Range]) -> dict[_Range, list[tuple[int, Any, str]]]:
@@ -256,15 +257,9 @@ async def _events_read(ranges: list[_Range]) -> dict[_Range, list[tuple[int, Any
     for pk, after, up_to in ranges:
         low, high = widest.get(pk, (after, up_to))
         widest[pk] = (min(low, after), max(high, up_to))
-    condition = Q()
-    for pk, (low, high) in widest.items():
-        condition |= Q(conversation_id=pk, seq__gt=low, seq__lte=high)
+    query = _events_in((pk, low, high) for pk, (low, high) in widest.items())
     by_conversation: dict[uuid.UUID, list[tuple[int, Any, str]]] = {pk: [] for pk in widest}
-    for pk, seq, frame, origin in await database_rows(
-        Event.objects.filter(condition)
-        .order_by("conversation_id", "seq")
-        .values_list("conversation_id", "seq", "frame", "origin_channel")
-    ):
+    for pk, seq, frame, origin in await database_rows(query) if query is not None else []:
         by_conversation[pk].append((int(seq), frame, origin))
     return {
         (pk, after, up_to): [row for row in by_conversation[pk] if after < row[0] <= up_to]
