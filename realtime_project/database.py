@@ -322,13 +322,13 @@ class CompiledRows:
     async connection with each call's value (``rows(value)``).
 
     Building a queryset and compiling it took more of a connect's event loop than reading
-    its rows: a connect asks two such queries (its conversation positions and, when the user
-    comes online, the presence audience), and with py-spy on an instance taking 2,000
-    connects, Django's query building under them was 9.5 % of the loop's interpreter time
-    (docs/benchmarks.md). The ORM still writes the SQL: ``build(value)`` gives the queryset
-    on the first call, and its parameters must be exactly ``[prepare(value)]``, or nothing
-    is kept and every call compiles as ``database_rows`` does (a shape this class cannot
-    bind stays correct, only slower).
+    its rows: with py-spy on an instance taking 2,000 connects, Django's query building under
+    a connect's reads was 9.5 % of the loop's interpreter time (docs/benchmarks.md). The
+    presence audience of a user coming online is read this way; the conversation positions,
+    read for many connects at once, by ``BatchedRead``. The ORM still writes the SQL:
+    ``build(value)`` gives the queryset on the first call, and its parameters must be
+    exactly ``[prepare(value)]``, or nothing is kept and every call compiles as
+    ``database_rows`` does (a shape this class cannot bind stays correct, only slower).
     """
 
     __slots__ = ("_build", "_checked", "_prepare", "_sql")
